@@ -1,0 +1,238 @@
+"""Run configuration: frozen dataclasses for data, model and training, loadable from TOML.
+
+This module imports no torch, so a config or a sweep spec can be validated on a login node in
+milliseconds. Each component receives only its own sub-config (`DataConfig`, `ModelConfig`,
+`TrainConfig`); `RunConfig` only groups them and gives the run its stable id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class DataConfig:
+    """A synthetic generative-recommendation data set (see `gr_core.synthetic`).
+
+    Users draw a Dirichlet mixture over item clusters; items have Zipf popularity inside their
+    cluster; consecutive events follow a cluster-to-cluster Markov chain; each event carries a
+    timestamp and a binary action driven by user-item affinity. Deterministic from `seed`.
+    """
+
+    source: Literal["synthetic"] = "synthetic"
+    num_users: int = 2000
+    num_items: int = 1000
+    num_clusters: int = 20
+    min_events: int = 8  # per user, before the leave-one-out split
+    max_events: int = 60
+    dirichlet_alpha: float = 0.1  # user taste concentration: small = few favourite clusters
+    zipf_exponent: float = 1.1  # item popularity within a cluster
+    transition_strength: float = 0.7  # weight of the sequential (Markov) component
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.num_users >= 1, f"data.num_users must be >= 1, got {self.num_users}")
+        _require(self.num_items >= 2, f"data.num_items must be >= 2, got {self.num_items}")
+        _require(
+            1 <= self.num_clusters <= self.num_items,
+            f"data.num_clusters must be in [1, num_items={self.num_items}], got {self.num_clusters}",
+        )
+        _require(
+            3 <= self.min_events <= self.max_events,
+            "data.min_events must be >= 3 (train, validation and test items) and <= "
+            f"data.max_events; got min_events={self.min_events}, max_events={self.max_events}",
+        )
+        _require(self.dirichlet_alpha > 0, f"data.dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
+        _require(self.zipf_exponent >= 0, f"data.zipf_exponent must be >= 0, got {self.zipf_exponent}")
+        _require(
+            0.0 <= self.transition_strength <= 1.0,
+            f"data.transition_strength must be in [0, 1], got {self.transition_strength}",
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class ModelConfig:
+    """HSTU encoder (DESIGN.md section 2). Per-head widths default to embedding_dim // num_heads."""
+
+    family: Literal["hstu"] = "hstu"
+    num_blocks: int = 2
+    embedding_dim: int = 32
+    num_heads: int = 1
+    attention_dim: int | None = None  # dqk per head
+    linear_dim: int | None = None  # dv per head
+    max_seq_len: int = 50  # histories are truncated to their most recent max_seq_len items
+    dropout: float = 0.2
+    attn_norm: Literal["max_len", "seq_len"] = "max_len"  # divide SiLU attention by N or by n_b
+    use_rab: bool = True  # relative attention bias (positional + time buckets)
+    num_time_buckets: int = 128
+    temperature: float = 0.05
+
+    def __post_init__(self) -> None:
+        _require(self.num_blocks >= 1, f"model.num_blocks must be >= 1, got {self.num_blocks}")
+        _require(self.embedding_dim >= 1, f"model.embedding_dim must be >= 1, got {self.embedding_dim}")
+        _require(self.num_heads >= 1, f"model.num_heads must be >= 1, got {self.num_heads}")
+        if self.attention_dim is None or self.linear_dim is None:
+            _require(
+                self.embedding_dim % self.num_heads == 0,
+                f"model.embedding_dim={self.embedding_dim} is not divisible by "
+                f"model.num_heads={self.num_heads}; set attention_dim and linear_dim explicitly",
+            )
+        for name in ("attention_dim", "linear_dim"):
+            value = getattr(self, name)
+            _require(value is None or value >= 1, f"model.{name} must be >= 1, got {value}")
+        _require(self.max_seq_len >= 2, f"model.max_seq_len must be >= 2, got {self.max_seq_len}")
+        _require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
+        _require(self.num_time_buckets >= 1, f"model.num_time_buckets must be >= 1, got {self.num_time_buckets}")
+        _require(self.temperature > 0, f"model.temperature must be > 0, got {self.temperature}")
+
+    @property
+    def dqk(self) -> int:
+        return self.attention_dim if self.attention_dim is not None else self.embedding_dim // self.num_heads
+
+    @property
+    def dv(self) -> int:
+        return self.linear_dim if self.linear_dim is not None else self.embedding_dim // self.num_heads
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class TrainConfig:
+    """Sampled-softmax next-item training with AdamW, evaluated by full ranking every epoch."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.98
+    weight_decay: float = 0.0
+    num_negatives: int = 128
+    eval_batch_size: int = 512
+    eval_every: int = 1  # epochs between validation passes
+    seed: int = 0
+    num_threads: int = 1  # torch intra-op threads per run
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
+        _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
+        _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)")
+        _require(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        _require(self.num_negatives >= 1, f"train.num_negatives must be >= 1, got {self.num_negatives}")
+        _require(self.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        _require(self.eval_every >= 1, f"train.eval_every must be >= 1, got {self.eval_every}")
+        _require(self.num_threads >= 1, f"train.num_threads must be >= 1, got {self.num_threads}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class RunConfig:
+    """One training run: the three component configs. Its id is a stable hash of the resolved values."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, where: str = "config") -> RunConfig:
+        return config_from_dict(cls, raw, where=where)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+        return cls.from_dict(raw, where=str(path))
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    """Check (and lightly coerce int -> float) a TOML value against a field annotation."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            raise ValueError(f"{where} must be one of {list(allowed)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_type(value, option, where)
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise TypeError(errors[0] if errors else f"{where}: unexpected value {value!r}")
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{where} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise TypeError(f"{where} must be a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise TypeError(f"{where} must be a table, got {value!r}")
+        file, _, dotted = where.rpartition(": ")
+        return config_from_dict(annotation, value, where=file or where, _prefix=f"{dotted}.")
+    raise TypeError(f"{where}: unsupported field type {annotation!r}")  # internal: a new field type
+
+
+def config_from_dict(cls: type[T], raw: dict[str, Any], *, where: str = "config", _prefix: str = "") -> T:
+    """Build a config dataclass from a plain dict, rejecting unknown keys and wrong types.
+
+    Errors name the dotted field (e.g. ``spec.toml: model.embedding_dim``) and the valid keys.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        table = f"[{_prefix.rstrip('.')}]" if _prefix else "the top level"
+        raise ValueError(f"{where}: unknown key(s) {unknown} in {table}; valid keys are {sorted(fields)}")
+    values = {name: _check_type(value, hints[name], f"{where}: {_prefix}{name}") for name, value in raw.items()}
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        if str(exc).startswith(f"{where}:"):
+            raise
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def replace_path(config: RunConfig, dotted: str, value: Any) -> RunConfig:
+    """Return `config` with one field (e.g. ``"model.embedding_dim"``) set, validated like TOML input."""
+    section, _, name = dotted.partition(".")
+    if section not in ("data", "model", "train") or not name:
+        raise ValueError(f"{dotted!r}: expected 'data.<key>', 'model.<key>' or 'train.<key>'")
+    raw = config.to_dict()
+    raw[section][name] = value
+    return RunConfig.from_dict(raw, where="config")
