@@ -163,13 +163,13 @@ class RunConfig:
         return cls.from_dict(raw, where=str(path))
 
 
-def _check_type(value: Any, annotation: Any, where: str) -> Any:
+def _check_type(value: Any, annotation: Any, where: str, label: str) -> Any:
     """Check (and lightly coerce int -> float) a TOML value against a field annotation."""
     origin = typing.get_origin(annotation)
     if origin is Literal:
         allowed = typing.get_args(annotation)
         if value not in allowed:
-            raise ValueError(f"{where} must be one of {list(allowed)}, got {value!r}")
+            raise ValueError(f"{where}: {label} must be one of {list(allowed)}, got {value!r}")
         return value
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
@@ -180,46 +180,46 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _check_type(value, option, where)
+                return _check_type(value, option, where, label)
             except (TypeError, ValueError) as exc:
                 errors.append(str(exc))
-        raise TypeError(errors[0] if errors else f"{where}: unexpected value {value!r}")
+        raise TypeError(errors[0] if errors else f"{where}: {label}: unexpected value {value!r}")
     if annotation is bool:
         if not isinstance(value, bool):
-            raise TypeError(f"{where} must be true or false, got {value!r}")
+            raise TypeError(f"{where}: {label} must be true or false, got {value!r}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{where} must be an integer, got {value!r}")
+            raise TypeError(f"{where}: {label} must be an integer, got {value!r}")
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{where} must be a number, got {value!r}")
+            raise TypeError(f"{where}: {label} must be a number, got {value!r}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
-            raise TypeError(f"{where} must be a string, got {value!r}")
+            raise TypeError(f"{where}: {label} must be a string, got {value!r}")
         return value
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
-            raise TypeError(f"{where} must be a table, got {value!r}")
-        file, _, dotted = where.rpartition(": ")
-        return config_from_dict(annotation, value, where=file or where, _prefix=f"{dotted}.")
-    raise TypeError(f"{where}: unsupported field type {annotation!r}")  # internal: a new field type
+            raise TypeError(f"{where}: {label} must be a table, got {value!r}")
+        return config_from_dict(annotation, value, where=where, prefix=f"{label}.")
+    raise TypeError(f"{where}: {label}: unsupported field type {annotation!r}")  # internal: a new field type
 
 
-def config_from_dict(cls: type[T], raw: dict[str, Any], *, where: str = "config", _prefix: str = "") -> T:
+def config_from_dict(cls: type[T], raw: dict[str, Any], *, where: str = "config", prefix: str = "") -> T:
     """Build a config dataclass from a plain dict, rejecting unknown keys and wrong types.
 
-    Errors name the dotted field (e.g. ``spec.toml: model.embedding_dim``) and the valid keys.
+    Errors name the dotted field (e.g. ``spec.toml: model.embedding_dim``) and the valid keys;
+    `prefix` is the dotted path of `raw` inside a larger file (e.g. ``"base."``).
     """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        table = f"[{_prefix.rstrip('.')}]" if _prefix else "the top level"
+        table = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
         raise ValueError(f"{where}: unknown key(s) {unknown} in {table}; valid keys are {sorted(fields)}")
-    values = {name: _check_type(value, hints[name], f"{where}: {_prefix}{name}") for name, value in raw.items()}
+    values = {name: _check_type(value, hints[name], where, f"{prefix}{name}") for name, value in raw.items()}
     try:
         return cls(**values)
     except ValueError as exc:

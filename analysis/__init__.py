@@ -1,0 +1,25 @@
+"""Scaling-law analysis: fits with bootstrap intervals, evidence tests, plots and reports.
+
+Imports flow `analysis -> sweeps -> ...`; nothing here imports torch. Plotting (matplotlib) is
+confined to `analysis.plots` and loaded only by `analysis.report`, so importing the fits stays fast.
+"""
+
+from __future__ import annotations
+
+from analysis.fit import (
+    ImprovementEvidence,
+    LogLinearFit,
+    PowerLawFit,
+    assess_improvement,
+    fit_log_linear,
+    fit_saturating_power_law,
+)
+
+__all__ = [
+    "ImprovementEvidence",
+    "LogLinearFit",
+    "PowerLawFit",
+    "assess_improvement",
+    "fit_log_linear",
+    "fit_saturating_power_law",
+]

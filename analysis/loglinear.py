@@ -1,0 +1,101 @@
+"""Log-linear fit y = a + b ln C, the form of the HSTU paper's scaling plot (arXiv 2402.17152).
+
+Ordinary least squares via statsmodels, so intervals are the classical t intervals under iid
+Gaussian errors; kept beside the power law as the paper's reference and as a check that does not
+depend on a nonlinear optimiser. C is in raw FLOPs (not normalised) to match the paper; `a` is
+therefore the extrapolated value at C = 1 FLOP and only `b` is meant to be read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import statsmodels.api as sm
+from scipy import stats
+
+from analysis.inputs import ArrayLike, validate_level, validate_points
+
+Array = npt.NDArray[np.float64]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class LogLinearFit:
+    formula: str
+    params: dict[str, float]  # "a", "b"
+    param_intervals: dict[str, tuple[float, float]]
+    level: float
+    slope_p_value: float  # two-sided, H0: b = 0
+    r2: float
+    n_points: int
+    cov: tuple[tuple[float, float], tuple[float, float]]  # covariance of (a, b)
+    df_resid: float
+    summary_text: str = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def gain_per_decade(self) -> float:
+        """Change of the metric per 10x compute (b ln 10)."""
+        return self.params["b"] * math.log(10.0)
+
+    def predict(self, flops: ArrayLike | float) -> Array:
+        lnc = _ln_flops(flops)
+        return self.params["a"] + self.params["b"] * lnc
+
+    def band(self, flops: ArrayLike | float, level: float | None = None) -> tuple[Array, Array]:
+        """Pointwise t confidence band (lo, hi) of the mean line at `level` (default: the fit's)."""
+        lvl = validate_level(self.level if level is None else level)
+        lnc = _ln_flops(flops)
+        cov = np.asarray(self.cov)
+        var = cov[0, 0] + 2 * cov[0, 1] * lnc + cov[1, 1] * lnc**2
+        half = stats.t.ppf((1 + lvl) / 2, self.df_resid) * np.sqrt(np.maximum(var, 0.0))
+        mean = self.predict(flops)
+        return mean - half, mean + half
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "formula": self.formula,
+            "params": dict(self.params),
+            "param_intervals": {k: list(v) for k, v in self.param_intervals.items()},
+            "level": self.level,
+            "gain_per_decade": self.gain_per_decade,
+            "slope_p_value": self.slope_p_value,
+            "r2": self.r2,
+            "n_points": self.n_points,
+        }
+
+
+def _ln_flops(flops: ArrayLike | float) -> Array:
+    c = np.asarray(flops, dtype=np.float64)
+    if not np.all(np.isfinite(c)) or np.any(c <= 0):
+        raise ValueError("flops to predict at must be finite and positive (training FLOPs, C > 0)")
+    return np.log(c)
+
+
+def fit_log_linear(flops: ArrayLike, y: ArrayLike, *, level: float = 0.95, metric_name: str = "y") -> LogLinearFit:
+    """OLS of y on ln(FLOPs); needs >= 3 points (2 parameters + 1) at >= 2 distinct FLOPs."""
+    level = validate_level(level)
+    c, v = validate_points(flops, y, min_points=3, min_distinct_flops=2, model="log-linear fit")
+    design = sm.add_constant(np.log(c), has_constant="add")
+    res = sm.OLS(v, design).fit()
+    ci = res.conf_int(alpha=1 - level)
+    with warnings.catch_warnings():
+        # The summary's normality tests warn below 8 (kurtosis: 20) points; the fit is still valid.
+        warnings.simplefilter("ignore")
+        summary = str(res.summary(yname=metric_name, xname=["a (const)", "b (ln C)"]))
+    cov = res.cov_params()
+    return LogLinearFit(
+        formula=f"{metric_name} = a + b * ln(C)",
+        params={"a": float(res.params[0]), "b": float(res.params[1])},
+        param_intervals={"a": (float(ci[0, 0]), float(ci[0, 1])), "b": (float(ci[1, 0]), float(ci[1, 1]))},
+        level=level,
+        slope_p_value=float(res.pvalues[1]),
+        r2=float(res.rsquared),
+        n_points=int(c.size),
+        cov=((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))),
+        df_resid=float(res.df_resid),
+        summary_text=summary,
+    )

@@ -1,0 +1,226 @@
+"""Write a scaling report for one metric: fit.json, metric_vs_flops.png and report.html.
+
+Each completed run is one point. Seed replicates of a config stay separate points in the fit (the
+bootstrap then resamples runs, which are the independent units); seed means are only drawn on the
+plot. Runs whose metric or FLOPs is NaN, inf or non-positive are excluded with a logged warning
+and listed in both outputs. When no fit is possible (too few runs, a constant metric) the report
+is still written and says why, and makes no claim about improvement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.evidence import ImprovementEvidence, assess_improvement
+from analysis.loglinear import LogLinearFit, fit_log_linear
+from analysis.plots import plot_metric_vs_flops
+from analysis.powerlaw import PowerLawFit, fit_saturating_power_law
+from analysis.report_html import ReportContent, render_html
+
+log = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("run_id", "flops")
+OPTIONAL_KEYS = ("params_non_embedding", "num_blocks", "embedding_dim", "num_users", "seed", "wall_time_s")
+# Runs that agree on all of these (and differ in seed) are replicates of one config.
+CONFIG_KEYS = ("flops", "params_non_embedding", "num_blocks", "embedding_dim", "num_users")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class ReportPaths:
+    out_dir: Path
+    fit_json: Path
+    report_html: Path
+    plot_png: Path | None  # None only when there is no usable run to plot
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: numpy scalars unwrapped, tuples as lists, NaN/inf as None (strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _to_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _split_rows(rows: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Check the rows; return (usable runs sorted by FLOPs, excluded (run_id, why))."""
+    seen: set[str] = set()
+    usable, excluded = [], []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ValueError(f"rows[{i}] is a {type(row).__name__}; each row must be a dict describing one run")
+        for key in (*REQUIRED_KEYS, metric):
+            if key not in row:
+                raise ValueError(
+                    f"rows[{i}] (run_id {row.get('run_id')!r}) has no {key!r}; its keys are "
+                    f"{sorted(row)}: pass metric= one of those or add the field to every row"
+                )
+        run_id = str(row["run_id"])
+        if run_id in seen:
+            raise ValueError(f"run_id {run_id!r} appears twice in rows; each completed run must appear once")
+        seen.add(run_id)
+        flops, value = _to_float(row["flops"]), _to_float(row[metric])
+        if not math.isfinite(value):
+            excluded.append((run_id, f"{metric} is {row[metric]!r} (diverged or unfinished run?)"))
+        elif not (math.isfinite(flops) and flops > 0):
+            excluded.append((run_id, f"flops is {row['flops']!r}; must be finite and > 0"))
+        else:
+            run = {"run_id": run_id, "flops": flops, metric: value}
+            run.update({k: _plain(row[k]) for k in OPTIONAL_KEYS if k in row})
+            usable.append(run)
+    for run_id, why in excluded:
+        log.warning("excluding run %s from the %s report: %s", run_id, metric, why)
+    usable.sort(key=lambda r: (r["flops"], r["run_id"]))
+    return usable, excluded
+
+
+def _replicate_means(runs: list[dict[str, Any]], metric: str) -> tuple[list[float], list[float], int]:
+    groups: dict[tuple[Any, ...], list[float]] = defaultdict(list)
+    for r in runs:
+        groups[tuple(r.get(k) for k in CONFIG_KEYS)].append(r[metric])
+    replicated = {k: v for k, v in groups.items() if len(v) > 1}
+    flops = [float(k[0]) for k in replicated]
+    means = [float(np.mean(v)) for v in replicated.values()]
+    return flops, means, len(replicated)
+
+
+def _fit_all(
+    runs: list[dict[str, Any]], metric: str, higher_is_better: bool, n_bootstrap: int, seed: int
+) -> tuple[PowerLawFit | None, str | None, LogLinearFit | None, str | None, ImprovementEvidence | None]:
+    flops = np.array([r["flops"] for r in runs])
+    y = np.array([r[metric] for r in runs])
+    fit = fit_err = ll = ll_err = evidence = None
+    try:
+        fit = fit_saturating_power_law(
+            flops, y, higher_is_better=higher_is_better, n_bootstrap=n_bootstrap, seed=seed, metric_name=metric
+        )
+        evidence = assess_improvement(fit, flops, y, metric_name=metric)
+    except ValueError as exc:
+        fit_err = str(exc)
+        log.warning("no power-law fit for %s: %s", metric, exc)
+    try:
+        ll = fit_log_linear(flops, y, metric_name=metric)
+    except ValueError as exc:
+        ll_err = str(exc)
+    return fit, fit_err, ll, ll_err, evidence
+
+
+def write_report(
+    out_dir: str | Path,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    metric: str,
+    higher_is_better: bool,
+    flops_convention: str,
+    title: str,
+    n_bootstrap: int = 500,
+    seed: int = 0,
+) -> ReportPaths:
+    """Fit `metric` against training FLOPs over the completed runs in `rows` and write the report.
+
+    Each row needs "run_id", "flops" and `metric`; "params_non_embedding", "num_blocks",
+    "embedding_dim", "num_users", "seed" and "wall_time_s" are shown when present. Other keys are
+    ignored. Bad arguments raise ValueError; an impossible fit does not (the report says why).
+    """
+    if not isinstance(metric, str) or not metric:
+        raise ValueError("metric must name the row key to fit, e.g. metric='ndcg@10'")
+    if not flops_convention:
+        raise ValueError("flops_convention must state how FLOPs were counted, e.g. 'exact HSTU, causal, 3x fwd'")
+    if not isinstance(higher_is_better, (bool, np.bool_)):
+        raise TypeError(f"higher_is_better must be a bool, got {higher_is_better!r}")
+    higher_is_better = bool(higher_is_better)
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
+        raise ValueError(f"rows must be a list of dicts (one per completed run), got {type(rows).__name__}")
+    runs, excluded = _split_rows(rows, metric)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    fit, fit_err, ll, ll_err, evidence = _fit_all(runs, metric, higher_is_better, n_bootstrap, seed)
+    if evidence is not None:
+        verdict = evidence.verdict
+    else:
+        verdict = (
+            f"No fit is possible: {fit_err or 'no usable runs'}. "
+            "No claim is made about whether quality improves with compute."
+        )
+
+    mean_flops, means, n_replicated = _replicate_means(runs, metric)
+    png_path: Path | None = None
+    stale = out / "metric_vs_flops.png"
+    if not runs and stale.exists():
+        stale.unlink()  # a figure from an earlier report in this folder would contradict this one
+    if runs:
+        blocks = [r.get("num_blocks") for r in runs]
+        png_path = plot_metric_vs_flops(
+            [r["flops"] for r in runs],
+            [r[metric] for r in runs],
+            fit=fit,
+            metric_name=metric,
+            flops_convention=flops_convention,
+            path=out / "metric_vs_flops.png",
+            groups=blocks if all(b is not None for b in blocks) else None,
+            group_name="blocks",
+            log_linear=ll,
+            replicate_means=(mean_flops, means) if n_replicated else None,
+            title=title,
+        )
+
+    summary = {
+        "title": title,
+        "metric": metric,
+        "higher_is_better": higher_is_better,
+        "flops_convention": flops_convention,
+        "verdict": verdict,
+        "improves": None if evidence is None else evidence.improves,
+        "power_law": None if fit is None else fit.to_dict(),
+        "power_law_error": fit_err,
+        "log_linear": None if ll is None else ll.to_dict(),
+        "log_linear_error": ll_err,
+        "evidence": None if evidence is None else evidence.to_dict(),
+        "bootstrap": {"n_requested": n_bootstrap, "seed": seed, "unit": "run (seed replicates resampled separately)"},
+        "points": runs,
+        "excluded": [{"run_id": r, "reason": why} for r, why in excluded],
+    }
+    fit_json = out / "fit.json"
+    fit_json.write_text(json.dumps(_plain(summary), indent=2, allow_nan=False) + "\n")
+
+    content = ReportContent(
+        title=title,
+        metric=metric,
+        higher_is_better=higher_is_better,
+        flops_convention=flops_convention,
+        runs=runs,
+        excluded=excluded,
+        power_law=fit,
+        power_law_error=fit_err,
+        log_linear=ll,
+        log_linear_error=ll_err,
+        evidence=evidence,
+        verdict=verdict,
+        n_replicated_configs=n_replicated,
+        png=None if png_path is None else png_path.read_bytes(),
+    )
+    report_html = out / "report.html"
+    report_html.write_text(render_html(content), encoding="utf-8")
+    log.info("wrote %s report to %s", metric, out)
+    return ReportPaths(out_dir=out, fit_json=fit_json, report_html=report_html, plot_png=png_path)

@@ -1,0 +1,187 @@
+"""Render a scaling report as one self-contained HTML page (inline CSS, PNG as base64).
+
+Rendering only: `analysis.report` decides what goes in (`ReportContent`); this module escapes and
+lays it out. Every user-provided string passes through `html.escape`.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from analysis.evidence import ImprovementEvidence
+from analysis.loglinear import LogLinearFit
+from analysis.powerlaw import PowerLawFit
+
+# (row key, column header); optional ones appear only when some run has them.
+RUN_COLUMNS = (
+    ("run_id", "run"),
+    ("params_non_embedding", "params (non-emb.)"),
+    ("num_blocks", "blocks"),
+    ("embedding_dim", "dim"),
+    ("num_users", "users"),
+    ("seed", "seed"),
+    ("flops", "training FLOPs"),
+)
+WALL_COLUMN = ("wall_time_s", "wall time (s)")
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.5em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
+.verdict{padding:.8em 1em;border-radius:6px;font-size:1.08em;font-weight:600;margin:1em 0}
+.improves{background:#e6f4ea;border-left:6px solid #2e7d32}
+.no-evidence{background:#fff4e5;border-left:6px solid #ef6c00}
+.no-fit{background:#fdecea;border-left:6px solid #c62828}
+.warn{background:#fdecea;border-left:6px solid #c62828;padding:.5em 1em;margin:.5em 0}
+table{border-collapse:collapse;font-size:.9em;margin:.5em 0}
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right} th{background:#f5f5f5}
+td:first-child,th:first-child{text-align:left}
+code,pre{background:#f7f7f7;font-size:.85em} pre{padding:.6em;overflow-x:auto}
+img{max-width:100%}
+"""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class ReportContent:
+    title: str
+    metric: str
+    higher_is_better: bool
+    flops_convention: str
+    runs: Sequence[Mapping[str, Any]]  # usable runs, sorted by FLOPs
+    excluded: Sequence[tuple[str, str]]  # (run_id, why)
+    power_law: PowerLawFit | None
+    power_law_error: str | None
+    log_linear: LogLinearFit | None
+    log_linear_error: str | None
+    evidence: ImprovementEvidence | None
+    verdict: str
+    n_replicated_configs: int
+    png: bytes | None
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _num(value: Any, fmt: str = ".4g") -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else format(value, fmt)
+    return _e(value)
+
+
+def _interval(lo: float, hi: float) -> str:
+    return "not available" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo:.4g}, {hi:.4g}]"
+
+
+def _warnings(content: ReportContent) -> list[str]:
+    out = []
+    fit = content.power_law
+    if fit is None:
+        out.append(f"No power-law fit: {content.power_law_error}")
+    elif not fit.converged:
+        out.append(f"The power-law fit did NOT converge: {fit.message}. Its parameters are not reliable.")
+    if fit is not None and fit.n_bootstrap_used < 20:
+        out.append(f"Only {fit.n_bootstrap_used} usable bootstrap resamples: no intervals or band.")
+    if content.evidence is None:
+        out.append("No evidence test was run, so no claim is made about improvement with compute.")
+    else:
+        out.extend(f"Caveat: {c}." for c in content.evidence.caveats)
+    if content.excluded:
+        listed = "; ".join(f"{run_id}: {why}" for run_id, why in content.excluded)
+        out.append(f"{len(content.excluded)} run(s) excluded from the fit: {listed}")
+    return out
+
+
+def _power_law_section(fit: PowerLawFit) -> str:
+    pct = round(100 * fit.level)
+    rows = "".join(
+        f"<tr><td>{_e(k)}</td><td>{v:.5g}</td><td>{_interval(*fit.param_intervals[k])}</td></tr>"
+        for k, v in fit.params.items()
+    )
+    bounds = ", ".join(fit.params_at_bounds) or "none"
+    return (
+        f"<p>Formula: <code>{_e(fit.formula)}</code></p>"
+        f"<table><tr><th>parameter</th><th>estimate</th><th>{pct}% bootstrap interval</th></tr>{rows}</table>"
+        f"<p>R&sup2; = {fit.r2:.4f}; residual sum of squares {fit.rss:.4g}; {fit.n_points} runs; "
+        f"converged: {'yes' if fit.converged else '<b>NO</b>'} ({_e(fit.message)}). "
+        f"Bootstrap: {fit.n_bootstrap_used} of {fit.n_bootstrap} resamples used "
+        f"({fit.n_bootstrap_degenerate} skipped with &lt; 3 distinct FLOPs), seed {fit.seed}. "
+        f"Parameters on a bound: {_e(bounds)}.</p>"
+    )
+
+
+def _log_linear_section(ll: LogLinearFit) -> str:
+    pct = round(100 * ll.level)
+    a_lo, a_hi = ll.param_intervals["a"]
+    b_lo, b_hi = ll.param_intervals["b"]
+    return (
+        f"<p>Formula (the HSTU paper's form): <code>{_e(ll.formula)}</code>, C in FLOPs.</p>"
+        f"<table><tr><th>parameter</th><th>estimate</th><th>{pct}% t interval</th></tr>"
+        f"<tr><td>a</td><td>{ll.params['a']:.5g}</td><td>{_interval(a_lo, a_hi)}</td></tr>"
+        f"<tr><td>b</td><td>{ll.params['b']:.5g}</td><td>{_interval(b_lo, b_hi)}</td></tr></table>"
+        f"<p>Change per 10x compute: {ll.gain_per_decade:.4g} "
+        f"(interval {_interval(b_lo * math.log(10), b_hi * math.log(10))}); slope p-value (two-sided) "
+        f"{ll.slope_p_value:.2g}; R&sup2; = {ll.r2:.4f}.</p>"
+        f"<details><summary>statsmodels OLS summary</summary><pre>{_e(ll.summary_text)}</pre></details>"
+    )
+
+
+def _runs_table(content: ReportContent) -> str:
+    present = [col for col in RUN_COLUMNS if col[0] in ("run_id", "flops") or any(col[0] in r for r in content.runs)]
+    cols = [*present, (content.metric, content.metric)]
+    if any(WALL_COLUMN[0] in r for r in content.runs):
+        cols.append(WALL_COLUMN)
+    head = "".join(f"<th>{_e(h)}</th>" for _, h in cols)
+    body = "".join(
+        "<tr>" + "".join(
+            f"<td>{_num(r.get(k), '.3e' if k == 'flops' else '.4g')}</td>" for k, _ in cols
+        ) + "</tr>"
+        for r in content.runs
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(content: ReportContent) -> str:
+    if content.evidence is not None:
+        klass = "improves" if content.evidence.improves else "no-evidence"
+    else:
+        klass = "no-fit"
+    direction = "higher" if content.higher_is_better else "lower"
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{_e(content.title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(content.title)}</h1>",
+        f"<div class='verdict {klass}' id='verdict'>{_e(content.verdict)}</div>",
+        *(f"<div class='warn'>{_e(w)}</div>" for w in _warnings(content)),
+        f"<p><b>Metric:</b> {_e(content.metric)} ({direction} is better). "
+        f"<b>FLOPs convention:</b> <span id='flops-convention'>{_e(content.flops_convention)}</span>. "
+        f"<b>Runs:</b> {len(content.runs)} used, {len(content.excluded)} excluded.</p>",
+    ]
+    if content.png is not None:
+        data = base64.b64encode(content.png).decode("ascii")
+        parts.append(f"<img alt='{_e(content.metric)} vs training FLOPs' src='data:image/png;base64,{data}'>")
+    parts.append("<h2>Saturating power law</h2>")
+    if content.power_law is not None:
+        parts.append(_power_law_section(content.power_law))
+    else:
+        parts.append(f"<p>No fit: {_e(content.power_law_error)}</p>")
+    parts.append("<h2>Log-linear fit (for comparison)</h2>")
+    if content.log_linear is not None:
+        parts.append(_log_linear_section(content.log_linear))
+    else:
+        parts.append(f"<p>No fit: {_e(content.log_linear_error)}</p>")
+    parts.append("<h2>Runs (sorted by training FLOPs)</h2>")
+    if content.n_replicated_configs:
+        parts.append(
+            f"<p>{content.n_replicated_configs} config(s) have several seeds. Every run is a separate "
+            "point in the fit and the bootstrap resamples runs; the plot also marks seed means.</p>"
+        )
+    parts.append(_runs_table(content))
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,291 @@
+"""Benchmark jagged HSTU attention: the Triton kernels vs the padded PyTorch reference vs SDPA flash.
+
+    python benchmarks/attention.py                  # CUDA: writes benchmarks/results/attention-<device>.json
+    python benchmarks/attention.py --interpret-smoke  # CPU: one tiny case under TRITON_INTERPRET=1
+
+For each max length N, a batch of jagged sequences with lengths uniform in [N/4, N] is drawn until
+a fixed token budget is reached (so B shrinks as N grows). Implementations, all bf16 inputs:
+
+- triton       : Triton kernels with the full relative bias (positional + time), as HSTU uses them
+- triton_norab : the same kernels without the bias
+- reference    : `reference.py` (pads to [B, H, N, N] in float32); "oom" where it does not fit
+- sdpa_flash   : causal softmax attention, torch SDPA restricted to the flash backend, on inputs
+                 padded to [B, H, N, D] beforehand (padding not timed: a padded model keeps them)
+
+TFLOP/s use one numerator for every row, the causal-exact jagged count
+sum_b n_b (n_b + 1) / 2 * 2 * H * (Dqk + Dv) for the forward and 3x that for forward+backward,
+so a ratio of TFLOP/s is a ratio of speed on the same useful work (SDPA and the reference also
+compute padding). Peak memory is the allocator's peak during one forward+backward minus what
+was allocated before it (inputs, weights and dout excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+H100_DENSE_BF16_TFLOPS = 989.0  # H100 SXM dense bf16 peak (no sparsity)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096, 8192])
+    p.add_argument("--tokens", type=int, default=32768, help="token budget per batch")
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--dim", type=int, default=64, help="Dqk = Dv")
+    p.add_argument("--impls", nargs="+", default=["triton", "triton_norab", "reference", "sdpa_flash"])
+    p.add_argument("--rep-ms", type=int, default=100, help="do_bench timing budget per measurement")
+    p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/attention-<device>.json")
+    p.add_argument("--interpret-smoke", action="store_true", help="one tiny case on CPU under TRITON_INTERPRET=1")
+    return p.parse_args()
+
+
+def draw_lengths(max_len: int, token_budget: int, seed: int) -> list[int]:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    lengths: list[int] = []
+    while not lengths or sum(lengths) < token_budget:
+        lengths.append(int(torch.randint(max(1, max_len // 4), max_len + 1, (1,), generator=g)))
+    return lengths
+
+
+def causal_flops(lengths: list[int], heads: int, dqk: int, dv: int) -> int:
+    return sum(n * (n + 1) // 2 for n in lengths) * 2 * heads * (dqk + dv)
+
+
+def make_inputs(lengths: list[int], max_len: int, heads: int, dim: int, device: str, dtype: Any) -> dict[str, Any]:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    total = sum(lengths)
+    offsets = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int64)
+    q, k, v, dout = (torch.randn(total, heads, dim, generator=g).to(device, dtype) for _ in range(4))
+    # Chronological events: many in the same minute, some days apart (spans many buckets).
+    gaps = torch.exp(torch.rand(total, generator=g) * 12).long() * (torch.rand(total, generator=g) > 0.3)
+    ts = (1_600_000_000 + gaps.cumsum(0)).to(device)
+    pos_w = (0.02 * torch.randn(2 * max_len - 1, generator=g)).to(device)
+    ts_w = (0.02 * torch.randn(129, generator=g)).to(device)
+    return dict(q=q, k=k, v=v, dout=dout, offsets=offsets.to(device), ts=ts, pos_w=pos_w, ts_w=ts_w)
+
+
+def build_fns(impl: str, x: dict[str, Any], lengths: list[int], max_len: int) -> tuple[Callable, Callable, list]:
+    """(forward, forward+backward, tensors whose .grad to reset) for one implementation."""
+    import torch
+
+    from kernels.hstu_attention.reference import hstu_attention_reference, hstu_attention_reference_backward
+    from kernels.hstu_attention.triton_bwd import hstu_attention_bwd_triton
+    from kernels.hstu_attention.triton_fwd import hstu_attention_fwd_triton
+
+    alpha = x["q"].shape[-1] ** -0.5
+    rab = dict(timestamps=x["ts"], pos_weights=x["pos_w"], ts_weights=x["ts_w"])
+    if impl == "triton_norab":
+        rab = dict(timestamps=None, pos_weights=None, ts_weights=None)
+    args = (x["q"], x["k"], x["v"], x["offsets"], max_len)
+
+    if impl in ("triton", "triton_norab"):
+        def fwd() -> Any:
+            return hstu_attention_fwd_triton(*args, alpha, "max_len", *rab.values())
+
+        def fwd_bwd() -> Any:
+            fwd()
+            return hstu_attention_bwd_triton(x["dout"], *args, alpha, "max_len", *rab.values())
+
+        return fwd, fwd_bwd, []
+    if impl == "reference":
+        def fwd() -> Any:
+            return hstu_attention_reference(*args, alpha=alpha, norm="max_len", **rab)
+
+        def fwd_bwd() -> Any:
+            fwd()
+            return hstu_attention_reference_backward(x["dout"], *args, alpha=alpha, norm="max_len", **rab)
+
+        return fwd, fwd_bwd, []
+    if impl == "sdpa_flash":
+        import torch.nn.functional as F
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        batch, heads, dim = len(lengths), x["q"].shape[1], x["q"].shape[2]
+        n_pad = max(lengths)
+        pos = torch.cat([torch.arange(n, device=x["q"].device) for n in lengths])
+        seq = torch.repeat_interleave(torch.arange(batch, device=x["q"].device),
+                                      torch.tensor(lengths, device=x["q"].device))
+
+        def pad(t: torch.Tensor) -> torch.Tensor:
+            out = t.new_zeros(batch, n_pad, heads, dim)
+            out[seq, pos] = t
+            return out.transpose(1, 2).contiguous().requires_grad_(True)  # [B, H, N, D]
+
+        qp, kp, vp = pad(x["q"]), pad(x["k"]), pad(x["v"])
+        dop = pad(x["dout"]).detach()
+
+        def fwd() -> Any:
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.no_grad():
+                return F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+
+        def fwd_bwd() -> Any:
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                out = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+            out.backward(dop)
+
+        return fwd, fwd_bwd, [qp, kp, vp]
+    raise ValueError(f"unknown impl {impl!r}")
+
+
+def measure_cuda(fn: Callable, grads: list, rep_ms: int) -> tuple[float, float]:
+    """(median ms, peak MiB above the memory allocated before the call)."""
+    import torch
+    import triton.testing
+
+    fn()  # compile / autotune outside the measurement
+    for t in grads:
+        t.grad = None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    peak_mib = (torch.cuda.max_memory_allocated() - base) / 2**20
+    ms = triton.testing.do_bench(fn, warmup=10, rep=rep_ms, grad_to_none=grads or None, return_mode="median")
+    return float(ms), float(peak_mib)
+
+
+def measure_cpu(fn: Callable, grads: list, rep_ms: int) -> tuple[float, float]:
+    fn()
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3, float("nan")
+
+
+def run_case(impl: str, max_len: int, args: argparse.Namespace, device: str, measure: Callable) -> dict[str, Any]:
+    import torch
+
+    lengths = draw_lengths(max_len, args.tokens, seed=max_len)
+    row: dict[str, Any] = dict(impl=impl, max_len=max_len, batch=len(lengths), tokens=sum(lengths),
+                               heads=args.heads, dim=args.dim)
+    flops = causal_flops(lengths, args.heads, args.dim, args.dim)
+    x = make_inputs(lengths, max_len, args.heads, args.dim, device, torch.bfloat16 if device == "cuda" else torch.float32)
+    try:
+        fwd, fwd_bwd, grads = build_fns(impl, x, lengths, max_len)
+        row["fwd_ms"], _ = measure(fwd, grads, args.rep_ms)
+        row["fwd_bwd_ms"], row["peak_mib"] = measure(fwd_bwd, grads, args.rep_ms)
+        row["fwd_tflops"] = flops / row["fwd_ms"] / 1e9
+        row["fwd_bwd_tflops"] = 3 * flops / row["fwd_bwd_ms"] / 1e9
+    except torch.cuda.OutOfMemoryError:
+        row["status"] = "oom"
+    except RuntimeError as e:  # e.g. no flash kernel for this device or shape
+        row["status"] = f"error: {str(e).splitlines()[0][:200]}"
+    else:
+        row["status"] = "ok"
+    del x
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def fmt(v: Any, spec: str) -> str:
+    return format(v, spec) if isinstance(v, (int, float)) else "-"
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = f"{'N':>5} {'B':>4} {'impl':<13} {'fwd ms':>9} {'fwd TF/s':>9} {'f+b ms':>9} {'f+b TF/s':>9} {'peak MiB':>9}  status"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['max_len']:>5} {r['batch']:>4} {r['impl']:<13} {fmt(r.get('fwd_ms'), '9.3f')} "
+              f"{fmt(r.get('fwd_tflops'), '9.1f')} {fmt(r.get('fwd_bwd_ms'), '9.3f')} "
+              f"{fmt(r.get('fwd_bwd_tflops'), '9.1f')} {fmt(r.get('peak_mib'), '9.1f')}  {r['status']}")
+
+
+def target_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The project's H100 targets, evaluated for both Triton variants where the rows exist."""
+    def get(impl: str, n: int) -> dict[str, Any] | None:
+        return next((r for r in rows if r["impl"] == impl and r["max_len"] == n and r["status"] == "ok"), None)
+
+    checks = []
+    for impl in ("triton", "triton_norab"):
+        t4, ref4, sdpa4, t8 = get(impl, 4096), get("reference", 4096), get("sdpa_flash", 4096), get(impl, 8192)
+        if t4 and ref4:
+            ratio = ref4["fwd_bwd_ms"] / t4["fwd_bwd_ms"]
+            checks.append(dict(impl=impl, target="4096 fwd+bwd >= 5x faster than padded reference", value=ratio, ok=ratio >= 5))
+            mem = t4["peak_mib"] / ref4["peak_mib"]
+            checks.append(dict(impl=impl, target="4096 peak memory <= 1/4 of padded reference", value=mem, ok=mem <= 0.25))
+        if t4 and sdpa4:
+            ratio = sdpa4["fwd_bwd_ms"] / t4["fwd_bwd_ms"]
+            checks.append(dict(impl=impl, target="4096 fwd+bwd >= 2x faster than SDPA flash", value=ratio, ok=ratio >= 2))
+        if t8:
+            frac = t8["fwd_bwd_tflops"] / H100_DENSE_BF16_TFLOPS
+            checks.append(dict(impl=impl, target="8192 fwd+bwd >= 40% of 989 TFLOP/s (causal-exact)", value=frac, ok=frac >= 0.4))
+    return checks
+
+
+def tuned_configs() -> dict[str, dict[str, str]]:
+    """The autotuner's choice per kernel and tuning key, for the record."""
+    from kernels.hstu_attention import triton_bwd, triton_fwd
+
+    tuned = {"fwd": triton_fwd._hstu_fwd_tuned, "dkdv": triton_bwd._dkdv_tuned, "dq": triton_bwd._dq_tuned}
+    return {name: {str(key): str(cfg) for key, cfg in t.cache.items()} for name, t in tuned.items()}
+
+
+def main() -> int:
+    args = parse_args()
+    if args.interpret_smoke:
+        # Must precede the first triton import (the kernels are decorated for the interpreter).
+        os.environ["TRITON_INTERPRET"] = "1"
+        args.lengths, args.tokens, args.heads, args.dim = [48], 64, 2, 16
+        args.impls = ["triton", "triton_norab", "reference"]
+        rows = [run_case(impl, n, args, "cpu", measure_cpu) for n in args.lengths for impl in args.impls]
+        print_table(rows)
+        return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("benchmarks/attention.py needs a CUDA device; nothing measured. "
+              "(--interpret-smoke checks the script on CPU.)")
+        return 0
+    import triton
+
+    device_name = torch.cuda.get_device_name()
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
+    out_path = args.out or ROOT / "benchmarks" / "results" / f"attention-{slug}.json"
+    started = time.perf_counter()
+    rows = []
+    for n in args.lengths:
+        for impl in args.impls:
+            rows.append(run_case(impl, n, args, "cuda", measure_cuda))
+            r = rows[-1]
+            print(f"[{time.perf_counter() - started:6.1f}s] N={n} {impl}: {r['status']} "
+                  f"fwd+bwd {fmt(r.get('fwd_bwd_ms'), '.3f')} ms", flush=True)
+    print_table(rows)
+    for name, chosen in tuned_configs().items():
+        for key, cfg in chosen.items():
+            print(f"tuned {name} {key}: {cfg}")
+    checks = target_checks(rows)
+    for c in checks:
+        print(f"{'PASS' if c['ok'] else 'MISS'} {c['impl']:<13} {c['target']}: {c['value']:.3g}")
+    result = dict(
+        device=device_name, torch=torch.__version__, triton=triton.__version__, python=platform.python_version(),
+        settings=dict(lengths=args.lengths, tokens=args.tokens, heads=args.heads, dim=args.dim, dtype="bfloat16",
+                      length_distribution="uniform [N/4, N]", norm="max_len", rep_ms=args.rep_ms),
+        flops_convention="causal-exact: sum n(n+1)/2 * 2 * H * (Dqk + Dv); fwd+bwd = 3x fwd",
+        rows=rows, targets=checks, tuned_configs=tuned_configs(), wall_s=time.perf_counter() - started,
+    )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out_path} ({result['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

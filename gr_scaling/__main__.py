@@ -1,0 +1,5 @@
+import sys
+
+from gr_scaling.cli import main
+
+sys.exit(main())

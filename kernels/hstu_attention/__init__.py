@@ -1,0 +1,71 @@
+"""Jagged HSTU attention: public entry point choosing an implementation.
+
+`hstu_attention(..., impl=...)` dispatches through the `gr_scaling::hstu_attention` custom op
+(see `op.py`), so autograd, `FlopCounterMode` and `torch.compile` see a single op.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import torch
+
+from kernels.hstu_attention.op import hstu_attention_op
+from kernels.hstu_attention.reference import (
+    Norm,
+    dense_attention_flops,
+    hstu_attention_reference,
+    hstu_attention_reference_backward,
+    time_buckets,
+)
+
+logger = logging.getLogger(__name__)
+
+Impl = Literal["auto", "reference"]
+# Concrete implementations; "auto" picks one of them. A Triton kernel will join as "triton".
+_IMPLS = {"reference": hstu_attention_op}
+VALID_IMPLS: tuple[str, ...] = ("auto", *_IMPLS)
+_logged_impls: set[str] = set()
+
+
+def _resolve(impl: str) -> str:
+    if impl not in VALID_IMPLS:
+        raise ValueError(f"unknown hstu_attention impl {impl!r}; valid ones are {list(VALID_IMPLS)}")
+    return "reference" if impl == "auto" else impl
+
+
+def hstu_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    seq_offsets: torch.Tensor,
+    max_seq_len: int,
+    *,
+    alpha: float = 1.0,
+    norm: Norm = "max_len",
+    timestamps: torch.Tensor | None = None,
+    pos_weights: torch.Tensor | None = None,
+    ts_weights: torch.Tensor | None = None,
+    impl: Impl = "auto",
+) -> torch.Tensor:
+    """Causal jagged HSTU attention. q, k: [T, H, Dqk]; v: [T, H, Dv]; seq_offsets: [B+1] -> [T, H, Dv].
+
+    Optional relative attention bias: pos_weights [2*max_seq_len-1] and ts_weights
+    [num_buckets+1] with timestamps [T] (seconds). Semantics: `reference.hstu_attention_reference`.
+    """
+    name = _resolve(impl)
+    if name not in _logged_impls:
+        logger.info("hstu_attention: using the %r implementation (impl=%r)", name, impl)
+        _logged_impls.add(name)
+    return _IMPLS[name](q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights)
+
+
+__all__ = [
+    "VALID_IMPLS",
+    "dense_attention_flops",
+    "hstu_attention",
+    "hstu_attention_reference",
+    "hstu_attention_reference_backward",
+    "time_buckets",
+]

@@ -1,0 +1,397 @@
+"""Triton backward of jagged HSTU attention: dq, dk, dv and the rab weight gradients.
+
+With s = alpha q k^T + rab, p = silu(s) (causal-masked) and out = p v / n:
+
+    dv = p^T dout / n      dp = dout v^T      ds = dp * silu'(s),  silu'(s) = sig + p (1 - sig)
+    dk = alpha ds^T q / n  dq = alpha ds k / n
+    d_pos[j - i + N - 1] += ds / n,  d_ts[bucket(ts[i+1] - ts[j])] += ds / n  (summed over heads)
+
+Two kernels, both recomputing s and p tile by tile from q, k and the rab weights (nothing of size
+[n, n] is stored, and the forward saves nothing but its inputs):
+
+- `_dkdv_kernel`: one program per (key block, sequence, head); loops over the query blocks at or
+  after it and keeps dk, dv in registers. Plain stores, no atomics.
+- `_dq_kernel`: one program per (query block, sequence, head); loops over the key blocks up to
+  the diagonal, keeps dq in registers, and reduces the rab gradients. A second pass costs one
+  more recompute of s than dq atomics inside `_dkdv_kernel` would, but T * D float atomics per
+  tile are far slower than the two extra matmuls, and this pass walks each query row in order,
+  which is what makes the positional-gradient reduction below cheap.
+
+Rab gradient reductions (float32 atomics into [2N-1] and [num_buckets+1] buffers; summation
+order, hence the last bits, vary run to run):
+- positional: each tile's diagonal sums. `tl.gather` rotates row ii of the (square) tile left by
+  ii, so column c holds the pairs with j - i = c (not wrapped) or c - BLOCK (wrapped). Walking the
+  key blocks of a row in order, the wrapped part of tile n and the unwrapped part of tile n - 1
+  land on the same BLOCK weights, so they are summed in registers and flushed with one BLOCK-wide
+  atomic per tile instead of BLOCK^2 scattered ones.
+- time: the buckets present in a tile span a short range (gaps grow slowly in log space away from
+  the diagonal), so the tile loops over [min bucket, max bucket] with one masked sum and one
+  scalar atomic per bucket. Unsorted timestamps still give exact results, only slower.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.hstu_attention.triton_common import (
+    INTERPRET,
+    add_rab,
+    as_triton_configs,
+    block_d,
+    check_inputs,
+    dot_precision,
+    last_dim_contiguous,
+    rab_args,
+    tune_key_len,
+)
+
+
+# Autotune candidates as launch kwargs (tests run each one explicitly through the *_config args).
+# The dq kernel's tiles are square: the diagonal-sum rotation of the positional gradient needs it.
+if INTERPRET:
+    # BLOCK_N != BLOCK_M so the interpreter tests cover the non-square causal bookkeeping.
+    DKDV_CONFIGS = [dict(BLOCK_N=32, BLOCK_M=16, num_warps=4, num_stages=1)]
+    DQ_CONFIGS = [dict(BLOCK=32, num_warps=4, num_stages=1)]
+else:
+    DKDV_CONFIGS = [
+        dict(BLOCK_N=64, BLOCK_M=64, num_warps=4, num_stages=2),
+        dict(BLOCK_N=64, BLOCK_M=64, num_warps=4, num_stages=3),
+        dict(BLOCK_N=128, BLOCK_M=64, num_warps=8, num_stages=2),
+        dict(BLOCK_N=128, BLOCK_M=32, num_warps=8, num_stages=3),
+        dict(BLOCK_N=64, BLOCK_M=32, num_warps=4, num_stages=3),
+    ]
+    DQ_CONFIGS = [
+        dict(BLOCK=64, num_warps=4, num_stages=2),
+        dict(BLOCK=64, num_warps=4, num_stages=3),
+        dict(BLOCK=128, num_warps=8, num_stages=2),
+        dict(BLOCK=32, num_warps=4, num_stages=3),
+    ]
+
+
+@triton.jit
+def _dkdv_tile(
+    dk, dv, k, v, offs_n, ts_k, m_start, seq_len,
+    Q, DO, TS, POS_W, TS_W, THR,
+    stride_qt, stride_dot, alpha, max_seq_len, num_buckets,
+    D_QK: tl.constexpr, D_V: tl.constexpr,
+    MASKED: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    offs_m = m_start + tl.arange(0, BLOCK_M)
+    offs_dqk = tl.arange(0, BLOCK_DQK)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    # The last query block may run past the sequence in either loop. Zero dout there is what
+    # keeps padded rows out of dv and dk (their p is not zero, their dp is).
+    m_ok = offs_m < seq_len
+    q = tl.load(Q + offs_m[:, None] * stride_qt + offs_dqk[None, :],
+                mask=m_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
+    do = tl.load(DO + offs_m[:, None] * stride_dot + offs_dv[None, :],
+                 mask=m_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
+    # Transposed tile [keys, queries], so dk and dv come out of plain (not transposed) dots.
+    s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * alpha
+    if HAS_TS:
+        ts_q = tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1))  # next-event rule, see fwd
+        dts = ts_q[None, :] - ts_k[:, None]
+    else:
+        dts = 0
+    s_t, _ = add_rab(s_t, offs_n[:, None] - offs_m[None, :], dts, POS_W, TS_W, THR,
+                     max_seq_len, num_buckets, HAS_POS, HAS_TS)
+    sig = tl.sigmoid(s_t)
+    p_t = s_t * sig
+    dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
+    ds_t = dp_t * (sig + p_t * (1.0 - sig))
+    if MASKED:
+        causal = offs_n[:, None] <= offs_m[None, :]
+        p_t = tl.where(causal, p_t, 0.0)
+        ds_t = tl.where(causal, ds_t, 0.0)
+    dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
+    dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def _dkdv_kernel(
+    Q, K, V, DO, DK, DV, SEQ_OFFSETS, TS, POS_W, TS_W, THR,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
+    stride_dkt, stride_dkh, stride_dvt, stride_dvh,
+    H, max_seq_len, num_buckets, alpha, tune_len,
+    D_QK: tl.constexpr, D_V: tl.constexpr,
+    NORM_MAX_LEN: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    num_n_blocks = tl.cdiv(max_seq_len, BLOCK_N)
+    bh = pid // num_n_blocks
+    n_block = pid % num_n_blocks  # the first key blocks see the most queries: launch them first
+    b = bh // H
+    h = bh % H
+    seq_start = tl.load(SEQ_OFFSETS + b).to(tl.int64)
+    seq_len = (tl.load(SEQ_OFFSETS + b + 1) - seq_start).to(tl.int32)
+    n_start = n_block * BLOCK_N
+    if n_start >= seq_len:
+        return
+
+    Q += seq_start * stride_qt + h * stride_qh
+    K += seq_start * stride_kt + h * stride_kh
+    V += seq_start * stride_vt + h * stride_vh
+    DO += seq_start * stride_dot + h * stride_doh
+    DK += seq_start * stride_dkt + h * stride_dkh
+    DV += seq_start * stride_dvt + h * stride_dvh
+    TS += seq_start
+
+    offs_n = n_start + tl.arange(0, BLOCK_N)
+    offs_dqk = tl.arange(0, BLOCK_DQK)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    n_ok = offs_n < seq_len
+    k = tl.load(K + offs_n[:, None] * stride_kt + offs_dqk[None, :],
+                mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
+    v = tl.load(V + offs_n[:, None] * stride_vt + offs_dv[None, :],
+                mask=n_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
+    if HAS_TS:
+        ts_k = tl.load(TS + offs_n, mask=n_ok, other=0)
+    else:
+        ts_k = offs_n  # unused
+
+    dk = tl.zeros((BLOCK_N, BLOCK_DQK), dtype=tl.float32)
+    dv = tl.zeros((BLOCK_N, BLOCK_DV), dtype=tl.float32)
+    m_first = (n_start // BLOCK_M) * BLOCK_M
+    # Query blocks starting at or after the block's last key + 1 see every key: no causal mask.
+    m_full = tl.minimum(tl.cdiv(n_start + BLOCK_N, BLOCK_M) * BLOCK_M, seq_len)
+    for m_start in range(m_first, m_full, BLOCK_M):
+        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, ts_k, m_start, seq_len, Q, DO, TS, POS_W, TS_W, THR,
+                            stride_qt, stride_dot, alpha, max_seq_len, num_buckets, D_QK, D_V,
+                            True, HAS_POS, HAS_TS, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION)
+    for m_start in range(m_full, seq_len, BLOCK_M):
+        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, ts_k, m_start, seq_len, Q, DO, TS, POS_W, TS_W, THR,
+                            stride_qt, stride_dot, alpha, max_seq_len, num_buckets, D_QK, D_V,
+                            False, HAS_POS, HAS_TS, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION)
+
+    if NORM_MAX_LEN:
+        inv_n = 1.0 / max_seq_len
+    else:
+        inv_n = 1.0 / seq_len
+    tl.store(DK + offs_n[:, None] * stride_dkt + offs_dqk[None, :], (dk * (alpha * inv_n)).to(DK.dtype.element_ty),
+             mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK))
+    tl.store(DV + offs_n[:, None] * stride_dvt + offs_dv[None, :], (dv * inv_n).to(DV.dtype.element_ty),
+             mask=n_ok[:, None] & (offs_dv[None, :] < D_V))
+
+
+@triton.jit
+def _dq_tile(
+    dq, carry, q, do, offs_m, ts_q, n_start, m_start, seq_len, inv_n,
+    K, V, TS, POS_W, TS_W, THR, DPOS, DTS,
+    stride_kt, stride_vt, alpha, max_seq_len, num_buckets,
+    D_QK: tl.constexpr, D_V: tl.constexpr,
+    MASKED: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    offs_n = n_start + tl.arange(0, BLOCK)
+    offs_dqk = tl.arange(0, BLOCK_DQK)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    if MASKED:
+        n_ok = offs_n < seq_len
+    else:
+        n_ok = tl.full((BLOCK,), 1, tl.int1)
+    k = tl.load(K + offs_n[:, None] * stride_kt + offs_dqk[None, :],
+                mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
+    v = tl.load(V + offs_n[:, None] * stride_vt + offs_dv[None, :],
+                mask=n_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * alpha
+    if HAS_TS:
+        ts_k = tl.load(TS + offs_n, mask=n_ok, other=0)
+        dts = ts_q[:, None] - ts_k[None, :]
+    else:
+        dts = 0
+    s, bucket = add_rab(s, offs_n[None, :] - offs_m[:, None], dts, POS_W, TS_W, THR,
+                        max_seq_len, num_buckets, HAS_POS, HAS_TS)
+    sig = tl.sigmoid(s)
+    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+    ds = dp * (sig + s * sig * (1.0 - sig))
+    if MASKED:
+        # Padded rows already have ds = 0 (their dout is zero); this is the causal cut.
+        causal = offs_n[None, :] <= offs_m[:, None]
+        ds = tl.where(causal, ds, 0.0)
+    dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
+
+    if HAS_POS:
+        rows = tl.arange(0, BLOCK)[:, None]
+        cols = tl.arange(0, BLOCK)[None, :]
+        wrapped = rows + cols >= BLOCK
+        # rotated[ii, c] = ds[ii, (ii + c) mod BLOCK]: j - i = c, or c - BLOCK where wrapped.
+        rotated = tl.gather(ds, (rows + cols) & (BLOCK - 1), axis=1)
+        low = tl.where(wrapped, rotated, 0.0)
+        # carry holds the unwrapped part of the previous key block: same BLOCK weights as `low`.
+        idx = n_start - m_start + max_seq_len - 1 - BLOCK + tl.arange(0, BLOCK)
+        tl.atomic_add(DPOS + idx, tl.sum(carry + low, axis=0) * inv_n,
+                      mask=(idx >= 0) & (idx < 2 * max_seq_len - 1), sem="relaxed")
+        carry = rotated - low
+    if HAS_TS:
+        if MASKED:
+            valid = (offs_n[None, :] <= offs_m[:, None]) & (offs_m[:, None] < seq_len)
+            lo = tl.min(tl.where(valid, bucket, num_buckets))
+            hi = tl.max(tl.where(valid, bucket, 0))
+        else:
+            # Padded rows read the last event's time, so their buckets are those of the last
+            # real row: they cannot widen the range.
+            lo = tl.min(bucket)
+            hi = tl.max(bucket)
+        for kb in range(lo, hi + 1):
+            total = tl.sum(tl.where(bucket == kb, ds, 0.0))
+            tl.atomic_add(DTS + kb, total * inv_n, sem="relaxed")
+    return dq, carry
+
+
+@triton.jit
+def _dq_kernel(
+    Q, K, V, DO, DQ, SEQ_OFFSETS, TS, POS_W, TS_W, THR, DPOS, DTS,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
+    stride_dqt, stride_dqh,
+    H, max_seq_len, num_buckets, alpha, tune_len,
+    D_QK: tl.constexpr, D_V: tl.constexpr,
+    NORM_MAX_LEN: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    num_m_blocks = tl.cdiv(max_seq_len, BLOCK)
+    bh = pid // num_m_blocks
+    m_block = num_m_blocks - 1 - pid % num_m_blocks  # heaviest (last) query blocks first
+    b = bh // H
+    h = bh % H
+    seq_start = tl.load(SEQ_OFFSETS + b).to(tl.int64)
+    seq_len = (tl.load(SEQ_OFFSETS + b + 1) - seq_start).to(tl.int32)
+    m_start = m_block * BLOCK
+    if m_start >= seq_len:
+        return
+
+    Q += seq_start * stride_qt + h * stride_qh
+    K += seq_start * stride_kt + h * stride_kh
+    V += seq_start * stride_vt + h * stride_vh
+    DO += seq_start * stride_dot + h * stride_doh
+    DQ += seq_start * stride_dqt + h * stride_dqh
+    TS += seq_start
+
+    offs_m = m_start + tl.arange(0, BLOCK)
+    offs_dqk = tl.arange(0, BLOCK_DQK)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    m_ok = offs_m < seq_len
+    q = tl.load(Q + offs_m[:, None] * stride_qt + offs_dqk[None, :],
+                mask=m_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
+    do = tl.load(DO + offs_m[:, None] * stride_dot + offs_dv[None, :],
+                 mask=m_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
+    if HAS_TS:
+        ts_q = tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1))  # next-event rule, see fwd
+    else:
+        ts_q = offs_m  # unused
+    if NORM_MAX_LEN:
+        inv_n = 1.0 / max_seq_len
+    else:
+        inv_n = 1.0 / seq_len
+
+    dq = tl.zeros((BLOCK, BLOCK_DQK), dtype=tl.float32)
+    carry = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+    for n_start in range(0, m_start, BLOCK):
+        dq, carry = _dq_tile(dq, carry, q, do, offs_m, ts_q, n_start, m_start, seq_len, inv_n,
+                             K, V, TS, POS_W, TS_W, THR, DPOS, DTS, stride_kt, stride_vt, alpha,
+                             max_seq_len, num_buckets, D_QK, D_V, False, HAS_POS, HAS_TS,
+                             BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION)
+    dq, carry = _dq_tile(dq, carry, q, do, offs_m, ts_q, m_start, m_start, seq_len, inv_n,
+                         K, V, TS, POS_W, TS_W, THR, DPOS, DTS, stride_kt, stride_vt, alpha,
+                         max_seq_len, num_buckets, D_QK, D_V, True, HAS_POS, HAS_TS,
+                         BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION)
+    if HAS_POS:
+        # The diagonal block's unwrapped part: offsets j - i = 0 .. BLOCK-1 (only 0 is nonzero).
+        idx = max_seq_len - 1 + tl.arange(0, BLOCK)
+        tl.atomic_add(DPOS + idx, tl.sum(carry, axis=0) * inv_n, mask=idx < 2 * max_seq_len - 1, sem="relaxed")
+
+    tl.store(DQ + offs_m[:, None] * stride_dqt + offs_dqk[None, :], (dq * (alpha * inv_n)).to(DQ.dtype.element_ty),
+             mask=m_ok[:, None] & (offs_dqk[None, :] < D_QK))
+
+
+_TUNE_KEY = ["tune_len", "BLOCK_DQK", "BLOCK_DV", "HAS_POS", "HAS_TS", "DOT_PRECISION"]
+_dkdv_tuned = triton.autotune(configs=as_triton_configs(DKDV_CONFIGS), key=_TUNE_KEY)(_dkdv_kernel)
+# The autotuner replays the kernel while timing it; the atomics must start from zero each time.
+_dq_tuned = triton.autotune(configs=as_triton_configs(DQ_CONFIGS), key=_TUNE_KEY, reset_to_zero=["DPOS", "DTS"])(_dq_kernel)
+
+
+def hstu_attention_bwd_triton(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    seq_offsets: torch.Tensor,
+    max_seq_len: int,
+    alpha: float,
+    norm: str,
+    timestamps: torch.Tensor | None,
+    pos_weights: torch.Tensor | None,
+    ts_weights: torch.Tensor | None,
+    *,
+    dkdv_config: dict[str, int] | None = None,
+    dq_config: dict[str, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(dq, dk, dv, d_pos_weights, d_ts_weights) for dout: [T, H, Dv]; None for absent weights.
+
+    The *_config arguments (block sizes, num_warps, num_stages) bypass the autotuner (tests).
+    """
+    check_inputs(q, k, v, seq_offsets, max_seq_len, norm, timestamps, pos_weights, ts_weights)
+    if dout.shape != v.shape:
+        raise ValueError(f"dout must have v's shape {tuple(v.shape)}, got {tuple(dout.shape)}")
+    q, k, v = (last_dim_contiguous(x) for x in (q, k, v))
+    dout = last_dim_contiguous(dout.to(v.dtype))
+    num_tokens, num_heads, dqk = q.shape
+    dvd = v.shape[2]
+    num_seqs = seq_offsets.numel() - 1
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    # float32 accumulators for the atomics; cast to the weights' dtype at the end.
+    d_pos = q.new_zeros(pos_weights.shape if pos_weights is not None else (1,), dtype=torch.float32)
+    d_ts = q.new_zeros(ts_weights.shape if ts_weights is not None else (1,), dtype=torch.float32)
+
+    if num_tokens > 0 and num_seqs > 0:
+        ts, pos_w, ts_w, thr, num_buckets = rab_args(q, timestamps, pos_weights, ts_weights)
+        common = (num_heads, max_seq_len, num_buckets, float(alpha), tune_key_len(max_seq_len), dqk, dvd)
+        meta = dict(
+            NORM_MAX_LEN=norm == "max_len", HAS_POS=pos_weights is not None, HAS_TS=ts_weights is not None,
+            BLOCK_DQK=block_d(dqk), BLOCK_DV=block_d(dvd), DOT_PRECISION=dot_precision(q.dtype),
+        )
+        in_strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                      dout.stride(0), dout.stride(1))
+
+        dkdv_args = (q, k, v, dout, dk, dv, seq_offsets, ts, pos_w, ts_w, thr, *in_strides,
+                     dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), *common)
+
+        def dkdv_grid(cfg: dict) -> tuple[int]:
+            return (triton.cdiv(max_seq_len, cfg["BLOCK_N"]) * num_seqs * num_heads,)
+
+        if dkdv_config is None:
+            _dkdv_tuned[dkdv_grid](*dkdv_args, **meta)
+        else:
+            _dkdv_kernel[dkdv_grid(dkdv_config)](*dkdv_args, **meta, **dkdv_config)
+
+        dq_args = (q, k, v, dout, dq, seq_offsets, ts, pos_w, ts_w, thr, d_pos, d_ts, *in_strides,
+                   dq.stride(0), dq.stride(1), *common)
+
+        def dq_grid(cfg: dict) -> tuple[int]:
+            return (triton.cdiv(max_seq_len, cfg["BLOCK"]) * num_seqs * num_heads,)
+
+        if dq_config is None:
+            _dq_tuned[dq_grid](*dq_args, **meta)
+        else:
+            _dq_kernel[dq_grid(dq_config)](*dq_args, **meta, **dq_config)
+    else:
+        dq.zero_(), dk.zero_(), dv.zero_()
+
+    return (
+        dq,
+        dk,
+        dv,
+        d_pos.to(pos_weights.dtype) if pos_weights is not None else None,
+        d_ts.to(ts_weights.dtype) if ts_weights is not None else None,
+    )
+
+
+__all__ = ["DKDV_CONFIGS", "DQ_CONFIGS", "hstu_attention_bwd_triton"]

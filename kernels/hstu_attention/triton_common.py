@@ -1,0 +1,196 @@
+"""Pieces shared by the forward (`triton_fwd.py`) and backward (`triton_bwd.py`) HSTU kernels.
+
+- `add_rab`: the relative attention bias of one [rows, cols] tile, computed in-kernel from the
+  positional weights (gathered by j - i) and the time weights (gathered by a time bucket).
+- `time_bucket`: bucket(d) = clamp(floor(ln(max(|d|, 1)) / 0.301), 0, num_buckets). The log is
+  taken in float32 (fast), but the reference's edges are float64 ones: where float32 lands within
+  `_EDGE_WINDOW` of an edge, an exact integer comparison against `bucket_thresholds` decides.
+- host helpers: input checks, launch arguments, autotune settings.
+
+Why exact buckets: the time gaps are integers (seconds), and near an edge e^(0.301 k) ~ 1e6 the
+gap between consecutive integers is ~3e-6 in log-bucket units, about float32's rounding error of
+the log there. Without the integer comparison a few pairs per million would sit one bucket off.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.hstu_attention.reference import NORMS, TIME_BUCKET_INCREMENT
+
+# Read when the kernels are decorated, as triton.jit itself does. It must be set before triton
+# is first imported (torch.utils.flop_counter imports it), so tests set it in tests/conftest.py.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# ln(x) / 0.301 = log2(x) * (ln 2 / 0.301); log2 is the GPU's native (MUFU) logarithm.
+_LOG2_TO_BUCKET = tl.constexpr(math.log(2.0) / TIME_BUCKET_INCREMENT)
+# float32 log error is < 1e-5 bucket units for any int64 gap; 1e-3 leaves a wide margin.
+_EDGE_WINDOW = tl.constexpr(1e-3)
+_INT64_MAX = 2**63 - 1
+
+
+@triton.jit
+def time_bucket(dts, THR, num_buckets):
+    """Bucket index (int32) of an int64 tile of time gaps; THR from `bucket_thresholds`."""
+    mag = tl.maximum(tl.abs(dts), 1)
+    t = tl.log2(mag.to(tl.float32)) * _LOG2_TO_BUCKET
+    nearest = tl.floor(t + 0.5)
+    near = tl.abs(t - nearest) < _EDGE_WINDOW
+    edge = tl.minimum(nearest.to(tl.int32), num_buckets + 1)
+    # Only lanes next to an edge read the table; the others keep floor(t).
+    thr = tl.load(THR + edge, mask=near, other=0)
+    bucket = tl.where(near, tl.where(mag >= thr, edge, edge - 1), tl.floor(t).to(tl.int32))
+    return tl.minimum(tl.maximum(bucket, 0), num_buckets)
+
+
+@triton.jit
+def add_rab(s, rel, dts, POS_W, TS_W, THR, max_seq_len, num_buckets,
+            HAS_POS: tl.constexpr, HAS_TS: tl.constexpr):
+    """s + rab for one tile. rel = j - i (int32), dts = ts[i+1] - ts[j] (int64), same shape as s.
+
+    Returns (s + rab, bucket); bucket is the time bucket when HAS_TS (the backward reduces the
+    time-weight gradient by it), else an unused zero.
+    """
+    if HAS_POS:
+        # Padded rows (i >= n_b) and masked pairs (j > i) can index outside [0, 2N-2]; clamping
+        # keeps the gather in bounds, and those entries are zeroed or never stored later.
+        idx = tl.minimum(tl.maximum(rel + max_seq_len - 1, 0), 2 * max_seq_len - 2)
+        s += tl.load(POS_W + idx).to(tl.float32)
+    if HAS_TS:
+        bucket = time_bucket(dts, THR, num_buckets)
+        s += tl.load(TS_W + bucket).to(tl.float32)
+    else:
+        bucket = tl.zeros(s.shape, dtype=tl.int32)
+    return s, bucket
+
+
+@functools.lru_cache(maxsize=None)
+def _threshold_values(num_buckets: int) -> tuple[int, ...]:
+    """thr[k] = smallest integer d >= 1 with floor(ln(d) / 0.301) >= k, for k = 0..num_buckets+1.
+
+    Evaluated with the reference's float64 expression, so the kernel's buckets match its edges.
+    Edges beyond 2**62 seconds are unreachable and stored as int64 max.
+    """
+
+    def bucket(d: int) -> int:
+        return math.floor(math.log(float(d)) / TIME_BUCKET_INCREMENT)
+
+    out = [1]
+    for k in range(1, num_buckets + 2):
+        lo, hi = 1, 2**62
+        if bucket(hi) < k:
+            out.append(_INT64_MAX)
+            continue
+        while lo < hi:  # smallest d with bucket(d) >= k; bucket is non-decreasing in d
+            mid = (lo + hi) // 2
+            if bucket(mid) >= k:
+                hi = mid
+            else:
+                lo = mid + 1
+        out.append(lo)
+    return tuple(out)
+
+
+_THRESHOLD_CACHE: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def bucket_thresholds(num_buckets: int, device: torch.device) -> torch.Tensor:
+    """int64 [num_buckets + 2] table for `time_bucket`, cached per device."""
+    key = (num_buckets, str(device))
+    if key not in _THRESHOLD_CACHE:
+        _THRESHOLD_CACHE[key] = torch.tensor(_threshold_values(num_buckets), dtype=torch.int64, device=device)
+    return _THRESHOLD_CACHE[key]
+
+
+def block_d(d: int) -> int:
+    # tl.arange needs a power of two and tl.dot a reduction dim of at least 16; extra columns
+    # are masked to zero on load.
+    return max(16, triton.next_power_of_2(d))
+
+
+def last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
+    # Views of a fused [T, ...] projection keep their token/head strides; only d must be unit.
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def check_inputs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    seq_offsets: torch.Tensor,
+    max_seq_len: int,
+    norm: str,
+    timestamps: torch.Tensor | None,
+    pos_weights: torch.Tensor | None,
+    ts_weights: torch.Tensor | None,
+) -> None:
+    """The reference's input contract, without host syncs (offsets' values are not read)."""
+    if q.dim() != 3 or k.shape != q.shape or v.dim() != 3 or v.shape[:2] != q.shape[:2]:
+        raise ValueError(
+            "expected q, k: [T, H, Dqk] and v: [T, H, Dv]; got "
+            f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"q, k, v must share one of float32/float16/bfloat16; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if seq_offsets.dim() != 1 or seq_offsets.numel() < 1 or seq_offsets.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"seq_offsets must be a 1-D int32/int64 [B+1] tensor, got {seq_offsets.dtype} {tuple(seq_offsets.shape)}")
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}")
+    if max_seq_len < 1:
+        raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
+    if pos_weights is not None and pos_weights.shape != (2 * max_seq_len - 1,):
+        raise ValueError(
+            f"pos_weights must have shape [2*max_seq_len-1] = [{2 * max_seq_len - 1}], got {tuple(pos_weights.shape)}"
+        )
+    if ts_weights is not None:
+        if ts_weights.dim() != 1 or ts_weights.numel() < 1:
+            raise ValueError(f"ts_weights must be 1-D [num_buckets+1], got shape {tuple(ts_weights.shape)}")
+        if timestamps is None or timestamps.shape != (q.shape[0],):
+            got = None if timestamps is None else tuple(timestamps.shape)
+            raise ValueError(f"ts_weights needs timestamps of shape [T] = [{q.shape[0]}], got {got}")
+
+
+def rab_args(
+    ref: torch.Tensor,
+    timestamps: torch.Tensor | None,
+    pos_weights: torch.Tensor | None,
+    ts_weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(timestamps int64, pos_weights, ts_weights, thresholds, num_buckets) for a launch.
+
+    An absent term gets a 1-element placeholder (never read: HAS_POS / HAS_TS are constexpr).
+    """
+    dummy = ref.new_zeros(1)
+    pos = pos_weights.contiguous() if pos_weights is not None else dummy
+    if ts_weights is None:
+        return dummy.long(), pos, dummy, dummy.long(), 0
+    assert timestamps is not None
+    num_buckets = ts_weights.numel() - 1
+    thr = bucket_thresholds(num_buckets, ref.device)
+    return timestamps.to(torch.int64).contiguous(), pos, ts_weights.contiguous(), thr, num_buckets
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    # float32 inputs must not silently drop to tf32 (10-bit mantissa) on the tensor cores: the
+    # fp32 path is the one held to 1e-4 of the reference.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def as_triton_configs(configs: list[dict[str, int]]) -> list[triton.Config]:
+    """Launch-kwarg dicts (block sizes in capitals, num_warps, num_stages) -> triton.Config."""
+    return [
+        triton.Config({k: v for k, v in c.items() if k not in ("num_warps", "num_stages")},
+                      num_warps=c["num_warps"], num_stages=c["num_stages"])
+        for c in configs
+    ]
+
+
+def tune_key_len(max_seq_len: int) -> int:
+    """Autotune bucket for max_seq_len: one tuning per power of two, not per exact length."""
+    return triton.next_power_of_2(max_seq_len)

@@ -1,0 +1,209 @@
+"""Triton forward of jagged HSTU attention (semantics: `reference.hstu_attention_reference`).
+
+One program per (query block, sequence, head). It loops over the key blocks up to the causal
+limit, recomputing s = alpha * Q K^T + rab for the tile in registers (no [n, n] tensor touches
+global memory) and accumulating silu(s) @ V in float32. SiLU attention has no softmax
+normaliser, so nothing but the output is saved for the backward, which recomputes s.
+
+Ordering choices:
+- The 1-D grid enumerates query blocks from the last to the first within each (sequence, head):
+  under the causal mask the last blocks have the most key blocks, and starting them first
+  shortens the tail; the programs of one (sequence, head) are launched together so its K/V
+  stay in L2.
+- The grid is sized by max_seq_len (not the batch's longest sequence) so the launch needs no
+  host sync; programs past their sequence's end return at once.
+- Key blocks entirely left of the query block need no causal mask and run a lean loop; only the
+  blocks crossing the diagonal pay for the mask.
+- 1/n is applied once to the accumulator, not to every p.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.hstu_attention.triton_common import (
+    INTERPRET,
+    add_rab,
+    as_triton_configs,
+    block_d,
+    check_inputs,
+    dot_precision,
+    last_dim_contiguous,
+    rab_args,
+    tune_key_len,
+)
+
+
+# Autotune candidates as launch kwargs (tests run each one explicitly through `config=`).
+if INTERPRET:
+    # One small config: the numpy interpreter gains nothing from tuning. BLOCK_M != BLOCK_N so
+    # the tests exercise the non-square causal bookkeeping.
+    FWD_CONFIGS = [dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1)]
+else:
+    FWD_CONFIGS = [
+        dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2),
+        dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
+        dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2),
+        dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3),
+        dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=3),
+    ]
+
+
+@triton.jit
+def _fwd_tile(
+    acc, q, offs_m, ts_q, n_start, seq_len,
+    K, V, TS, POS_W, TS_W, THR,
+    stride_kt, stride_vt, alpha, max_seq_len, num_buckets,
+    D_QK: tl.constexpr, D_V: tl.constexpr,
+    MASKED: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    offs_n = n_start + tl.arange(0, BLOCK_N)
+    offs_dqk = tl.arange(0, BLOCK_DQK)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    # Keys of an unmasked block all lie inside the sequence: only the head dim may need a mask.
+    if MASKED:
+        n_ok = offs_n < seq_len
+    else:
+        n_ok = tl.full((BLOCK_N,), 1, tl.int1)
+    k = tl.load(K + offs_n[:, None] * stride_kt + offs_dqk[None, :],
+                mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * alpha
+    if HAS_TS:
+        ts_k = tl.load(TS + offs_n, mask=n_ok, other=0)
+        dts = ts_q[:, None] - ts_k[None, :]
+    else:
+        dts = 0
+    s, _ = add_rab(s, offs_n[None, :] - offs_m[:, None], dts, POS_W, TS_W, THR,
+                   max_seq_len, num_buckets, HAS_POS, HAS_TS)
+    p = s * tl.sigmoid(s)
+    if MASKED:
+        # Causal, diagonal included. Keys past the sequence need no mask of their own: for the
+        # rows that are stored (i < n_b) they already fail j <= i.
+        p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)
+    v = tl.load(V + offs_n[:, None] * stride_vt + offs_dv[None, :],
+                mask=n_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
+    return tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def _hstu_fwd_kernel(
+    Q, K, V, OUT, SEQ_OFFSETS, TS, POS_W, TS_W, THR,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+    H, max_seq_len, num_buckets, alpha, tune_len,
+    D_QK: tl.constexpr, D_V: tl.constexpr,
+    NORM_MAX_LEN: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    num_m_blocks = tl.cdiv(max_seq_len, BLOCK_M)
+    bh = pid // num_m_blocks
+    m_block = num_m_blocks - 1 - pid % num_m_blocks  # heaviest (last) query blocks first
+    b = bh // H
+    h = bh % H
+    seq_start = tl.load(SEQ_OFFSETS + b).to(tl.int64)
+    seq_len = (tl.load(SEQ_OFFSETS + b + 1) - seq_start).to(tl.int32)
+    m_start = m_block * BLOCK_M
+    if m_start >= seq_len:
+        return
+
+    # 64-bit base offsets (T * H * D can pass 2**31); in-sequence offsets stay 32-bit.
+    Q += seq_start * stride_qt + h * stride_qh
+    K += seq_start * stride_kt + h * stride_kh
+    V += seq_start * stride_vt + h * stride_vh
+    OUT += seq_start * stride_ot + h * stride_oh
+    TS += seq_start
+
+    offs_m = m_start + tl.arange(0, BLOCK_M)
+    offs_dqk = tl.arange(0, BLOCK_DQK)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    m_ok = offs_m < seq_len
+    q = tl.load(Q + offs_m[:, None] * stride_qt + offs_dqk[None, :],
+                mask=m_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
+    if HAS_TS:
+        # Query i is scored at the next event's time ts[i+1]; the last one keeps ts[n_b-1].
+        # Padded rows clamp to the last event too, so their (never stored) logits stay finite.
+        ts_q = tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1))
+    else:
+        ts_q = offs_m  # unused
+
+    acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
+    n_full_end = (m_start // BLOCK_N) * BLOCK_N  # blocks wholly before the first query
+    for n_start in range(0, n_full_end, BLOCK_N):
+        acc = _fwd_tile(acc, q, offs_m, ts_q, n_start, seq_len, K, V, TS, POS_W, TS_W, THR,
+                        stride_kt, stride_vt, alpha, max_seq_len, num_buckets, D_QK, D_V,
+                        False, HAS_POS, HAS_TS, BLOCK_N, BLOCK_DQK, BLOCK_DV, DOT_PRECISION)
+    n_end = tl.minimum(m_start + BLOCK_M, seq_len)
+    for n_start in range(n_full_end, n_end, BLOCK_N):
+        acc = _fwd_tile(acc, q, offs_m, ts_q, n_start, seq_len, K, V, TS, POS_W, TS_W, THR,
+                        stride_kt, stride_vt, alpha, max_seq_len, num_buckets, D_QK, D_V,
+                        True, HAS_POS, HAS_TS, BLOCK_N, BLOCK_DQK, BLOCK_DV, DOT_PRECISION)
+
+    if NORM_MAX_LEN:
+        acc = acc / max_seq_len
+    else:
+        acc = acc / seq_len
+    tl.store(OUT + offs_m[:, None] * stride_ot + offs_dv[None, :], acc.to(OUT.dtype.element_ty),
+             mask=m_ok[:, None] & (offs_dv[None, :] < D_V))
+
+
+_hstu_fwd_tuned = triton.autotune(
+    configs=as_triton_configs(FWD_CONFIGS),
+    key=["tune_len", "BLOCK_DQK", "BLOCK_DV", "HAS_POS", "HAS_TS", "DOT_PRECISION"],
+)(_hstu_fwd_kernel)
+
+
+def hstu_attention_fwd_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    seq_offsets: torch.Tensor,
+    max_seq_len: int,
+    alpha: float,
+    norm: str,
+    timestamps: torch.Tensor | None,
+    pos_weights: torch.Tensor | None,
+    ts_weights: torch.Tensor | None,
+    *,
+    config: dict[str, int] | None = None,
+) -> torch.Tensor:
+    """Jagged causal HSTU attention forward. q, k: [T, H, Dqk]; v: [T, H, Dv]; seq_offsets [B+1] -> [T, H, Dv].
+
+    Every sequence must be at most max_seq_len long (not checked here: it would need a host sync;
+    the reference raises). `config` (BLOCK_M, BLOCK_N, num_warps, num_stages) bypasses the
+    autotuner; tests use it to check each tuning candidate.
+    """
+    check_inputs(q, k, v, seq_offsets, max_seq_len, norm, timestamps, pos_weights, ts_weights)
+    q, k, v = (last_dim_contiguous(x) for x in (q, k, v))
+    num_tokens, num_heads, dqk = q.shape
+    dv = v.shape[2]
+    num_seqs = seq_offsets.numel() - 1
+    out = torch.empty((num_tokens, num_heads, dv), dtype=v.dtype, device=v.device)
+    if num_tokens == 0 or num_seqs == 0:
+        return out.zero_()
+    ts, pos_w, ts_w, thr, num_buckets = rab_args(q, timestamps, pos_weights, ts_weights)
+    args = (
+        q, k, v, out, seq_offsets, ts, pos_w, ts_w, thr,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        num_heads, max_seq_len, num_buckets, float(alpha), tune_key_len(max_seq_len), dqk, dv,
+    )
+    meta = dict(
+        NORM_MAX_LEN=norm == "max_len", HAS_POS=pos_weights is not None, HAS_TS=ts_weights is not None,
+        BLOCK_DQK=block_d(dqk), BLOCK_DV=block_d(dv), DOT_PRECISION=dot_precision(q.dtype),
+    )
+
+    def grid(cfg: dict) -> tuple[int]:
+        return (triton.cdiv(max_seq_len, cfg["BLOCK_M"]) * num_seqs * num_heads,)
+
+    if config is None:
+        _hstu_fwd_tuned[grid](*args, **meta)
+    else:
+        _hstu_fwd_kernel[grid(config)](*args, **meta, **config)
+    return out
+
+
+__all__ = ["FWD_CONFIGS", "hstu_attention_fwd_triton"]

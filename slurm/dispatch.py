@@ -1,0 +1,146 @@
+"""Run a batch of tasks through submitit, with at most `max_parallel` in flight.
+
+The local path submits one subprocess per task and tops the pool up as tasks finish (submitit's
+LocalExecutor has no concurrency cap of its own). The Slurm path submits one `sbatch --array`
+with `slurm_array_parallelism` as the cap. Either way each task's outcome comes back with the
+job id, the remote error text and the path of the job's log, and nothing here knows what a
+task does: the callable writes its own results (to the ledger), so a dead driver loses nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from slurm.config import DispatchConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class Task:
+    key: Any  # caller's handle (e.g. a ledger trial id)
+    args: tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class TaskOutcome:
+    key: Any
+    job_id: str
+    ok: bool
+    result: Any = None
+    error: str | None = None  # last line of the remote exception, when it failed
+    log_path: str | None = None
+
+
+def resolve_executor(config: DispatchConfig) -> str:
+    """The executor kind to use: "auto" means Slurm when `srun` is on PATH, else local."""
+    if config.executor != "auto":
+        return config.executor
+    kind = "slurm" if shutil.which("srun") else "local"
+    log.info("dispatch.executor=auto: using %s", kind)
+    return kind
+
+
+def _make_executor(config: DispatchConfig, folder: Path) -> submitit.Executor:
+    kind = resolve_executor(config)
+    if kind == "local":
+        executor = submitit.LocalExecutor(folder=str(folder))
+        executor.update_parameters(timeout_min=config.timeout_min)
+        return executor
+    executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    executor.update_parameters(
+        timeout_min=config.timeout_min,
+        cpus_per_task=config.cpus_per_task,
+        slurm_array_parallelism=config.max_parallel,
+    )
+    return executor
+
+
+def _outcome(task: Task, job: submitit.Job) -> TaskOutcome:
+    log_path = str(job.paths.stderr)
+    try:
+        return TaskOutcome(key=task.key, job_id=job.job_id, ok=True, result=job.result(), log_path=log_path)
+    except Exception as exc:
+        return TaskOutcome(key=task.key, job_id=job.job_id, ok=False, error=remote_error_line(exc), log_path=log_path)
+
+
+def remote_error_line(exc: BaseException) -> str:
+    """The exception line of a job's remote traceback ("ValueError: ...").
+
+    submitit's FailedJobError message holds the remote traceback between two dashed rules,
+    followed by the log paths; the last line inside the rules is the original exception.
+    """
+    text = str(exc)
+    sections = text.split("-" * 22)
+    body = sections[1] if len(sections) >= 3 else text
+    lines = [line.strip() for line in body.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def run_tasks(
+    fn: Callable[..., Any],
+    tasks: Sequence[Task],
+    *,
+    config: DispatchConfig,
+    folder: str | Path,
+    on_submit: Callable[[Task, str, str], None] | None = None,
+    on_done: Callable[[TaskOutcome], None] | None = None,
+) -> list[TaskOutcome]:
+    """Run `fn(*task.args)` for every task; return the outcomes in completion order.
+
+    `on_submit(task, job_id, log_path)` runs as each job is submitted, `on_done(outcome)` as it ends.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    executor = _make_executor(config, folder)
+    outcomes: list[TaskOutcome] = []
+
+    def finish(task: Task, job: submitit.Job) -> None:
+        outcome = _outcome(task, job)
+        outcomes.append(outcome)
+        if on_done is not None:
+            on_done(outcome)
+
+    if resolve_executor(config) == "slurm":
+        jobs = executor.map_array(fn, *zip(*(task.args for task in tasks))) if tasks else []
+        for task, job in zip(tasks, jobs):
+            if on_submit is not None:
+                on_submit(task, job.job_id, str(job.paths.stderr))
+        pending = list(zip(tasks, jobs))
+        while pending:
+            time.sleep(config.poll_interval_s)
+            still = []
+            for task, job in pending:
+                if job.done():
+                    finish(task, job)
+                else:
+                    still.append((task, job))
+            pending = still
+        return outcomes
+
+    queue = list(tasks)
+    in_flight: list[tuple[Task, submitit.Job]] = []
+    while queue or in_flight:
+        while queue and len(in_flight) < config.max_parallel:
+            task = queue.pop(0)
+            job = executor.submit(fn, *task.args)
+            if on_submit is not None:
+                on_submit(task, job.job_id, str(job.paths.stderr))
+            in_flight.append((task, job))
+        time.sleep(config.poll_interval_s)
+        running = []
+        for task, job in in_flight:
+            if job.done():
+                finish(task, job)
+            else:
+                running.append((task, job))
+        in_flight = running
+    return outcomes

@@ -1,0 +1,105 @@
+"""Launching a sweep: plan, register in the ledger, dispatch what is not done, retry failures.
+
+A sweep directory holds everything about one sweep:
+    spec.toml      the spec it was launched with
+    ledger.db      the Optuna storage (the durable record)
+    runs/<id>/     each run's resolved config.json, result.json or error.txt
+    jobs/          submitit's pickles and logs
+    wandb/         offline W&B runs
+Launching again with the same spec skips completed runs, fails attempts whose worker died, and
+retries failed runs until they have used `sweep.max_attempts`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+
+from slurm.dispatch import Task, TaskOutcome, run_tasks
+from sweeps.ledger import Ledger, RunRecord, storage_url_for
+from sweeps.plan import plan_sweep
+from sweeps.spec import SweepSpec, load_spec
+from sweeps.worker import execute_attempt
+
+log = logging.getLogger(__name__)
+
+SPEC_COPY = "spec.toml"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class LaunchSummary:
+    sweep_dir: Path
+    planned: int
+    skipped_complete: int  # already complete before this launch
+    completed: int  # completed by this launch
+    failed: list[RunRecord]  # out of attempts
+
+
+def open_ledger(spec: SweepSpec, sweep_dir: str | Path) -> Ledger:
+    return Ledger(storage_url_for(sweep_dir), spec.sweep.name, higher_is_better=spec.sweep.higher_is_better)
+
+
+def _store_spec(spec_path: Path, sweep_dir: Path) -> None:
+    copy = sweep_dir / SPEC_COPY
+    if copy.exists() and copy.read_bytes() != spec_path.read_bytes():
+        log.warning("%s differs from the spec this sweep was launched with; keeping the new one", spec_path)
+    if not copy.exists() or copy.resolve() != spec_path.resolve():
+        shutil.copyfile(spec_path, copy)
+
+
+def launch_sweep(spec_path: str | Path, sweep_dir: str | Path) -> LaunchSummary:
+    """Run every planned run that is not complete yet; blocks until the sweep is done."""
+    spec_path, sweep_dir = Path(spec_path), Path(sweep_dir)
+    spec = load_spec(spec_path)  # validated in full before anything starts
+    planned = plan_sweep(spec)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    _store_spec(spec_path, sweep_dir)
+    ledger = open_ledger(spec, sweep_dir)
+    ledger.register(planned)
+    plan_ids = [run.run_id for run in planned]
+    before = ledger.runs()
+    already = sum(1 for rid in plan_ids if before[rid].state == "complete")
+    log.info("%d planned runs, %d already complete", len(plan_ids), already)
+
+    order = {rid: i for i, rid in enumerate(plan_ids)}  # smallest FLOPs first
+    while True:
+        requeued = ledger.recover(max_attempts=spec.sweep.max_attempts)
+        if requeued:
+            log.info("retrying %d run(s): %s", len(requeued), ", ".join(requeued))
+        pending = sorted(ledger.pending(plan_ids), key=lambda r: order[r.run_id])
+        if not pending:
+            break
+        _dispatch(spec, sweep_dir, ledger, pending)
+
+    after = ledger.runs()
+    done = sum(1 for rid in plan_ids if after[rid].state == "complete")
+    failed = [after[rid] for rid in plan_ids if after[rid].state == "failed"]
+    return LaunchSummary(
+        sweep_dir=sweep_dir, planned=len(plan_ids), skipped_complete=already, completed=done - already, failed=failed
+    )
+
+
+def _dispatch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, pending: list[RunRecord]) -> None:
+    tasks = [
+        Task(
+            key=record.trial_id,
+            args=(ledger.url, spec.sweep.name, record.trial_id, str(sweep_dir), spec.sweep.metric, spec.tracking),
+        )
+        for record in pending
+    ]
+    run_ids = {record.trial_id: record.run_id for record in pending}
+
+    def on_submit(task: Task, job_id: str, log_path: str) -> None:
+        ledger.set_job(task.key, job_id, log_path)
+
+    def on_done(outcome: TaskOutcome) -> None:
+        if outcome.ok:
+            log.info("run %s finished (job %s)", run_ids[outcome.key], outcome.job_id)
+        else:
+            log.error("run %s failed (job %s): %s; log: %s", run_ids[outcome.key], outcome.job_id, outcome.error, outcome.log_path)
+
+    run_tasks(
+        execute_attempt, tasks, config=spec.dispatch, folder=sweep_dir / "jobs", on_submit=on_submit, on_done=on_done
+    )

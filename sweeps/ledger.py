@@ -1,0 +1,292 @@
+"""The run ledger: an Optuna storage holding one trial per attempt of each planned run.
+
+Optuna is the durable store (SQLite file in the sweep directory by default; any RDB URL works),
+so `optuna-dashboard` can open a sweep. The mapping:
+- a planned run is identified by `run_id` (stable hash of its resolved config), kept as the
+  trial's user attr "run_id"; its config, axis values, FLOPs and params are user attrs too;
+- an attempt is a trial: WAITING (pending) -> RUNNING (claimed by exactly one worker) ->
+  COMPLETE / FAIL. Optuna never lets a finished trial change state, so a retry is a new trial;
+- the run's state is its latest attempt's, except that one COMPLETE attempt makes it complete;
+- workers record Optuna heartbeats; a RUNNING attempt whose heartbeat went stale, or whose local
+  worker process is gone, is failed on the next launch and retried up to `max_attempts`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 10
+HEARTBEAT_GRACE_S = 60
+
+_STATE_NAMES = {
+    TrialState.WAITING: "pending",
+    TrialState.RUNNING: "running",
+    TrialState.COMPLETE: "complete",
+    TrialState.FAIL: "failed",
+    TrialState.PRUNED: "pruned",
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class PlannedRun:
+    """What the planner hands the ledger: one grid point, resolved and costed."""
+
+    run_id: str
+    axis_values: dict[str, Any]
+    config: dict[str, Any]
+    flops: dict[str, Any]
+    params: dict[str, int]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class RunRecord:
+    """One planned run as the ledger sees it: its latest (or its completed) attempt."""
+
+    run_id: str
+    trial_id: int
+    state: str  # pending | running | complete | failed | pruned
+    attempts: int
+    axis_values: dict[str, Any]
+    config: dict[str, Any]
+    flops: dict[str, Any]
+    params: dict[str, int]
+    metrics: dict[str, float]
+    value: float | None
+    error: str | None
+    job_id: str | None
+    log_path: str | None
+    wall_time_s: float | None
+
+
+def storage_url_for(sweep_dir: str | Path) -> str:
+    return f"sqlite:///{Path(sweep_dir).resolve() / 'ledger.db'}"
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # SQLite writers from several worker processes wait for the lock instead of failing at once.
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=HEARTBEAT_INTERVAL_S,
+        grace_period=HEARTBEAT_GRACE_S,
+    )
+
+
+def _to_record(trial: FrozenTrial, attempts: int) -> RunRecord:
+    attrs = trial.user_attrs
+    return RunRecord(
+        run_id=attrs["run_id"],
+        trial_id=trial._trial_id,
+        state=_STATE_NAMES[trial.state],
+        attempts=attempts,
+        axis_values=attrs.get("axes", {}),
+        config=attrs.get("config", {}),
+        flops=attrs.get("flops", {}),
+        params=attrs.get("params", {}),
+        metrics=attrs.get("metrics", {}),
+        value=trial.value if trial.state == TrialState.COMPLETE else None,
+        error=attrs.get("error"),
+        job_id=attrs.get("job_id"),
+        log_path=attrs.get("log_path"),
+        wall_time_s=attrs.get("wall_time_s"),
+    )
+
+
+class Ledger:
+    """A sweep's runs in one Optuna study (one study per sweep name)."""
+
+    def __init__(self, url: str, sweep_name: str, *, higher_is_better: bool = True) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.url = url
+        self.storage = open_storage(url)
+        self.study = optuna.create_study(
+            study_name=sweep_name,
+            storage=self.storage,
+            direction="maximize" if higher_is_better else "minimize",
+            load_if_exists=True,
+        )
+
+    # ---- reading -------------------------------------------------------------------------
+    def _trials_by_run(self) -> dict[str, list[FrozenTrial]]:
+        grouped: dict[str, list[FrozenTrial]] = {}
+        for trial in self.study.get_trials(deepcopy=False):
+            grouped.setdefault(trial.user_attrs["run_id"], []).append(trial)
+        return grouped
+
+    def runs(self) -> dict[str, RunRecord]:
+        """Every run in the ledger, by run id: the completed attempt if any, else the latest."""
+        records = {}
+        for run_id, trials in self._trials_by_run().items():
+            complete = [t for t in trials if t.state == TrialState.COMPLETE]
+            chosen = complete[0] if complete else max(trials, key=lambda t: t.number)
+            records[run_id] = _to_record(chosen, attempts=len(trials))
+        return records
+
+    def attempts(self, run_id: str) -> list[RunRecord]:
+        trials = self._trials_by_run().get(run_id, [])
+        return [_to_record(t, attempts=len(trials)) for t in sorted(trials, key=lambda t: t.number)]
+
+    # ---- planning ------------------------------------------------------------------------
+    def register(self, planned: Iterable[PlannedRun]) -> int:
+        """Add a pending attempt for every planned run the ledger has never seen; return the count."""
+        known = self._trials_by_run()
+        added = 0
+        for run in planned:
+            if run.run_id not in known:
+                self._add_attempt(run, attempt=1)
+                added += 1
+        return added
+
+    def _add_attempt(self, run: PlannedRun, *, attempt: int) -> None:
+        # Axis values stay user attrs, not Optuna params: Optuna requires one fixed distribution
+        # per param name across a study, which a spec edited between launches would break.
+        self.study.add_trial(
+            create_trial(
+                state=TrialState.WAITING,
+                user_attrs={
+                    "run_id": run.run_id,
+                    "attempt": attempt,
+                    "axes": run.axis_values,
+                    "config": run.config,
+                    "flops": run.flops,
+                    "params": run.params,
+                },
+            )
+        )
+
+    def recover(self, *, max_attempts: int) -> list[str]:
+        """Fail attempts whose worker died, and queue a retry for each failed run with attempts left.
+
+        Returns the run ids queued again.
+        """
+        self._fail_dead_workers()
+        requeued = []
+        for run_id, trials in self._trials_by_run().items():
+            states = {t.state for t in trials}
+            if states & {TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING}:
+                continue
+            if len(trials) >= max_attempts:
+                continue
+            latest = max(trials, key=lambda t: t.number)
+            attrs = latest.user_attrs
+            planned = PlannedRun(
+                run_id=run_id,
+                axis_values=attrs.get("axes", {}),
+                config=attrs["config"],
+                flops=attrs.get("flops", {}),
+                params=attrs.get("params", {}),
+            )
+            self._add_attempt(planned, attempt=len(trials) + 1)
+            requeued.append(run_id)
+        return requeued
+
+    def _fail_dead_workers(self) -> None:
+        optuna.storages.fail_stale_trials(self.study)  # heartbeat older than the grace period
+        host = socket.gethostname()
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = trial.system_attrs.get("worker", {})
+            if worker.get("host") == host and not _pid_alive(worker.get("pid", -1)):
+                self.fail(trial._trial_id, f"worker process {worker.get('pid')} on {host} died")
+
+    def pending(self, run_ids: Sequence[str] | None = None) -> list[RunRecord]:
+        wanted = set(run_ids) if run_ids is not None else None
+        return [
+            r for r in self.runs().values() if r.state == "pending" and (wanted is None or r.run_id in wanted)
+        ]
+
+    def set_job(self, trial_id: int, job_id: str, log_path: str) -> None:
+        """Record where an attempt was dispatched (before it can finish: Optuna freezes finished trials)."""
+        try:
+            self.storage.set_trial_user_attr(trial_id, "job_id", job_id)
+            self.storage.set_trial_user_attr(trial_id, "log_path", log_path)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("attempt %d finished before its job id %s was recorded", trial_id, job_id)
+
+    # ---- worker side ---------------------------------------------------------------------
+    def claim(self, trial_id: int) -> bool:
+        """Atomically move a pending attempt to running; False if someone else has it (or it ended)."""
+        try:
+            claimed = self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+        if claimed:
+            self.storage.set_trial_system_attr(trial_id, "worker", {"host": socket.gethostname(), "pid": os.getpid()})
+            self.storage.record_heartbeat(trial_id)
+        return claimed
+
+    def trial_attrs(self, trial_id: int) -> dict[str, Any]:
+        return self.storage.get_trial(trial_id).user_attrs
+
+    def report_intermediate(self, trial_id: int, step: int, value: float) -> None:
+        self.storage.set_trial_intermediate_value(trial_id, step, value)
+
+    def complete(self, trial_id: int, *, value: float, results: dict[str, Any]) -> None:
+        for key, item in results.items():
+            self.storage.set_trial_user_attr(trial_id, key, item)
+        self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, values=[value])
+
+    def fail(self, trial_id: int, error: str) -> None:
+        self.storage.set_trial_user_attr(trial_id, "error", error)
+        try:
+            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("trial %d had already finished; error not recorded as a new state", trial_id)
+
+    def heartbeat(self, trial_id: int) -> Heartbeat:
+        return Heartbeat(self.storage, trial_id)
+
+
+class Heartbeat:
+    """Records Optuna heartbeats for a running attempt from a daemon thread (context manager)."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int) -> None:
+        self._storage, self._trial_id = storage, trial_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial_id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception:  # a missed beat is harmless; the next one retries
+                log.warning("heartbeat for trial %d failed", self._trial_id, exc_info=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) counts as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -1,0 +1,69 @@
+"""Reading a sweep back: progress by state, FLOPs spent, failures with their error line, and rows
+for the analysis (one per completed run)."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+from sweeps.launch import SPEC_COPY, open_ledger
+from sweeps.ledger import RunRecord
+from sweeps.spec import SweepSpec, load_spec
+
+
+def load_sweep(sweep_dir: str | Path) -> tuple[SweepSpec, dict[str, RunRecord]]:
+    sweep_dir = Path(sweep_dir)
+    spec_file = sweep_dir / SPEC_COPY
+    if not spec_file.exists():
+        raise ValueError(f"{sweep_dir} is not a sweep directory (no {SPEC_COPY}); launch a sweep into it first")
+    spec = load_spec(spec_file)
+    return spec, open_ledger(spec, sweep_dir).runs()
+
+
+def format_status(spec: SweepSpec, runs: dict[str, RunRecord]) -> str:
+    counts = collections.Counter(r.state for r in runs.values())
+    spent = sum(r.flops.get("train", 0.0) for r in runs.values() if r.state == "complete")
+    planned = sum(r.flops.get("train", 0.0) for r in runs.values())
+    lines = [
+        f"sweep {spec.sweep.name}: {len(runs)} runs",
+        "  " + ", ".join(f"{state} {counts.get(state, 0)}" for state in ("complete", "running", "pending", "failed")),
+        f"  training FLOPs: {spent:.3e} spent of {planned:.3e} planned",
+    ]
+    metric = spec.sweep.metric
+    done = sorted((r for r in runs.values() if r.state == "complete"), key=lambda r: r.flops.get("train", 0.0))
+    if done:
+        best = (max if spec.sweep.higher_is_better else min)(done, key=lambda r: r.metrics[metric])
+        lines.append(f"  best {metric}: {best.metrics[metric]:.4f} (run {best.run_id}, {best.axis_values})")
+    for record in runs.values():
+        if record.state == "failed":
+            lines.append(f"  FAILED {record.run_id} after {record.attempts} attempt(s): {record.error}")
+            if record.log_path:
+                lines.append(f"    log: {record.log_path}")
+    return "\n".join(lines)
+
+
+def completed_rows(spec: SweepSpec, runs: dict[str, RunRecord]) -> list[dict[str, Any]]:
+    """One flat dict per completed run: id, FLOPs, params, axis values and all metrics."""
+    rows = []
+    for record in runs.values():
+        if record.state != "complete":
+            continue
+        model, data, train = record.config["model"], record.config["data"], record.config["train"]
+        rows.append(
+            {
+                "run_id": record.run_id,
+                "flops": record.flops["train"],
+                "flops_causal": record.flops.get("train_causal"),
+                "params_non_embedding": record.params.get("non_embedding"),
+                "params_embedding": record.params.get("embedding"),
+                "num_blocks": model["num_blocks"],
+                "embedding_dim": model["embedding_dim"],
+                "num_heads": model["num_heads"],
+                "num_users": data["num_users"],
+                "seed": train["seed"],
+                "wall_time_s": record.wall_time_s,
+                **record.metrics,
+            }
+        )
+    return sorted(rows, key=lambda row: row["flops"])

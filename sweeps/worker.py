@@ -1,0 +1,96 @@
+"""What one dispatched job does: claim a ledger attempt, train, and write the result itself.
+
+The job, not the driver, records its result, so a driver killed mid-sweep loses nothing that
+finished. The claim (pending -> running) is atomic in the ledger, so an attempt runs at most once
+even if two drivers dispatch it. The ledger is written before W&B is closed: W&B failing never
+loses a result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from gr_core.config import RunConfig
+from sweeps.ledger import Ledger
+from sweeps.spec import TrackingConfig
+from sweeps.tracking import RunTracker
+
+log = logging.getLogger(__name__)
+
+
+def run_dir_for(sweep_dir: str | Path, run_id: str) -> Path:
+    return Path(sweep_dir) / "runs" / run_id
+
+
+def execute_attempt(
+    storage_url: str,
+    sweep_name: str,
+    trial_id: int,
+    sweep_dir: str,
+    metric: str,
+    tracking: TrackingConfig,
+) -> dict[str, Any]:
+    """Train the run behind ledger attempt `trial_id`; returns a short summary."""
+    from gr_core.trainer import train_run  # torch is imported in the job, not by the driver
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ledger = Ledger(storage_url, sweep_name)
+    if not ledger.claim(trial_id):
+        log.info("attempt %d is already taken or finished; nothing to do", trial_id)
+        return {"trial_id": trial_id, "skipped": True}
+    attrs = ledger.trial_attrs(trial_id)
+    run_id = attrs["run_id"]
+    config = RunConfig.from_dict(attrs["config"], where=f"ledger trial {trial_id}")
+    run_dir = run_dir_for(sweep_dir, run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+
+    tracker = RunTracker(
+        tracking,
+        directory=Path(sweep_dir),
+        group=sweep_name,
+        name=run_id,
+        run_key=f"{run_id}-a{attrs.get('attempt', 1)}",
+        config={**config.to_dict(), "flops": attrs.get("flops", {}), "params": attrs.get("params", {})},
+    )
+
+    def on_eval(epoch: int, metrics: dict[str, float]) -> None:
+        tracker.log(metrics, step=epoch)
+        value = metrics.get(f"val/{metric}")
+        if value is not None:
+            ledger.report_intermediate(trial_id, epoch, float(value))
+
+    started = time.perf_counter()
+    try:
+        with ledger.heartbeat(trial_id):
+            result = train_run(config, on_step=None, on_eval=on_eval)
+    except BaseException as exc:
+        detail = traceback.format_exc()
+        (run_dir / "error.txt").write_text(detail)
+        ledger.fail(trial_id, f"{type(exc).__name__}: {exc}")
+        tracker.finish(exit_code=1)
+        raise
+    wall = time.perf_counter() - started
+    flops = attrs.get("flops", {})
+    achieved = flops.get("train", 0.0) / result.wall_time_s if result.wall_time_s > 0 else 0.0
+    results = {
+        "metrics": result.metrics,
+        "best_epoch": result.best_epoch,
+        "steps": result.steps,
+        "train_tokens": result.train_tokens,
+        "wall_time_s": wall,
+        "train_time_s": result.wall_time_s,
+        "achieved_flops_per_s": achieved,
+        "history": result.history,
+    }
+    (run_dir / "result.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+    ledger.complete(trial_id, value=float(result.metrics[metric]), results=results)
+    tracker.summary({**result.metrics, "flops/train": flops.get("train"), "achieved_flops_per_s": achieved})
+    tracker.finish()
+    log.info("run %s complete: %s=%.4f in %.1f s", run_id, metric, result.metrics[metric], wall)
+    return {"trial_id": trial_id, "run_id": run_id, metric: result.metrics[metric]}

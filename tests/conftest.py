@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+import os
+
+# Set before anything imports torch or triton (kernels imports torch.utils.flop_counter, which
+# imports triton): without a GPU, Triton kernels run under the numpy interpreter.
+if not os.path.exists("/dev/nvidiactl"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# Tests never reach W&B's servers, and runs stay single-threaded on the 2-core CI machine.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("OMP_NUM_THREADS", "1")

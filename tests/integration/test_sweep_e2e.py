@@ -1,0 +1,128 @@
+"""One small sweep end to end through the local submitit executor, and crash-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from gr_scaling.cli import main
+from sweeps.launch import launch_sweep
+from sweeps.ledger import Ledger, storage_url_for
+
+SPEC = """
+[sweep]
+name = "{name}"
+metric = "ndcg@10"
+
+[axes]
+depth = [1, 2]
+width = [8, 16]
+users = {users}
+
+[base.data]
+num_items = 60
+num_clusters = 6
+min_events = 6
+max_events = 20
+
+[base.model]
+max_seq_len = 16
+
+[base.train]
+epochs = 2
+batch_size = 32
+num_negatives = 16
+
+[dispatch]
+executor = "local"
+max_parallel = {parallel}
+poll_interval_s = 0.2
+"""
+
+
+def _spec(tmp_path: Path, name: str, users: list[int], parallel: int) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(SPEC.format(name=name, users=users, parallel=parallel))
+    return path
+
+
+def _complete_attempts(sweep_dir: Path, name: str) -> dict[str, list[int]]:
+    ledger = Ledger(storage_url_for(sweep_dir), name)
+    done: dict[str, list[int]] = {}
+    for trial in ledger.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        done.setdefault(trial.user_attrs["run_id"], []).append(trial.number)
+    return done
+
+
+@pytest.mark.slow
+def test_sweep_runs_records_tracks_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    spec = _spec(tmp_path, "e2e", [40], parallel=2)
+    sweep_dir = tmp_path / "sweep"
+    assert main(["sweep", "launch", str(spec), "--out", str(sweep_dir)]) == 0
+    runs = Ledger(storage_url_for(sweep_dir), "e2e").runs()
+    assert len(runs) == 4 and {r.state for r in runs.values()} == {"complete"}
+    for run in runs.values():
+        assert 0.0 <= run.metrics["ndcg@10"] <= run.metrics["hr@10"] <= 1.0
+        assert run.value == run.metrics["ndcg@10"]
+        assert run.flops["train"] > 0 and run.params["non_embedding"] > 0
+        result = json.loads((sweep_dir / "runs" / run.run_id / "result.json").read_text())
+        assert result["metrics"] == run.metrics
+        config = json.loads((sweep_dir / "runs" / run.run_id / "config.json").read_text())
+        assert config == run.config
+    offline_runs = list((sweep_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 4
+
+    # Launching the same spec again trains nothing.
+    summary = launch_sweep(spec, sweep_dir)
+    assert (summary.skipped_complete, summary.completed, summary.failed) == (4, 0, [])
+    assert all(len(ids) == 1 for ids in _complete_attempts(sweep_dir, "e2e").values())
+
+    capsys.readouterr()
+    assert main(["sweep", "status", str(sweep_dir)]) == 0
+    assert "complete 4, running 0, pending 0, failed 0" in capsys.readouterr().out
+    assert main(["report", str(sweep_dir), "--bootstrap", "50"]) == 0
+    assert (sweep_dir / "report" / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "crash", [40, 60], parallel=1)  # 8 runs, one at a time
+    sweep_dir = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "gr_scaling", "sweep", "launch", str(spec), "--out", str(sweep_dir)],
+        start_new_session=True,  # its own process group: driver and workers die together
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if (sweep_dir / "ledger.db").exists() and len(_complete_attempts(sweep_dir, "crash")) >= 2:
+                break
+            assert driver.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.3)
+        else:
+            pytest.fail("no runs completed within the time limit")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    before = _complete_attempts(sweep_dir, "crash")
+    assert 2 <= len(before) < 8
+
+    summary = launch_sweep(spec, sweep_dir)
+    after = _complete_attempts(sweep_dir, "crash")
+    assert len(after) == 8 and summary.failed == []
+    assert all(len(numbers) == 1 for numbers in after.values())  # each run completed exactly once
+    for run_id, numbers in before.items():
+        assert after[run_id] == numbers  # finished runs were not run again
+    assert summary.skipped_complete == len(before)

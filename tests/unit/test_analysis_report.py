@@ -1,0 +1,173 @@
+"""write_report / plot_metric_vs_flops outputs, and the analysis package's import rules."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import dataclasses
+import html
+import json
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.fit import fit_saturating_power_law
+from analysis.plots import DPI, plot_metric_vs_flops
+from analysis.evidence import assess_improvement
+from analysis.report import write_report
+from analysis.report_html import ReportContent, render_html
+
+ANALYSIS = Path(__file__).resolve().parents[2] / "analysis"
+CONVENTION = "exact HSTU count, causal attention, backward = 2x forward"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_MAGIC
+    return struct.unpack(">II", data[16:24])
+
+
+def _rows(n_configs: int = 6, seeds: int = 2) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n_configs):
+        flops = 1e13 * 3.0**i
+        for s in range(seeds):
+            ndcg = 0.20 - 0.05 * (flops / 1e14) ** -0.35 + rng.normal(0.0, 1.5e-3)
+            rows.append({
+                "run_id": f"cfg{i}-s{s}", "flops": flops, "ndcg@10": ndcg, "hr@10": 2 * ndcg,
+                "params_non_embedding": 10_000 * 2**i, "num_blocks": 2 * (1 + i // 2),
+                "embedding_dim": 32 * (1 + i % 2), "num_users": 2000, "seed": s, "wall_time_s": 5.0 + i,
+            })
+    return rows[::-1]  # unsorted on purpose: the report sorts by FLOPs
+
+
+def test_report_writes_three_files_with_verdict_convention_and_image(tmp_path) -> None:
+    rows = _rows()
+    paths = write_report(tmp_path / "rep", rows, metric="ndcg@10", higher_is_better=True,
+                         flops_convention=CONVENTION, title="HSTU <test> scaling", n_bootstrap=200)
+    for p in (paths.fit_json, paths.plot_png, paths.report_html):
+        assert p is not None and p.is_file() and p.stat().st_size > 0
+    summary = json.loads(paths.fit_json.read_text())
+    page = paths.report_html.read_text()
+
+    assert summary["improves"] is True
+    assert summary["verdict"].startswith("Quality improves with compute: ndcg@10 rises")
+    assert html.escape(summary["verdict"]) in page
+    assert CONVENTION in page and summary["flops_convention"] == CONVENTION
+    assert "HSTU &lt;test&gt; scaling" in page  # user strings are escaped
+    flops = [p["flops"] for p in summary["points"]]
+    assert flops == sorted(flops) and len(flops) == 12
+    assert set(summary["power_law"]["params"]) == {"y_max", "A", "alpha"}
+    assert summary["power_law"]["n_bootstrap_used"] == 200
+    assert summary["log_linear"]["params"]["b"] > 0
+    assert "hr@10" not in summary["points"][0]  # only the fitted metric and known columns
+
+    match = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    assert match is not None
+    embedded = base64.b64decode(match.group(1))
+    assert embedded == paths.plot_png.read_bytes()
+    assert _png_size(embedded) == (round(7.5 * DPI), round(5.0 * DPI))
+    # Runs table is in FLOPs order and states the fit's formula and intervals.
+    assert page.index("cfg0-s0") < page.index("cfg5-s0")
+    assert "y_max - A * (C / C0)^(-alpha)" in page and "95% bootstrap interval" in page
+    assert "OLS Regression Results" in page
+
+
+def test_report_with_two_runs_says_no_fit_is_possible(tmp_path) -> None:
+    paths = write_report(tmp_path, _rows()[:2], metric="ndcg@10", higher_is_better=True,
+                         flops_convention=CONVENTION, title="tiny")
+    summary = json.loads(paths.fit_json.read_text())
+    page = paths.report_html.read_text()
+    assert summary["power_law"] is None and summary["evidence"] is None and summary["improves"] is None
+    assert "needs at least 4" in summary["power_law_error"]
+    assert summary["verdict"].startswith("No fit is possible")
+    assert "No fit is possible" in page and "no-fit" in page and CONVENTION in page
+    assert paths.plot_png is not None and paths.plot_png.is_file()  # the points are still shown
+
+
+def test_report_with_constant_metric_and_bad_runs(tmp_path) -> None:
+    rows = [{"run_id": f"r{i}", "flops": 1e13 * 10**i, "ne": 0.9} for i in range(5)]
+    rows.append({"run_id": "diverged", "flops": 1e15, "ne": float("nan")})
+    paths = write_report(tmp_path, rows, metric="ne", higher_is_better=False,
+                         flops_convention=CONVENTION, title="flat")
+    summary = json.loads(paths.fit_json.read_text())
+    assert "constant" in summary["power_law_error"]
+    assert summary["excluded"] == [{"run_id": "diverged", "reason": "ne is nan (diverged or unfinished run?)"}]
+    assert "1 run(s) excluded" in paths.report_html.read_text()
+
+
+def test_report_rejects_malformed_rows(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"rows\[0\] .* has no 'ndcg@10'.*pass metric="):
+        write_report(tmp_path, [{"run_id": "a", "flops": 1e13, "ne": 0.9}], metric="ndcg@10",
+                     higher_is_better=True, flops_convention=CONVENTION, title="t")
+    dup = [{"run_id": "a", "flops": 1e13, "ne": 0.9}] * 2
+    with pytest.raises(ValueError, match="run_id 'a' appears twice"):
+        write_report(tmp_path, dup, metric="ne", higher_is_better=False, flops_convention=CONVENTION, title="t")
+    with pytest.raises(ValueError, match="flops_convention"):
+        write_report(tmp_path, dup, metric="ne", higher_is_better=False, flops_convention="", title="t")
+
+
+def test_html_flags_a_fit_that_did_not_converge() -> None:
+    c = np.geomspace(1e13, 1e15, 6)
+    y = 0.2 - 0.05 * (c / 1e14) ** -0.4
+    fit = dataclasses.replace(
+        fit_saturating_power_law(c, y, higher_is_better=True, n_bootstrap=50), converged=False, message="max_nfev"
+    )
+    evidence = assess_improvement(fit, c, y, metric_name="ndcg@10")
+    assert "did not converge (max_nfev)" in evidence.verdict
+    content = ReportContent(
+        title="t", metric="ndcg@10", higher_is_better=True, flops_convention=CONVENTION,
+        runs=[{"run_id": f"r{i}", "flops": ci, "ndcg@10": yi} for i, (ci, yi) in enumerate(zip(c, y))],
+        excluded=[], power_law=fit, power_law_error=None, log_linear=None, log_linear_error="skipped",
+        evidence=evidence, verdict=evidence.verdict, n_replicated_configs=0, png=None,
+    )
+    page = render_html(content)
+    assert "The power-law fit did NOT converge: max_nfev" in page
+    assert "converged: <b>NO</b>" in page
+
+
+def test_plot_without_fit_and_with_groups(tmp_path) -> None:
+    c = np.geomspace(1e13, 1e15, 5)
+    y = np.array([0.10, 0.13, 0.15, 0.16, 0.165])
+    out = plot_metric_vs_flops(c, y, fit=None, metric_name="HR@10", flops_convention=CONVENTION,
+                               path=tmp_path / "a" / "p.png", groups=[2, 2, 4, 4, 8], labels=list("abcde"))
+    assert _png_size(out.read_bytes()) == (round(7.5 * DPI), round(5.0 * DPI))
+    fit = fit_saturating_power_law(c, y, higher_is_better=True, n_bootstrap=50)
+    out = plot_metric_vs_flops(c, y, fit=fit, metric_name="HR@10", flops_convention=CONVENTION, path=tmp_path / "b.png")
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match="groups has 2 entries for 5 points"):
+        plot_metric_vs_flops(c, y, fit=None, metric_name="m", flops_convention="x", path=tmp_path / "c.png", groups=[1, 2])
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_analysis_import_rules() -> None:
+    files = sorted(ANALYSIS.glob("*.py"))
+    assert files
+    for path in files:
+        imported = _imported_modules(path)
+        assert "torch" not in imported, path.name
+        assert ("matplotlib" in imported) == (path.name == "plots.py"), path.name
+        assert len(path.read_text().splitlines()) < 400, path.name
+
+
+def test_importing_the_fits_does_not_load_matplotlib() -> None:
+    code = "import sys, analysis.fit; print('matplotlib' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ANALYSIS.parent)
+    assert out.stdout.split() == ["False", "False"]

@@ -1,0 +1,128 @@
+"""HSTU model: parameter count, shapes and causality; the sampled-softmax loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from gr_core.config import ModelConfig
+from gr_core.hstu import HSTU, count_parameters
+from gr_core.losses import sampled_softmax_loss
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ModelConfig(num_blocks=2, embedding_dim=16, num_heads=2, max_seq_len=10),
+        ModelConfig(
+            num_blocks=3, embedding_dim=12, num_heads=3, attention_dim=5, linear_dim=7, max_seq_len=7, use_rab=False
+        ),
+    ],
+)
+def test_parameter_count_matches_documented_formula(cfg):
+    num_items = 31
+    d, h, dqk, dv, n = cfg.embedding_dim, cfg.num_heads, cfg.dqk, cfg.dv, cfg.max_seq_len
+    per_block = d * (2 * h * dv + 2 * h * dqk) + h * dv * d + d
+    if cfg.use_rab:
+        per_block += (2 * n - 1) + (cfg.num_time_buckets + 1)
+    counts = count_parameters(HSTU(cfg, num_items))
+    assert counts == {
+        "embedding": (num_items + 1) * d + n * d,
+        "non_embedding": cfg.num_blocks * per_block,
+        "total": (num_items + 1) * d + n * d + cfg.num_blocks * per_block,
+    }
+
+
+def test_parameter_names_are_stable():
+    names = {name for name, _ in HSTU(ModelConfig(num_blocks=1), 5).named_parameters()}
+    assert names == {
+        "item_embedding.weight", "position_embedding.weight", "blocks.0.uvqk.weight",
+        "blocks.0.output.weight", "blocks.0.output.bias", "blocks.0.pos_weights", "blocks.0.ts_weights",
+    }
+
+
+def _batch(lengths, num_items=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    total = sum(lengths)
+    offsets = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    items = torch.randint(1, num_items + 1, (total,), generator=g)
+    ts = torch.randint(1, 10_000, (total,), generator=g).cumsum(0)
+    return items, ts, offsets
+
+
+def test_forward_is_unit_norm_and_causal():
+    torch.manual_seed(0)
+    model = HSTU(ModelConfig(num_blocks=2, embedding_dim=8, num_heads=2, max_seq_len=8, dropout=0.0), 20).eval()
+    items, ts, offsets = _batch([5, 0, 3])
+    out = model(items, ts, offsets)
+    assert out.shape == (8, 8)
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(8))
+    # Changing the last item of sequence 0 leaves its earlier positions and other sequences unchanged.
+    items2 = items.clone()
+    items2[4] = (items[4] % 20) + 1
+    out2 = model(items2, ts, offsets)
+    torch.testing.assert_close(out2[:4], out[:4])
+    torch.testing.assert_close(out2[5:], out[5:])
+    assert not torch.allclose(out2[4], out[4])
+    # Its timestamp is the "next action" time of position 3: only positions 3 and 4 may move.
+    ts2 = ts.clone()
+    ts2[4] += 10**7
+    out3 = model(items, ts2, offsets)
+    torch.testing.assert_close(out3[:3], out[:3])
+    assert not torch.allclose(out3[3], out[3])
+
+
+def test_item_embedding_init_and_padding_row():
+    model = HSTU(ModelConfig(embedding_dim=64), 500)
+    w = model.item_embedding.weight
+    assert torch.all(w[0] == 0)
+    assert w[1:].std().item() == pytest.approx(0.02 * 0.88, rel=0.1)  # truncated at 2 std
+    assert w.abs().max().item() <= 0.04 + 1e-6
+
+
+def test_sampled_softmax_masks_negatives_equal_to_positive():
+    torch.manual_seed(0)
+    num_items, d = 3, 4
+    items = F.normalize(torch.randn(num_items + 1, d), dim=-1)
+    out = F.normalize(torch.randn(6, d), dim=-1)
+    targets = torch.tensor([1, 2, 3, 1, 2, 3])
+    gen_seed = 5
+    loss = sampled_softmax_loss(
+        out, targets, items, num_negatives=8, temperature=0.1, generator=torch.Generator().manual_seed(gen_seed)
+    )
+    # Recompute by hand with the same negatives: collisions (very likely with 3 items) are dropped.
+    negs = torch.randint(1, num_items + 1, (6, 8), generator=torch.Generator().manual_seed(gen_seed))
+    assert (negs == targets[:, None]).any()
+    expected = []
+    for t in range(6):
+        pos = (out[t] @ items[targets[t]]) / 0.1
+        others = [(out[t] @ items[n]) / 0.1 for n in negs[t].tolist() if n != targets[t]]
+        expected.append(torch.logsumexp(torch.stack([pos, *others]), 0) - pos)
+    torch.testing.assert_close(loss, torch.stack(expected).mean())
+
+
+def test_sampled_softmax_with_only_collisions_has_zero_loss():
+    items = F.normalize(torch.randn(2, 4), dim=-1)  # one real item: every negative is the positive
+    out = F.normalize(torch.randn(3, 4), dim=-1)
+    loss = sampled_softmax_loss(
+        out, torch.ones(3, dtype=torch.int64), items, num_negatives=5, temperature=0.05,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert loss.item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_sampled_softmax_is_one_bmm_for_the_flop_counter():
+    t, d, r = 7, 6, 9
+    out = F.normalize(torch.randn(t, d), dim=-1).requires_grad_(True)
+    items = F.normalize(torch.randn(50, d), dim=-1)
+    with FlopCounterMode(display=False) as counter:
+        sampled_softmax_loss(
+            out, torch.randint(1, 50, (t,)), items, num_negatives=r, temperature=0.05,
+            generator=torch.Generator().manual_seed(0),
+        )
+    assert counter.get_total_flops() == 2 * t * d * (r + 1)
+    assert math.isfinite(counter.get_total_flops())

@@ -1,0 +1,218 @@
+"""Triton HSTU attention kernels vs the PyTorch reference, on CPU under TRITON_INTERPRET=1.
+
+Triton reads TRITON_INTERPRET when it is first imported, and other test modules import it early
+(torch.utils.flop_counter does), so tests/conftest.py must set the variable on machines without
+CUDA. Setting it here only helps when this file runs alone, and only before triton is imported:
+set later, it would turn these kernels into interpreted functions that call the compiled
+triton.language helpers, which cannot work. Without an active interpreter the module runs
+natively on CUDA when there is one, else skips.
+
+Forward and all five gradients are compared with max |kernel - reference| / max |reference| per
+tensor, in float32, over a seeded random subset of a shape grid plus explicit edge cases.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if "triton" not in sys.modules:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import random  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
+
+from kernels.hstu_attention import triton_common  # noqa: E402
+from kernels.hstu_attention.reference import (  # noqa: E402
+    hstu_attention_reference,
+    hstu_attention_reference_backward,
+    time_buckets,
+)
+from kernels.hstu_attention.triton_bwd import hstu_attention_bwd_triton  # noqa: E402
+from kernels.hstu_attention.triton_fwd import hstu_attention_fwd_triton  # noqa: E402
+
+# The interpreter works only if triton itself was imported under it (its own helpers, such as
+# tl.cdiv, are then interpreted too) and the kernels were decorated under it.
+_INTERPRETER = triton_common.INTERPRET and isinstance(tl.cdiv, InterpretedFunction)
+if _INTERPRETER:
+    DEVICE = "cpu"
+elif torch.cuda.is_available() and not triton_common.INTERPRET:
+    DEVICE = "cuda"
+else:
+    DEVICE = None
+
+pytestmark = [
+    pytest.mark.triton_interpret,
+    pytest.mark.skipif(
+        DEVICE is None,
+        reason="no CUDA, and triton was imported before TRITON_INTERPRET=1 was set; "
+        "tests/conftest.py must set it when there is no CUDA",
+    ),
+]
+
+# max |err| / max |ref| per tensor. Only float32 runs here; tests/gpu adds bf16.
+TOLERANCE = {torch.float32: 1e-4}
+GRAD_NAMES = ("dq", "dk", "dv", "d_pos", "d_ts")
+# The interpreter runs fwd with BLOCK_M=32, BLOCK_N=16, dkdv with BLOCK_N=32, BLOCK_M=16 and dq
+# with 32x32 tiles (FWD_CONFIGS, DKDV_CONFIGS, DQ_CONFIGS); the edge lengths straddle those sizes.
+EDGE_LENGTHS = [16, 17, 32, 33, 64, 65, 31]
+
+
+def make_case(lengths, heads, dqk, dv, max_seq_len, num_buckets, seed, dtype=torch.float32, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    total = sum(lengths)
+    offsets = torch.tensor([0, *torch.tensor(lengths, dtype=torch.int64).cumsum(0).tolist()], dtype=torch.int64)
+    q = torch.randn(total, heads, dqk, generator=g)
+    k = torch.randn(total, heads, dqk, generator=g)
+    v = torch.randn(total, heads, dv, generator=g)
+    dout = torch.randn(total, heads, dv, generator=g)
+    # Chronological per sequence: a fifth of the gaps zero (same second), the rest log-uniform
+    # up to ~1e6 s, so the gaps cross many bucket edges.
+    gaps = torch.exp(torch.rand(total, generator=g) * 14).long() * (torch.rand(total, generator=g) > 0.2)
+    ts = 1_600_000_000 + gaps.cumsum(0)
+    # rab weights well above their N(0, 0.02) init, so a wrong index shows up in the output.
+    pos_w = 0.5 * torch.randn(2 * max_seq_len - 1, generator=g)
+    ts_w = 0.5 * torch.randn(num_buckets + 1, generator=g)
+    tensors = [x.to(device) for x in (q, k, v, dout)]
+    q, k, v, dout = [x.to(dtype) for x in tensors]
+    return q, k, v, dout, offsets.to(device), ts.to(device), pos_w.to(device), ts_w.to(device)
+
+
+def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, want.shape, got.dtype, want.dtype)
+    err = (got.double() - want.double()).abs().max().item() if got.numel() else 0.0
+    scale = want.double().abs().max().item() if want.numel() else 0.0
+    return err / scale if scale > 0 else err
+
+
+def check_against_reference(lengths, heads, dqk, dv, max_seq_len, rab, norm, alpha=0.5, num_buckets=128,
+                            seed=0, dtype=torch.float32, device="cpu", tol=None, layout="contiguous"):
+    q, k, v, dout, offsets, ts, pos_w, ts_w = make_case(
+        lengths, heads, dqk, dv, max_seq_len, num_buckets, seed, dtype, device)
+    if layout == "fused":
+        # q, k, v as views into one [T, H, 2*Dqk + Dv] projection, like HSTU's uvqk split.
+        fused = torch.cat([q, k, v], dim=2)
+        q, k, v = fused[:, :, :dqk], fused[:, :, dqk:2 * dqk], fused[:, :, 2 * dqk:]
+    if layout == "int32_offsets":
+        offsets = offsets.to(torch.int32)
+    pos_w = pos_w if rab in ("pos", "both") else None
+    ts_w = ts_w if rab in ("ts", "both") else None
+    args = (q, k, v, offsets, max_seq_len)
+    kw = dict(timestamps=ts, pos_weights=pos_w, ts_weights=ts_w)
+    tol = TOLERANCE[dtype] if tol is None else tol
+
+    out = hstu_attention_fwd_triton(*args, alpha, norm, **kw)
+    want = hstu_attention_reference(*args, alpha=alpha, norm=norm, **kw)
+    assert rel_err(out, want) <= tol, f"forward: {rel_err(out, want):.3g}"
+
+    grads = hstu_attention_bwd_triton(dout, *args, alpha, norm, **kw)
+    want_grads = hstu_attention_reference_backward(dout, *args, alpha=alpha, norm=norm, **kw)
+    for name, g, w in zip(GRAD_NAMES, grads, want_grads):
+        if w is None:
+            assert g is None, name
+            continue
+        assert rel_err(g, w) <= tol, f"{name}: {rel_err(g, w):.3g}"
+
+
+def _grid_cases(count: int, seed: int = 20240611) -> list[dict]:
+    """A seeded sample of B 1-6, H 1-4, D in {16, 32, 64}, lengths 0..300, rab x norm."""
+    rng = random.Random(seed)
+    cases = []
+    for i in range(count):
+        num_seqs = rng.randint(1, 6)
+        lengths = [rng.choice([0, 1, rng.randint(2, 300)]) if rng.random() < 0.3 else rng.randint(0, 300)
+                   for _ in range(num_seqs)]
+        if i % 3 == 0:  # make sure 0 and 1 appear next to ordinary lengths
+            lengths[rng.randrange(num_seqs)] = rng.choice([0, 1])
+        cases.append(dict(
+            lengths=lengths,
+            heads=rng.randint(1, 4),
+            dqk=rng.choice([16, 32, 64]),
+            dv=rng.choice([16, 32, 64]),
+            max_seq_len=max([300, *lengths]),
+            rab=("none", "pos", "ts", "both")[i % 4],
+            norm=("max_len", "seq_len")[(i // 2) % 2],
+            alpha=rng.choice([0.25, 0.7, 1.0]),
+            seed=i,
+        ))
+    return cases
+
+
+@pytest.mark.parametrize("case", _grid_cases(10), ids=lambda c: f"B{len(c['lengths'])}H{c['heads']}"
+                         f"d{c['dqk']}x{c['dv']}-{c['rab']}-{c['norm']}")
+def test_matches_reference_on_random_grid(case):
+    check_against_reference(device=DEVICE, **case)
+
+
+@pytest.mark.parametrize(
+    "name, lengths, max_seq_len, rab, norm",
+    [
+        ("all_empty", [0, 0, 0], 8, "both", "seq_len"),
+        ("single_length_1", [1], 1, "both", "max_len"),
+        ("block_edges", EDGE_LENGTHS, 65, "both", "max_len"),
+        ("block_edges_seq_norm", EDGE_LENGTHS, 65, "pos", "seq_len"),
+        ("short_in_long_max_len", [3, 0, 40], 200, "ts", "max_len"),
+    ],
+)
+def test_edge_lengths(name, lengths, max_seq_len, rab, norm):
+    check_against_reference(lengths, 2, 16, 32, max_seq_len, rab, norm, device=DEVICE)
+
+
+def test_unpadded_head_dims_and_few_buckets():
+    # ML-1M's HSTU-large uses d = 25 (not a power of two); 5 buckets make most gaps clamp.
+    check_against_reference([40, 7, 0, 33], 2, 25, 50, 64, "both", "max_len", num_buckets=5, device=DEVICE)
+
+
+@pytest.mark.parametrize("layout", ["fused", "int32_offsets"])
+def test_strided_views_and_int32_offsets(layout):
+    check_against_reference([20, 35, 1], 2, 16, 16, 40, "both", "seq_len", device=DEVICE, layout=layout)
+
+
+def test_time_weight_gradient_with_unsorted_timestamps():
+    # The kernel's per-tile bucket loop assumes nothing about the order of timestamps.
+    lengths, heads, d, n = [50, 19], 2, 16, 64
+    q, k, v, dout, offsets, ts, pos_w, ts_w = make_case(lengths, heads, d, d, n, 40, seed=3, device=DEVICE)
+    ts = ts[torch.randperm(ts.numel(), generator=torch.Generator().manual_seed(0)).to(ts.device)]
+    kw = dict(timestamps=ts, pos_weights=None, ts_weights=ts_w)
+    grads = hstu_attention_bwd_triton(dout, q, k, v, offsets, n, 0.5, "max_len", **kw)
+    want = hstu_attention_reference_backward(dout, q, k, v, offsets, n, alpha=0.5, norm="max_len", **kw)
+    assert rel_err(grads[4], want[4]) <= TOLERANCE[torch.float32]
+
+
+@triton.jit
+def _bucket_kernel(DTS, OUT, THR, num_buckets, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < n
+    dts = tl.load(DTS + offs, mask=ok, other=0)
+    tl.store(OUT + offs, triton_common.time_bucket(dts, THR, num_buckets), mask=ok)
+
+
+@pytest.mark.parametrize("num_buckets", [128, 7])
+def test_time_bucket_matches_reference_at_every_edge(num_buckets):
+    """Gaps at each bucket edge and one second either side: float32 alone gets some wrong."""
+    thr = torch.tensor(triton_common._threshold_values(128)[1:], dtype=torch.int64)
+    thr = thr[thr < 2**62]
+    deltas = torch.cat([thr - 1, thr, thr + 1, -thr, -(thr - 1), torch.tensor([0, 1, -1, 2, 10**12, -(10**15)])])
+    deltas = deltas.to(DEVICE)
+    out = torch.empty(deltas.numel(), dtype=torch.int32, device=DEVICE)
+    table = triton_common.bucket_thresholds(num_buckets, deltas.device)
+    _bucket_kernel[(triton.cdiv(deltas.numel(), 64),)](deltas, out, table, num_buckets, deltas.numel(), BLOCK=64)
+    want = time_buckets(deltas, num_buckets)
+    mismatch = (out.long() != want).nonzero().flatten()
+    assert mismatch.numel() == 0, f"gaps {deltas[mismatch].tolist()}: {out[mismatch].tolist()} vs {want[mismatch].tolist()}"
+
+
+def test_rejects_bad_inputs():
+    q = torch.zeros(4, 1, 16, device=DEVICE)
+    offsets = torch.tensor([0, 4], device=DEVICE)
+    with pytest.raises(ValueError, match="norm"):
+        hstu_attention_fwd_triton(q, q, q, offsets, 4, 1.0, "mean", None, None, None)
+    with pytest.raises(ValueError, match="pos_weights"):
+        hstu_attention_fwd_triton(q, q, q, offsets, 4, 1.0, "max_len", None, torch.zeros(3, device=DEVICE), None)
+    with pytest.raises(ValueError, match="timestamps"):
+        hstu_attention_bwd_triton(q, q, q, q, offsets, 4, 1.0, "max_len", None, None, torch.zeros(3, device=DEVICE))

@@ -1,0 +1,80 @@
+"""Analytic parameter and FLOP counts against the real model and PyTorch's FLOP counter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from gr_core.config import DataConfig, ModelConfig, TrainConfig
+from gr_core.data import train_batches
+from gr_core.hstu import HSTU, count_parameters
+from gr_core.lengths import train_sequence_lengths
+from gr_core.losses import sampled_softmax_loss
+from gr_core.synthetic import generate_synthetic
+from scaling import count_params, forward_flops, run_flops
+
+MODELS = [
+    ModelConfig(num_blocks=1, embedding_dim=8, num_heads=1, max_seq_len=12),
+    ModelConfig(num_blocks=2, embedding_dim=16, num_heads=2, max_seq_len=20, use_rab=False),
+    ModelConfig(num_blocks=3, embedding_dim=24, num_heads=3, attention_dim=5, linear_dim=7, max_seq_len=16),
+    ModelConfig(num_blocks=2, embedding_dim=32, num_heads=4, max_seq_len=30, num_time_buckets=64),
+]
+
+
+@pytest.mark.parametrize("model_cfg", MODELS)
+def test_param_counts_match_the_built_model(model_cfg: ModelConfig) -> None:
+    counted = count_params(model_cfg, num_items=57)
+    actual = count_parameters(HSTU(model_cfg, num_items=57))
+    assert (counted.embedding, counted.non_embedding, counted.total) == (
+        actual["embedding"],
+        actual["non_embedding"],
+        actual["total"],
+    )
+
+
+@pytest.mark.parametrize("model_cfg", MODELS)
+def test_training_step_flops_match_flop_counter(model_cfg: ModelConfig) -> None:
+    torch.manual_seed(0)
+    data = generate_synthetic(DataConfig(num_users=40, num_items=57, num_clusters=5, min_events=4, max_events=45))
+    model = HSTU(model_cfg, data.num_items)
+    batch = next(iter(train_batches(data, max_seq_len=model_cfg.max_seq_len, batch_size=16, rng=np.random.default_rng(0))))
+    lengths = (batch.seq_offsets[1:] - batch.seq_offsets[:-1]).numpy()
+    num_negatives = 9
+    with FlopCounterMode(display=False) as counter:
+        out = model(batch.item_ids, batch.timestamps, batch.seq_offsets)
+        loss = sampled_softmax_loss(
+            out, batch.target_ids, model.item_vectors(), num_negatives=num_negatives,
+            temperature=0.05, generator=torch.Generator().manual_seed(0),
+        )
+        loss.backward()
+    analytic = 3 * forward_flops(lengths, model_cfg, head_candidates=num_negatives + 1).total_dense
+    assert counter.get_total_flops() == pytest.approx(analytic, rel=1e-9)
+
+
+def test_run_flops_scale_with_epochs_and_count_real_lengths() -> None:
+    data, model = DataConfig(num_users=300, num_items=100), ModelConfig(max_seq_len=20)
+    one = run_flops(data, model, TrainConfig(epochs=1))
+    three = run_flops(data, model, TrainConfig(epochs=3))
+    assert three.train == pytest.approx(3 * one.train)
+    lengths = train_sequence_lengths(data, model.max_seq_len)
+    assert one.train_tokens == int(lengths.sum())
+    # Causal-exact attention counts n(n+1)/2 of the n^2 pairs.
+    fwd = one.forward_per_epoch
+    pairs = lengths.astype(float)
+    assert fwd.attention_causal / fwd.attention_dense == pytest.approx(
+        (pairs * (pairs + 1) / 2).sum() / (pairs**2).sum()
+    )
+    assert 0 < one.attention_fraction < 1
+
+
+def test_hand_computed_forward_flops() -> None:
+    # One block, D=4, H=1, dqk=dv=4, two sequences of 2 and 3 tokens, R+1 = 3 candidates.
+    model = ModelConfig(num_blocks=1, embedding_dim=4, num_heads=1, max_seq_len=8)
+    fwd = forward_flops(np.array([2, 3]), model, head_candidates=3)
+    assert fwd.uvqk == 2 * 5 * 4 * 16  # 5 tokens, D x 4D projection
+    assert fwd.attention_dense == 2 * (4 + 9) * (4 + 4)
+    assert fwd.attention_causal == 2 * (3 + 6) * (4 + 4)
+    assert fwd.output_projection == 2 * 5 * 4 * 4
+    assert fwd.head == 2 * 5 * 4 * 3
