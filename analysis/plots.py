@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import textwrap
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 
@@ -99,11 +100,21 @@ def plot_metric_vs_flops(
     if log_linear is not None:
         ax.plot(grid, log_linear.predict(grid), color="grey", ls="--", lw=1.2, label="log-linear fit", zorder=2)
 
+    # Scale the y-axis to the runs and the fitted curve, not to the band: bootstrap curves with an
+    # unresolved asymptote can swing far outside the data when extrapolated, and would flatten
+    # the points into a line. The band is clipped at the frame.
+    shown = [v] + ([fit.predict(grid)] if fit is not None else [])
+    y_lo, y_hi = min(float(np.min(a)) for a in shown), max(float(np.max(a)) for a in shown)
+    pad = 0.15 * (y_hi - y_lo) if y_hi > y_lo else 0.05 * max(abs(y_hi), 1e-12)
+    ax.set_ylim(y_lo - pad, y_hi + pad)
+
     if fit is not None:
         ax.set_ylabel(f"{metric_name} ({'higher' if fit.higher_is_better else 'lower'} is better)")
     else:
         ax.set_ylabel(metric_name)
-    ax.set_xlabel(f"training FLOPs ({flops_convention})")
+    ax.set_xlabel("training FLOPs")
+    fig.text(0.01, 0.0, textwrap.fill(f"FLOPs convention: {flops_convention}", 120), fontsize=7, va="bottom", alpha=0.8)
+    fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
     ax.set_title(title or f"{metric_name} vs training compute")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="best")

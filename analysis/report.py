@@ -125,6 +125,18 @@ def _fit_all(
     return fit, fit_err, ll, ll_err, evidence
 
 
+GROUP_NAMES = {"num_blocks": "blocks", "embedding_dim": "width", "num_users": "users"}
+
+
+def _grouping_column(runs: Sequence[Mapping[str, Any]]) -> str | None:
+    """The first of depth, width, data volume that varies across the runs: the plot colours by it."""
+    for key in GROUP_NAMES:
+        values = [r.get(key) for r in runs]
+        if all(v is not None for v in values) and len(set(values)) > 1:
+            return key
+    return None
+
+
 def write_report(
     out_dir: str | Path,
     rows: Sequence[Mapping[str, Any]],
@@ -170,7 +182,7 @@ def write_report(
     if not runs and stale.exists():
         stale.unlink()  # a figure from an earlier report in this folder would contradict this one
     if runs:
-        blocks = [r.get("num_blocks") for r in runs]
+        group_key = _grouping_column(runs)
         png_path = plot_metric_vs_flops(
             [r["flops"] for r in runs],
             [r[metric] for r in runs],
@@ -178,8 +190,8 @@ def write_report(
             metric_name=metric,
             flops_convention=flops_convention,
             path=out / "metric_vs_flops.png",
-            groups=blocks if all(b is not None for b in blocks) else None,
-            group_name="blocks",
+            groups=[r[group_key] for r in runs] if group_key else None,
+            group_name=GROUP_NAMES.get(group_key or "", "group"),
             log_linear=ll,
             replicate_means=(mean_flops, means) if n_replicated else None,
             title=title,

@@ -38,6 +38,8 @@ import triton.language as tl
 from kernels.hstu_attention.triton_common import (
     INTERPRET,
     add_rab,
+    sigmoid,
+    fast_math,
     as_triton_configs,
     block_d,
     check_inputs,
@@ -65,6 +67,7 @@ else:
     DQ_CONFIGS = [
         dict(BLOCK=64, num_warps=4, num_stages=2),
         dict(BLOCK=64, num_warps=4, num_stages=3),
+        dict(BLOCK=64, num_warps=8, num_stages=2),
         dict(BLOCK=128, num_warps=8, num_stages=2),
         dict(BLOCK=32, num_warps=4, num_stages=3),
     ]
@@ -72,13 +75,13 @@ else:
 
 @triton.jit
 def _dkdv_tile(
-    dk, dv, k, v, offs_n, ts_k, m_start, seq_len,
+    dk, dv, k, v, offs_n, ts_k, ts_base, m_start, seq_len,
     Q, DO, TS, POS_W, TS_W, THR,
     stride_qt, stride_dot, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     MASKED: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     offs_m = m_start + tl.arange(0, BLOCK_M)
     offs_dqk = tl.arange(0, BLOCK_DQK)
@@ -93,13 +96,13 @@ def _dkdv_tile(
     # Transposed tile [keys, queries], so dk and dv come out of plain (not transposed) dots.
     s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * alpha
     if HAS_TS:
-        ts_q = tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1))  # next-event rule, see fwd
+        ts_q = (tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1)) - ts_base).to(tl.float64)
         dts = ts_q[None, :] - ts_k[:, None]
     else:
         dts = 0
     s_t, _ = add_rab(s_t, offs_n[:, None] - offs_m[None, :], dts, POS_W, TS_W, THR,
                      max_seq_len, num_buckets, HAS_POS, HAS_TS)
-    sig = tl.sigmoid(s_t)
+    sig = sigmoid(s_t, FAST_MATH)
     p_t = s_t * sig
     dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
     ds_t = dp_t * (sig + p_t * (1.0 - sig))
@@ -121,7 +124,7 @@ def _dkdv_kernel(
     D_QK: tl.constexpr, D_V: tl.constexpr,
     NORM_MAX_LEN: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     pid = tl.program_id(0)
     num_n_blocks = tl.cdiv(max_seq_len, BLOCK_N)
@@ -142,6 +145,12 @@ def _dkdv_kernel(
     DK += seq_start * stride_dkt + h * stride_dkh
     DV += seq_start * stride_dvt + h * stride_dvh
     TS += seq_start
+    # Gaps are exact float64 differences of timestamps rebased to the sequence's first event
+    # (exact below 2^53, whatever the timestamps' unit or epoch).
+    if HAS_TS:
+        ts_base = tl.load(TS)
+    else:
+        ts_base = 0
 
     offs_n = n_start + tl.arange(0, BLOCK_N)
     offs_dqk = tl.arange(0, BLOCK_DQK)
@@ -152,7 +161,7 @@ def _dkdv_kernel(
     v = tl.load(V + offs_n[:, None] * stride_vt + offs_dv[None, :],
                 mask=n_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
     if HAS_TS:
-        ts_k = tl.load(TS + offs_n, mask=n_ok, other=0)
+        ts_k = (tl.load(TS + offs_n, mask=n_ok, other=0) - ts_base).to(tl.float64)
     else:
         ts_k = offs_n  # unused
 
@@ -162,13 +171,13 @@ def _dkdv_kernel(
     # Query blocks starting at or after the block's last key + 1 see every key: no causal mask.
     m_full = tl.minimum(tl.cdiv(n_start + BLOCK_N, BLOCK_M) * BLOCK_M, seq_len)
     for m_start in range(m_first, m_full, BLOCK_M):
-        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, ts_k, m_start, seq_len, Q, DO, TS, POS_W, TS_W, THR,
+        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, ts_k, ts_base, m_start, seq_len, Q, DO, TS, POS_W, TS_W, THR,
                             stride_qt, stride_dot, alpha, max_seq_len, num_buckets, D_QK, D_V,
-                            True, HAS_POS, HAS_TS, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION)
+                            True, HAS_POS, HAS_TS, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     for m_start in range(m_full, seq_len, BLOCK_M):
-        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, ts_k, m_start, seq_len, Q, DO, TS, POS_W, TS_W, THR,
+        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, ts_k, ts_base, m_start, seq_len, Q, DO, TS, POS_W, TS_W, THR,
                             stride_qt, stride_dot, alpha, max_seq_len, num_buckets, D_QK, D_V,
-                            False, HAS_POS, HAS_TS, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION)
+                            False, HAS_POS, HAS_TS, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
 
     if NORM_MAX_LEN:
         inv_n = 1.0 / max_seq_len
@@ -182,13 +191,13 @@ def _dkdv_kernel(
 
 @triton.jit
 def _dq_tile(
-    dq, carry, q, do, offs_m, ts_q, n_start, m_start, seq_len, inv_n,
+    dq, carry, q, do, offs_m, ts_q, ts_base, n_start, m_start, seq_len, inv_n,
     K, V, TS, POS_W, TS_W, THR, DPOS, DTS,
     stride_kt, stride_vt, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     MASKED: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     offs_n = n_start + tl.arange(0, BLOCK)
     offs_dqk = tl.arange(0, BLOCK_DQK)
@@ -203,13 +212,13 @@ def _dq_tile(
                 mask=n_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * alpha
     if HAS_TS:
-        ts_k = tl.load(TS + offs_n, mask=n_ok, other=0)
+        ts_k = (tl.load(TS + offs_n, mask=n_ok, other=0) - ts_base).to(tl.float64)
         dts = ts_q[:, None] - ts_k[None, :]
     else:
         dts = 0
     s, bucket = add_rab(s, offs_n[None, :] - offs_m[:, None], dts, POS_W, TS_W, THR,
                         max_seq_len, num_buckets, HAS_POS, HAS_TS)
-    sig = tl.sigmoid(s)
+    sig = sigmoid(s, FAST_MATH)
     dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
     ds = dp * (sig + s * sig * (1.0 - sig))
     if MASKED:
@@ -254,7 +263,7 @@ def _dq_kernel(
     H, max_seq_len, num_buckets, alpha, tune_len,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     NORM_MAX_LEN: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     pid = tl.program_id(0)
     num_m_blocks = tl.cdiv(max_seq_len, BLOCK)
@@ -274,6 +283,12 @@ def _dq_kernel(
     DO += seq_start * stride_dot + h * stride_doh
     DQ += seq_start * stride_dqt + h * stride_dqh
     TS += seq_start
+    # Gaps are exact float64 differences of timestamps rebased to the sequence's first event
+    # (exact below 2^53, whatever the timestamps' unit or epoch).
+    if HAS_TS:
+        ts_base = tl.load(TS)
+    else:
+        ts_base = 0
 
     offs_m = m_start + tl.arange(0, BLOCK)
     offs_dqk = tl.arange(0, BLOCK_DQK)
@@ -284,7 +299,7 @@ def _dq_kernel(
     do = tl.load(DO + offs_m[:, None] * stride_dot + offs_dv[None, :],
                  mask=m_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
     if HAS_TS:
-        ts_q = tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1))  # next-event rule, see fwd
+        ts_q = (tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1)) - ts_base).to(tl.float64)
     else:
         ts_q = offs_m  # unused
     if NORM_MAX_LEN:
@@ -295,14 +310,14 @@ def _dq_kernel(
     dq = tl.zeros((BLOCK, BLOCK_DQK), dtype=tl.float32)
     carry = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
     for n_start in range(0, m_start, BLOCK):
-        dq, carry = _dq_tile(dq, carry, q, do, offs_m, ts_q, n_start, m_start, seq_len, inv_n,
+        dq, carry = _dq_tile(dq, carry, q, do, offs_m, ts_q, ts_base, n_start, m_start, seq_len, inv_n,
                              K, V, TS, POS_W, TS_W, THR, DPOS, DTS, stride_kt, stride_vt, alpha,
                              max_seq_len, num_buckets, D_QK, D_V, False, HAS_POS, HAS_TS,
-                             BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION)
-    dq, carry = _dq_tile(dq, carry, q, do, offs_m, ts_q, m_start, m_start, seq_len, inv_n,
+                             BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
+    dq, carry = _dq_tile(dq, carry, q, do, offs_m, ts_q, ts_base, m_start, m_start, seq_len, inv_n,
                          K, V, TS, POS_W, TS_W, THR, DPOS, DTS, stride_kt, stride_vt, alpha,
                          max_seq_len, num_buckets, D_QK, D_V, True, HAS_POS, HAS_TS,
-                         BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION)
+                         BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     if HAS_POS:
         # The diagonal block's unwrapped part: offsets j - i = 0 .. BLOCK-1 (only 0 is nonzero).
         idx = max_seq_len - 1 + tl.arange(0, BLOCK)
@@ -356,7 +371,7 @@ def hstu_attention_bwd_triton(
         common = (num_heads, max_seq_len, num_buckets, float(alpha), tune_key_len(max_seq_len), dqk, dvd)
         meta = dict(
             NORM_MAX_LEN=norm == "max_len", HAS_POS=pos_weights is not None, HAS_TS=ts_weights is not None,
-            BLOCK_DQK=block_d(dqk), BLOCK_DV=block_d(dvd), DOT_PRECISION=dot_precision(q.dtype),
+            BLOCK_DQK=block_d(dqk), BLOCK_DV=block_d(dvd), DOT_PRECISION=dot_precision(q.dtype), FAST_MATH=fast_math(q.dtype),
         )
         in_strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                       dout.stride(0), dout.stride(1))

@@ -2,14 +2,25 @@
 
 - `add_rab`: the relative attention bias of one [rows, cols] tile, computed in-kernel from the
   positional weights (gathered by j - i) and the time weights (gathered by a time bucket).
-- `time_bucket`: bucket(d) = clamp(floor(ln(max(|d|, 1)) / 0.301), 0, num_buckets). The log is
-  taken in float32 (fast), but the reference's edges are float64 ones: where float32 lands within
-  `_EDGE_WINDOW` of an edge, an exact integer comparison against `bucket_thresholds` decides.
+- `time_bucket`: bucket(d) = clamp(floor(ln(max(|d|, 1)) / 0.301), 0, num_buckets).
+- `sigmoid`: tanh.approx-based for 16-bit inputs, exact-ish for float32.
 - host helpers: input checks, launch arguments, autotune settings.
 
-Why exact buckets: the time gaps are integers (seconds), and near an edge e^(0.301 k) ~ 1e6 the
-gap between consecutive integers is ~3e-6 in log-bucket units, about float32's rounding error of
-the log there. Without the integer comparison a few pairs per million would sit one bucket off.
+Cost model (H100, D = 64): a 128x64 tile's two matmuls take ~512 tensor-core cycles per SM, and
+the SM's special-function / conversion unit does 16 lanes per cycle, so every MUFU op (exp,
+rcp, lg2, tanh) or int<->float conversion (I2F, F2I, FRND) per logit costs another ~512 cycles.
+A naive bias (int64 gap -> float -> log -> floor -> int) spent ~8 of them per logit and ran 14x
+slower than the bias-free kernel. So:
+- the time gap is an exact float64 difference of per-sequence-rebased timestamps (1-D
+  conversions only), its log2 comes from the float64 exponent bits plus a degree-5 polynomial of
+  the top mantissa bits (ALU/FMA only), and rounding uses the 1.5 * 2^23 add trick, not FRND/F2I;
+- sigmoid(x) = 0.5 + 0.5 tanh(x / 2) is one MUFU op where exp + reciprocal are two.
+
+Exact buckets: the approximate log lands within `_EDGE_WINDOW` of the right value; within that
+distance of an edge, an exact comparison with `bucket_thresholds` (the reference's float64
+edges as integers) decides. Gaps are integers, and near an edge e^(0.301 k) ~ 1e6 consecutive
+integers are ~3e-6 bucket units apart, so a float32-only bucket puts a few pairs per million in
+the wrong bucket (the unit test checks every edge).
 """
 
 from __future__ import annotations
@@ -28,31 +39,61 @@ from kernels.hstu_attention.reference import NORMS, TIME_BUCKET_INCREMENT
 # is first imported (torch.utils.flop_counter imports it), so tests set it in tests/conftest.py.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-# ln(x) / 0.301 = log2(x) * (ln 2 / 0.301); log2 is the GPU's native (MUFU) logarithm.
+# ln(x) / 0.301 = log2(x) * (ln 2 / 0.301)
 _LOG2_TO_BUCKET = tl.constexpr(math.log(2.0) / TIME_BUCKET_INCREMENT)
-# float32 log error is < 1e-5 bucket units for any int64 gap; 1e-3 leaves a wide margin.
+# log2(1 + x) on [0, 1), least squares on Chebyshev nodes: max error 1.5e-5 (3.3e-5 buckets).
+_L0 = tl.constexpr(1.4354105898339853e-05)
+_L1 = tl.constexpr(1.4415927069108978)
+_L2 = tl.constexpr(-0.707256361964166)
+_L3 = tl.constexpr(0.41156680901966647)
+_L4 = tl.constexpr(-0.18983640648267427)
+_L5 = tl.constexpr(0.0439295708307846)
+# Polynomial + float32 rounding stay below 1e-4 buckets; 1e-3 leaves a wide margin.
 _EDGE_WINDOW = tl.constexpr(1e-3)
-_INT64_MAX = 2**63 - 1
+# x + 1.5 * 2^23 rounds x (|x| < 2^22) to an integer held in the low mantissa bits.
+_ROUND_MAGIC = tl.constexpr(12582912.0)
+_ROUND_MAGIC_BITS = tl.constexpr(0x4B400000)
+
+
+@triton.jit
+def sigmoid(x, FAST: tl.constexpr):
+    if FAST:
+        # tanh.approx.f32: one MUFU op, ~6e-4 relative error, far below bf16's rounding of p.
+        th = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [x * 0.5],
+                                       dtype=tl.float32, is_pure=True, pack=1)
+        return 0.5 * th + 0.5
+    else:
+        return tl.sigmoid(x)
 
 
 @triton.jit
 def time_bucket(dts, THR, num_buckets):
-    """Bucket index (int32) of an int64 tile of time gaps; THR from `bucket_thresholds`."""
-    mag = tl.maximum(tl.abs(dts), 1)
-    t = tl.log2(mag.to(tl.float32)) * _LOG2_TO_BUCKET
-    nearest = tl.floor(t + 0.5)
-    near = tl.abs(t - nearest) < _EDGE_WINDOW
-    edge = tl.minimum(nearest.to(tl.int32), num_buckets + 1)
+    """Bucket index (int32) of a float64 tile of integer time gaps; THR from `bucket_thresholds`."""
+    mag = tl.maximum(tl.abs(dts), 1.0)  # exact: an integer below 2^53
+    bits = mag.to(tl.int64, bitcast=True)
+    expo = (bits >> 52).to(tl.int32) - 1023
+    # The top 23 of the 52 mantissa bits as a float32 in [1, 2) (truncation error < 2e-7 in log2).
+    mant = ((bits >> 29).to(tl.int32) & 0x7FFFFF) | 0x3F800000
+    x = mant.to(tl.float32, bitcast=True) - 1.0
+    log2_mant = _L0 + x * (_L1 + x * (_L2 + x * (_L3 + x * (_L4 + x * _L5))))
+    expo_f = (expo + _ROUND_MAGIC_BITS).to(tl.float32, bitcast=True) - _ROUND_MAGIC  # int -> float, no I2F
+    t = (expo_f + log2_mant) * _LOG2_TO_BUCKET  # >= 0 up to the polynomial's tiny offset
+    rounded = t + _ROUND_MAGIC
+    nearest = rounded.to(tl.int32, bitcast=True) - _ROUND_MAGIC_BITS
+    nearest_f = rounded - _ROUND_MAGIC
+    near = tl.abs(t - nearest_f) < _EDGE_WINDOW
+    floor_t = tl.where(t < nearest_f, nearest - 1, nearest)
+    edge = tl.minimum(tl.maximum(nearest, 0), num_buckets + 1)
     # Only lanes next to an edge read the table; the others keep floor(t).
-    thr = tl.load(THR + edge, mask=near, other=0)
-    bucket = tl.where(near, tl.where(mag >= thr, edge, edge - 1), tl.floor(t).to(tl.int32))
+    thr = tl.load(THR + edge, mask=near, other=0.0)
+    bucket = tl.where(near, tl.where(mag >= thr, edge, edge - 1), floor_t)
     return tl.minimum(tl.maximum(bucket, 0), num_buckets)
 
 
 @triton.jit
 def add_rab(s, rel, dts, POS_W, TS_W, THR, max_seq_len, num_buckets,
             HAS_POS: tl.constexpr, HAS_TS: tl.constexpr):
-    """s + rab for one tile. rel = j - i (int32), dts = ts[i+1] - ts[j] (int64), same shape as s.
+    """s + rab for one tile. rel = j - i (int32), dts = ts[i+1] - ts[j] (float64), same shape as s.
 
     Returns (s + rab, bucket); bucket is the time bucket when HAS_TS (the backward reduces the
     time-weight gradient by it), else an unused zero.
@@ -75,7 +116,7 @@ def _threshold_values(num_buckets: int) -> tuple[int, ...]:
     """thr[k] = smallest integer d >= 1 with floor(ln(d) / 0.301) >= k, for k = 0..num_buckets+1.
 
     Evaluated with the reference's float64 expression, so the kernel's buckets match its edges.
-    Edges beyond 2**62 seconds are unreachable and stored as int64 max.
+    Edges beyond 2**62 are unreachable and stored as 2**63.
     """
 
     def bucket(d: int) -> int:
@@ -85,7 +126,7 @@ def _threshold_values(num_buckets: int) -> tuple[int, ...]:
     for k in range(1, num_buckets + 2):
         lo, hi = 1, 2**62
         if bucket(hi) < k:
-            out.append(_INT64_MAX)
+            out.append(2**63)
             continue
         while lo < hi:  # smallest d with bucket(d) >= k; bucket is non-decreasing in d
             mid = (lo + hi) // 2
@@ -101,10 +142,11 @@ _THRESHOLD_CACHE: dict[tuple[int, str], torch.Tensor] = {}
 
 
 def bucket_thresholds(num_buckets: int, device: torch.device) -> torch.Tensor:
-    """int64 [num_buckets + 2] table for `time_bucket`, cached per device."""
+    """float64 [num_buckets + 2] table for `time_bucket` (exact below 2^53), cached per device."""
     key = (num_buckets, str(device))
     if key not in _THRESHOLD_CACHE:
-        _THRESHOLD_CACHE[key] = torch.tensor(_threshold_values(num_buckets), dtype=torch.int64, device=device)
+        values = [float(v) for v in _threshold_values(num_buckets)]
+        _THRESHOLD_CACHE[key] = torch.tensor(values, dtype=torch.float64, device=device)
     return _THRESHOLD_CACHE[key]
 
 
@@ -169,11 +211,16 @@ def rab_args(
     dummy = ref.new_zeros(1)
     pos = pos_weights.contiguous() if pos_weights is not None else dummy
     if ts_weights is None:
-        return dummy.long(), pos, dummy, dummy.long(), 0
+        return dummy.long(), pos, dummy, dummy.double(), 0
     assert timestamps is not None
     num_buckets = ts_weights.numel() - 1
     thr = bucket_thresholds(num_buckets, ref.device)
     return timestamps.to(torch.int64).contiguous(), pos, ts_weights.contiguous(), thr, num_buckets
+
+
+def fast_math(dtype: torch.dtype) -> bool:
+    """tanh.approx sigmoid for 16-bit inputs on the GPU; float32 keeps the 1e-4 path exact-ish."""
+    return dtype != torch.float32 and not INTERPRET
 
 
 def dot_precision(dtype: torch.dtype) -> str:

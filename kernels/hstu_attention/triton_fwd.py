@@ -26,6 +26,8 @@ import triton.language as tl
 from kernels.hstu_attention.triton_common import (
     INTERPRET,
     add_rab,
+    sigmoid,
+    fast_math,
     as_triton_configs,
     block_d,
     check_inputs,
@@ -53,13 +55,13 @@ else:
 
 @triton.jit
 def _fwd_tile(
-    acc, q, offs_m, ts_q, n_start, seq_len,
+    acc, q, offs_m, ts_q, ts_base, n_start, seq_len,
     K, V, TS, POS_W, TS_W, THR,
     stride_kt, stride_vt, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     MASKED: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     offs_n = n_start + tl.arange(0, BLOCK_N)
     offs_dqk = tl.arange(0, BLOCK_DQK)
@@ -73,13 +75,13 @@ def _fwd_tile(
                 mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * alpha
     if HAS_TS:
-        ts_k = tl.load(TS + offs_n, mask=n_ok, other=0)
+        ts_k = (tl.load(TS + offs_n, mask=n_ok, other=0) - ts_base).to(tl.float64)
         dts = ts_q[:, None] - ts_k[None, :]
     else:
         dts = 0
     s, _ = add_rab(s, offs_n[None, :] - offs_m[:, None], dts, POS_W, TS_W, THR,
                    max_seq_len, num_buckets, HAS_POS, HAS_TS)
-    p = s * tl.sigmoid(s)
+    p = s * sigmoid(s, FAST_MATH)
     if MASKED:
         # Causal, diagonal included. Keys past the sequence need no mask of their own: for the
         # rows that are stored (i < n_b) they already fail j <= i.
@@ -97,7 +99,7 @@ def _hstu_fwd_kernel(
     D_QK: tl.constexpr, D_V: tl.constexpr,
     NORM_MAX_LEN: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     pid = tl.program_id(0)
     num_m_blocks = tl.cdiv(max_seq_len, BLOCK_M)
@@ -117,6 +119,12 @@ def _hstu_fwd_kernel(
     V += seq_start * stride_vt + h * stride_vh
     OUT += seq_start * stride_ot + h * stride_oh
     TS += seq_start
+    # Gaps are exact float64 differences of timestamps rebased to the sequence's first event
+    # (exact below 2^53, whatever the timestamps' unit or epoch).
+    if HAS_TS:
+        ts_base = tl.load(TS)
+    else:
+        ts_base = 0
 
     offs_m = m_start + tl.arange(0, BLOCK_M)
     offs_dqk = tl.arange(0, BLOCK_DQK)
@@ -127,21 +135,21 @@ def _hstu_fwd_kernel(
     if HAS_TS:
         # Query i is scored at the next event's time ts[i+1]; the last one keeps ts[n_b-1].
         # Padded rows clamp to the last event too, so their (never stored) logits stay finite.
-        ts_q = tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1))
+        ts_q = (tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1)) - ts_base).to(tl.float64)
     else:
         ts_q = offs_m  # unused
 
     acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
     n_full_end = (m_start // BLOCK_N) * BLOCK_N  # blocks wholly before the first query
     for n_start in range(0, n_full_end, BLOCK_N):
-        acc = _fwd_tile(acc, q, offs_m, ts_q, n_start, seq_len, K, V, TS, POS_W, TS_W, THR,
+        acc = _fwd_tile(acc, q, offs_m, ts_q, ts_base, n_start, seq_len, K, V, TS, POS_W, TS_W, THR,
                         stride_kt, stride_vt, alpha, max_seq_len, num_buckets, D_QK, D_V,
-                        False, HAS_POS, HAS_TS, BLOCK_N, BLOCK_DQK, BLOCK_DV, DOT_PRECISION)
+                        False, HAS_POS, HAS_TS, BLOCK_N, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     n_end = tl.minimum(m_start + BLOCK_M, seq_len)
     for n_start in range(n_full_end, n_end, BLOCK_N):
-        acc = _fwd_tile(acc, q, offs_m, ts_q, n_start, seq_len, K, V, TS, POS_W, TS_W, THR,
+        acc = _fwd_tile(acc, q, offs_m, ts_q, ts_base, n_start, seq_len, K, V, TS, POS_W, TS_W, THR,
                         stride_kt, stride_vt, alpha, max_seq_len, num_buckets, D_QK, D_V,
-                        True, HAS_POS, HAS_TS, BLOCK_N, BLOCK_DQK, BLOCK_DV, DOT_PRECISION)
+                        True, HAS_POS, HAS_TS, BLOCK_N, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
 
     if NORM_MAX_LEN:
         acc = acc / max_seq_len
@@ -193,7 +201,7 @@ def hstu_attention_fwd_triton(
     )
     meta = dict(
         NORM_MAX_LEN=norm == "max_len", HAS_POS=pos_weights is not None, HAS_TS=ts_weights is not None,
-        BLOCK_DQK=block_d(dqk), BLOCK_DV=block_d(dv), DOT_PRECISION=dot_precision(q.dtype),
+        BLOCK_DQK=block_d(dqk), BLOCK_DV=block_d(dv), DOT_PRECISION=dot_precision(q.dtype), FAST_MATH=fast_math(q.dtype),
     )
 
     def grid(cfg: dict) -> tuple[int]:
