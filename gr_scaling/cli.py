@@ -25,16 +25,10 @@ def _parse_value(text: str) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from gr_core.config import RunConfig, replace_path
     from gr_core.trainer import train_run
     from scaling import count_params, run_flops
 
-    config = RunConfig.from_toml(args.config) if args.config else RunConfig()
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected key=value, e.g. --set model.num_blocks=4")
-        config = replace_path(config, key.strip(), _parse_value(value.strip()))
+    config = _load_config(args)
     flops = run_flops(config.data, config.model, config.train)
     result = train_run(config)
     out = {
@@ -50,6 +44,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
     print(text)
+    return 0
+
+
+def _load_config(args: argparse.Namespace) -> Any:
+    """RunConfig from an optional TOML path and `--set key=value` overrides."""
+    from gr_core.config import RunConfig, replace_path
+
+    config = RunConfig.from_toml(args.config) if args.config else RunConfig()
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected key=value, e.g. --set model.num_blocks=4")
+        config = replace_path(config, key.strip(), _parse_value(value.strip()))
+    return config
+
+
+def cmd_flops(args: argparse.Namespace) -> int:
+    from scaling.summary import flops_summary, format_flops_summary, format_measurement
+
+    config = _load_config(args)
+    summary = flops_summary(config)
+    if args.measure:
+        from scaling.measure import measure_training_step  # imports torch
+
+        summary["measured_step"] = measure_training_step(config).to_dict()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_flops_summary(summary))
+        if args.measure:
+            print(format_measurement(summary["measured_step"]))
     return 0
 
 
@@ -169,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. model.num_blocks=4")
     p.add_argument("--out", help="also write the result JSON here")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("flops", help="print a run config's parameters and FLOPs by component")
+    p.add_argument("config", nargs="?", help="run config TOML (default: the built-in defaults)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. model.num_blocks=4")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--measure", action="store_true",
+                   help="also count one real training step with torch's FlopCounterMode (needs torch)")
+    p.set_defaults(func=cmd_flops)
 
     sweep = sub.add_parser("sweep", help="plan, launch and inspect sweeps").add_subparsers(dest="sweep_command", required=True)
     p = sweep.add_parser("plan", help="print the runs of a spec with params and FLOPs")

@@ -2,24 +2,34 @@
 
 Counting convention (`FLOPS_CONVENTION`, stated in every ledger entry and report):
 - matmul FLOPs only, 2 per multiply-add; norms, SiLU, rab lookups, dropout and embedding
-  gathers are elementwise work and are not counted;
+  gathers are elementwise work and are not counted in `train` (they are estimated apart by
+  `scaling.elementwise` and listed beside it, see `ELEMENTWISE_CONVENTION`);
 - attention over each jagged sequence of n tokens counts the full n x n square ("dense-jagged",
   as Chinchilla counts attention; no causal halving); the causal-exact figure (n (n + 1) / 2
   query-key pairs) is reported beside it;
 - backward = 2 x forward (every matmul needs the gradient of both operands), so training = 3 x
   forward;
 - the sampled-softmax head scores R negatives plus the positive at every supervised position;
-- evaluation (full ranking over all items) is counted apart and is not training compute.
+- evaluation (full ranking over all items) is counted apart and is not training compute: the
+  trainer evaluates every `eval_every` epochs and after the last one, each time one validation and
+  one test pass, so a run makes 2 x evaluations passes.
+
+Figures per run (`train`), per epoch, per step and per token are all reported; "per step" is the
+mean over the epoch's steps (the last batch of an epoch may be short), and, for intuition, a full
+batch of `batch_size` sequences all of the mean length (`train_per_step_at_mean_length`; it
+undercounts attention, since mean(n)^2 <= mean(n^2)).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
 from gr_core.config import DataConfig, ModelConfig, TrainConfig
 from gr_core.lengths import train_sequence_lengths
+from scaling.elementwise import ELEMENTWISE_CONVENTION, ElementwiseFlops, elementwise_flops, ranking_flops
 
 FLOPS_CONVENTION = (
     "training FLOPs: matmuls only (2 per multiply-add), attention over the full n x n square of "
@@ -48,12 +58,19 @@ class ForwardFlops:
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class RunFlops:
-    """Training (and, apart, evaluation) FLOPs of one run."""
+    """Training (and, apart, evaluation) FLOPs of one run. All matmul figures unless named elementwise."""
 
     train_tokens: int  # supervised positions over all epochs
     forward_per_epoch: ForwardFlops
     epochs: int
-    eval_per_pass: float  # one full-ranking pass over all users' eval inputs
+    eval_per_pass: float  # one validation pass: encoder over all users' inputs + full-ranking scores
+    eval_test_per_pass: float  # one test pass (inputs one item longer than validation's)
+    evaluations: int  # evaluation rounds (each = one validation + one test pass)
+    steps_per_epoch: int
+    step_at_mean_length: ForwardFlops  # one full batch, every sequence of the mean training length
+    mean_length: float  # mean training input length over users with a training input
+    elementwise_forward_per_epoch: ElementwiseFlops
+    eval_elementwise_per_evaluation: float  # validation + test, encoder and ranking
 
     @property
     def train(self) -> float:
@@ -65,24 +82,81 @@ class RunFlops:
         return 3.0 * self.epochs * self.forward_per_epoch.total_causal
 
     @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def train_per_token(self) -> float:
+        return self.train / self.train_tokens if self.train_tokens else 0.0
+
+    @property
+    def train_per_step(self) -> float:
+        """Mean training FLOPs of one optimizer step (exact: the epoch's total over its steps)."""
+        return self.train / self.steps if self.steps else 0.0
+
+    @property
+    def train_per_step_at_mean_length(self) -> float:
+        return 3.0 * self.step_at_mean_length.total_dense
+
+    @property
+    def elementwise_train(self) -> float:
+        """Approximate non-matmul training FLOPs (3 x forward); not part of `train`."""
+        return 3.0 * self.epochs * self.elementwise_forward_per_epoch.total
+
+    @property
+    def eval_passes(self) -> int:
+        return 2 * self.evaluations
+
+    @property
+    def eval_total(self) -> float:
+        """Matmul FLOPs of all evaluation passes of the run; not part of `train`."""
+        return self.evaluations * (self.eval_per_pass + self.eval_test_per_pass)
+
+    @property
+    def eval_elementwise_total(self) -> float:
+        return self.evaluations * self.eval_elementwise_per_evaluation
+
+    @property
     def attention_fraction(self) -> float:
         fwd = self.forward_per_epoch
         return (fwd.attention_dense) / max(fwd.total_dense - fwd.head, 1.0)
 
     def to_dict(self) -> dict[str, float | str]:
+        """Flat JSON-able figures, as stored in the ledger and logged to W&B (keys are stable)."""
         fwd = self.forward_per_epoch
-        return {
+        out: dict[str, float | str] = {
             "train": self.train,
             "train_causal": self.train_causal,
             "train_tokens": float(self.train_tokens),
+            "train_per_token": self.train_per_token,
+            "train_per_step": self.train_per_step,
+            "train_per_step_at_mean_length": self.train_per_step_at_mean_length,
+            "steps": float(self.steps),
+            "steps_per_epoch": float(self.steps_per_epoch),
+            "mean_length": self.mean_length,
+            "attention_fraction": self.attention_fraction,
             "forward_per_epoch_uvqk": fwd.uvqk,
             "forward_per_epoch_attention_dense": fwd.attention_dense,
             "forward_per_epoch_attention_causal": fwd.attention_causal,
             "forward_per_epoch_output_projection": fwd.output_projection,
             "forward_per_epoch_head": fwd.head,
             "eval_per_pass": self.eval_per_pass,
-            "convention": FLOPS_CONVENTION,
+            "eval_test_per_pass": self.eval_test_per_pass,
+            "eval_passes": float(self.eval_passes),
+            "eval_total": self.eval_total,
+            "elementwise_train": self.elementwise_train,
+            "elementwise_eval_total": self.eval_elementwise_total,
         }
+        for name, value in self.elementwise_forward_per_epoch.to_dict().items():
+            out[f"elementwise_forward_per_epoch_{name}"] = value
+        out["convention"] = FLOPS_CONVENTION
+        out["elementwise_convention"] = ELEMENTWISE_CONVENTION
+        return out
+
+
+def num_evaluations(epochs: int, eval_every: int) -> int:
+    """Evaluation rounds of `gr_core.trainer.train_run`: every `eval_every` epochs and after the last."""
+    return epochs // eval_every + (1 if epochs % eval_every else 0)
 
 
 def forward_flops(
@@ -106,6 +180,22 @@ def forward_flops(
     )
 
 
+def _eval_pass(lengths: np.ndarray, model: ModelConfig, num_items: int) -> tuple[float, float]:
+    """(matmul, elementwise) FLOPs of one full-ranking pass over inputs of the given lengths.
+
+    The encoder runs over every input position; the last position of each sequence is scored
+    against the whole item table including its padding row 0 (`gr_core.metrics.evaluate`:
+    [B, D] @ [D, num_items + 1]), so scoring is 2 * D * (num_items + 1) per sequence.
+    """
+    lengths = lengths[lengths > 0]  # evaluation skips users without an input
+    encoder = forward_flops(lengths, model, head_candidates=0)
+    scoring = 2.0 * len(lengths) * model.embedding_dim * (num_items + 1)
+    elementwise = elementwise_flops(
+        lengths, model, head_candidates=0, num_items=num_items, item_table_norms=1, training=False
+    ).total + ranking_flops(len(lengths), num_items)
+    return encoder.total_dense + scoring, elementwise
+
+
 def run_flops(
     data: DataConfig, model: ModelConfig, train: TrainConfig, *, lengths: np.ndarray | None = None
 ) -> RunFlops:
@@ -116,15 +206,32 @@ def run_flops(
     """
     if lengths is None:
         lengths = train_sequence_lengths(data, model.max_seq_len)
+    lengths = np.asarray(lengths, dtype=np.int64)
     per_epoch = forward_flops(lengths, model, head_candidates=train.num_negatives + 1)
-    # Evaluation: the encoder over each user's eval input (one item longer than training, capped
-    # at max_seq_len) scored at its last position against every item.
-    eval_lengths = np.minimum(lengths + 1, model.max_seq_len)
-    eval_encoder = forward_flops(eval_lengths, model, head_candidates=0)
-    eval_scoring = 2.0 * len(eval_lengths) * model.embedding_dim * data.num_items
+    active = lengths[lengths > 0]  # train_batches skips users without a training input
+    steps_per_epoch = math.ceil(active.size / train.batch_size)
+    mean_length = float(active.mean()) if active.size else 0.0
+    step_at_mean = forward_flops(
+        np.full(min(train.batch_size, active.size), mean_length), model, head_candidates=train.num_negatives + 1
+    )
+    elementwise = elementwise_flops(
+        lengths, model, head_candidates=train.num_negatives + 1, num_items=data.num_items,
+        item_table_norms=steps_per_epoch, training=True,
+    )
+    # Evaluation inputs (`gr_core.lengths.CUTS`): validation drops one event fewer than training,
+    # test two fewer, both capped at max_seq_len.
+    val, val_elementwise = _eval_pass(np.minimum(lengths + 1, model.max_seq_len), model, data.num_items)
+    test, test_elementwise = _eval_pass(np.minimum(lengths + 2, model.max_seq_len), model, data.num_items)
     return RunFlops(
         train_tokens=int(lengths.sum()) * train.epochs,
         forward_per_epoch=per_epoch,
         epochs=train.epochs,
-        eval_per_pass=eval_encoder.total_dense + eval_scoring,
+        eval_per_pass=val,
+        eval_test_per_pass=test,
+        evaluations=num_evaluations(train.epochs, train.eval_every),
+        steps_per_epoch=steps_per_epoch,
+        step_at_mean_length=step_at_mean,
+        mean_length=mean_length,
+        elementwise_forward_per_epoch=elementwise,
+        eval_elementwise_per_evaluation=val_elementwise + test_elementwise,
     )

@@ -1,0 +1,140 @@
+"""Measurements that need torch: the CPU's matmul peak and the FLOPs of one real training step.
+
+The only module of `scaling` that imports torch (and gr_core's model); `scaling/__init__.py` does
+not import it, so planning stays torch-free. Used by `gr-scaling flops --measure`, by the sweep
+worker (CPU peak for MFU) and by tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from gr_core.config import RunConfig
+from scaling.flops import forward_flops
+
+logger = logging.getLogger(__name__)
+
+CPU_PEAK_MATMUL_SIZE = 1024
+_cpu_peaks: dict[tuple[int, int], float] = {}
+
+
+def cpu_peak_flops(size: int = CPU_PEAK_MATMUL_SIZE, repeats: int = 5) -> float:
+    """Measured float32 matmul FLOP/s of this CPU at torch's current intra-op thread count.
+
+    Best of `repeats` timings of a [size, size] @ [size, size] matmul (2 size^3 FLOPs) after one
+    warm-up: the attainable dense peak, the CPU counterpart of a datasheet peak. Cached per
+    process for each (size, thread count), since it costs ~0.1-1 s.
+    """
+    key = (size, torch.get_num_threads())
+    if key not in _cpu_peaks:
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randn(size, size, generator=gen)
+        b = torch.randn(size, size, generator=gen)
+        torch.mm(a, b)  # warm-up: thread pool, allocator
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - start)
+        _cpu_peaks[key] = 2.0 * size**3 / best
+        logger.info("measured CPU float32 matmul peak: %.3g FLOP/s at %d thread(s)", _cpu_peaks[key], key[1])
+    return _cpu_peaks[key]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class StepMeasurement:
+    """One real training step (forward + backward) counted by `FlopCounterMode` and analytically."""
+
+    measured_matmul_flops: float
+    analytic_matmul_flops: float  # 3 x forward_flops(batch lengths).total_dense
+    num_sequences: int
+    num_tokens: int
+    sum_squared_lengths: int
+    by_op: dict[str, float]  # FlopCounterMode's per-op counts
+    step_seconds: float  # wall time of a second, uncounted step (forward, backward, optimizer)
+    cpu_peak_flops_per_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.measured_matmul_flops / self.analytic_matmul_flops if self.analytic_matmul_flops else float("nan")
+
+    @property
+    def achieved_flops_per_s(self) -> float:
+        return self.analytic_matmul_flops / self.step_seconds
+
+    @property
+    def mfu(self) -> float:
+        return self.achieved_flops_per_s / self.cpu_peak_flops_per_s
+
+    def to_dict(self) -> dict[str, object]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out.update(ratio=self.ratio, achieved_flops_per_s=self.achieved_flops_per_s, mfu=self.mfu)
+        return out
+
+
+def measure_training_step(config: RunConfig) -> StepMeasurement:
+    """Run the config's first training batch through the real model and loss under FlopCounterMode.
+
+    The batch is the first of `gr_core.data.train_batches` on the config's synthetic data, shuffled
+    by train.seed as the trainer does; the step is HSTU forward, `sampled_softmax_loss` with the
+    config's R negatives, backward. A second step on the same batch (not counted) is timed with
+    the optimizer for achieved FLOP/s and MFU against the measured CPU peak.
+    Side effects: sets torch's thread count to train.num_threads and seeds torch's generator.
+    """
+    from gr_core.data import train_batches  # gr_core's torch modules load only when measuring
+    from gr_core.hstu import HSTU
+    from gr_core.losses import sampled_softmax_loss
+    from gr_core.synthetic import generate_synthetic
+
+    data_cfg, model_cfg, train_cfg = config.data, config.model, config.train
+    torch.set_num_threads(train_cfg.num_threads)
+    torch.manual_seed(train_cfg.seed)
+    data = generate_synthetic(data_cfg)
+    model = HSTU(model_cfg, data.num_items)
+    model.train()
+    batches = train_batches(
+        data, max_seq_len=model_cfg.max_seq_len, batch_size=train_cfg.batch_size,
+        rng=np.random.default_rng(train_cfg.seed),
+    )
+    batch = next(iter(batches), None)
+    if batch is None:
+        raise ValueError("the data set has no training input (every user has < 4 events); raise data.min_events")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, betas=(train_cfg.beta1, train_cfg.beta2))
+    negatives_gen = torch.Generator().manual_seed(train_cfg.seed)
+
+    def step() -> None:
+        out_TD = model(batch.item_ids, batch.timestamps, batch.seq_offsets)
+        loss = sampled_softmax_loss(
+            out_TD, batch.target_ids, model.item_vectors(),
+            num_negatives=train_cfg.num_negatives, temperature=model_cfg.temperature, generator=negatives_gen,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    optimizer.step()
+    started = time.perf_counter()
+    step()
+    optimizer.step()
+    seconds = time.perf_counter() - started
+
+    lengths = (batch.seq_offsets[1:] - batch.seq_offsets[:-1]).numpy()
+    analytic = 3.0 * forward_flops(lengths, model_cfg, head_candidates=train_cfg.num_negatives + 1).total_dense
+    by_op = {str(op): float(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return StepMeasurement(
+        measured_matmul_flops=float(counter.get_total_flops()),
+        analytic_matmul_flops=analytic,
+        num_sequences=int(lengths.size),
+        num_tokens=int(lengths.sum()),
+        sum_squared_lengths=int((lengths.astype(np.int64) ** 2).sum()),
+        by_op=by_op,
+        step_seconds=seconds,
+        cpu_peak_flops_per_s=cpu_peak_flops(),
+    )
