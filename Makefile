@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/gr-scaling demo --out $(DEMO_OUT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)
