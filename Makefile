@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean slurm-packages
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/gr-scaling demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+# The `slurm` tests run on a real single-node Slurm on localhost (slurm/devcluster.py, started by
+# their fixture). This installs its Debian packages when missing (needs root and apt-get); where it
+# cannot, those tests skip with the reason, except under CI=true, where both fail.
+slurm-packages: $(STAMP)
+	$(BIN)/python -m slurm.devcluster install --best-effort
+
+test: $(STAMP) slurm-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -7,19 +7,31 @@ confined to `analysis.plots` and loaded only by `analysis.report`, so importing 
 from __future__ import annotations
 
 from analysis.fit import (
+    ChinchillaFit,
     ImprovementEvidence,
     LogLinearFit,
     PowerLawFit,
+    PurePowerFit,
     assess_improvement,
+    compute_frontier,
+    fit_chinchilla,
+    fit_isoflop,
     fit_log_linear,
+    fit_pure_power_law,
     fit_saturating_power_law,
 )
 
 __all__ = [
+    "ChinchillaFit",
     "ImprovementEvidence",
     "LogLinearFit",
     "PowerLawFit",
+    "PurePowerFit",
     "assess_improvement",
+    "compute_frontier",
+    "fit_chinchilla",
+    "fit_isoflop",
     "fit_log_linear",
+    "fit_pure_power_law",
     "fit_saturating_power_law",
 ]

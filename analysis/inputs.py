@@ -91,3 +91,37 @@ def validate_level(level: float) -> float:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), e.g. 0.95 for 95% intervals; got {level}")
     return float(level)
+
+
+def validate_nd_points(
+    n: ArrayLike,
+    d: ArrayLike,
+    y: ArrayLike,
+    *,
+    min_points: int,
+    min_distinct: int,
+    model: str,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return (N, D, y) as float64 arrays for a two-variable law, or raise ValueError with the fix.
+
+    N (parameters) and D (training tokens) must be finite and positive and each take at least
+    `min_distinct` values: with fewer, an exponent and its amplitude cannot be told apart.
+    """
+    nn, dd = _as_1d(n, "N (parameters)"), _as_1d(d, "D (training tokens)")
+    if nn.shape != dd.shape:
+        raise ValueError(f"N has {nn.size} values but D has {dd.size}: pass one (N, D, y) triple per run")
+    for name, arr in (("N (parameters)", nn), ("D (training tokens)", dd)):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or inf ({_first_bad(~np.isfinite(arr))}); drop or fix those runs")
+        if np.any(arr <= 0):
+            raise ValueError(f"{name} must be positive ({_first_bad(arr <= 0)} are <= 0): a power law needs > 0")
+    # validate_points checks y (finite, length, constant) using N as the positive "compute" column.
+    _, v = validate_points(nn, y, min_points=min_points, min_distinct_flops=1, model=model)
+    for name, arr in (("N (parameters)", nn), ("D (training tokens)", dd)):
+        distinct = np.unique(arr).size
+        if distinct < min_distinct:
+            raise ValueError(
+                f"{name} takes {distinct} distinct value(s); the {model} needs at least {min_distinct} "
+                "to separate each exponent from its amplitude: vary model size and data volume both"
+            )
+    return nn, dd, v

@@ -17,7 +17,11 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from analysis.backtest import Backtest
+from analysis.chinchilla import ChinchillaFit
+from analysis.frontier import Frontier
 from analysis.inputs import ArrayLike
+from analysis.isoflop import IsoFlopResult
 from analysis.loglinear import LogLinearFit
 from analysis.powerlaw import PowerLawFit
 from analysis.varpro import MIN_BOOTSTRAP_FOR_INTERVALS
@@ -49,12 +53,14 @@ def plot_metric_vs_flops(
     log_linear: LogLinearFit | None = None,
     replicate_means: tuple[ArrayLike, ArrayLike] | None = None,
     title: str | None = None,
+    backtest: Backtest | None = None,
 ) -> Path:
     """Scatter one point per run against training FLOPs (log x), with the fit and its band.
 
     `fit=None` draws the points only (used when no fit is possible). `groups` colours points by
     a per-run value such as model depth; `replicate_means` (flops, mean) marks seed-averaged
-    configs. Returns the PNG path.
+    configs; `backtest` rings the held-out runs and draws what the fit on the smaller runs
+    predicted for them (with its prediction interval). Returns the PNG path.
     """
     c = np.asarray(flops, dtype=np.float64)
     v = np.asarray(y, dtype=np.float64)
@@ -89,6 +95,16 @@ def plot_metric_vs_flops(
             for xi, yi, text in zip(c, v, labels):
                 ax.annotate(str(text), (xi, yi), xytext=(3, 3), textcoords="offset points", fontsize=7, alpha=0.7)
 
+    if backtest is not None and backtest.ok:
+        ax.scatter(backtest.flops, backtest.observed, s=110, facecolors="none", edgecolors="tab:red", lw=1.2,
+                   label=f"held out ({len(backtest.run_ids)} largest runs)", zorder=4)
+        lo, hi = backtest.interval
+        err = None
+        if np.all(np.isfinite(lo)):
+            err = np.vstack([backtest.predicted - lo, hi - backtest.predicted]).clip(min=0)
+        ax.errorbar(backtest.flops * 1.04, backtest.predicted, yerr=err, fmt="x", color="tab:purple", ms=7, capsize=3,
+                    label=f"backtest: {backtest.form} fitted on smaller runs", zorder=4)
+
     grid = _curve_range(c)
     if fit is not None:
         alpha = fit.params["alpha"]
@@ -118,7 +134,104 @@ def plot_metric_vs_flops(
     ax.set_title(title or f"{metric_name} vs training compute")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=DPI, format="png")
     return out
+
+
+def plot_residuals(
+    flops: ArrayLike, residuals: dict[str, ArrayLike], *, metric_name: str, path: str | Path,
+    held_out: ArrayLike | None = None,
+) -> Path:
+    """Residuals (observed - fitted, metric units) of each form against training FLOPs."""
+    c = np.asarray(flops, dtype=np.float64)
+    if not residuals:
+        raise ValueError("residuals is empty: pass at least one fitted form")
+    fig = Figure(figsize=(7.5, 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_xscale("log")
+    ax.axhline(0.0, color="black", lw=0.8)
+    markers = "osD^v"
+    for (name, r), marker in zip(residuals.items(), markers):
+        r = np.asarray(r, dtype=np.float64)
+        if r.shape != c.shape:
+            raise ValueError(f"residuals[{name!r}] has shape {r.shape}; expected {c.shape}")
+        ax.scatter(c, r, s=18, marker=marker, alpha=0.75, label=name)
+    if held_out is not None:
+        ax.axvline(float(np.min(np.asarray(held_out))), color="tab:red", ls=":", lw=1, label="backtest threshold")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel(f"{metric_name}: observed - fitted")
+    ax.set_title("Residuals of each form (fitted on all runs)")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def plot_isoflop_frontier(
+    fit: ChinchillaFit, frontier: Frontier, *, n_params: ArrayLike, tokens: ArrayLike, flops: ArrayLike,
+    y: ArrayLike, path: str | Path, isoflop: IsoFlopResult | None = None, flops_convention: str = "",
+) -> Path:
+    """Left: IsoFLOP curves of the fitted L(N, D) (D = C / (k N)) with the runs; right: N_opt, D_opt vs C."""
+    n, d, c, v = (np.asarray(a, dtype=np.float64) for a in (n_params, tokens, flops, y))
+    k = frontier.flops_per_nd
+    fig = Figure(figsize=(11.0, 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, bx = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    budgets = np.geomspace(c.min(), c.max(), 4) if c.max() > c.min() else np.array([c.min()])
+    colours = colormaps["viridis"](np.linspace(0.0, 0.85, budgets.size))
+    n_grid = np.geomspace(n.min() / 3, n.max() * 3, 120)
+    for budget, colour in zip(budgets, colours):
+        ax.plot(n_grid, fit.predict(n_grid, budget / (k * n_grid)), color=colour, lw=1.5, label=f"C = {budget:.2g}")
+        n_star = float(frontier.n_opt(budget))
+        ax.scatter([n_star], fit.predict(n_star, budget / (k * n_star)), marker="*", s=120, color=colour, zorder=4,
+                   edgecolors="black", lw=0.5)
+    ax.scatter(n, v, s=14, color="grey", alpha=0.6, label="runs (any C)", zorder=3)
+    if isoflop is not None:
+        for b in isoflop.budgets:
+            if b.n_opt is not None and b.metric_opt is not None:
+                ax.scatter([b.n_opt], [b.metric_opt], marker="P", s=70, color="tab:red" if b.used else "pink",
+                           zorder=5, label=None)
+    ax.set_xscale("log")
+    ax.set_xlabel("N (non-embedding parameters)")
+    ax.set_ylabel(fit.metric_name)
+    stars = [float(fit.predict(frontier.n_opt(b), b / (k * frontier.n_opt(b)))) for b in budgets]
+    lo, hi = min(float(v.min()), *stars), float(v.max())
+    pad = 0.1 * (hi - lo) if hi > lo else 0.05 * abs(hi)
+    ax.set_ylim(lo - pad, hi + pad)  # curves far from the runs would flatten the plot
+    ax.set_title(f"IsoFLOP curves of the fit, D = C / ({k:g} N); * = N_opt", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(True, which="both", alpha=0.25)
+
+    c_grid = np.geomspace(c.min() / 3, c.max() * 100, 100)
+    for label, line, colour in (("N_opt(C)", frontier.n_opt(c_grid), "tab:blue"), ("D_opt(C)", frontier.d_opt(c_grid), "tab:orange")):
+        bx.plot(c_grid, line, color=colour, lw=1.8, label=label)
+    rows = frontier.table(c_grid)
+    for key, colour in (("n_opt_interval", "tab:blue"), ("d_opt_interval", "tab:orange")):
+        lo = np.array([r[key][0] for r in rows])
+        hi = np.array([r[key][1] for r in rows])
+        if np.all(np.isfinite(lo)):
+            bx.fill_between(c_grid, lo, hi, color=colour, alpha=0.18, lw=0)
+    bx.scatter(c, n, s=12, color="tab:blue", alpha=0.4, label="runs: N")
+    bx.scatter(c, d, s=12, color="tab:orange", alpha=0.4, marker="s", label="runs: D")
+    if isoflop is not None:
+        used = [b for b in isoflop.budgets if b.used and b.n_opt is not None]
+        if used:
+            bx.scatter([b.flops for b in used], [b.n_opt for b in used], marker="P", s=70, color="tab:red",
+                       label="approach 2 N_opt", zorder=5)
+    bx.set_xscale("log")
+    bx.set_yscale("log")
+    bx.set_xlabel("training FLOPs C")
+    bx.set_title(f"Frontier: N_opt ~ C^{frontier.a:.3f}, D_opt ~ C^{frontier.b:.3f}", fontsize=10)
+    bx.legend(fontsize=7, loc="best")
+    bx.grid(True, which="both", alpha=0.25)
+    if flops_convention:
+        fig.text(0.01, 0.0, textwrap.fill(f"FLOPs convention: {flops_convention}; frontier with C = {k:g} N D", 150),
+                 fontsize=7, va="bottom", alpha=0.8)
+        fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
+    return _save(fig, path)

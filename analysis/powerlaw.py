@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -30,6 +30,7 @@ import numpy.typing as npt
 from scipy.optimize import OptimizeResult, least_squares
 
 from analysis.inputs import ArrayLike, validate_level, validate_points
+from analysis.resample import group_index
 from analysis.varpro import ALPHA_BOUNDS, MIN_BOOTSTRAP_FOR_INTERVALS, bootstrap_fits, profile_fit
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class PowerLawFit:
     n_bootstrap_degenerate: int  # skipped: fewer than 3 distinct FLOPs values in the resample
     seed: int
     bootstrap_params: Array = dataclasses.field(repr=False, compare=False)  # [B_used, 3]
+    bootstrap_unit: str = "run"  # or "replicate group (config)" when fitted with groups
 
     @property
     def asymptote_name(self) -> str:
@@ -156,6 +158,7 @@ class PowerLawFit:
             "n_bootstrap_used": self.n_bootstrap_used,
             "n_bootstrap_degenerate": self.n_bootstrap_degenerate,
             "seed": self.seed,
+            "bootstrap_unit": self.bootstrap_unit,
         }
 
 
@@ -207,10 +210,12 @@ def fit_saturating_power_law(
     metric_name: str = "y",
     start_alphas: Sequence[float] = DEFAULT_START_ALPHAS,
     start_asymptote_gaps: Sequence[float] = DEFAULT_START_ASYMPTOTE_GAPS,
+    groups: Sequence[Hashable] | None = None,
 ) -> PowerLawFit:
     """Fit y against training FLOPs (one point per run; seed replicates are separate points).
 
-    The bootstrap resamples runs with replacement `n_bootstrap` times (deterministic in `seed`);
+    The bootstrap resamples runs with replacement `n_bootstrap` times (deterministic in `seed`),
+    or, with `groups` (one key per run, e.g. the config without its seed), whole replicate groups;
     resamples with fewer than 3 distinct FLOPs values cannot constrain 3 parameters and are
     skipped and counted.
     """
@@ -244,7 +249,7 @@ def fit_saturating_power_law(
     params = {form.asymptote: mu + sd * asym_s, "A": sd * amp_s, "alpha": alpha}
     rss_s = 2.0 * float(best.cost)
 
-    boot, n_degenerate = bootstrap_fits(lnx, c, ys, form.sign, n_bootstrap, seed)
+    boot, n_degenerate = bootstrap_fits(lnx, c, ys, form.sign, n_bootstrap, seed, group_index(groups, n))
     boot = boot * np.array([sd, sd, 1.0]) + np.array([mu, 0.0, 0.0])
     intervals = _percentile_intervals(boot, [form.asymptote, "A", "alpha"], level)
 
@@ -273,6 +278,7 @@ def fit_saturating_power_law(
         n_bootstrap_degenerate=n_degenerate,
         seed=seed,
         bootstrap_params=boot,
+        bootstrap_unit="run" if groups is None else "replicate group (config)",
     )
 
 

@@ -1,10 +1,16 @@
-"""Write a scaling report for one metric: fit.json, metric_vs_flops.png and report.html.
+"""Write a scaling report for one metric: fit.json, figures (PNG) and a self-contained report.html.
 
-Each completed run is one point. Seed replicates of a config stay separate points in the fit (the
-bootstrap then resamples runs, which are the independent units); seed means are only drawn on the
-plot. Runs whose metric or FLOPs is NaN, inf or non-positive are excluded with a logged warning
-and listed in both outputs. When no fit is possible (too few runs, a constant metric) the report
-is still written and says why, and makes no claim about improvement.
+Each completed run is one point. Seed replicates of a config stay separate points in the fit, but
+the bootstrap resamples whole configs (replicate groups), so two seeds of one config never count
+as independent evidence; seed means are drawn on the plot. Runs whose metric or FLOPs is NaN, inf
+or non-positive are excluded with a logged warning and listed in both outputs. When no fit is
+possible (too few runs, a constant metric) the report is still written and says why, and makes no
+claim about improvement.
+
+Beyond the saturating power law and the improvement verdict, `analysis.study` adds every form,
+backtests on the largest runs, the model choice, the two-variable law with its compute-optimal
+frontier and IsoFLOP profiles (when runs carry N and D), and a forecast table; fit.json holds all
+of it under "analysis".
 """
 
 from __future__ import annotations
@@ -20,18 +26,20 @@ from typing import Any
 
 import numpy as np
 
+from analysis.dataset import CONFIG_KEYS, D_KEY, GROUP_KEY, data_from_runs
 from analysis.evidence import ImprovementEvidence, assess_improvement
-from analysis.loglinear import LogLinearFit, fit_log_linear
-from analysis.plots import plot_metric_vs_flops
-from analysis.powerlaw import PowerLawFit, fit_saturating_power_law
+from analysis.loglinear import LogLinearFit
+from analysis.plots import plot_isoflop_frontier, plot_metric_vs_flops, plot_residuals
+from analysis.powerlaw import PowerLawFit
 from analysis.report_html import ReportContent, render_html
+from analysis.study import Study, StudyOptions, run_study
 
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("run_id", "flops")
-OPTIONAL_KEYS = ("params_non_embedding", "num_blocks", "embedding_dim", "num_users", "seed", "wall_time_s")
-# Runs that agree on all of these (and differ in seed) are replicates of one config.
-CONFIG_KEYS = ("flops", "params_non_embedding", "num_blocks", "embedding_dim", "num_users")
+OPTIONAL_KEYS = (
+    "params_non_embedding", "num_blocks", "embedding_dim", "num_users", "seed", "wall_time_s", D_KEY, GROUP_KEY,
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -40,6 +48,8 @@ class ReportPaths:
     fit_json: Path
     report_html: Path
     plot_png: Path | None  # None only when there is no usable run to plot
+    residuals_png: Path | None = None
+    frontier_png: Path | None = None
 
 
 def _plain(value: Any) -> Any:
@@ -55,6 +65,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
+plain_json = _plain  # public name for the CLI
+
+
 def _to_float(value: Any) -> float:
     try:
         return float(value)
@@ -62,7 +75,7 @@ def _to_float(value: Any) -> float:
         return math.nan
 
 
-def _split_rows(rows: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+def split_rows(rows: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """Check the rows; return (usable runs sorted by FLOPs, excluded (run_id, why))."""
     seen: set[str] = set()
     usable, excluded = [], []
@@ -95,34 +108,29 @@ def _split_rows(rows: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[di
 
 
 def _replicate_means(runs: list[dict[str, Any]], metric: str) -> tuple[list[float], list[float], int]:
-    groups: dict[tuple[Any, ...], list[float]] = defaultdict(list)
+    groups: dict[Any, list[tuple[float, float]]] = defaultdict(list)
     for r in runs:
-        groups[tuple(r.get(k) for k in CONFIG_KEYS)].append(r[metric])
-    replicated = {k: v for k, v in groups.items() if len(v) > 1}
-    flops = [float(k[0]) for k in replicated]
-    means = [float(np.mean(v)) for v in replicated.values()]
+        key = r[GROUP_KEY] if GROUP_KEY in r else tuple(r.get(k) for k in CONFIG_KEYS)
+        groups[key].append((r["flops"], r[metric]))
+    replicated = [v for v in groups.values() if len(v) > 1]
+    flops = [float(np.exp(np.mean(np.log([c for c, _ in v])))) for v in replicated]
+    means = [float(np.mean([m for _, m in v])) for v in replicated]
     return flops, means, len(replicated)
 
 
 def _fit_all(
-    runs: list[dict[str, Any]], metric: str, higher_is_better: bool, n_bootstrap: int, seed: int
-) -> tuple[PowerLawFit | None, str | None, LogLinearFit | None, str | None, ImprovementEvidence | None]:
-    flops = np.array([r["flops"] for r in runs])
-    y = np.array([r[metric] for r in runs])
-    fit = fit_err = ll = ll_err = evidence = None
-    try:
-        fit = fit_saturating_power_law(
-            flops, y, higher_is_better=higher_is_better, n_bootstrap=n_bootstrap, seed=seed, metric_name=metric
-        )
-        evidence = assess_improvement(fit, flops, y, metric_name=metric)
-    except ValueError as exc:
-        fit_err = str(exc)
-        log.warning("no power-law fit for %s: %s", metric, exc)
-    try:
-        ll = fit_log_linear(flops, y, metric_name=metric)
-    except ValueError as exc:
-        ll_err = str(exc)
-    return fit, fit_err, ll, ll_err, evidence
+    runs: list[dict[str, Any]], metric: str, higher_is_better: bool, options: StudyOptions
+) -> tuple[Study | None, PowerLawFit | None, str | None, LogLinearFit | None, str | None, ImprovementEvidence | None]:
+    if not runs:
+        return None, None, "no usable runs", None, "no usable runs", None
+    study = run_study(data_from_runs(runs, metric=metric, higher_is_better=higher_is_better), options)
+    fit = study.fits["power_law"].fit if "power_law" in study.fits else None
+    ll = study.fits["log_linear"].fit if "log_linear" in study.fits else None
+    evidence = None
+    if fit is not None:
+        data = study.data
+        evidence = assess_improvement(fit, data.flops, data.y, metric_name=metric)
+    return study, fit, study.errors.get("power_law"), ll, study.errors.get("log_linear"), evidence  # type: ignore[return-value]
 
 
 GROUP_NAMES = {"num_blocks": "blocks", "embedding_dim": "width", "num_users": "users"}
@@ -147,12 +155,15 @@ def write_report(
     title: str,
     n_bootstrap: int = 500,
     seed: int = 0,
+    options: StudyOptions | None = None,
 ) -> ReportPaths:
     """Fit `metric` against training FLOPs over the completed runs in `rows` and write the report.
 
-    Each row needs "run_id", "flops" and `metric`; "params_non_embedding", "num_blocks",
-    "embedding_dim", "num_users", "seed" and "wall_time_s" are shown when present. Other keys are
-    ignored. Bad arguments raise ValueError; an impossible fit does not (the report says why).
+    Each row needs "run_id", "flops" and `metric`; "params_non_embedding" (N), "train_tokens" (D),
+    "num_blocks", "embedding_dim", "num_users", "seed" and "wall_time_s" are shown when present
+    (N and D enable the two-variable law). Other keys are ignored. `options` sets the backtest,
+    forecast and cost (its n_bootstrap and seed are replaced by the arguments here). Bad arguments
+    raise ValueError; an impossible fit does not (the report says why).
     """
     if not isinstance(metric, str) or not metric:
         raise ValueError("metric must name the row key to fit, e.g. metric='ndcg@10'")
@@ -163,11 +174,12 @@ def write_report(
     higher_is_better = bool(higher_is_better)
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
         raise ValueError(f"rows must be a list of dicts (one per completed run), got {type(rows).__name__}")
-    runs, excluded = _split_rows(rows, metric)
+    runs, excluded = split_rows(rows, metric)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    fit, fit_err, ll, ll_err, evidence = _fit_all(runs, metric, higher_is_better, n_bootstrap, seed)
+    opts = dataclasses.replace(options or StudyOptions(), n_bootstrap=n_bootstrap, seed=seed)
+    study, fit, fit_err, ll, ll_err, evidence = _fit_all(runs, metric, higher_is_better, opts)
     if evidence is not None:
         verdict = evidence.verdict
     else:
@@ -195,7 +207,9 @@ def write_report(
             log_linear=ll,
             replicate_means=(mean_flops, means) if n_replicated else None,
             title=title,
+            backtest=None if study is None else study.backtests.get(study.forecast_form or ""),
         )
+    residuals_png, frontier_png = _extra_figures(study, out, flops_convention)
 
     summary = {
         "title": title,
@@ -209,7 +223,8 @@ def write_report(
         "log_linear": None if ll is None else ll.to_dict(),
         "log_linear_error": ll_err,
         "evidence": None if evidence is None else evidence.to_dict(),
-        "bootstrap": {"n_requested": n_bootstrap, "seed": seed, "unit": "run (seed replicates resampled separately)"},
+        "bootstrap": {"n_requested": n_bootstrap, "seed": seed, "unit": _bootstrap_unit(study)},
+        "analysis": None if study is None else study.to_dict(),
         "points": runs,
         "excluded": [{"run_id": r, "reason": why} for r, why in excluded],
     }
@@ -231,8 +246,41 @@ def write_report(
         verdict=verdict,
         n_replicated_configs=n_replicated,
         png=None if png_path is None else png_path.read_bytes(),
+        study=study,
+        residuals_png=None if residuals_png is None else residuals_png.read_bytes(),
+        frontier_png=None if frontier_png is None else frontier_png.read_bytes(),
     )
     report_html = out / "report.html"
     report_html.write_text(render_html(content), encoding="utf-8")
     log.info("wrote %s report to %s", metric, out)
-    return ReportPaths(out_dir=out, fit_json=fit_json, report_html=report_html, plot_png=png_path)
+    return ReportPaths(out_dir=out, fit_json=fit_json, report_html=report_html, plot_png=png_path,
+                       residuals_png=residuals_png, frontier_png=frontier_png)
+
+
+def _bootstrap_unit(study: Study | None) -> str:
+    if study is None or study.data.groups is None:
+        return "run (no replicate groups)"
+    return f"replicate group: {study.data.n_replicated_groups} config(s) with several seeds are resampled whole"
+
+
+def _extra_figures(study: Study | None, out: Path, flops_convention: str) -> tuple[Path | None, Path | None]:
+    """Residuals and IsoFLOP/frontier figures; stale copies from an earlier report are removed."""
+    res_path, front_path = out / "residuals.png", out / "isoflop_frontier.png"
+    for stale in (res_path, front_path):
+        if stale.exists():
+            stale.unlink()
+    if study is None or not study.fits:
+        return None, None
+    held = study.backtests.get(study.forecast_form or "")
+    residuals = plot_residuals(
+        study.data.flops, {name: f.residuals for name, f in study.fits.items()}, metric_name=study.data.metric,
+        path=res_path, held_out=held.flops if held is not None and held.ok else None,
+    )
+    frontier = None
+    if study.frontier is not None and "chinchilla" in study.fits:
+        n, d = study.data.require_nd("plot the frontier")
+        frontier = plot_isoflop_frontier(
+            study.fits["chinchilla"].fit, study.frontier, n_params=n, tokens=d, flops=study.data.flops,
+            y=study.data.y, path=front_path, isoflop=study.isoflop, flops_convention=flops_convention,
+        )
+    return residuals, frontier

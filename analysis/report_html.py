@@ -13,14 +13,17 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from analysis import report_sections as sections
 from analysis.evidence import ImprovementEvidence
 from analysis.loglinear import LogLinearFit
 from analysis.powerlaw import PowerLawFit
+from analysis.study import Study
 
 # (row key, column header); optional ones appear only when some run has them.
 RUN_COLUMNS = (
     ("run_id", "run"),
     ("params_non_embedding", "params (non-emb.)"),
+    ("train_tokens", "train tokens"),
     ("num_blocks", "blocks"),
     ("embedding_dim", "dim"),
     ("num_users", "users"),
@@ -61,6 +64,9 @@ class ReportContent:
     verdict: str
     n_replicated_configs: int
     png: bytes | None
+    study: Study | None = None
+    residuals_png: bytes | None = None
+    frontier_png: bytes | None = None
 
 
 def _e(value: Any) -> str:
@@ -88,6 +94,8 @@ def _warnings(content: ReportContent) -> list[str]:
         out.append(f"The power-law fit did NOT converge: {fit.message}. Its parameters are not reliable.")
     if fit is not None and fit.n_bootstrap_used < 20:
         out.append(f"Only {fit.n_bootstrap_used} usable bootstrap resamples: no intervals or band.")
+    if content.study is not None:
+        out.extend(content.study.notes)
     if content.evidence is None:
         out.append("No evidence test was run, so no claim is made about improvement with compute.")
     else:
@@ -111,7 +119,8 @@ def _power_law_section(fit: PowerLawFit) -> str:
         f"<p>R&sup2; = {fit.r2:.4f}; residual sum of squares {fit.rss:.4g}; {fit.n_points} runs; "
         f"converged: {'yes' if fit.converged else '<b>NO</b>'} ({_e(fit.message)}). "
         f"Bootstrap: {fit.n_bootstrap_used} of {fit.n_bootstrap} resamples used "
-        f"({fit.n_bootstrap_degenerate} skipped with &lt; 3 distinct FLOPs), seed {fit.seed}. "
+        f"({fit.n_bootstrap_degenerate} skipped with &lt; 3 distinct FLOPs), seed {fit.seed}, unit: "
+        f"{_e(fit.bootstrap_unit)}. "
         f"Parameters on a bound: {_e(bounds)}.</p>"
     )
 
@@ -147,6 +156,11 @@ def _runs_table(content: ReportContent) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f"<img alt='{_e(alt)}' src='data:image/png;base64,{data}'>"
+
+
 def render_html(content: ReportContent) -> str:
     if content.evidence is not None:
         klass = "improves" if content.evidence.improves else "no-evidence"
@@ -164,8 +178,7 @@ def render_html(content: ReportContent) -> str:
         f"<b>Runs:</b> {len(content.runs)} used, {len(content.excluded)} excluded.</p>",
     ]
     if content.png is not None:
-        data = base64.b64encode(content.png).decode("ascii")
-        parts.append(f"<img alt='{_e(content.metric)} vs training FLOPs' src='data:image/png;base64,{data}'>")
+        parts.append(_img(content.png, f"{content.metric} vs training FLOPs"))
     parts.append("<h2>Saturating power law</h2>")
     if content.power_law is not None:
         parts.append(_power_law_section(content.power_law))
@@ -176,11 +189,28 @@ def render_html(content: ReportContent) -> str:
         parts.append(_log_linear_section(content.log_linear))
     else:
         parts.append(f"<p>No fit: {_e(content.log_linear_error)}</p>")
+    study = content.study
+    if study is not None:
+        parts.append("<h2>Model choice and backtest</h2>")
+        parts.append(sections.model_choice_section(study))
+        if content.residuals_png is not None:
+            parts.append(_img(content.residuals_png, "residuals"))
+        parts.append("<h2>Pure power law (OLS in log-log space)</h2>")
+        parts.append(sections.pure_power_section(study))
+        parts.append("<h2>Two-variable law L(N, D)</h2>")
+        parts.append(sections.chinchilla_section(study))
+        parts.append("<h2>Compute-optimal frontier and IsoFLOP curves</h2>")
+        parts.append(sections.frontier_section(study))
+        if content.frontier_png is not None:
+            parts.append(_img(content.frontier_png, "IsoFLOP curves and compute-optimal frontier"))
+        parts.append("<h2>Forecast</h2>")
+        parts.append(sections.forecast_section(study, content.flops_convention))
     parts.append("<h2>Runs (sorted by training FLOPs)</h2>")
     if content.n_replicated_configs:
         parts.append(
             f"<p>{content.n_replicated_configs} config(s) have several seeds. Every run is a separate "
-            "point in the fit and the bootstrap resamples runs; the plot also marks seed means.</p>"
+            "point in the fit; the bootstrap resamples whole configs (all seeds of a config together), "
+            "so replicates never count as independent evidence; the plot also marks seed means.</p>"
         )
     parts.append(_runs_table(content))
     parts.append("</body></html>")

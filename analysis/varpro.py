@@ -16,6 +16,8 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from analysis.resample import group_weights
+
 log = logging.getLogger(__name__)
 
 Array = npt.NDArray[np.float64]
@@ -75,18 +77,21 @@ def profile_fit(lnx_n: Array, y_n: Array, w_Bn: Array, sign: float) -> Array:
     return np.stack([asym, amp, alpha], axis=1)
 
 
-def bootstrap_fits(lnx_n: Array, c_n: Array, y_n: Array, sign: float, n_bootstrap: int, seed: int) -> tuple[Array, int]:
+def bootstrap_fits(
+    lnx_n: Array, c_n: Array, y_n: Array, sign: float, n_bootstrap: int, seed: int,
+    group_idx: npt.NDArray[np.intp] | None = None,
+) -> tuple[Array, int]:
     """Refit `n_bootstrap` resamples of the runs -> (params [B_used, 3], number skipped).
 
+    `group_idx` [n] (see `analysis.resample`) resamples whole replicate groups instead of runs.
     Resamples with fewer than 3 distinct compute values cannot constrain 3 parameters; they are
     skipped (not redrawn, so the count stays an honest diagnostic of how thin the data are).
     """
     if n_bootstrap == 0:
         return np.empty((0, 3)), 0
     n = c_n.size
-    rng = np.random.default_rng(seed)
     # Multinomial counts are exactly the multiplicities of a resample drawn with replacement.
-    w_Bn = rng.multinomial(n, np.full(n, 1.0 / n), size=n_bootstrap).astype(np.float64)
+    w_Bn = group_weights(n, group_idx, n_bootstrap, np.random.default_rng(seed))
     _, group = np.unique(c_n, return_inverse=True)
     onehot = np.zeros((n, group.max() + 1))
     onehot[np.arange(n), group] = 1.0

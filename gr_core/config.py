@@ -24,16 +24,34 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+DataSource = Literal["synthetic", "ml-100k", "ml-1m", "ml-20m", "amazon-books"]
+REAL_SOURCES: tuple[str, ...] = ("ml-100k", "ml-1m", "ml-20m", "amazon-books")
+# Fields that describe the synthetic generator; a real source must leave them at their defaults.
+SYNTHETIC_FIELDS: tuple[str, ...] = (
+    "num_users", "num_items", "num_clusters", "min_events", "max_events",
+    "dirichlet_alpha", "zipf_exponent", "transition_strength",
+)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class DataConfig:
-    """A synthetic generative-recommendation data set (see `gr_core.synthetic`).
+    """The event sequences: a synthetic set (see `gr_core.synthetic`) or a public data set file.
 
-    Users draw a Dirichlet mixture over item clusters; items have Zipf popularity inside their
-    cluster; consecutive events follow a cluster-to-cluster Markov chain; each event carries a
+    synthetic: users draw a Dirichlet mixture over item clusters; items have Zipf popularity inside
+    their cluster; consecutive events follow a cluster-to-cluster Markov chain; each event carries a
     timestamp and a binary action driven by user-item affinity. Deterministic from `seed`.
+
+    ml-100k (`u.data`), ml-1m (`ratings.dat`), ml-20m (`ratings.csv`), amazon-books (SNAP
+    `ratings_Books.csv`): read from `path` by `gr_core.loaders` (cached by file hash); the action
+    of an event is rating >= 4. The synthetic-only fields (`SYNTHETIC_FIELDS`) must keep their
+    defaults; use `gr_core.lengths.dataset_num_items` for a real set's item count.
+
+    stochastic_length_alpha: Stochastic Length (HSTU paper, section 3.3), off when None; see
+    `gr_core.lengths.stochastic_length_subsampled`. `seed` also draws which users it subsamples.
     """
 
-    source: Literal["synthetic"] = "synthetic"
+    source: DataSource = "synthetic"
+    path: str | None = None  # the data file of a real source
     num_users: int = 2000
     num_items: int = 1000
     num_clusters: int = 20
@@ -42,9 +60,24 @@ class DataConfig:
     dirichlet_alpha: float = 0.1  # user taste concentration: small = few favourite clusters
     zipf_exponent: float = 1.1  # item popularity within a cluster
     transition_strength: float = 0.7  # weight of the sequential (Markov) component
+    stochastic_length_alpha: float | None = None  # in (1, 2]; None = every history whole
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.source == "synthetic":
+            _require(self.path is None, f"data.path is only read by real sources; got path={self.path!r} "
+                     "with data.source='synthetic'")
+        else:
+            _require(bool(self.path), f"data.source={self.source!r} needs data.path (the data file)")
+            changed = [
+                name for name in SYNTHETIC_FIELDS
+                if getattr(self, name) != _DATA_DEFAULTS[name]
+            ]
+            _require(
+                not changed,
+                f"data.{', data.'.join(changed)} only apply to data.source='synthetic', not "
+                f"{self.source!r}; remove them",
+            )
         _require(self.num_users >= 1, f"data.num_users must be >= 1, got {self.num_users}")
         _require(self.num_items >= 2, f"data.num_items must be >= 2, got {self.num_items}")
         _require(
@@ -62,26 +95,51 @@ class DataConfig:
             0.0 <= self.transition_strength <= 1.0,
             f"data.transition_strength must be in [0, 1], got {self.transition_strength}",
         )
+        alpha = self.stochastic_length_alpha
+        _require(
+            alpha is None or 1.0 < alpha <= 2.0,
+            f"data.stochastic_length_alpha must be in (1, 2] (the paper's range), got {alpha}",
+        )
+
+
+_DATA_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(DataConfig)}
+HSTU_ONLY_FIELDS: tuple[str, ...] = ("attention_dim", "linear_dim", "attn_norm", "use_rab", "num_time_buckets")
+SASREC_ONLY_FIELDS: tuple[str, ...] = ("ffn_hidden_dim", "ffn_activation")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class ModelConfig:
-    """HSTU encoder (DESIGN.md section 2). Per-head widths default to embedding_dim // num_heads."""
+    """The sequence encoder: HSTU (DESIGN.md section 2) or the SASRec baseline (`gr_core.sasrec`).
 
-    family: Literal["hstu"] = "hstu"
+    Both share the input (x = E[id] * sqrt(D) + P[pos], dropout), the L2-normalised output, the
+    loss and the evaluation. Per-head widths default to embedding_dim // num_heads.
+    HSTU-only fields (`HSTU_ONLY_FIELDS`) must keep their defaults with family "sasrec", and
+    SASRec-only ones (`SASREC_ONLY_FIELDS`) with family "hstu": nothing is silently ignored.
+    """
+
+    family: Literal["hstu", "sasrec"] = "hstu"
     num_blocks: int = 2
     embedding_dim: int = 32
     num_heads: int = 1
-    attention_dim: int | None = None  # dqk per head
-    linear_dim: int | None = None  # dv per head
+    attention_dim: int | None = None  # dqk per head (HSTU)
+    linear_dim: int | None = None  # dv per head (HSTU)
     max_seq_len: int = 50  # histories are truncated to their most recent max_seq_len items
     dropout: float = 0.2
     attn_norm: Literal["max_len", "seq_len"] = "max_len"  # divide SiLU attention by N or by n_b
     use_rab: bool = True  # relative attention bias (positional + time buckets)
     num_time_buckets: int = 128
+    ffn_hidden_dim: int | None = None  # SASRec pointwise FFN width; None = embedding_dim (as published)
+    ffn_activation: Literal["relu", "gelu"] = "relu"  # SASRec FFN
     temperature: float = 0.05
 
     def __post_init__(self) -> None:
+        defaults = _MODEL_DEFAULTS
+        foreign = SASREC_ONLY_FIELDS if self.family == "hstu" else HSTU_ONLY_FIELDS
+        changed = [name for name in foreign if getattr(self, name) != defaults[name]]
+        _require(
+            not changed,
+            f"model.{', model.'.join(changed)} do not apply to model.family={self.family!r}; remove them",
+        )
         _require(self.num_blocks >= 1, f"model.num_blocks must be >= 1, got {self.num_blocks}")
         _require(self.embedding_dim >= 1, f"model.embedding_dim must be >= 1, got {self.embedding_dim}")
         _require(self.num_heads >= 1, f"model.num_heads must be >= 1, got {self.num_heads}")
@@ -89,15 +147,21 @@ class ModelConfig:
             _require(
                 self.embedding_dim % self.num_heads == 0,
                 f"model.embedding_dim={self.embedding_dim} is not divisible by "
-                f"model.num_heads={self.num_heads}; set attention_dim and linear_dim explicitly",
+                f"model.num_heads={self.num_heads}; set attention_dim and linear_dim explicitly"
+                + (" (HSTU only)" if self.family == "sasrec" else ""),
             )
-        for name in ("attention_dim", "linear_dim"):
+        for name in ("attention_dim", "linear_dim", "ffn_hidden_dim"):
             value = getattr(self, name)
             _require(value is None or value >= 1, f"model.{name} must be >= 1, got {value}")
         _require(self.max_seq_len >= 2, f"model.max_seq_len must be >= 2, got {self.max_seq_len}")
         _require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
         _require(self.num_time_buckets >= 1, f"model.num_time_buckets must be >= 1, got {self.num_time_buckets}")
         _require(self.temperature > 0, f"model.temperature must be > 0, got {self.temperature}")
+
+    @property
+    def ffn_dim(self) -> int:
+        """SASRec's FFN hidden width (embedding_dim unless set)."""
+        return self.ffn_hidden_dim if self.ffn_hidden_dim is not None else self.embedding_dim
 
     @property
     def dqk(self) -> int:
@@ -108,10 +172,22 @@ class ModelConfig:
         return self.linear_dim if self.linear_dim is not None else self.embedding_dim // self.num_heads
 
 
+_MODEL_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class TrainConfig:
-    """Sampled-softmax next-item training with AdamW, evaluated by full ranking every epoch."""
+    """AdamW training of one or both tasks, evaluated every `eval_every` epochs.
 
+    task: "retrieval" (sampled-softmax next item, full-ranking HR/NDCG/MRR; model selection on
+    validation ndcg@10), "ranking" (target-aware action prediction, `gr_core.ranking`, NE;
+    selection on validation NE) or "both" (loss = retrieval + ranking_weight * ranking; selection
+    on ndcg@10, NE reported beside it).
+    patience: stop when `patience` epochs have passed since the best validation value (checked at
+    evaluations); None trains all epochs. Test metrics are those of the best validation epoch.
+    """
+
+    task: Literal["retrieval", "ranking", "both"] = "retrieval"
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
@@ -119,8 +195,10 @@ class TrainConfig:
     beta2: float = 0.98
     weight_decay: float = 0.0
     num_negatives: int = 128
+    ranking_weight: float = 1.0  # weight of the ranking loss with task "both"
     eval_batch_size: int = 512
     eval_every: int = 1  # epochs between validation passes
+    patience: int | None = None  # early stopping, in epochs without a better validation value
     seed: int = 0
     num_threads: int = 1  # torch intra-op threads per run
 
@@ -131,9 +209,25 @@ class TrainConfig:
         _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)")
         _require(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
         _require(self.num_negatives >= 1, f"train.num_negatives must be >= 1, got {self.num_negatives}")
+        _require(self.ranking_weight > 0, f"train.ranking_weight must be > 0, got {self.ranking_weight}")
+        _require(
+            self.ranking_weight == 1.0 or self.task == "both",
+            f"train.ranking_weight only applies to train.task='both', got task={self.task!r}",
+        )
         _require(self.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {self.eval_batch_size}")
         _require(self.eval_every >= 1, f"train.eval_every must be >= 1, got {self.eval_every}")
+        _require(
+            self.patience is None or self.patience >= 1, f"train.patience must be >= 1 or unset, got {self.patience}"
+        )
         _require(self.num_threads >= 1, f"train.num_threads must be >= 1, got {self.num_threads}")
+
+    @property
+    def retrieval(self) -> bool:
+        return self.task in ("retrieval", "both")
+
+    @property
+    def ranking(self) -> bool:
+        return self.task in ("ranking", "both")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -184,6 +278,12 @@ def _check_type(value: Any, annotation: Any, where: str, label: str) -> Any:
             except (TypeError, ValueError) as exc:
                 errors.append(str(exc))
         raise TypeError(errors[0] if errors else f"{where}: {label}: unexpected value {value!r}")
+    if origin is tuple:  # tuple[X, ...] fields take a TOML array
+        (item_type, ellipsis) = typing.get_args(annotation)
+        assert ellipsis is Ellipsis, f"only tuple[X, ...] config fields are supported, not {annotation}"
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{where}: {label} must be a list, got {value!r}")
+        return tuple(_check_type(item, item_type, where, f"{label}[{i}]") for i, item in enumerate(value))
     if annotation is bool:
         if not isinstance(value, bool):
             raise TypeError(f"{where}: {label} must be true or false, got {value!r}")

@@ -11,6 +11,11 @@ inputs). A split is described by `cut` (`gr_core.lengths.CUTS`), the number of e
 the end before the input ends: 3 for training, 2 for validation, 1 for test; an evaluation target
 is the event right after its input, a training target the event after each input position.
 `SequenceData` and `train_sequence_lengths` live in torch-free modules and are re-exported here.
+
+Stochastic Length (`gr_core.lengths`) replaces a subsampled user's training window by m + 1 of its
+events in time order (m inputs, each target the next kept event). Target-aware evaluation batches
+(ranking) append the evaluation target to the input: the model scores the action on the last
+token, having seen it and the history before it.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ EvalSplit = Literal["val", "test"]
 class JaggedBatch:
     """B sequences, T tokens, jagged by seq_offsets [B+1].
 
-    item_ids, timestamps: [T] int64 inputs. target_ids: [T] (training: the next item at every
-    position) or [B] (evaluation: the item after the last input). history_ids / history_offsets
+    item_ids, timestamps: [T] int64 inputs; actions: [T] int64 in {0, 1}, each input event's
+    action (the ranking label of that position). target_ids: [T] (training: the next item at every
+    position) or [B] (evaluation: the item after the last input; for target-aware batches the
+    last input itself). history_ids / history_offsets
     (evaluation only): each user's whole history before the target, jagged [Th] / [B+1], for
     filtering. max_seq_len: the model's N (attention normalisation, positional bias), not the
     longest sequence of the batch. user_ids [B]: row of each sequence in `SequenceData`.
@@ -45,6 +52,7 @@ class JaggedBatch:
     target_ids: torch.Tensor
     max_seq_len: int
     user_ids: torch.Tensor
+    actions: torch.Tensor | None = None
     history_ids: torch.Tensor | None = None
     history_offsets: torch.Tensor | None = None
 
@@ -79,54 +87,113 @@ def _gather(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.nda
     return flat, offsets
 
 
+def _subsampled_rows(
+    rows: np.ndarray, starts: np.ndarray, lengths: np.ndarray, subsampled: np.ndarray, m: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Input and target flat indices [T] and offsets [B+1] with Stochastic Length applied."""
+    inputs, targets, counts = [], [], []
+    for row in rows:
+        start, n = int(starts[row]), int(lengths[row])
+        if subsampled[row]:
+            keep = start + np.sort(rng.choice(n + 1, size=m + 1, replace=False))
+            inputs.append(keep[:-1])
+            targets.append(keep[1:])
+        else:
+            idx = np.arange(start, start + n)
+            inputs.append(idx)
+            targets.append(idx + 1)
+        counts.append(inputs[-1].size)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return np.concatenate(inputs), np.concatenate(targets), offsets
+
+
 def train_batches(
-    data: SequenceData, *, max_seq_len: int, batch_size: int, rng: np.random.Generator
+    data: SequenceData,
+    *,
+    max_seq_len: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    subsampled: np.ndarray | None = None,
+    subsample_length: int = 0,
 ) -> Iterator[JaggedBatch]:
     """One epoch of training batches over users in an order shuffled by `rng`.
 
     Users with an empty training input are skipped; every input position is supervised.
+    subsampled [U] (bool, from `gr_core.lengths.stochastic_length_subsampled`) marks the users
+    cut to `subsample_length` inputs by Stochastic Length; their kept positions are drawn from rng.
     """
     starts, lengths = _spans(data.lengths, data.offsets, CUTS["train"], max_seq_len)
     users = rng.permutation(np.flatnonzero(lengths > 0))
+    if subsampled is not None and subsampled.any():
+        if not 1 <= subsample_length < int(lengths[subsampled].min()):
+            raise ValueError(
+                f"subsample_length={subsample_length} must be >= 1 and shorter than every subsampled input"
+            )
+    else:
+        subsampled = None
     for first in range(0, users.size, batch_size):
         rows = users[first : first + batch_size]
-        flat, offsets = _gather(starts[rows], lengths[rows])
+        if subsampled is not None and subsampled[rows].any():
+            flat, target_flat, offsets = _subsampled_rows(rows, starts, lengths, subsampled, subsample_length, rng)
+        else:
+            flat, offsets = _gather(starts[rows], lengths[rows])
+            target_flat = flat + 1
         yield JaggedBatch(
             item_ids=torch.from_numpy(data.item_ids[flat]),
             timestamps=torch.from_numpy(data.timestamps[flat]),
             seq_offsets=torch.from_numpy(offsets),
-            target_ids=torch.from_numpy(data.item_ids[flat + 1]),
+            target_ids=torch.from_numpy(data.item_ids[target_flat]),
             max_seq_len=max_seq_len,
             user_ids=torch.from_numpy(rows.astype(np.int64)),
+            actions=torch.from_numpy(data.actions[flat].astype(np.int64)),
         )
 
 
 def eval_batches(
-    data: SequenceData, *, split: EvalSplit, max_seq_len: int, batch_size: int
+    data: SequenceData,
+    *,
+    split: EvalSplit,
+    max_seq_len: int,
+    batch_size: int,
+    target_aware: bool = False,
+    by_length: bool = False,
 ) -> Iterator[JaggedBatch]:
     """Validation or test batches in user order: last-position targets [B] plus histories to filter.
 
     Users too short for the split (fewer than 3 events for validation, 2 for test) are skipped.
+    target_aware: the input ends with the target itself (truncated to max_seq_len with it), for
+    the ranking task; the same users, the same target events.
+    by_length: users in order of input length (stable) instead of user order, so that a batch
+    pads little inside attention; the set of (user, target) pairs is the same.
     """
     if split not in ("val", "test"):  # checked here, not at the first next()
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-    return _eval_batches(data, CUTS[split], max_seq_len, batch_size)
+    return _eval_batches(data, CUTS[split], max_seq_len, batch_size, target_aware, by_length)
 
 
-def _eval_batches(data: SequenceData, cut: int, max_seq_len: int, batch_size: int) -> Iterator[JaggedBatch]:
-    starts, lengths = _spans(data.lengths, data.offsets, cut, max_seq_len)
-    users = np.flatnonzero(lengths > 0)
+def _eval_batches(
+    data: SequenceData, cut: int, max_seq_len: int, batch_size: int, target_aware: bool, by_length: bool
+) -> Iterator[JaggedBatch]:
+    _, retrieval_lengths = _spans(data.lengths, data.offsets, cut, max_seq_len)
+    input_cut = cut - 1 if target_aware else cut
+    starts, lengths = _spans(data.lengths, data.offsets, input_cut, max_seq_len)
+    users = np.flatnonzero(retrieval_lengths > 0)
+    if by_length:
+        users = users[np.argsort(lengths[users], kind="stable")]
     for first in range(0, users.size, batch_size):
         rows = users[first : first + batch_size]
         flat, offsets = _gather(starts[rows], lengths[rows])
         hist_flat, hist_offsets = _gather(data.offsets[rows], data.lengths[rows] - cut)
+        target_flat = data.offsets[rows] + data.lengths[rows] - cut
         yield JaggedBatch(
             item_ids=torch.from_numpy(data.item_ids[flat]),
             timestamps=torch.from_numpy(data.timestamps[flat]),
             seq_offsets=torch.from_numpy(offsets),
-            target_ids=torch.from_numpy(data.item_ids[starts[rows] + lengths[rows]]),
+            target_ids=torch.from_numpy(data.item_ids[target_flat]),
             max_seq_len=max_seq_len,
             user_ids=torch.from_numpy(rows.astype(np.int64)),
+            actions=torch.from_numpy(data.actions[flat].astype(np.int64)),
             history_ids=torch.from_numpy(data.item_ids[hist_flat]),
             history_offsets=torch.from_numpy(hist_offsets),
         )

@@ -14,11 +14,14 @@ per block i (non-embedding), D*(2H dv + 2H dqk) + H dv*D + D, plus (2N-1) + (B_t
   blocks.{i}.ts_weights        [B_t+1]     only with use_rab; B_t = num_time_buckets
 
 No other parameters: LayerNorms have no affine part and there is no final norm beyond L2.
+(`ranking_head.*` is added by `gr_core.encoder.build_model` for the ranking task.)
+
+As upstream (generative_recommenders/research/modeling/sequential/hstu.py): uvqk ~ N(0, 0.02),
+W_o Xavier-uniform with nn.Linear's default bias init, rab weights ~ N(0, 0.02); LayerNorm eps
+1e-6; dropout on the input embedding and on U * LN(AV) before W_o (none inside the attention).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +29,13 @@ from torch import nn
 
 import kernels
 from gr_core.config import ModelConfig
+from gr_core.encoder import EMBEDDING_PARAMS, SequenceEncoder, count_parameters
 
 _LN_EPS = 1e-6
-_EMBEDDING_STD = 0.02
+_UVQK_STD = 0.02
 _RAB_STD = 0.02
-EMBEDDING_PARAMS = ("item_embedding.weight", "position_embedding.weight")
+
+__all__ = ["EMBEDDING_PARAMS", "HSTU", "HSTUBlock", "count_parameters"]
 
 
 class HSTUBlock(nn.Module):
@@ -48,8 +53,7 @@ class HSTUBlock(nn.Module):
         if cfg.use_rab:
             self.pos_weights = nn.Parameter(torch.empty(2 * cfg.max_seq_len - 1).normal_(0.0, _RAB_STD))
             self.ts_weights = nn.Parameter(torch.empty(cfg.num_time_buckets + 1).normal_(0.0, _RAB_STD))
-        # Upstream initialises both projections with Xavier-uniform (biases keep nn.Linear's default).
-        nn.init.xavier_uniform_(self.uvqk.weight)
+        nn.init.normal_(self.uvqk.weight, 0.0, _UVQK_STD)
         nn.init.xavier_uniform_(self.output.weight)
 
     def forward(self, x_TD: torch.Tensor, seq_offsets: torch.Tensor, timestamps_T: torch.Tensor) -> torch.Tensor:
@@ -75,52 +79,16 @@ class HSTUBlock(nn.Module):
         return x_TD + self.output(self.dropout(u * av))
 
 
-class HSTU(nn.Module):
+class HSTU(SequenceEncoder):
     """Item-id sequences -> L2-normalised embeddings at every position ([T] ids -> [T, D])."""
 
     def __init__(self, cfg: ModelConfig, num_items: int) -> None:
-        super().__init__()
-        if num_items < 1:
-            raise ValueError(f"num_items must be >= 1, got {num_items}")
-        self.cfg = cfg
-        self.num_items = num_items
-        d = cfg.embedding_dim
-        self.item_embedding = nn.Embedding(num_items + 1, d, padding_idx=0)
-        self.position_embedding = nn.Embedding(cfg.max_seq_len, d)
-        self.input_dropout = nn.Dropout(cfg.dropout)
+        if cfg.family != "hstu":
+            raise ValueError(f"HSTU needs model.family='hstu', got {cfg.family!r}")
+        super().__init__(cfg, num_items)
         self.blocks = nn.ModuleList(HSTUBlock(cfg) for _ in range(cfg.num_blocks))
-        with torch.no_grad():
-            std = _EMBEDDING_STD
-            nn.init.trunc_normal_(self.item_embedding.weight, std=std, a=-2 * std, b=2 * std)
-            self.item_embedding.weight[0].zero_()
-            # Upstream's learnable-position preprocessor uses std sqrt(1/D), truncated at 2 std.
-            std = math.sqrt(1.0 / d)
-            nn.init.trunc_normal_(self.position_embedding.weight, std=std, a=-2 * std, b=2 * std)
 
-    def forward(
-        self, item_ids_T: torch.Tensor, timestamps_T: torch.Tensor, seq_offsets: torch.Tensor
-    ) -> torch.Tensor:
-        """item_ids_T, timestamps_T: [T] jagged by seq_offsets [B+1] -> [T, D], unit norm per row."""
-        lengths = seq_offsets[1:] - seq_offsets[:-1]
-        starts = torch.repeat_interleave(seq_offsets[:-1], lengths)
-        positions = torch.arange(item_ids_T.numel(), device=item_ids_T.device) - starts
-        x = self.item_embedding(item_ids_T) * math.sqrt(self.cfg.embedding_dim) + self.position_embedding(positions)
-        x = self.input_dropout(x)
+    def encode(self, x_TD: torch.Tensor, seq_offsets: torch.Tensor, timestamps_T: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x, seq_offsets, timestamps_T)
-        return F.normalize(x, dim=-1)
-
-    def item_vectors(self) -> torch.Tensor:
-        """All L2-normalised item embeddings [num_items+1, D] (row 0 is padding, never scored)."""
-        return F.normalize(self.item_embedding.weight, dim=-1)
-
-
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    """{"embedding", "non_embedding", "total"} parameter counts of a built model."""
-    embedding = non_embedding = 0
-    for name, p in model.named_parameters():
-        if name in EMBEDDING_PARAMS:
-            embedding += p.numel()
-        else:
-            non_embedding += p.numel()
-    return {"embedding": embedding, "non_embedding": non_embedding, "total": embedding + non_embedding}
+            x_TD = block(x_TD, seq_offsets, timestamps_T)
+        return x_TD

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import torch
 
 from gr_core.data import JaggedBatch
-from gr_core.hstu import HSTU
+from gr_core.encoder import SequenceEncoder
 
 KS: tuple[int, ...] = (10, 50)
 
@@ -52,7 +52,7 @@ def ranking_metrics(ranks_B: torch.Tensor, ks: Iterable[int] = KS) -> dict[str, 
 
 
 @torch.no_grad()
-def evaluate(model: HSTU, batches: Iterable[JaggedBatch], ks: Iterable[int] = KS) -> dict[str, float]:
+def evaluate(model: SequenceEncoder, batches: Iterable[JaggedBatch], ks: Iterable[int] = KS) -> dict[str, float]:
     """Rank every eval batch's target by the last position's scores against all items."""
     was_training = model.training
     model.eval()

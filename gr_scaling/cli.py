@@ -14,6 +14,10 @@ from typing import Any
 DEMO_SPEC = "demo_spec.toml"
 
 
+class CommandFailed(RuntimeError):
+    """An external command the CLI ran (wandb sync, scancel) failed; its message says what to do."""
+
+
 def _parse_value(text: str) -> Any:
     """`--set` values: TOML scalars (numbers, true/false, quoted strings); bare words are strings."""
     import tomllib
@@ -97,10 +101,65 @@ def cmd_sweep_launch(args: argparse.Namespace) -> int:
     from sweeps.status import format_status, load_sweep
 
     sweep_dir = Path(args.out) if args.out else _default_sweep_dir(args.spec)
+    if args.detach:
+        from sweeps.control import DRIVER_LOG, detach
+
+        pid = detach(args.spec, sweep_dir)
+        print(f"launched in the background (driver pid {pid}); log: {sweep_dir / DRIVER_LOG}")
+        print(f"follow with: gr-scaling sweep status {sweep_dir}")
+        return 0
     summary = launch_sweep(args.spec, sweep_dir)
     print(format_status(*load_sweep(sweep_dir)))
     print(f"sweep directory: {sweep_dir}")
     return 1 if summary.failed else 0
+
+
+def cmd_sweep_resume(args: argparse.Namespace) -> int:
+    from sweeps.control import stored_spec
+
+    args.spec, args.out = str(stored_spec(args.sweep_dir)), args.sweep_dir
+    return cmd_sweep_launch(args)
+
+
+def cmd_sweep_cancel(args: argparse.Namespace) -> int:
+    from sweeps.control import cancel
+
+    try:
+        summary = cancel(args.sweep_dir)
+    except RuntimeError as exc:  # scancel missing or failing
+        raise CommandFailed(str(exc)) from exc
+    print(f"driver stopped: {'yes' if summary.driver_stopped else 'none running'}; "
+          f"{summary.cancelled} attempt(s) cancelled" + (f"; scancel {' '.join(summary.slurm_jobs)}" if summary.slurm_jobs else ""))
+    print(f"run again with: gr-scaling sweep resume {args.sweep_dir}")
+    return 0
+
+
+def cmd_sweep_retry_failed(args: argparse.Namespace) -> int:
+    from sweeps.control import retry_failed
+
+    retried = retry_failed(args.sweep_dir)
+    print(f"{len(retried)} failed run(s) queued for a fresh round of attempts" + (f": {', '.join(retried)}" if retried else ""))
+    if retried:
+        print(f"run them with: gr-scaling sweep resume {args.sweep_dir}")
+    return 0
+
+
+def cmd_sweep_export(args: argparse.Namespace) -> int:
+    from sweeps.control import export
+
+    print(f"wrote {export(args.sweep_dir, args.file)} runs to {args.file}")
+    return 0
+
+
+def cmd_sweep_sync(args: argparse.Namespace) -> int:
+    from sweeps.control import sync_wandb
+
+    try:
+        synced = sync_wandb(args.sweep_dir)
+    except RuntimeError as exc:
+        raise CommandFailed(str(exc)) from exc
+    print(f"synced {len(synced)} W&B run(s)")
+    return 0
 
 
 def cmd_sweep_status(args: argparse.Namespace) -> int:
@@ -132,30 +191,74 @@ def _report(sweep_dir: Path, out_dir: Path, metric: str | None, n_bootstrap: int
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    paths = _report(Path(args.sweep_dir), Path(args.out or Path(args.sweep_dir) / "report"), args.metric, args.bootstrap)
+    from analysis.commands import format_fit, write_analysis_report
+
+    paths = write_analysis_report(args)  # a sweep directory or --csv FILE
     fit = json.loads(Path(paths.fit_json).read_text())
     if args.json:
         Path(args.json).write_text(json.dumps(fit, indent=2))
-    power_law = fit.get("power_law") or {}
-    print(f"{fit['metric']} vs training FLOPs ({len(fit['points'])} runs)")
-    if power_law:
-        print(f"  {power_law['formula']}")
-        for name, value in power_law["params"].items():
-            lo, hi = power_law["param_intervals"][name]
-            interval = f"[{lo:.4g}, {hi:.4g}]" if lo is not None and hi is not None else "[no interval]"
-            print(f"  {name} = {value:.4g}  {interval}")
-    else:
-        print(f"  no power-law fit: {fit.get('power_law_error')}")
-    print(fit["verdict"])
+    print(format_fit(fit))
     if args.json:
         print(f"wrote {args.json}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    paths = _report(Path(args.sweep_dir), Path(args.out or Path(args.sweep_dir) / "report"), args.metric, args.bootstrap)
+    from analysis.commands import write_analysis_report
+
+    paths = write_analysis_report(args)
     print(f"report: {paths.report_html}")
     return 0
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from analysis.commands import forecast_study, format_forecast, study_json
+
+    study, convention = forecast_study(args)
+    print(format_forecast(study, convention))
+    if args.json:
+        Path(args.json).write_text(study_json(study, convention))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _holdout(text: str) -> float | int:
+    """--holdout: a fraction in (0, 1) such as 0.2, or a run count such as 3."""
+    value = float(text)
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
+def _flops_per_nd(text: str) -> float | str:
+    return "auto" if text == "auto" else float(text)
+
+
+def _add_analysis_args(p: argparse.ArgumentParser) -> None:
+    """Data source (sweep directory or CSV), fit forms, backtest, frontier and forecast/cost options."""
+    p.add_argument("--csv", metavar="FILE", help="fit the runs of a CSV file instead of a sweep directory")
+    p.add_argument("--x-col", default="flops", help="CSV column with training FLOPs (default: flops)")
+    p.add_argument("--y-col", help="CSV column with the metric, e.g. ndcg@10")
+    p.add_argument("--n-col", help="CSV column with N, the (non-embedding) parameter count")
+    p.add_argument("--d-col", help="CSV column with D, the training tokens")
+    p.add_argument("--id-col", help="CSV column with a run id")
+    p.add_argument("--group-col", action="append", help="CSV column(s) that identify a config (seeds share them)")
+    direction = p.add_mutually_exclusive_group()
+    direction.add_argument("--higher-is-better", dest="higher_is_better", action="store_true", default=None)
+    direction.add_argument("--lower-is-better", dest="higher_is_better", action="store_false")
+    p.add_argument("--flops-convention", help="how the CSV's FLOPs were counted (shown in the report)")
+    p.add_argument("--flops-per-nd", type=_flops_per_nd, default=6.0,
+                   help="k in C = k N D for the frontier (and C when the CSV has only N and D); default 6; "
+                        "'auto': the runs' median FLOPs / (N D)")
+    p.add_argument("--form", default="auto", choices=("auto", "power_law", "log_linear", "pure_power", "chinchilla"),
+                   help="curve for the forecast (auto: the best backtest among the one-variable forms)")
+    p.add_argument("--holdout", type=_holdout, default=0.2,
+                   help="backtest: fraction (0.2) or number (3) of the largest-FLOPs runs held out")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--at", type=float, action="append", metavar="FLOPS", help="forecast the metric at these FLOPs")
+    p.add_argument("--target", type=float, action="append", metavar="Y", help="FLOPs needed to reach this metric value")
+    p.add_argument("--device", default="h100-sxm", help="cost model device (scaling.hardware.PEAKS key)")
+    p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation for the cost model")
+    p.add_argument("--price", type=float, default=0.0, help="price per device-hour (0: ROI per device-hour)")
+    p.add_argument("--num-devices", type=int, default=1)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -177,6 +280,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{summary.skipped_complete} already complete)")
     print(f"report: {paths.report_html}")
     return 1 if summary.failed else 0
+
+
+def cmd_slurm(args: argparse.Namespace) -> int:
+    from slurm.devcluster import run_action
+
+    return run_action(args.action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,7 +319,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sweep.add_parser("launch", help="run every run of a spec not yet complete")
     p.add_argument("spec")
     p.add_argument("--out", help="sweep directory (default: sweeps-out/<sweep name>)")
+    p.add_argument("--detach", action="store_true", help="submit from a background driver and return at once")
     p.set_defaults(func=cmd_sweep_launch)
+    for name, func, text in (
+        ("resume", cmd_sweep_resume, "launch a sweep directory again with its stored spec"),
+        ("cancel", cmd_sweep_cancel, "stop the driver and running workers; cancel pending runs"),
+        ("retry-failed", cmd_sweep_retry_failed, "give runs that used up their attempts a fresh round"),
+        ("sync", cmd_sweep_sync, "upload the sweep's offline W&B runs"),
+    ):
+        p = sweep.add_parser(name, help=text)
+        p.add_argument("sweep_dir")
+        if name == "resume":
+            p.add_argument("--detach", action="store_true", help="run the driver in the background")
+        p.set_defaults(func=func)
+    p = sweep.add_parser("export", help="write every run (config, FLOPs, metrics, timing) to CSV or Parquet")
+    p.add_argument("sweep_dir")
+    p.add_argument("file", help="output file ending in .csv or .parquet")
+    p.set_defaults(func=cmd_sweep_export)
     p = sweep.add_parser("status", help="progress of a sweep directory")
     p.add_argument("sweep_dir")
     p.set_defaults(func=cmd_sweep_status)
@@ -218,13 +343,26 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (("fit", cmd_fit, "fit the metric against training FLOPs"),
                              ("report", cmd_report, "write the HTML report of a sweep")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("sweep_dir")
+        p.add_argument("sweep_dir", nargs="?", help="sweep directory (or give --csv FILE)")
         p.add_argument("--metric", help="metric to fit (default: the spec's sweep.metric)")
         p.add_argument("--out", help="report directory (default: SWEEP_DIR/report)")
         p.add_argument("--bootstrap", type=int, default=500)
         if name == "fit":
             p.add_argument("--json", help="write the fit JSON here")
+        _add_analysis_args(p)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("forecast", help="metric at C FLOPs, FLOPs to reach a value, cost and gain of the next 10x")
+    p.add_argument("sweep_dir", nargs="?", help="sweep directory (or give --csv FILE)")
+    p.add_argument("--metric", help="metric (default: the spec's sweep.metric)")
+    p.add_argument("--bootstrap", type=int, default=500)
+    p.add_argument("--json", help="write the whole analysis (fits, backtests, forecast) as JSON here")
+    _add_analysis_args(p)
+    p.set_defaults(func=cmd_forecast)
+
+    p = sub.add_parser("slurm", help="install, start, stop or inspect the single-node development Slurm cluster")
+    p.add_argument("action", choices=("install", "up", "down", "status"))
+    p.set_defaults(func=cmd_slurm)
     return parser
 
 
@@ -237,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (ValueError, TypeError) as exc:  # user errors: one clear line, no traceback
+    except (ValueError, TypeError, CommandFailed) as exc:  # user errors: one clear line, no traceback
         if args.verbose:
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -1,4 +1,11 @@
-"""Analytic training FLOPs of an HSTU run, exact over the run's real jagged sequence lengths.
+"""Analytic training FLOPs of an HSTU or SASRec run, exact over the run's real jagged lengths.
+
+Per block and token (D = embedding_dim, H heads): HSTU counts its uvqk projection
+2 D (2 H dv + 2 H dqk) and output projection 2 H dv D; SASRec (`gr_core.sasrec`) its QKV
+projection 2 D 3D (in the `uvqk` slot: the block's fused input projection), output projection
+2 D D and FFN 2 (2 D F); attention is 2 n^2 H (dqk + dv) per sequence for both (SASRec's
+dqk = dv = D / H). The ranking task's head (`gr_core.ranking`) adds 2 (3D) D + 2 D per scored
+position. Lengths are after Stochastic Length (`gr_core.lengths.train_sequence_lengths`).
 
 Counting convention (`FLOPS_CONVENTION`, stated in every ledger entry and report):
 - matmul FLOPs only, 2 per multiply-add; norms, SiLU, rab lookups, dropout and embedding
@@ -28,7 +35,7 @@ import math
 import numpy as np
 
 from gr_core.config import DataConfig, ModelConfig, TrainConfig
-from gr_core.lengths import train_sequence_lengths
+from gr_core.lengths import dataset_event_counts, dataset_num_items, split_lengths, train_sequence_lengths
 from scaling.elementwise import ELEMENTWISE_CONVENTION, ElementwiseFlops, elementwise_flops, ranking_flops
 
 FLOPS_CONVENTION = (
@@ -39,21 +46,27 @@ FLOPS_CONVENTION = (
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class ForwardFlops:
-    """Forward matmul FLOPs of one pass over a set of sequences, by component."""
+    """Forward matmul FLOPs of one pass over a set of sequences, by component.
+
+    uvqk: the blocks' fused input projection (HSTU's UVQK, SASRec's QKV); ffn: SASRec's FFN;
+    head: the sampled-softmax logits; ranking_head: the ranking task's head.
+    """
 
     uvqk: float
     attention_dense: float
     attention_causal: float
     output_projection: float
     head: float
+    ffn: float = 0.0
+    ranking_head: float = 0.0
 
     @property
     def total_dense(self) -> float:
-        return self.uvqk + self.attention_dense + self.output_projection + self.head
+        return self.uvqk + self.attention_dense + self.output_projection + self.ffn + self.head + self.ranking_head
 
     @property
     def total_causal(self) -> float:
-        return self.uvqk + self.attention_causal + self.output_projection + self.head
+        return self.uvqk + self.attention_causal + self.output_projection + self.ffn + self.head + self.ranking_head
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -71,6 +84,8 @@ class RunFlops:
     mean_length: float  # mean training input length over users with a training input
     elementwise_forward_per_epoch: ElementwiseFlops
     eval_elementwise_per_evaluation: float  # validation + test, encoder and ranking
+    # Ranking task: the target-aware validation + test passes (encoder + head) of one evaluation.
+    eval_ranking_per_evaluation: float = 0.0
 
     @property
     def train(self) -> float:
@@ -110,7 +125,7 @@ class RunFlops:
     @property
     def eval_total(self) -> float:
         """Matmul FLOPs of all evaluation passes of the run; not part of `train`."""
-        return self.evaluations * (self.eval_per_pass + self.eval_test_per_pass)
+        return self.evaluations * (self.eval_per_pass + self.eval_test_per_pass + self.eval_ranking_per_evaluation)
 
     @property
     def eval_elementwise_total(self) -> float:
@@ -119,7 +134,7 @@ class RunFlops:
     @property
     def attention_fraction(self) -> float:
         fwd = self.forward_per_epoch
-        return (fwd.attention_dense) / max(fwd.total_dense - fwd.head, 1.0)
+        return (fwd.attention_dense) / max(fwd.total_dense - fwd.head - fwd.ranking_head, 1.0)
 
     def to_dict(self) -> dict[str, float | str]:
         """Flat JSON-able figures, as stored in the ledger and logged to W&B (keys are stable)."""
@@ -140,9 +155,12 @@ class RunFlops:
             "forward_per_epoch_attention_causal": fwd.attention_causal,
             "forward_per_epoch_output_projection": fwd.output_projection,
             "forward_per_epoch_head": fwd.head,
+            "forward_per_epoch_ffn": fwd.ffn,
+            "forward_per_epoch_ranking_head": fwd.ranking_head,
             "eval_per_pass": self.eval_per_pass,
             "eval_test_per_pass": self.eval_test_per_pass,
             "eval_passes": float(self.eval_passes),
+            "eval_ranking_per_evaluation": self.eval_ranking_per_evaluation,
             "eval_total": self.eval_total,
             "elementwise_train": self.elementwise_train,
             "elementwise_eval_total": self.eval_elementwise_total,
@@ -160,23 +178,30 @@ def num_evaluations(epochs: int, eval_every: int) -> int:
 
 
 def forward_flops(
-    lengths: np.ndarray, model: ModelConfig, *, head_candidates: int
+    lengths: np.ndarray, model: ModelConfig, *, head_candidates: int, ranking: bool = False
 ) -> ForwardFlops:
     """Forward matmul FLOPs of the encoder over sequences of the given `lengths`.
 
-    `head_candidates` is the number of items scored per supervised position (R + 1 in training).
+    `head_candidates` is the number of items scored per supervised position (R + 1 in training,
+    0 without the retrieval loss); `ranking` adds the ranking head at every position.
     """
     n = np.asarray(lengths, dtype=np.float64)
     tokens = float(n.sum())
     pairs_dense = float((n * n).sum())
     pairs_causal = float((n * (n + 1) / 2).sum())
     d, h, dqk, dv, layers = model.embedding_dim, model.num_heads, model.dqk, model.dv, model.num_blocks
+    if model.family == "sasrec":
+        projection, output, ffn = 2.0 * d * 3 * d, 2.0 * d * d, 2.0 * 2 * d * model.ffn_dim
+    else:
+        projection, output, ffn = 2.0 * d * (2 * h * dv + 2 * h * dqk), 2.0 * h * dv * d, 0.0
     return ForwardFlops(
-        uvqk=layers * 2.0 * tokens * d * (2 * h * dv + 2 * h * dqk),
+        uvqk=layers * tokens * projection,
         attention_dense=layers * 2.0 * pairs_dense * h * (dqk + dv),
         attention_causal=layers * 2.0 * pairs_causal * h * (dqk + dv),
-        output_projection=layers * 2.0 * tokens * h * dv * d,
+        output_projection=layers * tokens * output,
         head=2.0 * tokens * d * head_candidates,
+        ffn=layers * tokens * ffn,
+        ranking_head=tokens * (2.0 * 3 * d * d + 2.0 * d) if ranking else 0.0,
     )
 
 
@@ -196,32 +221,52 @@ def _eval_pass(lengths: np.ndarray, model: ModelConfig, num_items: int) -> tuple
     return encoder.total_dense + scoring, elementwise
 
 
+def _ranking_eval_pass(lengths: np.ndarray, model: ModelConfig) -> float:
+    """Matmul FLOPs of one target-aware pass: the encoder, then the head at each last position."""
+    lengths = lengths[lengths > 0]
+    encoder = forward_flops(lengths, model, head_candidates=0)
+    return encoder.total_dense + len(lengths) * (2.0 * 3 * model.embedding_dim**2 + 2.0 * model.embedding_dim)
+
+
 def run_flops(
     data: DataConfig, model: ModelConfig, train: TrainConfig, *, lengths: np.ndarray | None = None
 ) -> RunFlops:
     """Exact FLOPs of a training run, from the data set's real per-user training lengths.
 
-    `lengths` (from `gr_core.lengths.train_sequence_lengths`) may be passed to share one draw
-    between runs over the same data.
+    `lengths` (from `gr_core.lengths.train_sequence_lengths`, i.e. after Stochastic Length) may be
+    passed to share one draw between runs over the same data. Training counts the sampled-softmax
+    head with the retrieval loss and the ranking head with the ranking loss (`train.task`).
+    An early stop (`train.patience`) ends a run before these planned FLOPs are spent.
     """
     if lengths is None:
         lengths = train_sequence_lengths(data, model.max_seq_len)
     lengths = np.asarray(lengths, dtype=np.int64)
-    per_epoch = forward_flops(lengths, model, head_candidates=train.num_negatives + 1)
+    num_items = dataset_num_items(data)
+    candidates = train.num_negatives + 1 if train.retrieval else 0
+    per_epoch = forward_flops(lengths, model, head_candidates=candidates, ranking=train.ranking)
     active = lengths[lengths > 0]  # train_batches skips users without a training input
     steps_per_epoch = math.ceil(active.size / train.batch_size)
     mean_length = float(active.mean()) if active.size else 0.0
     step_at_mean = forward_flops(
-        np.full(min(train.batch_size, active.size), mean_length), model, head_candidates=train.num_negatives + 1
+        np.full(min(train.batch_size, active.size), mean_length), model, head_candidates=candidates,
+        ranking=train.ranking,
     )
     elementwise = elementwise_flops(
-        lengths, model, head_candidates=train.num_negatives + 1, num_items=data.num_items,
-        item_table_norms=steps_per_epoch, training=True,
+        lengths, model, head_candidates=candidates, num_items=num_items,
+        item_table_norms=steps_per_epoch, training=True, ranking=train.ranking,
     )
-    # Evaluation inputs (`gr_core.lengths.CUTS`): validation drops one event fewer than training,
-    # test two fewer, both capped at max_seq_len.
-    val, val_elementwise = _eval_pass(np.minimum(lengths + 1, model.max_seq_len), model, data.num_items)
-    test, test_elementwise = _eval_pass(np.minimum(lengths + 2, model.max_seq_len), model, data.num_items)
+    # Evaluation inputs (`gr_core.lengths.CUTS`) from the event counts: Stochastic Length only
+    # shortens training inputs. Target-aware (ranking) inputs end with the target: one event longer.
+    counts = dataset_event_counts(data)
+    val_len, test_len = (split_lengths(counts, split, model.max_seq_len) for split in ("val", "test"))
+    val = test = val_elementwise = test_elementwise = ranking_eval = 0.0
+    if train.retrieval:
+        val, val_elementwise = _eval_pass(val_len, model, num_items)
+        test, test_elementwise = _eval_pass(test_len, model, num_items)
+    if train.ranking:
+        for split_len in (val_len, test_len):
+            aware = np.where(split_len > 0, np.minimum(split_len + 1, model.max_seq_len), 0)
+            ranking_eval += _ranking_eval_pass(aware, model)
     return RunFlops(
         train_tokens=int(lengths.sum()) * train.epochs,
         forward_per_epoch=per_epoch,
@@ -234,4 +279,5 @@ def run_flops(
         mean_length=mean_length,
         elementwise_forward_per_epoch=elementwise,
         eval_elementwise_per_evaluation=val_elementwise + test_elementwise,
+        eval_ranking_per_evaluation=ranking_eval,
     )

@@ -1,10 +1,12 @@
-"""Analytic parameter counts of the HSTU encoder, by group.
+"""Analytic parameter counts of the encoders (HSTU, SASRec), by group.
 
 Embedding parameters are the item table ((num_items + 1) x D, row 0 is padding) and the learned
-absolute positions (max_seq_len x D). Everything else is non-embedding ("dense"): per block the
-bias-free uvqk projection, the output projection with its bias and, with rab, the positional
-(2N - 1) and time-bucket (num_time_buckets + 1) bias weights. LayerNorms carry no affine weights.
-Kaplan-style scaling laws use the non-embedding count as "N".
+absolute positions (max_seq_len x D). Everything else is non-embedding ("dense"). Per HSTU block:
+the bias-free uvqk projection, the output projection with its bias and, with rab, the positional
+(2N - 1) and time-bucket (num_time_buckets + 1) bias weights. Per SASRec block (`gr_core.sasrec`):
+Q, KV and output projections with biases (4 D^2 + 4 D) and the FFN (2 D F + F + D). LayerNorms
+carry no affine weights in either. The ranking task adds its head (`gr_core.ranking`,
+3 D^2 + 2 D + 1). Kaplan-style scaling laws use the non-embedding count as "N".
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from gr_core.config import ModelConfig
 class ParamCounts:
     item_embedding: int
     position_embedding: int
-    per_block: int  # non-embedding parameters of one HSTU block
+    per_block: int  # non-embedding parameters of one encoder block
     num_blocks: int
+    ranking_head: int = 0  # the ranking task's head; 0 for retrieval only
 
     @property
     def embedding(self) -> int:
@@ -27,7 +30,7 @@ class ParamCounts:
 
     @property
     def non_embedding(self) -> int:
-        return self.per_block * self.num_blocks
+        return self.per_block * self.num_blocks + self.ranking_head
 
     @property
     def total(self) -> int:
@@ -41,18 +44,39 @@ class ParamCounts:
             "item_embedding": self.item_embedding,
             "position_embedding": self.position_embedding,
             "per_block": self.per_block,
+            "ranking_head": self.ranking_head,
         }
 
 
-def count_params(model: ModelConfig, num_items: int) -> ParamCounts:
-    """Parameter counts of an HSTU model over `num_items` items (ids 1..num_items)."""
+def block_params(model: ModelConfig) -> int:
+    """Non-embedding parameters of one block of `model.family`."""
     d, h = model.embedding_dim, model.num_heads
+    if model.family == "sasrec":
+        f = model.ffn_dim
+        return (d * d + d) + (2 * d * d + 2 * d) + (d * d + d) + (d * f + f) + (f * d + d)
     uvqk = d * (2 * h * model.dv + 2 * h * model.dqk)
     output = h * model.dv * d + d
     rab = (2 * model.max_seq_len - 1) + (model.num_time_buckets + 1) if model.use_rab else 0
+    return uvqk + output + rab
+
+
+def ranking_head_params(embedding_dim: int) -> int:
+    """`gr_core.ranking.RankingHead`: Linear(3D -> D) and Linear(D -> 1), with biases."""
+    d = embedding_dim
+    return 3 * d * d + d + d + 1
+
+
+def count_params(model: ModelConfig, num_items: int, *, task: str = "retrieval") -> ParamCounts:
+    """Parameter counts of a model over `num_items` items (ids 1..num_items).
+
+    task: the run's `train.task`; "ranking" and "both" add the ranking head. For a real data
+    source, num_items is `gr_core.lengths.dataset_num_items(data)`, not `data.num_items`.
+    """
+    d = model.embedding_dim
     return ParamCounts(
         item_embedding=(num_items + 1) * d,
         position_embedding=model.max_seq_len * d,
-        per_block=uvqk + output + rab,
+        per_block=block_params(model),
         num_blocks=model.num_blocks,
+        ranking_head=ranking_head_params(d) if task in ("ranking", "both") else 0,
     )

@@ -2,7 +2,8 @@
 
 The local path submits one subprocess per task and tops the pool up as tasks finish (submitit's
 LocalExecutor has no concurrency cap of its own). The Slurm path submits one `sbatch --array`
-with `slurm_array_parallelism` as the cap. Either way each task's outcome comes back with the
+with `slurm_array_parallelism` as the cap (several, one after another, when the tasks outnumber
+the cluster's MaxArraySize). Either way each task's outcome comes back with the
 job id, the remote error text and the path of the job's log, and nothing here knows what a
 task does: the callable writes its own results (to the ledger), so a dead driver loses nothing.
 """
@@ -10,8 +11,11 @@ task does: the callable writes its own results (to the ledger), so a dead driver
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,16 +56,66 @@ def resolve_executor(config: DispatchConfig) -> str:
 def _make_executor(config: DispatchConfig, folder: Path) -> submitit.Executor:
     kind = resolve_executor(config)
     if kind == "local":
+        ignored = config.slurm_only_settings()
+        if ignored:
+            log.warning("the local executor ignores dispatch.%s", ", dispatch.".join(ignored))
         executor = submitit.LocalExecutor(folder=str(folder))
         executor.update_parameters(timeout_min=config.timeout_min)
         return executor
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-    executor.update_parameters(
-        timeout_min=config.timeout_min,
-        cpus_per_task=config.cpus_per_task,
-        slurm_array_parallelism=config.max_parallel,
-    )
+    executor.update_parameters(**slurm_parameters(config))
     return executor
+
+
+def slurm_parameters(config: DispatchConfig) -> dict[str, Any]:
+    """`AutoExecutor.update_parameters` keywords for a job of each run (one array task)."""
+    params: dict[str, Any] = {
+        "timeout_min": config.timeout_min,
+        "nodes": config.nodes,
+        "tasks_per_node": config.tasks_per_node,
+        "cpus_per_task": config.cpus_per_task,
+        "slurm_array_parallelism": config.max_parallel,
+    }
+    if config.gpus_per_node:  # "--gpus-per-node=0" is refused by clusters without GPU gres
+        params["gpus_per_node"] = config.gpus_per_node
+    if config.mem_gb is not None:
+        params["mem_gb"] = config.mem_gb
+    for name in ("partition", "account", "qos"):
+        if getattr(config, name) is not None:
+            params[f"slurm_{name}"] = getattr(config, name)
+    if config.slurm_additional_parameters:
+        params["slurm_additional_parameters"] = dict(config.slurm_additional_parameters)
+    return params
+
+
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
+
+
+def parse_max_array_size(scontrol_config: str) -> int | None:
+    """MaxArraySize from `scontrol show config` output ("MaxArraySize            = 1001")."""
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", scontrol_config, flags=re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+@functools.lru_cache(maxsize=1)
+def cluster_max_array_size() -> int:
+    """The cluster's MaxArraySize (an array holds at most this many tasks: indices 0..N-1)."""
+    try:
+        proc = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30, check=True)
+        found = parse_max_array_size(proc.stdout)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("could not read MaxArraySize (`scontrol show config`: %s); assuming %d", exc, DEFAULT_MAX_ARRAY_SIZE)
+        return DEFAULT_MAX_ARRAY_SIZE
+    if found is None:
+        log.warning("`scontrol show config` lists no MaxArraySize; assuming %d", DEFAULT_MAX_ARRAY_SIZE)
+        return DEFAULT_MAX_ARRAY_SIZE
+    return found
+
+
+def array_chunks(tasks: Sequence[Task], max_array_size: int) -> list[Sequence[Task]]:
+    """Split tasks into arrays of at most `max_array_size` (MaxArraySize <= 1: one job per task)."""
+    size = max(1, max_array_size)
+    return [tasks[i : i + size] for i in range(0, len(tasks), size)]
 
 
 def _outcome(task: Task, job: submitit.Job) -> TaskOutcome:
@@ -93,10 +147,14 @@ def run_tasks(
     folder: str | Path,
     on_submit: Callable[[Task, str, str], None] | None = None,
     on_done: Callable[[TaskOutcome], None] | None = None,
+    max_array_size: int | None = None,
 ) -> list[TaskOutcome]:
     """Run `fn(*task.args)` for every task; return the outcomes in completion order.
 
-    `on_submit(task, job_id, log_path)` runs as each job is submitted, `on_done(outcome)` as it ends.
+    `on_submit(task, job_id, log_path)` runs as each job is submitted (on Slurm the job id of an
+    array task is "<array job id>_<index>"), `on_done(outcome)` as it ends. On Slurm, tasks go
+    out as one `sbatch --array`, split into several when there are more than `max_array_size`
+    (default: the cluster's MaxArraySize).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,20 +168,26 @@ def run_tasks(
             on_done(outcome)
 
     if resolve_executor(config) == "slurm":
-        jobs = executor.map_array(fn, *zip(*(task.args for task in tasks))) if tasks else []
-        for task, job in zip(tasks, jobs):
-            if on_submit is not None:
-                on_submit(task, job.job_id, str(job.paths.stderr))
-        pending = list(zip(tasks, jobs))
-        while pending:
-            time.sleep(config.poll_interval_s)
-            still = []
-            for task, job in pending:
-                if job.done():
-                    finish(task, job)
-                else:
-                    still.append((task, job))
-            pending = still
+        limit = max_array_size if max_array_size is not None else cluster_max_array_size()
+        chunks = array_chunks(tasks, limit)
+        if len(chunks) > 1:
+            # One array after another keeps slurm_array_parallelism a cap on the whole sweep.
+            log.info("%d tasks exceed MaxArraySize=%d: submitting %d arrays in turn", len(tasks), limit, len(chunks))
+        for chunk in chunks:
+            jobs = executor.map_array(fn, *zip(*(task.args for task in chunk)))
+            for task, job in zip(chunk, jobs):
+                if on_submit is not None:
+                    on_submit(task, job.job_id, str(job.paths.stderr))
+            pending = list(zip(chunk, jobs))
+            while pending:
+                time.sleep(config.poll_interval_s)
+                still = []
+                for task, job in pending:
+                    if job.done():
+                        finish(task, job)
+                    else:
+                        still.append((task, job))
+                pending = still
         return outcomes
 
     queue = list(tasks)

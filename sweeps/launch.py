@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
+import socket
 from pathlib import Path
 
 from slurm.dispatch import Task, TaskOutcome, run_tasks
-from sweeps.ledger import Ledger, RunRecord, storage_url_for
+from sweeps.ledger import Ledger, PlannedRun, RunRecord, storage_url_for
 from sweeps.plan import plan_sweep
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.worker import execute_attempt
@@ -26,6 +28,7 @@ from sweeps.worker import execute_attempt
 log = logging.getLogger(__name__)
 
 SPEC_COPY = "spec.toml"
+DRIVER_PID = "driver.pid"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -38,7 +41,9 @@ class LaunchSummary:
 
 
 def open_ledger(spec: SweepSpec, sweep_dir: str | Path) -> Ledger:
-    return Ledger(storage_url_for(sweep_dir), spec.sweep.name, higher_is_better=spec.sweep.higher_is_better)
+    return Ledger(
+        storage_url_for(sweep_dir, spec.ledger.url), spec.sweep.name, higher_is_better=spec.sweep.higher_is_better
+    )
 
 
 def _store_spec(spec_path: Path, sweep_dir: Path) -> None:
@@ -53,15 +58,32 @@ def launch_sweep(spec_path: str | Path, sweep_dir: str | Path) -> LaunchSummary:
     """Run every planned run that is not complete yet; blocks until the sweep is done."""
     spec_path, sweep_dir = Path(spec_path), Path(sweep_dir)
     spec = load_spec(spec_path)  # validated in full before anything starts
-    planned = plan_sweep(spec)
+    plan = plan_sweep(spec)
+    for skip in plan.skipped:
+        log.warning("design skipped %s: %s", skip.axis_values, skip.reason)
+    planned = plan.within_budget()
+    if len(planned) < len(plan.runs):
+        log.warning(
+            "budget.max_flops = %.3e: launching %d of %d planned runs (%.3e FLOPs); the next would exceed it",
+            plan.max_flops, len(planned), len(plan.runs), sum(r.flops["train"] for r in planned),
+        )
     sweep_dir.mkdir(parents=True, exist_ok=True)
     _store_spec(spec_path, sweep_dir)
     ledger = open_ledger(spec, sweep_dir)
+    pid_file = sweep_dir / DRIVER_PID
+    pid_file.write_text(f"{socket.gethostname()} {os.getpid()}\n")  # for `sweep cancel`
+    try:
+        return _launch(spec, sweep_dir, ledger, planned)
+    finally:
+        pid_file.unlink(missing_ok=True)
+
+
+def _launch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, planned: list[PlannedRun]) -> LaunchSummary:
     ledger.register(planned)
     plan_ids = [run.run_id for run in planned]
     before = ledger.runs()
     already = sum(1 for rid in plan_ids if before[rid].state == "complete")
-    log.info("%d planned runs, %d already complete", len(plan_ids), already)
+    log.info("%d runs to launch, %d already complete", len(plan_ids), already)
 
     order = {rid: i for i, rid in enumerate(plan_ids)}  # smallest FLOPs first
     while True:

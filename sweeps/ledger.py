@@ -7,8 +7,11 @@ so `optuna-dashboard` can open a sweep. The mapping:
 - an attempt is a trial: WAITING (pending) -> RUNNING (claimed by exactly one worker) ->
   COMPLETE / FAIL. Optuna never lets a finished trial change state, so a retry is a new trial;
 - the run's state is its latest attempt's, except that one COMPLETE attempt makes it complete;
-- workers record Optuna heartbeats; a RUNNING attempt whose heartbeat went stale, or whose local
-  worker process is gone, is failed on the next launch and retried up to `max_attempts`.
+- workers record Optuna heartbeats (a timestamp attr on storages without them, e.g. the
+  journal); a RUNNING attempt whose heartbeat went stale, or whose local worker process is gone,
+  is failed on the next launch and retried until it has used `max_attempts`;
+- a cancelled attempt is failed with user attr "cancelled" and does not count as an attempt;
+  `retry_failed` gives runs that used up their attempts a fresh round.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import logging
 import os
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 log = logging.getLogger(__name__)
@@ -71,12 +76,32 @@ class RunRecord:
     wall_time_s: float | None
 
 
-def storage_url_for(sweep_dir: str | Path) -> str:
-    return f"sqlite:///{Path(sweep_dir).resolve() / 'ledger.db'}"
+JOURNAL_PREFIX = "journal:"
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+def storage_url_for(sweep_dir: str | Path, configured: str | None = None) -> str:
+    """The ledger URL of a sweep: `configured` (spec [ledger] url) or an SQLite file in the sweep dir.
+
+    A relative "journal:PATH" is made absolute against the sweep directory, so that jobs started
+    elsewhere find the same file.
+    """
+    if configured is None:
+        return f"sqlite:///{Path(sweep_dir).resolve() / 'ledger.db'}"
+    if configured.startswith(JOURNAL_PREFIX):
+        path = Path(configured.removeprefix(JOURNAL_PREFIX))
+        return JOURNAL_PREFIX + str(path if path.is_absolute() else (Path(sweep_dir) / path).resolve())
+    return configured
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for a ledger URL: "journal:PATH" (JournalFileBackend) or any RDB URL."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if url.startswith(JOURNAL_PREFIX):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(url.removeprefix(JOURNAL_PREFIX))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
     # SQLite writers from several worker processes wait for the lock instead of failing at once.
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     return optuna.storages.RDBStorage(
@@ -87,12 +112,27 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     )
 
 
+def _has_optuna_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
+    return isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None
+
+
+def record_heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+    """Optuna's heartbeat where the storage has one (RDB); else a timestamp system attr (journal)."""
+    if _has_optuna_heartbeat(storage):
+        storage.record_heartbeat(trial_id)
+    else:
+        storage.set_trial_system_attr(trial_id, "heartbeat_at", time.time())
+
+
 def _to_record(trial: FrozenTrial, attempts: int) -> RunRecord:
     attrs = trial.user_attrs
+    state = _STATE_NAMES[trial.state]
+    if trial.state == TrialState.FAIL and attrs.get("cancelled"):
+        state = "cancelled"
     return RunRecord(
         run_id=attrs["run_id"],
         trial_id=trial._trial_id,
-        state=_STATE_NAMES[trial.state],
+        state=state,
         attempts=attempts,
         axis_values=attrs.get("axes", {}),
         config=attrs.get("config", {}),
@@ -133,13 +173,14 @@ class Ledger:
         records = {}
         for run_id, trials in self._trials_by_run().items():
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
-            chosen = complete[0] if complete else max(trials, key=lambda t: t.number)
-            records[run_id] = _to_record(chosen, attempts=len(trials))
+            latest = max(trials, key=lambda t: t.number)
+            chosen = complete[0] if complete else latest
+            records[run_id] = _to_record(chosen, attempts=_attempt_number(latest))
         return records
 
     def attempts(self, run_id: str) -> list[RunRecord]:
-        trials = self._trials_by_run().get(run_id, [])
-        return [_to_record(t, attempts=len(trials)) for t in sorted(trials, key=lambda t: t.number)]
+        trials = sorted(self._trials_by_run().get(run_id, []), key=lambda t: t.number)
+        return [_to_record(t, attempts=_attempt_number(t)) for t in trials]
 
     # ---- planning ------------------------------------------------------------------------
     def register(self, planned: Iterable[PlannedRun]) -> int:
@@ -180,28 +221,52 @@ class Ledger:
             states = {t.state for t in trials}
             if states & {TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING}:
                 continue
-            if len(trials) >= max_attempts:
-                continue
             latest = max(trials, key=lambda t: t.number)
-            attrs = latest.user_attrs
-            planned = PlannedRun(
-                run_id=run_id,
-                axis_values=attrs.get("axes", {}),
-                config=attrs["config"],
-                flops=attrs.get("flops", {}),
-                params=attrs.get("params", {}),
-            )
-            self._add_attempt(planned, attempt=len(trials) + 1)
+            used = _attempt_number(latest)
+            if latest.user_attrs.get("cancelled"):
+                self._add_attempt(_replan(latest), attempt=used)  # a cancelled attempt does not count
+            elif used < max_attempts:
+                self._add_attempt(_replan(latest), attempt=used + 1)
+            else:
+                continue
             requeued.append(run_id)
         return requeued
 
+    def retry_failed(self) -> list[str]:
+        """Give every run that has used up its attempts a fresh round of attempts; returns their ids."""
+        retried = []
+        for run_id, trials in self._trials_by_run().items():
+            if {t.state for t in trials} & {TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING}:
+                continue
+            self._add_attempt(_replan(max(trials, key=lambda t: t.number)), attempt=1)
+            retried.append(run_id)
+        return retried
+
+    def cancel(self, trial_id: int) -> bool:
+        """Mark a pending or running attempt cancelled (failed, not counted as an attempt)."""
+        try:
+            self.storage.set_trial_user_attr(trial_id, "cancelled", True)
+            self.storage.set_trial_user_attr(trial_id, "error", "cancelled by the user")
+            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+        return True
+
+    def active_attempts(self) -> list[FrozenTrial]:
+        """Pending and running attempts (for cancelling)."""
+        return self.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+
     def _fail_dead_workers(self) -> None:
-        optuna.storages.fail_stale_trials(self.study)  # heartbeat older than the grace period
-        host = socket.gethostname()
+        if _has_optuna_heartbeat(self.storage):
+            optuna.storages.fail_stale_trials(self.study)  # heartbeat older than the grace period
+        host, now = socket.gethostname(), time.time()
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = trial.system_attrs.get("worker", {})
+            beat = trial.system_attrs.get("heartbeat_at")
             if worker.get("host") == host and not _pid_alive(worker.get("pid", -1)):
                 self.fail(trial._trial_id, f"worker process {worker.get('pid')} on {host} died")
+            elif beat is not None and now - beat > HEARTBEAT_GRACE_S:
+                self.fail(trial._trial_id, f"no heartbeat from {worker} for {now - beat:.0f} s")
 
     def pending(self, run_ids: Sequence[str] | None = None) -> list[RunRecord]:
         wanted = set(run_ids) if run_ids is not None else None
@@ -226,7 +291,7 @@ class Ledger:
             return False
         if claimed:
             self.storage.set_trial_system_attr(trial_id, "worker", {"host": socket.gethostname(), "pid": os.getpid()})
-            self.storage.record_heartbeat(trial_id)
+            record_heartbeat(self.storage, trial_id)
         return claimed
 
     def trial_attrs(self, trial_id: int) -> dict[str, Any]:
@@ -251,10 +316,25 @@ class Ledger:
         return Heartbeat(self.storage, trial_id)
 
 
+def _attempt_number(trial: FrozenTrial) -> int:
+    return int(trial.user_attrs.get("attempt", 1))
+
+
+def _replan(trial: FrozenTrial) -> PlannedRun:
+    attrs = trial.user_attrs
+    return PlannedRun(
+        run_id=attrs["run_id"],
+        axis_values=attrs.get("axes", {}),
+        config=attrs["config"],
+        flops=attrs.get("flops", {}),
+        params=attrs.get("params", {}),
+    )
+
+
 class Heartbeat:
     """Records Optuna heartbeats for a running attempt from a daemon thread (context manager)."""
 
-    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int) -> None:
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
         self._storage, self._trial_id = storage, trial_id
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial_id}", daemon=True)
@@ -262,7 +342,7 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_INTERVAL_S):
             try:
-                self._storage.record_heartbeat(self._trial_id)
+                record_heartbeat(self._storage, self._trial_id)
             except Exception:  # a missed beat is harmless; the next one retries
                 log.warning("heartbeat for trial %d failed", self._trial_id, exc_info=True)
 

@@ -91,6 +91,70 @@ class TrackingConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class DesignConfig:
+    """How the axes become runs.
+
+    grid:    the product of the axes, as written.
+    isoflop: for every budget in `budgets` and every model shape of the axes, the data volume
+             (`adjust`: data.num_users or train.epochs) is solved so the run's training FLOPs land
+             within `tolerance` of the budget (approach 2 of Chinchilla needs such curves).
+    ladder:  for every model shape and every multiplier m, the data volume is solved so the run
+             trains on m x tokens_per_param x (non-embedding params) supervised tokens (OLMo's
+             ladder of 1x/2x/5x/10x "Chinchilla" data).
+    """
+
+    kind: Literal["grid", "isoflop", "ladder"] = "grid"
+    budgets: tuple[float, ...] = ()
+    tolerance: float = 0.02
+    adjust: Literal["num_users", "epochs"] = "num_users"
+    tokens_per_param: float = 20.0
+    multipliers: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
+
+    def __post_init__(self) -> None:
+        if self.kind == "isoflop" and not self.budgets:
+            raise ValueError("design.budgets must list at least one FLOPs budget for kind = 'isoflop'")
+        for i, budget in enumerate(self.budgets):
+            if not budget > 0:
+                raise ValueError(f"design.budgets[{i}] must be > 0, got {budget}")
+        if not 0 < self.tolerance < 1:
+            raise ValueError(f"design.tolerance must be in (0, 1), got {self.tolerance}")
+        if self.tokens_per_param <= 0:
+            raise ValueError(f"design.tokens_per_param must be > 0, got {self.tokens_per_param}")
+        if self.kind == "ladder" and not self.multipliers:
+            raise ValueError("design.multipliers must list at least one multiplier for kind = 'ladder'")
+        for i, m in enumerate(self.multipliers):
+            if not m > 0:
+                raise ValueError(f"design.multipliers[{i}] must be > 0, got {m}")
+
+    @property
+    def adjusted_path(self) -> str:
+        return "data.num_users" if self.adjust == "num_users" else "train.epochs"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class BudgetConfig:
+    """A cap on the sweep's total training FLOPs: launching stops before a run would exceed it."""
+
+    max_flops: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_flops is not None and not self.max_flops > 0:
+            raise ValueError(f"budget.max_flops must be > 0, got {self.max_flops}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class LedgerConfig:
+    """Where the ledger lives. Default: an SQLite file in the sweep directory.
+
+    url: any SQLAlchemy URL Optuna accepts (e.g. postgresql://user@host/db for many nodes), or
+    "journal:PATH" for Optuna's JournalFileBackend on a shared filesystem (NFS, where SQLite's
+    locking is broken). A relative journal path is relative to the sweep directory.
+    """
+
+    url: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class Axis:
     name: str  # as written in the spec ("width" or "model.dropout")
     path: str  # dotted config path ("model.embedding_dim")
@@ -104,17 +168,24 @@ class SweepSpec:
     base: RunConfig
     dispatch: DispatchConfig
     tracking: TrackingConfig
+    design: DesignConfig = dataclasses.field(default_factory=DesignConfig)
+    budget: BudgetConfig = dataclasses.field(default_factory=BudgetConfig)
+    ledger: LedgerConfig = dataclasses.field(default_factory=LedgerConfig)
     source: str = "<spec>"
 
     @property
-    def num_runs(self) -> int:
+    def num_grid_points(self) -> int:
         total = 1
         for axis in self.axes:
             total *= len(axis.values)
         return total
 
     def run_configs(self) -> list[tuple[dict[str, Any], RunConfig]]:
-        """Expand the grid: one (axis values, resolved RunConfig) per point, in spec order."""
+        """Expand the axes' product: one (axis values, resolved RunConfig) per point, in spec order.
+
+        This is the grid design's run list, and the model shapes of the other designs
+        (`sweeps.designs.expand` turns those into runs).
+        """
         base = self.base.to_dict()
         runs = []
         for point in itertools.product(*(axis.values for axis in self.axes)):
@@ -128,7 +199,7 @@ class SweepSpec:
         return runs
 
 
-_TOP_LEVEL = ("sweep", "axes", "base", "dispatch", "tracking")
+_TOP_LEVEL = ("sweep", "axes", "base", "dispatch", "tracking", "design", "budget", "ledger")
 
 
 def _resolve_axis(name: str, values: Any, base: RunConfig, source: str) -> Axis:
@@ -159,6 +230,18 @@ def _resolve_axis(name: str, values: Any, base: RunConfig, source: str) -> Axis:
     return Axis(name=name, path=dotted, values=tuple(values))
 
 
+def _dispatch_from_table(raw: dict[str, Any], source: str) -> DispatchConfig:
+    # slurm_additional_parameters is a free-form table of sbatch options, which config_from_dict's
+    # field types cannot describe; DispatchConfig checks its keys and values itself.
+    raw = dict(raw)
+    extra = raw.pop("slurm_additional_parameters", {})
+    dispatch = config_from_dict(DispatchConfig, raw, where=source, prefix="dispatch.")
+    try:
+        return dataclasses.replace(dispatch, slurm_additional_parameters=extra)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{source}: {exc}") from None
+
+
 def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> SweepSpec:
     """Validate a parsed spec; every error names the offending field and how to fix it."""
     unknown = sorted(set(raw) - set(_TOP_LEVEL))
@@ -173,9 +256,20 @@ def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> SweepSpec:
     paths = [axis.path for axis in axes]
     if len(set(paths)) != len(paths):
         raise ValueError(f"{source}: two axes set the same field: {paths}")
-    dispatch = config_from_dict(DispatchConfig, raw.get("dispatch", {}), where=source, prefix="dispatch.")
+    dispatch = _dispatch_from_table(raw.get("dispatch", {}), source)
     tracking = config_from_dict(TrackingConfig, raw.get("tracking", {}), where=source, prefix="tracking.")
-    spec = SweepSpec(sweep=settings, axes=axes, base=base, dispatch=dispatch, tracking=tracking, source=source)
+    design = config_from_dict(DesignConfig, raw.get("design", {}), where=source, prefix="design.")
+    budget = config_from_dict(BudgetConfig, raw.get("budget", {}), where=source, prefix="budget.")
+    ledger = config_from_dict(LedgerConfig, raw.get("ledger", {}), where=source, prefix="ledger.")
+    if design.kind != "grid" and design.adjusted_path in paths:
+        raise ValueError(
+            f"{source}: design.kind = '{design.kind}' solves {design.adjusted_path} for each run, so it "
+            f"cannot also be an axis; remove that axis or set design.adjust to the other data field"
+        )
+    spec = SweepSpec(
+        sweep=settings, axes=axes, base=base, dispatch=dispatch, tracking=tracking,
+        design=design, budget=budget, ledger=ledger, source=source,
+    )
     spec.run_configs()  # every grid point must be a valid run before anything starts
     return spec
 

@@ -30,6 +30,10 @@ def format_status(spec: SweepSpec, runs: dict[str, RunRecord]) -> str:
         "  " + ", ".join(f"{state} {counts.get(state, 0)}" for state in ("complete", "running", "pending", "failed")),
         f"  training FLOPs: {spent:.3e} spent of {planned:.3e} planned",
     ]
+    if counts.get("cancelled"):
+        lines[1] += f", cancelled {counts['cancelled']}"
+    if spec.budget.max_flops is not None:
+        lines.append(f"  budget: {spent:.3e} of {spec.budget.max_flops:.3e} FLOPs spent ({spent / spec.budget.max_flops:.1%})")
     metric = spec.sweep.metric
     done = sorted((r for r in runs.values() if r.state == "complete"), key=lambda r: r.flops.get("train", 0.0))
     if done:

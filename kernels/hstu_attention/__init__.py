@@ -22,17 +22,20 @@ from kernels.hstu_attention.reference import (
 
 logger = logging.getLogger(__name__)
 
-Impl = Literal["auto", "reference"]
-# Concrete implementations; "auto" picks one of them. A Triton kernel will join as "triton".
-_IMPLS = {"reference": hstu_attention_op}
+Impl = Literal["auto", "reference", "triton"]
+# Concrete implementations of the one custom op; "auto" picks Triton on CUDA, the reference on CPU
+# (where Triton only runs under its slow numpy interpreter, for tests).
+_IMPLS = ("reference", "triton")
 VALID_IMPLS: tuple[str, ...] = ("auto", *_IMPLS)
 _logged_impls: set[str] = set()
 
 
-def _resolve(impl: str) -> str:
+def _resolve(impl: str, q: torch.Tensor) -> str:
     if impl not in VALID_IMPLS:
         raise ValueError(f"unknown hstu_attention impl {impl!r}; valid ones are {list(VALID_IMPLS)}")
-    return "reference" if impl == "auto" else impl
+    if impl == "auto":
+        return "triton" if q.is_cuda else "reference"
+    return impl
 
 
 def hstu_attention(
@@ -54,11 +57,11 @@ def hstu_attention(
     Optional relative attention bias: pos_weights [2*max_seq_len-1] and ts_weights
     [num_buckets+1] with timestamps [T] (seconds). Semantics: `reference.hstu_attention_reference`.
     """
-    name = _resolve(impl)
+    name = _resolve(impl, q)
     if name not in _logged_impls:
-        logger.info("hstu_attention: using the %r implementation (impl=%r)", name, impl)
+        logger.info("hstu_attention: using the %r implementation (impl=%r, device %s)", name, impl, q.device)
         _logged_impls.add(name)
-    return _IMPLS[name](q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights)
+    return hstu_attention_op(q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights, name)
 
 
 __all__ = [

@@ -9,8 +9,8 @@ matmuls inside it (a dispatch mode is not re-entered while it runs an op it coun
   an absent bias weight gets an empty gradient tensor here and None in autograd.
 
 FLOPs use the "dense jagged" convention (`reference.dense_attention_flops`): forward =
-sum_b n_b^2 * H * (Dqk + Dv) * 2, backward = 2x forward, as for any matmul. Both ops currently run
-the PyTorch reference on every device; a Triton implementation will be registered beside it.
+sum_b n_b^2 * H * (Dqk + Dv) * 2, backward = 2x forward, as for any matmul. Each op takes an
+`impl` argument: the PyTorch reference, or the Triton kernels of `triton_fwd.py`/`triton_bwd.py`.
 """
 
 from __future__ import annotations
@@ -43,8 +43,19 @@ def hstu_attention_op(
     timestamps: torch.Tensor | None,
     pos_weights: torch.Tensor | None,
     ts_weights: torch.Tensor | None,
+    impl: str = "reference",
 ) -> torch.Tensor:
-    """Jagged HSTU attention forward; see `reference.hstu_attention_reference`."""
+    """Jagged HSTU attention forward; see `reference.hstu_attention_reference`.
+
+    impl: "reference" (PyTorch, any device) or "triton" (the tiled kernel; CUDA, or CPU under
+    TRITON_INTERPRET=1). Both are this one op, so FLOP counting and autograd see the same thing.
+    """
+    if impl == "triton":
+        from kernels.hstu_attention.triton_fwd import hstu_attention_fwd_triton
+
+        return hstu_attention_fwd_triton(
+            q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights
+        )
     return hstu_attention_reference(
         q, k, v, seq_offsets, max_seq_len, alpha=alpha, norm=norm,  # type: ignore[arg-type]
         timestamps=timestamps, pos_weights=pos_weights, ts_weights=ts_weights,
@@ -52,7 +63,9 @@ def hstu_attention_op(
 
 
 @hstu_attention_op.register_fake
-def _hstu_attention_fake(q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights):
+def _hstu_attention_fake(
+    q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights, impl="reference"
+):
     return q.new_empty((q.shape[0], q.shape[1], v.shape[2]), dtype=v.dtype)
 
 
@@ -69,19 +82,27 @@ def hstu_attention_backward_op(
     timestamps: torch.Tensor | None,
     pos_weights: torch.Tensor | None,
     ts_weights: torch.Tensor | None,
+    impl: str = "reference",
 ) -> list[torch.Tensor]:
     """[dq, dk, dv, d_pos_weights, d_ts_weights]; an absent bias weight gets an empty tensor."""
-    grads = hstu_attention_reference_backward(
-        grad_out, q, k, v, seq_offsets, max_seq_len, alpha=alpha, norm=norm,  # type: ignore[arg-type]
-        timestamps=timestamps, pos_weights=pos_weights, ts_weights=ts_weights,
-    )
+    if impl == "triton":
+        from kernels.hstu_attention.triton_bwd import hstu_attention_bwd_triton
+
+        grads = hstu_attention_bwd_triton(
+            grad_out, q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights
+        )
+    else:
+        grads = hstu_attention_reference_backward(
+            grad_out, q, k, v, seq_offsets, max_seq_len, alpha=alpha, norm=norm,  # type: ignore[arg-type]
+            timestamps=timestamps, pos_weights=pos_weights, ts_weights=ts_weights,
+        )
     # custom ops cannot return None; the autograd wrapper maps empty back to None.
     return [g if g is not None else q.new_empty(0) for g in grads]
 
 
 @hstu_attention_backward_op.register_fake
 def _hstu_attention_backward_fake(
-    grad_out, q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights
+    grad_out, q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights, impl="reference"
 ):
     def like(w: torch.Tensor | None) -> torch.Tensor:
         return torch.empty_like(w) if w is not None else q.new_empty(0)
@@ -90,21 +111,22 @@ def _hstu_attention_backward_fake(
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-    q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights = inputs
+    q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights, impl = inputs
     ctx.save_for_backward(q, k, v, seq_offsets, timestamps, pos_weights, ts_weights)
-    ctx.max_seq_len, ctx.alpha, ctx.norm = max_seq_len, alpha, norm
+    ctx.max_seq_len, ctx.alpha, ctx.norm, ctx.impl = max_seq_len, alpha, norm, impl
 
 
 def _backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
     q, k, v, seq_offsets, timestamps, pos_weights, ts_weights = ctx.saved_tensors
     dq, dk, dv, d_pos, d_ts = torch.ops.gr_scaling.hstu_attention_backward(
         grad_out.contiguous(), q, k, v, seq_offsets, ctx.max_seq_len, ctx.alpha, ctx.norm,
-        timestamps, pos_weights, ts_weights,
+        timestamps, pos_weights, ts_weights, ctx.impl,
     )
     return (
         dq, dk, dv, None, None, None, None, None,
         d_pos if pos_weights is not None else None,
         d_ts if ts_weights is not None else None,
+        None,
     )
 
 

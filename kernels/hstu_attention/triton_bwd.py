@@ -6,27 +6,26 @@ With s = alpha q k^T + rab, p = silu(s) (causal-masked) and out = p v / n:
     dk = alpha ds^T q / n  dq = alpha ds k / n
     d_pos[j - i + N - 1] += ds / n,  d_ts[bucket(ts[i+1] - ts[j])] += ds / n  (summed over heads)
 
-Two kernels, both recomputing s and p tile by tile from q, k and the rab weights (nothing of size
-[n, n] is stored, and the forward saves nothing but its inputs):
+Two kernels, both recomputing s and p tile by tile (nothing of size [n, n] is stored; the forward
+saves nothing but its inputs):
 
-- `_dkdv_kernel`: one program per (key block, sequence, head); loops over the query blocks at or
-  after it and keeps dk, dv in registers. Plain stores, no atomics.
-- `_dq_kernel`: one program per (query block, sequence, head); loops over the key blocks up to
-  the diagonal, keeps dq in registers, and reduces the rab gradients. A second pass costs one
-  more recompute of s than dq atomics inside `_dkdv_kernel` would, but T * D float atomics per
-  tile are far slower than the two extra matmuls, and this pass walks each query row in order,
-  which is what makes the positional-gradient reduction below cheap.
+- `_dkdv_kernel`: one program per (key block, sequence, head) over the query blocks at or after
+  it; dk, dv in registers, plain stores.
+- `_dq_kernel`: one program per (query block, sequence, head) over the key blocks up to the
+  diagonal; dq in registers, plus the rab gradients. A second pass recomputes s once more, but
+  dq atomics from `_dkdv_kernel` would be T * D float atomics per tile, and walking each query
+  row in order is what lets the positional reduction below carry sums between tiles.
 
-Rab gradient reductions (float32 atomics into [2N-1] and [num_buckets+1] buffers; summation
-order, hence the last bits, vary run to run):
+Rab gradients (float32 atomics into [2N-1] / [num_buckets+1] buffers; summation order, hence
+the last bits, vary run to run):
 - positional: each tile's diagonal sums. `tl.gather` rotates row ii of the (square) tile left by
-  ii, so column c holds the pairs with j - i = c (not wrapped) or c - BLOCK (wrapped). Walking the
-  key blocks of a row in order, the wrapped part of tile n and the unwrapped part of tile n - 1
-  land on the same BLOCK weights, so they are summed in registers and flushed with one BLOCK-wide
-  atomic per tile instead of BLOCK^2 scattered ones.
-- time: the buckets present in a tile span a short range (gaps grow slowly in log space away from
-  the diagonal), so the tile loops over [min bucket, max bucket] with one masked sum and one
-  scalar atomic per bucket. Unsorted timestamps still give exact results, only slower.
+  ii, so column c holds the pairs with j - i = c (unwrapped) or c - BLOCK (wrapped). The wrapped
+  part of key block n and the unwrapped part of block n - 1 land on the same BLOCK weights, so
+  they are summed in registers and flushed with one BLOCK-wide atomic per tile instead of BLOCK^2
+  scattered ones. Still the costliest part of the bias backward (see benchmarks/attention.py).
+- time: the buckets of a tile span a short range away from the diagonal (gaps grow slowly in log
+  space), so the tile loops over [min, max] bucket with one masked sum and one scalar atomic each.
+  Unsorted timestamps give the same (exact) result, only slower.
 """
 
 from __future__ import annotations
@@ -36,17 +35,8 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    INTERPRET,
-    add_rab,
-    sigmoid,
-    fast_math,
-    as_triton_configs,
-    block_d,
-    check_inputs,
-    dot_precision,
-    last_dim_contiguous,
-    rab_args,
-    tune_key_len,
+    INTERPRET, add_rab, as_triton_configs, block_d, check_inputs, dot_precision, fast_math,
+    last_dim_contiguous, pad_head_dim, rab_args, sigmoid, split_time, tune_key_len,
 )
 
 
@@ -75,7 +65,7 @@ else:
 
 @triton.jit
 def _dkdv_tile(
-    dk, dv, k, v, offs_n, ts_k, ts_base, m_start, seq_len,
+    dk, dv, k, v, offs_n, tk_hi, tk_lo, ts_base, m_start, seq_len,
     Q, DO, TS, POS_W, TS_W, THR,
     stride_qt, stride_dot, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
@@ -96,11 +86,14 @@ def _dkdv_tile(
     # Transposed tile [keys, queries], so dk and dv come out of plain (not transposed) dots.
     s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * alpha
     if HAS_TS:
-        ts_q = (tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1)) - ts_base).to(tl.float64)
-        dts = ts_q[None, :] - ts_k[:, None]
+        # Next-event rule as in the forward: query i is scored at ts[min(i + 1, n_b - 1)].
+        tq_hi, tq_lo = split_time(tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1)), ts_base)
+        dt_hi = tq_hi[None, :] - tk_hi[:, None]
+        dt_lo = tq_lo[None, :] - tk_lo[:, None]
     else:
-        dts = 0
-    s_t, _ = add_rab(s_t, offs_n[:, None] - offs_m[None, :], dts, POS_W, TS_W, THR,
+        dt_hi = 0.0
+        dt_lo = 0.0
+    s_t, _ = add_rab(s_t, offs_n[:, None] - offs_m[None, :], dt_hi, dt_lo, POS_W, TS_W, THR,
                      max_seq_len, num_buckets, HAS_POS, HAS_TS)
     sig = sigmoid(s_t, FAST_MATH)
     p_t = s_t * sig
@@ -145,8 +138,7 @@ def _dkdv_kernel(
     DK += seq_start * stride_dkt + h * stride_dkh
     DV += seq_start * stride_dvt + h * stride_dvh
     TS += seq_start
-    # Gaps are exact float64 differences of timestamps rebased to the sequence's first event
-    # (exact below 2^53, whatever the timestamps' unit or epoch).
+    # Timestamps are rebased to the sequence's first event before splitting (see split_time).
     if HAS_TS:
         ts_base = tl.load(TS)
     else:
@@ -161,9 +153,10 @@ def _dkdv_kernel(
     v = tl.load(V + offs_n[:, None] * stride_vt + offs_dv[None, :],
                 mask=n_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
     if HAS_TS:
-        ts_k = (tl.load(TS + offs_n, mask=n_ok, other=0) - ts_base).to(tl.float64)
+        tk_hi, tk_lo = split_time(tl.load(TS + offs_n, mask=n_ok, other=0), ts_base)
     else:
-        ts_k = offs_n  # unused
+        tk_hi = 0.0  # unused
+        tk_lo = 0.0
 
     dk = tl.zeros((BLOCK_N, BLOCK_DQK), dtype=tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_DV), dtype=tl.float32)
@@ -171,11 +164,11 @@ def _dkdv_kernel(
     # Query blocks starting at or after the block's last key + 1 see every key: no causal mask.
     m_full = tl.minimum(tl.cdiv(n_start + BLOCK_N, BLOCK_M) * BLOCK_M, seq_len)
     for m_start in range(m_first, m_full, BLOCK_M):
-        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, ts_k, ts_base, m_start, seq_len, Q, DO, TS, POS_W, TS_W, THR,
+        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, tk_hi, tk_lo, ts_base, m_start, seq_len, Q, DO, TS, POS_W, TS_W, THR,
                             stride_qt, stride_dot, alpha, max_seq_len, num_buckets, D_QK, D_V,
                             True, HAS_POS, HAS_TS, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     for m_start in range(m_full, seq_len, BLOCK_M):
-        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, ts_k, ts_base, m_start, seq_len, Q, DO, TS, POS_W, TS_W, THR,
+        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, tk_hi, tk_lo, ts_base, m_start, seq_len, Q, DO, TS, POS_W, TS_W, THR,
                             stride_qt, stride_dot, alpha, max_seq_len, num_buckets, D_QK, D_V,
                             False, HAS_POS, HAS_TS, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
 
@@ -191,7 +184,7 @@ def _dkdv_kernel(
 
 @triton.jit
 def _dq_tile(
-    dq, carry, q, do, offs_m, ts_q, ts_base, n_start, m_start, seq_len, inv_n,
+    dq, carry, q, do, offs_m, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len, inv_n,
     K, V, TS, POS_W, TS_W, THR, DPOS, DTS,
     stride_kt, stride_vt, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
@@ -212,11 +205,13 @@ def _dq_tile(
                 mask=n_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * alpha
     if HAS_TS:
-        ts_k = (tl.load(TS + offs_n, mask=n_ok, other=0) - ts_base).to(tl.float64)
-        dts = ts_q[:, None] - ts_k[None, :]
+        tk_hi, tk_lo = split_time(tl.load(TS + offs_n, mask=n_ok, other=0), ts_base)
+        dt_hi = tq_hi[:, None] - tk_hi[None, :]
+        dt_lo = tq_lo[:, None] - tk_lo[None, :]
     else:
-        dts = 0
-    s, bucket = add_rab(s, offs_n[None, :] - offs_m[:, None], dts, POS_W, TS_W, THR,
+        dt_hi = 0.0
+        dt_lo = 0.0
+    s, bucket = add_rab(s, offs_n[None, :] - offs_m[:, None], dt_hi, dt_lo, POS_W, TS_W, THR,
                         max_seq_len, num_buckets, HAS_POS, HAS_TS)
     sig = sigmoid(s, FAST_MATH)
     dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
@@ -263,7 +258,8 @@ def _dq_kernel(
     H, max_seq_len, num_buckets, alpha, tune_len,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     NORM_MAX_LEN: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     pid = tl.program_id(0)
     num_m_blocks = tl.cdiv(max_seq_len, BLOCK)
@@ -283,8 +279,7 @@ def _dq_kernel(
     DO += seq_start * stride_dot + h * stride_doh
     DQ += seq_start * stride_dqt + h * stride_dqh
     TS += seq_start
-    # Gaps are exact float64 differences of timestamps rebased to the sequence's first event
-    # (exact below 2^53, whatever the timestamps' unit or epoch).
+    # Timestamps are rebased to the sequence's first event before splitting (see split_time).
     if HAS_TS:
         ts_base = tl.load(TS)
     else:
@@ -299,9 +294,10 @@ def _dq_kernel(
     do = tl.load(DO + offs_m[:, None] * stride_dot + offs_dv[None, :],
                  mask=m_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
     if HAS_TS:
-        ts_q = (tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1)) - ts_base).to(tl.float64)
+        tq_hi, tq_lo = split_time(tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1)), ts_base)
     else:
-        ts_q = offs_m  # unused
+        tq_hi = 0.0  # unused
+        tq_lo = 0.0
     if NORM_MAX_LEN:
         inv_n = 1.0 / max_seq_len
     else:
@@ -310,11 +306,11 @@ def _dq_kernel(
     dq = tl.zeros((BLOCK, BLOCK_DQK), dtype=tl.float32)
     carry = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
     for n_start in range(0, m_start, BLOCK):
-        dq, carry = _dq_tile(dq, carry, q, do, offs_m, ts_q, ts_base, n_start, m_start, seq_len, inv_n,
+        dq, carry = _dq_tile(dq, carry, q, do, offs_m, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len, inv_n,
                              K, V, TS, POS_W, TS_W, THR, DPOS, DTS, stride_kt, stride_vt, alpha,
                              max_seq_len, num_buckets, D_QK, D_V, False, HAS_POS, HAS_TS,
                              BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
-    dq, carry = _dq_tile(dq, carry, q, do, offs_m, ts_q, ts_base, m_start, m_start, seq_len, inv_n,
+    dq, carry = _dq_tile(dq, carry, q, do, offs_m, tq_hi, tq_lo, ts_base, m_start, m_start, seq_len, inv_n,
                          K, V, TS, POS_W, TS_W, THR, DPOS, DTS, stride_kt, stride_vt, alpha,
                          max_seq_len, num_buckets, D_QK, D_V, True, HAS_POS, HAS_TS,
                          BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
@@ -330,7 +326,8 @@ def _dq_kernel(
 _TUNE_KEY = ["tune_len", "BLOCK_DQK", "BLOCK_DV", "HAS_POS", "HAS_TS", "DOT_PRECISION"]
 _dkdv_tuned = triton.autotune(configs=as_triton_configs(DKDV_CONFIGS), key=_TUNE_KEY)(_dkdv_kernel)
 # The autotuner replays the kernel while timing it; the atomics must start from zero each time.
-_dq_tuned = triton.autotune(configs=as_triton_configs(DQ_CONFIGS), key=_TUNE_KEY, reset_to_zero=["DPOS", "DTS"])(_dq_kernel)
+_dq_tuned = triton.autotune(configs=as_triton_configs(DQ_CONFIGS), key=_TUNE_KEY,
+                            reset_to_zero=["DPOS", "DTS"])(_dq_kernel)
 
 
 def hstu_attention_bwd_triton(
@@ -356,8 +353,9 @@ def hstu_attention_bwd_triton(
     check_inputs(q, k, v, seq_offsets, max_seq_len, norm, timestamps, pos_weights, ts_weights)
     if dout.shape != v.shape:
         raise ValueError(f"dout must have v's shape {tuple(v.shape)}, got {tuple(dout.shape)}")
-    q, k, v = (last_dim_contiguous(x) for x in (q, k, v))
-    dout = last_dim_contiguous(dout.to(v.dtype))
+    dqk_out, dv_out = q.shape[2], v.shape[2]
+    dout = dout.to(v.dtype)
+    q, k, v, dout = (last_dim_contiguous(pad_head_dim(x)) for x in (q, k, v, dout))
     num_tokens, num_heads, dqk = q.shape
     dvd = v.shape[2]
     num_seqs = seq_offsets.numel() - 1
@@ -371,42 +369,36 @@ def hstu_attention_bwd_triton(
         common = (num_heads, max_seq_len, num_buckets, float(alpha), tune_key_len(max_seq_len), dqk, dvd)
         meta = dict(
             NORM_MAX_LEN=norm == "max_len", HAS_POS=pos_weights is not None, HAS_TS=ts_weights is not None,
-            BLOCK_DQK=block_d(dqk), BLOCK_DV=block_d(dvd), DOT_PRECISION=dot_precision(q.dtype), FAST_MATH=fast_math(q.dtype),
+            BLOCK_DQK=block_d(dqk), BLOCK_DV=block_d(dvd),
+            DOT_PRECISION=dot_precision(q.dtype), FAST_MATH=fast_math(q.dtype),
         )
         in_strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                       dout.stride(0), dout.stride(1))
 
         dkdv_args = (q, k, v, dout, dk, dv, seq_offsets, ts, pos_w, ts_w, thr, *in_strides,
                      dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), *common)
-
-        def dkdv_grid(cfg: dict) -> tuple[int]:
-            return (triton.cdiv(max_seq_len, cfg["BLOCK_N"]) * num_seqs * num_heads,)
-
-        if dkdv_config is None:
-            _dkdv_tuned[dkdv_grid](*dkdv_args, **meta)
-        else:
-            _dkdv_kernel[dkdv_grid(dkdv_config)](*dkdv_args, **meta, **dkdv_config)
-
         dq_args = (q, k, v, dout, dq, seq_offsets, ts, pos_w, ts_w, thr, d_pos, d_ts, *in_strides,
                    dq.stride(0), dq.stride(1), *common)
+        # One program per (block, sequence, head); blocks counted over max_seq_len (no host sync).
+        for tuned, kernel, block, args, config in ((_dkdv_tuned, _dkdv_kernel, "BLOCK_N", dkdv_args, dkdv_config),
+                                                   (_dq_tuned, _dq_kernel, "BLOCK", dq_args, dq_config)):
+            def grid(cfg: dict, block: str = block) -> tuple[int]:
+                return (triton.cdiv(max_seq_len, cfg[block]) * num_seqs * num_heads,)
 
-        def dq_grid(cfg: dict) -> tuple[int]:
-            return (triton.cdiv(max_seq_len, cfg["BLOCK"]) * num_seqs * num_heads,)
-
-        if dq_config is None:
-            _dq_tuned[dq_grid](*dq_args, **meta)
-        else:
-            _dq_kernel[dq_grid(dq_config)](*dq_args, **meta, **dq_config)
+            if config is None:
+                tuned[grid](*args, **meta)
+            else:
+                kernel[grid(config)](*args, **meta, **config)
     else:
         dq.zero_(), dk.zero_(), dv.zero_()
 
-    return (
-        dq,
-        dk,
-        dv,
-        d_pos.to(pos_weights.dtype) if pos_weights is not None else None,
-        d_ts.to(ts_weights.dtype) if ts_weights is not None else None,
-    )
+    if dq.shape[2] != dqk_out:
+        dq, dk = dq[..., :dqk_out].contiguous(), dk[..., :dqk_out].contiguous()
+    if dv.shape[2] != dv_out:
+        dv = dv[..., :dv_out].contiguous()
+    d_pos_w = d_pos.to(pos_weights.dtype) if pos_weights is not None else None
+    d_ts_w = d_ts.to(ts_weights.dtype) if ts_weights is not None else None
+    return dq, dk, dv, d_pos_w, d_ts_w
 
 
 __all__ = ["DKDV_CONFIGS", "DQ_CONFIGS", "hstu_attention_bwd_triton"]

@@ -8,19 +8,22 @@
 
 Cost model (H100, D = 64): a 128x64 tile's two matmuls take ~512 tensor-core cycles per SM, and
 the SM's special-function / conversion unit does 16 lanes per cycle, so every MUFU op (exp,
-rcp, lg2, tanh) or int<->float conversion (I2F, F2I, FRND) per logit costs another ~512 cycles.
-A naive bias (int64 gap -> float -> log -> floor -> int) spent ~8 of them per logit and ran 14x
-slower than the bias-free kernel. So:
-- the time gap is an exact float64 difference of per-sequence-rebased timestamps (1-D
-  conversions only), its log2 comes from the float64 exponent bits plus a degree-5 polynomial of
-  the top mantissa bits (ALU/FMA only), and rounding uses the 1.5 * 2^23 add trick, not FRND/F2I;
+rcp, lg2, tanh) or int<->float conversion (I2F, F2I, FRND) per logit costs another ~512 cycles;
+64-bit values per logit double the registers of a tile and spill. A first bias (int64 gap ->
+float -> log -> floor -> int) ran 14x slower than the bias-free kernel. So, per logit:
+- the gap is two exact float32 differences (high bits and low 23 bits of the timestamps, split once
+  per row/column by `split_time`), combined by one FMA into an approximate float32 gap;
+- its log2 comes from the float32 exponent bits plus a degree-5 polynomial of the mantissa
+  (ALU/FMA only), and rounding uses the 1.5 * 2^23 add trick, not FRND/F2I;
 - sigmoid(x) = 0.5 + 0.5 tanh(x / 2) is one MUFU op where exp + reciprocal are two.
 
-Exact buckets: the approximate log lands within `_EDGE_WINDOW` of the right value; within that
-distance of an edge, an exact comparison with `bucket_thresholds` (the reference's float64
-edges as integers) decides. Gaps are integers, and near an edge e^(0.301 k) ~ 1e6 consecutive
-integers are ~3e-6 bucket units apart, so a float32-only bucket puts a few pairs per million in
-the wrong bucket (the unit test checks every edge).
+Exact buckets: the approximate log lands within `_EDGE_WINDOW` of the true one; within that
+distance of an edge, an exact comparison of (high, low) parts with `bucket_thresholds` (the
+reference's float64 edges as integers) decides. Gaps are integers, and near an edge
+e^(0.301 k) ~ 1e6 consecutive integers are ~3e-6 bucket units apart, so a float32-only bucket
+puts a few pairs per million in the wrong bucket (the unit test checks every edge). Exact for
+gaps and for timestamps relative to their sequence's first event below 2^46 (2.2 million years in
+seconds, 2.2 years in microseconds); beyond, still within one bucket.
 """
 
 from __future__ import annotations
@@ -67,33 +70,48 @@ def sigmoid(x, FAST: tl.constexpr):
 
 
 @triton.jit
-def time_bucket(dts, THR, num_buckets):
-    """Bucket index (int32) of a float64 tile of integer time gaps; THR from `bucket_thresholds`."""
-    mag = tl.maximum(tl.abs(dts), 1.0)  # exact: an integer below 2^53
-    bits = mag.to(tl.int64, bitcast=True)
-    expo = (bits >> 52).to(tl.int32) - 1023
-    # The top 23 of the 52 mantissa bits as a float32 in [1, 2) (truncation error < 2e-7 in log2).
-    mant = ((bits >> 29).to(tl.int32) & 0x7FFFFF) | 0x3F800000
-    x = mant.to(tl.float32, bitcast=True) - 1.0
+def split_time(ts, ts_base):
+    """int64 timestamps -> float32 (hi, lo) with ts - ts_base = hi * 2^23 + lo, lo in [0, 2^23).
+
+    Both parts are exact floats while |ts - ts_base| < 2^46, and so are the differences of two
+    of them. Done on [rows] and [cols] vectors, so the tile never holds 64-bit values.
+    """
+    rel = ts - ts_base
+    return (rel >> 23).to(tl.float32), (rel & 0x7FFFFF).to(tl.float32)
+
+
+@triton.jit
+def time_bucket(dt_hi, dt_lo, THR, num_buckets):
+    """Bucket (int32) of the gaps dt_hi * 2^23 + dt_lo (exact float32 parts); THR: `bucket_thresholds`."""
+    gap = dt_hi * 8388608.0 + dt_lo  # rounded, but never changes sign
+    mag = tl.maximum(tl.abs(gap), 1.0)
+    bits = mag.to(tl.int32, bitcast=True)
+    expo = (bits >> 23) - 127
+    x = ((bits & 0x7FFFFF) | 0x3F800000).to(tl.float32, bitcast=True) - 1.0  # mantissa - 1, in [0, 1)
     log2_mant = _L0 + x * (_L1 + x * (_L2 + x * (_L3 + x * (_L4 + x * _L5))))
     expo_f = (expo + _ROUND_MAGIC_BITS).to(tl.float32, bitcast=True) - _ROUND_MAGIC  # int -> float, no I2F
-    t = (expo_f + log2_mant) * _LOG2_TO_BUCKET  # >= 0 up to the polynomial's tiny offset
+    t = (expo_f + log2_mant) * _LOG2_TO_BUCKET
     rounded = t + _ROUND_MAGIC
     nearest = rounded.to(tl.int32, bitcast=True) - _ROUND_MAGIC_BITS
     nearest_f = rounded - _ROUND_MAGIC
     near = tl.abs(t - nearest_f) < _EDGE_WINDOW
     floor_t = tl.where(t < nearest_f, nearest - 1, nearest)
     edge = tl.minimum(tl.maximum(nearest, 0), num_buckets + 1)
-    # Only lanes next to an edge read the table; the others keep floor(t).
-    thr = tl.load(THR + edge, mask=near, other=0.0)
-    bucket = tl.where(near, tl.where(mag >= thr, edge, edge - 1), floor_t)
+    # Only lanes next to an edge read the table. |gap| >= thr exactly: the sign of
+    # (s*dt_hi - thr_hi) * 2^23 + (s*dt_lo - thr_lo), whose parts are exact (the second below 2^24 in
+    # magnitude, hence the 23-bit split) and whose rounding cannot flip the sign.
+    thr_hi = tl.load(THR + edge, mask=near, other=0.0)
+    thr_lo = tl.load(THR + (num_buckets + 2) + edge, mask=near, other=0.0)
+    neg = gap < 0
+    over = (tl.where(neg, -dt_hi, dt_hi) - thr_hi) * 8388608.0 + (tl.where(neg, -dt_lo, dt_lo) - thr_lo)
+    bucket = tl.where(near, tl.where(over >= 0, edge, edge - 1), floor_t)
     return tl.minimum(tl.maximum(bucket, 0), num_buckets)
 
 
 @triton.jit
-def add_rab(s, rel, dts, POS_W, TS_W, THR, max_seq_len, num_buckets,
+def add_rab(s, rel, dt_hi, dt_lo, POS_W, TS_W, THR, max_seq_len, num_buckets,
             HAS_POS: tl.constexpr, HAS_TS: tl.constexpr):
-    """s + rab for one tile. rel = j - i (int32), dts = ts[i+1] - ts[j] (float64), same shape as s.
+    """s + rab for one tile; rel = j - i (int32), ts[i+1] - ts[j] = dt_hi * 2^23 + dt_lo (float32).
 
     Returns (s + rab, bucket); bucket is the time bucket when HAS_TS (the backward reduces the
     time-weight gradient by it), else an unused zero.
@@ -104,7 +122,7 @@ def add_rab(s, rel, dts, POS_W, TS_W, THR, max_seq_len, num_buckets,
         idx = tl.minimum(tl.maximum(rel + max_seq_len - 1, 0), 2 * max_seq_len - 2)
         s += tl.load(POS_W + idx).to(tl.float32)
     if HAS_TS:
-        bucket = time_bucket(dts, THR, num_buckets)
+        bucket = time_bucket(dt_hi, dt_lo, THR, num_buckets)
         s += tl.load(TS_W + bucket).to(tl.float32)
     else:
         bucket = tl.zeros(s.shape, dtype=tl.int32)
@@ -142,11 +160,12 @@ _THRESHOLD_CACHE: dict[tuple[int, str], torch.Tensor] = {}
 
 
 def bucket_thresholds(num_buckets: int, device: torch.device) -> torch.Tensor:
-    """float64 [num_buckets + 2] table for `time_bucket` (exact below 2^53), cached per device."""
+    """float32 [2, num_buckets + 2] table for `time_bucket`: rows thr >> 23 and thr & (2^23 - 1)."""
     key = (num_buckets, str(device))
     if key not in _THRESHOLD_CACHE:
-        values = [float(v) for v in _threshold_values(num_buckets)]
-        _THRESHOLD_CACHE[key] = torch.tensor(values, dtype=torch.float64, device=device)
+        values = _threshold_values(num_buckets)
+        parts = [[float(v >> 23) for v in values], [float(v & 0x7FFFFF) for v in values]]
+        _THRESHOLD_CACHE[key] = torch.tensor(parts, dtype=torch.float32, device=device)
     return _THRESHOLD_CACHE[key]
 
 
@@ -154,6 +173,19 @@ def block_d(d: int) -> int:
     # tl.arange needs a power of two and tl.dot a reduction dim of at least 16; extra columns
     # are masked to zero on load.
     return max(16, triton.next_power_of_2(d))
+
+
+def pad_head_dim(x: torch.Tensor) -> torch.Tensor:
+    """x [T, H, D] -> [T, H, block_d(D)], zero-padded, when D is not already a block width.
+
+    Observed on H100 (Triton 3.6, bf16): Dqk = 50 / Dv = 25 tiles, whose rows start at 2-byte
+    offsets, gave illegal-address faults in the forward that compute-sanitizer did not
+    reproduce (root cause not established). Power-of-two head dims passed every test, so odd
+    head dims are run padded: an extra copy, only for those shapes.
+    """
+    d = x.shape[-1]
+    width = block_d(d)
+    return x if d == width else torch.nn.functional.pad(x, (0, width - d))
 
 
 def last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
@@ -181,7 +213,9 @@ def check_inputs(
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"q, k, v must share one of float32/float16/bfloat16; got {q.dtype}, {k.dtype}, {v.dtype}")
     if seq_offsets.dim() != 1 or seq_offsets.numel() < 1 or seq_offsets.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"seq_offsets must be a 1-D int32/int64 [B+1] tensor, got {seq_offsets.dtype} {tuple(seq_offsets.shape)}")
+        raise ValueError(
+            f"seq_offsets must be a 1-D int32/int64 [B+1] tensor, got {seq_offsets.dtype} {tuple(seq_offsets.shape)}"
+        )
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}")
     if max_seq_len < 1:
@@ -211,7 +245,7 @@ def rab_args(
     dummy = ref.new_zeros(1)
     pos = pos_weights.contiguous() if pos_weights is not None else dummy
     if ts_weights is None:
-        return dummy.long(), pos, dummy, dummy.double(), 0
+        return dummy.long(), pos, dummy, dummy, 0
     assert timestamps is not None
     num_buckets = ts_weights.numel() - 1
     thr = bucket_thresholds(num_buckets, ref.device)

@@ -24,17 +24,8 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    INTERPRET,
-    add_rab,
-    sigmoid,
-    fast_math,
-    as_triton_configs,
-    block_d,
-    check_inputs,
-    dot_precision,
-    last_dim_contiguous,
-    rab_args,
-    tune_key_len,
+    INTERPRET, add_rab, as_triton_configs, block_d, check_inputs, dot_precision, fast_math,
+    last_dim_contiguous, pad_head_dim, rab_args, sigmoid, split_time, tune_key_len,
 )
 
 
@@ -55,7 +46,7 @@ else:
 
 @triton.jit
 def _fwd_tile(
-    acc, q, offs_m, ts_q, ts_base, n_start, seq_len,
+    acc, q, offs_m, tq_hi, tq_lo, ts_base, n_start, seq_len,
     K, V, TS, POS_W, TS_W, THR,
     stride_kt, stride_vt, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
@@ -75,11 +66,13 @@ def _fwd_tile(
                 mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * alpha
     if HAS_TS:
-        ts_k = (tl.load(TS + offs_n, mask=n_ok, other=0) - ts_base).to(tl.float64)
-        dts = ts_q[:, None] - ts_k[None, :]
+        tk_hi, tk_lo = split_time(tl.load(TS + offs_n, mask=n_ok, other=0), ts_base)
+        dt_hi = tq_hi[:, None] - tk_hi[None, :]
+        dt_lo = tq_lo[:, None] - tk_lo[None, :]
     else:
-        dts = 0
-    s, _ = add_rab(s, offs_n[None, :] - offs_m[:, None], dts, POS_W, TS_W, THR,
+        dt_hi = 0.0
+        dt_lo = 0.0
+    s, _ = add_rab(s, offs_n[None, :] - offs_m[:, None], dt_hi, dt_lo, POS_W, TS_W, THR,
                    max_seq_len, num_buckets, HAS_POS, HAS_TS)
     p = s * sigmoid(s, FAST_MATH)
     if MASKED:
@@ -119,8 +112,7 @@ def _hstu_fwd_kernel(
     V += seq_start * stride_vt + h * stride_vh
     OUT += seq_start * stride_ot + h * stride_oh
     TS += seq_start
-    # Gaps are exact float64 differences of timestamps rebased to the sequence's first event
-    # (exact below 2^53, whatever the timestamps' unit or epoch).
+    # Timestamps are rebased to the sequence's first event before splitting (see split_time).
     if HAS_TS:
         ts_base = tl.load(TS)
     else:
@@ -135,19 +127,20 @@ def _hstu_fwd_kernel(
     if HAS_TS:
         # Query i is scored at the next event's time ts[i+1]; the last one keeps ts[n_b-1].
         # Padded rows clamp to the last event too, so their (never stored) logits stay finite.
-        ts_q = (tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1)) - ts_base).to(tl.float64)
+        tq_hi, tq_lo = split_time(tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1)), ts_base)
     else:
-        ts_q = offs_m  # unused
+        tq_hi = 0.0  # unused
+        tq_lo = 0.0
 
     acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
     n_full_end = (m_start // BLOCK_N) * BLOCK_N  # blocks wholly before the first query
     for n_start in range(0, n_full_end, BLOCK_N):
-        acc = _fwd_tile(acc, q, offs_m, ts_q, ts_base, n_start, seq_len, K, V, TS, POS_W, TS_W, THR,
+        acc = _fwd_tile(acc, q, offs_m, tq_hi, tq_lo, ts_base, n_start, seq_len, K, V, TS, POS_W, TS_W, THR,
                         stride_kt, stride_vt, alpha, max_seq_len, num_buckets, D_QK, D_V,
                         False, HAS_POS, HAS_TS, BLOCK_N, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     n_end = tl.minimum(m_start + BLOCK_M, seq_len)
     for n_start in range(n_full_end, n_end, BLOCK_N):
-        acc = _fwd_tile(acc, q, offs_m, ts_q, ts_base, n_start, seq_len, K, V, TS, POS_W, TS_W, THR,
+        acc = _fwd_tile(acc, q, offs_m, tq_hi, tq_lo, ts_base, n_start, seq_len, K, V, TS, POS_W, TS_W, THR,
                         stride_kt, stride_vt, alpha, max_seq_len, num_buckets, D_QK, D_V,
                         True, HAS_POS, HAS_TS, BLOCK_N, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
 
@@ -186,13 +179,14 @@ def hstu_attention_fwd_triton(
     autotuner; tests use it to check each tuning candidate.
     """
     check_inputs(q, k, v, seq_offsets, max_seq_len, norm, timestamps, pos_weights, ts_weights)
-    q, k, v = (last_dim_contiguous(x) for x in (q, k, v))
+    dv_out = v.shape[2]
+    q, k, v = (last_dim_contiguous(pad_head_dim(x)) for x in (q, k, v))
     num_tokens, num_heads, dqk = q.shape
     dv = v.shape[2]
     num_seqs = seq_offsets.numel() - 1
     out = torch.empty((num_tokens, num_heads, dv), dtype=v.dtype, device=v.device)
     if num_tokens == 0 or num_seqs == 0:
-        return out.zero_()
+        return out[..., :dv_out].zero_()
     ts, pos_w, ts_w, thr, num_buckets = rab_args(q, timestamps, pos_weights, ts_weights)
     args = (
         q, k, v, out, seq_offsets, ts, pos_w, ts_w, thr,
@@ -201,7 +195,8 @@ def hstu_attention_fwd_triton(
     )
     meta = dict(
         NORM_MAX_LEN=norm == "max_len", HAS_POS=pos_weights is not None, HAS_TS=ts_weights is not None,
-        BLOCK_DQK=block_d(dqk), BLOCK_DV=block_d(dv), DOT_PRECISION=dot_precision(q.dtype), FAST_MATH=fast_math(q.dtype),
+        BLOCK_DQK=block_d(dqk), BLOCK_DV=block_d(dv),
+        DOT_PRECISION=dot_precision(q.dtype), FAST_MATH=fast_math(q.dtype),
     )
 
     def grid(cfg: dict) -> tuple[int]:
@@ -211,7 +206,7 @@ def hstu_attention_fwd_triton(
         _hstu_fwd_tuned[grid](*args, **meta)
     else:
         _hstu_fwd_kernel[grid(config)](*args, **meta, **config)
-    return out
+    return out if dv == dv_out else out[..., :dv_out].contiguous()
 
 
 __all__ = ["FWD_CONFIGS", "hstu_attention_fwd_triton"]

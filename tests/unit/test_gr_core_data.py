@@ -123,3 +123,88 @@ def test_sequence_data_rejects_padding_ids():
         SequenceData.from_sequences([[0, 1, 2]], num_items=5)
     with pytest.raises(ValueError, match="split must be"):
         eval_batches(_hand_made(), split="train", max_seq_len=2, batch_size=2)  # type: ignore[arg-type]
+
+
+# --- Stochastic Length -------------------------------------------------------------------------
+
+SL = DataConfig(num_users=300, num_items=200, num_clusters=8, min_events=3, max_events=60, seed=5,
+                stochastic_length_alpha=1.5)
+
+
+def test_stochastic_length_follows_the_paper_rule():
+    from gr_core.lengths import split_lengths, stochastic_length_subsampled, stochastic_length_target
+
+    max_len = 40
+    m = stochastic_length_target(max_len, 1.5)
+    assert m == int(40**0.75)  # floor(N^(alpha/2)) = 15
+    n = np.array([m, m + 1, 30, 40] * 5000)
+    sub = stochastic_length_subsampled(n, max_len, 1.5, seed=0)
+    assert not sub[n <= m].any()  # short histories stay whole
+    for length in (m + 1, 30, 40):  # P(subsample) = 1 - N^alpha / n^2
+        assert sub[n == length].mean() == pytest.approx(1 - 40**1.5 / length**2, abs=0.02)
+    assert np.array_equal(sub, stochastic_length_subsampled(n, max_len, 1.5, seed=0))  # deterministic
+    assert not np.array_equal(sub, stochastic_length_subsampled(n, max_len, 1.5, seed=1))
+    assert not stochastic_length_subsampled(n, max_len, None, seed=0).any()
+    lengths = train_sequence_lengths(SL, max_len)
+    full = split_lengths(event_counts(SL), "train", max_len)
+    changed = lengths != full
+    assert changed.any() and np.all(lengths[changed] == m) and np.all(full[changed] > m)
+
+
+def test_stochastic_length_batches_match_the_planned_lengths_and_are_subsequences():
+    from gr_core.lengths import split_lengths, stochastic_length_subsampled, stochastic_length_target
+
+    max_len = 40
+    data = generate_synthetic(SL)
+    planned = train_sequence_lengths(SL, max_len)
+    full = split_lengths(data.lengths, "train", max_len)
+    sub = stochastic_length_subsampled(full, max_len, SL.stochastic_length_alpha, SL.seed)
+    m = stochastic_length_target(max_len, SL.stochastic_length_alpha)
+
+    def epoch(seed):
+        out = {}
+        for b in train_batches(data, max_seq_len=max_len, batch_size=64, rng=np.random.default_rng(seed),
+                               subsampled=sub, subsample_length=m):
+            for row, user in enumerate(b.user_ids.tolist()):
+                s, e = b.seq_offsets[row].item(), b.seq_offsets[row + 1].item()
+                out[user] = (b.item_ids[s:e].tolist(), b.target_ids[s:e].tolist(), b.timestamps[s:e].tolist())
+        return out
+
+    first = epoch(0)
+    seen = np.zeros(SL.num_users, dtype=np.int64)
+    for user, (items, targets, ts) in first.items():
+        seen[user] = len(items)
+        history = data.user_items(user).tolist()
+        window = history[: len(history) - 2][-(full[user] + 1):]  # inputs and targets of the training window
+        kept = items + targets[-1:]
+        assert targets[:-1] == items[1:]  # each target is the next kept event
+        positions = [window.index(i) for i in kept]  # synthetic items do not repeat within a user
+        assert positions == sorted(positions) and len(set(positions)) == len(positions)
+        assert ts == sorted(ts)
+        if not sub[user]:
+            assert kept == window
+    assert np.array_equal(seen, planned)  # the FLOPs planner's lengths are what training runs
+    assert first == epoch(0)  # deterministic from the training seed
+    again = epoch(1)
+    assert any(first[u] != again[u] for u in np.flatnonzero(sub))  # positions are redrawn per seed
+
+
+def test_stochastic_length_flops_use_the_subsampled_lengths():
+    from gr_core.config import ModelConfig, TrainConfig
+    from gr_core.lengths import split_lengths, stochastic_length_sparsity
+    from scaling import forward_flops, run_flops
+
+    model, train = ModelConfig(max_seq_len=40), TrainConfig(epochs=2)
+    flops = run_flops(SL, model, train)
+    lengths = train_sequence_lengths(SL, 40)
+    assert flops.train == pytest.approx(3 * 2 * forward_flops(lengths, model, head_candidates=129).total_dense)
+    whole = DataConfig(**{**_fields(SL), "stochastic_length_alpha": None})
+    assert flops.train < run_flops(whole, model, train).train
+    assert flops.eval_per_pass == run_flops(whole, model, train).eval_per_pass  # evaluation is never subsampled
+    sparsity = stochastic_length_sparsity(split_lengths(event_counts(SL), "train", 40), lengths)
+    assert 0.0 < sparsity < 1.0
+
+
+def test_stochastic_length_alpha_is_validated():
+    with pytest.raises(ValueError, match=r"stochastic_length_alpha must be in \(1, 2\]"):
+        DataConfig(stochastic_length_alpha=2.5)

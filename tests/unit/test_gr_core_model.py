@@ -1,4 +1,5 @@
-"""HSTU model: parameter count, shapes and causality; the sampled-softmax loss."""
+"""HSTU model: parameter count, an independent loop implementation of the layer (rab with the
+published bucketing, both attention normalisations), causality; the sampled-softmax loss."""
 
 from __future__ import annotations
 
@@ -126,3 +127,90 @@ def test_sampled_softmax_is_one_bmm_for_the_flop_counter():
         )
     assert counter.get_total_flops() == 2 * t * d * (r + 1)
     assert math.isfinite(counter.get_total_flops())
+
+
+def _bucket(d: int, num_buckets: int) -> int:
+    """The published time bucket: clamp(floor(ln(max(|d|, 1)) / 0.301), 0, num_buckets)."""
+    return int(min(max(math.floor(math.log(max(abs(d), 1)) / 0.301), 0), num_buckets))
+
+
+def _loop_hstu(model: HSTU, items, ts, offsets) -> torch.Tensor:
+    """DESIGN.md section 2, one token and one pair at a time (no padding, no einsum)."""
+    cfg = model.cfg
+    d, h, dqk, dv, big_n = cfg.embedding_dim, cfg.num_heads, cfg.dqk, cfg.dv, cfg.max_seq_len
+    outs = []
+    for b in range(offsets.numel() - 1):
+        s, e = int(offsets[b]), int(offsets[b + 1])
+        n = e - s
+        x = torch.stack([model.item_embedding.weight[items[s + i]] * math.sqrt(d) + model.position_embedding.weight[i]
+                         for i in range(n)]) if n else torch.zeros(0, d)
+        for block in model.blocks:
+            x_hat = F.layer_norm(x, (d,), eps=1e-6)
+            proj = F.silu(x_hat @ block.uvqk.weight.T)
+            u, v, q, k = torch.split(proj, [h * dv, h * dv, h * dqk, h * dqk], dim=-1)
+            av = torch.zeros(n, h * dv)
+            norm = big_n if cfg.attn_norm == "max_len" else n
+            for i in range(n):
+                request_ts = int(ts[s + i + 1]) if i + 1 < n else int(ts[s + i])  # the next action's time
+                for j in range(i + 1):
+                    rab = 0.0
+                    if cfg.use_rab:
+                        rab = block.pos_weights[j - i + big_n - 1] + block.ts_weights[
+                            _bucket(request_ts - int(ts[s + j]), cfg.num_time_buckets)]
+                    for head in range(h):
+                        qi, kj = q[i, head * dqk:(head + 1) * dqk], k[j, head * dqk:(head + 1) * dqk]
+                        weight = F.silu(qi @ kj + rab) / norm
+                        av[i, head * dv:(head + 1) * dv] += weight * v[j, head * dv:(head + 1) * dv]
+            y = u * F.layer_norm(av, (h * dv,), eps=1e-6)
+            x = x + y @ block.output.weight.T + block.output.bias
+        outs.append(x)
+    return F.normalize(torch.cat(outs), dim=-1, eps=1e-6)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ModelConfig(num_blocks=2, embedding_dim=8, num_heads=2, max_seq_len=6, dropout=0.0),
+        ModelConfig(num_blocks=1, embedding_dim=6, num_heads=1, max_seq_len=5, dropout=0.0, attn_norm="seq_len",
+                    num_time_buckets=20),
+        ModelConfig(num_blocks=1, embedding_dim=4, num_heads=2, attention_dim=3, linear_dim=5, max_seq_len=5,
+                    dropout=0.0, use_rab=False),
+    ],
+)
+def test_model_matches_a_loop_implementation_of_the_paper(cfg):
+    torch.manual_seed(0)
+    model = HSTU(cfg, 20).eval()
+    with torch.no_grad():  # rab weights large enough to matter
+        for block in model.blocks:
+            if cfg.use_rab:
+                block.pos_weights.normal_(0.0, 1.0)
+                block.ts_weights.normal_(0.0, 1.0)
+    lengths = [4, 0, 1, min(5, cfg.max_seq_len)]
+    g = torch.Generator().manual_seed(3)
+    total = sum(lengths)
+    items = torch.randint(1, 21, (total,), generator=g)
+    gaps = torch.tensor([0, 1, 3, 40, 1000, 90_000, 2, 0, 7, 500, 10**6, 5, 60, 3600])[:total]
+    ts = 1_600_000_000 + torch.cumsum(gaps, 0)
+    offsets = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    with torch.no_grad():
+        torch.testing.assert_close(model(items, ts, offsets), _loop_hstu(model, items, ts, offsets),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_attention_normalisation_options_differ_only_by_the_divisor():
+    torch.manual_seed(0)
+    base = ModelConfig(num_blocks=1, embedding_dim=8, max_seq_len=10, dropout=0.0)
+    by_max = HSTU(base, 20).eval()
+    by_len = HSTU(ModelConfig(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, "attn_norm": "seq_len"}),
+                  20).eval()
+    by_len.load_state_dict(by_max.state_dict())
+    items, ts, offsets = _batch([10, 4])
+    with torch.no_grad():
+        full_max, full_len = by_max(items, ts, offsets), by_len(items, ts, offsets)
+    torch.testing.assert_close(full_max[:10], full_len[:10])  # n = N for the full-length sequence
+    assert not torch.allclose(full_max[10:], full_len[10:])  # 4 / 10 vs 1 for the short one
+
+
+def test_uvqk_init_is_upstreams():
+    block = HSTU(ModelConfig(embedding_dim=64, num_heads=2), 10).blocks[0]
+    assert block.uvqk.weight.std().item() == pytest.approx(0.02, rel=0.05)

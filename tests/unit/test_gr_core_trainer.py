@@ -77,3 +77,38 @@ def test_same_config_same_metrics():
     reseeded = TrainConfig(epochs=2, batch_size=32, num_negatives=8, seed=1)
     other = train_run(RunConfig(data=cfg.data, model=cfg.model, train=reseeded))
     assert other.metrics["final_train_loss"] != first.metrics["final_train_loss"]
+
+
+def test_early_stopping_reports_test_at_the_best_validation_epoch(monkeypatch):
+    import gr_core.trainer as trainer
+
+    # Scripted validation ndcg@10 per epoch (test values are 10x): best at epoch 2, then two worse.
+    script = iter([0.1, 1.0, 0.3, 3.0, 0.2, 2.0, 0.25, 2.5, 0.9, 9.0])
+
+    def fake_evaluate(model, batches):
+        list(batches)
+        value = next(script)
+        return {"hr@10": value, "ndcg@10": value}
+
+    monkeypatch.setattr(trainer, "evaluate", fake_evaluate)
+    cfg = RunConfig(
+        data=DataConfig(num_users=60, num_items=30, num_clusters=3, max_events=10),
+        model=ModelConfig(num_blocks=1, embedding_dim=8, max_seq_len=8),
+        train=TrainConfig(epochs=10, batch_size=32, num_negatives=4, patience=2),
+    )
+    result = train_run(cfg)
+    assert result.epochs_run == 4 and [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert result.best_epoch == 2
+    assert result.metrics["ndcg@10"] == 3.0 and result.metrics["val_ndcg@10"] == 0.3
+    lengths = train_sequence_lengths(cfg.data, cfg.model.max_seq_len)
+    assert result.train_tokens == 4 * int(lengths.sum())
+
+
+def test_sasrec_trains_through_the_same_path():
+    cfg = RunConfig(
+        data=TINY.data,
+        model=ModelConfig(family="sasrec", num_blocks=1, embedding_dim=16, max_seq_len=20, dropout=0.0),
+        train=TrainConfig(epochs=6, batch_size=64, num_negatives=32, lr=3e-3, eval_every=3),
+    )
+    result = train_run(cfg)
+    assert result.metrics["hr@10"] > 2.0 * _random_hr10(cfg)

@@ -185,26 +185,30 @@ def test_time_weight_gradient_with_unsorted_timestamps():
 
 
 @triton.jit
-def _bucket_kernel(DTS, OUT, THR, num_buckets, n, BLOCK: tl.constexpr):
+def _bucket_kernel(TS_Q, TS_K, OUT, THR, num_buckets, n, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < n
-    dts = tl.load(DTS + offs, mask=ok, other=0)
-    tl.store(OUT + offs, triton_common.time_bucket(dts, THR, num_buckets), mask=ok)
+    base = tl.load(TS_K)  # rebased like the kernels: to the first key's time
+    q_hi, q_lo = triton_common.split_time(tl.load(TS_Q + offs, mask=ok, other=0), base)
+    k_hi, k_lo = triton_common.split_time(tl.load(TS_K + offs, mask=ok, other=0), base)
+    tl.store(OUT + offs, triton_common.time_bucket(q_hi - k_hi, q_lo - k_lo, THR, num_buckets), mask=ok)
 
 
 @pytest.mark.parametrize("num_buckets", [128, 7])
 def test_time_bucket_matches_reference_at_every_edge(num_buckets):
     """Gaps at each bucket edge and one second either side: float32 alone gets some wrong."""
-    thr = torch.tensor([t for t in triton_common._threshold_values(128)[1:] if t < 2**62], dtype=torch.int64)
-    deltas = torch.cat([thr - 1, thr, thr + 1, -thr, -(thr - 1), torch.tensor([0, 1, -1, 2, 10**12, -(10**15)])])
-    deltas = deltas.to(DEVICE)
-    gaps = deltas.double()  # the kernels take gaps as exact float64 differences
-    out = torch.empty(deltas.numel(), dtype=torch.int32, device=DEVICE)
-    table = triton_common.bucket_thresholds(num_buckets, deltas.device)
-    _bucket_kernel[(triton.cdiv(deltas.numel(), 64),)](gaps, out, table, num_buckets, deltas.numel(), BLOCK=64)
-    want = time_buckets(deltas, num_buckets)
+    thr = torch.tensor([t for t in triton_common._threshold_values(128)[1:] if t < 2**45], dtype=torch.int64)
+    gaps = torch.cat([thr - 1, thr, thr + 1, -thr, -(thr - 1), torch.tensor([0, 1, -1, 2, 10**12, -(10**13)])])
+    # Keys at arbitrary large (unaligned) times, queries gap seconds later.
+    ts_k = 1_700_000_000_123 + torch.randint(-(10**12), 10**12, gaps.shape, generator=torch.Generator().manual_seed(0))
+    ts_q = ts_k + gaps
+    ts_q, ts_k = ts_q.to(DEVICE), ts_k.to(DEVICE)
+    out = torch.empty(gaps.numel(), dtype=torch.int32, device=DEVICE)
+    table = triton_common.bucket_thresholds(num_buckets, ts_q.device)
+    _bucket_kernel[(triton.cdiv(gaps.numel(), 64),)](ts_q, ts_k, out, table, num_buckets, gaps.numel(), BLOCK=64)
+    want = time_buckets(gaps, num_buckets).to(DEVICE)
     mismatch = (out.long() != want).nonzero().flatten()
-    assert mismatch.numel() == 0, f"gaps {deltas[mismatch].tolist()}: {out[mismatch].tolist()} vs {want[mismatch].tolist()}"
+    assert mismatch.numel() == 0, f"gaps {gaps[mismatch.cpu()].tolist()}: {out[mismatch].tolist()} vs {want[mismatch].tolist()}"
 
 
 def test_rejects_bad_inputs():
@@ -216,3 +220,38 @@ def test_rejects_bad_inputs():
         hstu_attention_fwd_triton(q, q, q, offsets, 4, 1.0, "max_len", None, torch.zeros(3, device=DEVICE), None)
     with pytest.raises(ValueError, match="timestamps"):
         hstu_attention_bwd_triton(q, q, q, q, offsets, 4, 1.0, "max_len", None, None, torch.zeros(3, device=DEVICE))
+
+
+@pytest.mark.triton_interpret
+def test_public_op_with_triton_impl_matches_reference_through_autograd() -> None:
+    """`kernels.hstu_attention(impl="triton")` runs the kernels inside the custom op, with autograd."""
+    import kernels
+
+    gen = torch.Generator().manual_seed(7)
+    lengths = [0, 1, 37, 70]
+    offsets = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int64)
+    total, heads, dqk, dv, n = offsets[-1].item(), 2, 16, 32, 80
+    timestamps = torch.cat([torch.sort(torch.randint(0, 10**6, (m,), generator=gen)).values for m in lengths])
+    inputs = {
+        "q": torch.randn(total, heads, dqk, generator=gen),
+        "k": torch.randn(total, heads, dqk, generator=gen),
+        "v": torch.randn(total, heads, dv, generator=gen),
+        "pos": 0.1 * torch.randn(2 * n - 1, generator=gen),
+        "ts": 0.1 * torch.randn(11, generator=gen),
+    }
+    grad_out = torch.randn(total, heads, dv, generator=gen)
+    results = {}
+    for impl in ("reference", "triton"):
+        leaves = {name: t.clone().requires_grad_(True) for name, t in inputs.items()}
+        out = kernels.hstu_attention(
+            leaves["q"], leaves["k"], leaves["v"], offsets, n, norm="seq_len", timestamps=timestamps,
+            pos_weights=leaves["pos"], ts_weights=leaves["ts"], impl=impl,
+        )
+        out.backward(grad_out)
+        results[impl] = (out.detach(), {name: leaf.grad for name, leaf in leaves.items()})
+    ref_out, ref_grads = results["reference"]
+    out, grads = results["triton"]
+    scale = ref_out.abs().max()
+    assert (out - ref_out).abs().max() <= 1e-4 * scale
+    for name, ref_grad in ref_grads.items():
+        assert (grads[name] - ref_grad).abs().max() <= 1e-4 * ref_grad.abs().max(), name

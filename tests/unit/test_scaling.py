@@ -136,3 +136,107 @@ def test_random_configs_flops_match_flop_counter_by_component(seed: int) -> None
     assert by_op.get("aten.bmm", 0) == pytest.approx(3 * fwd.head, rel=1e-9)  # the sampled-softmax logits
     projections = by_op.get("aten.mm", 0) + by_op.get("aten.addmm", 0)
     assert projections == pytest.approx(3 * (fwd.uvqk + fwd.output_projection), rel=1e-9)
+
+
+def _random_sasrec_case(seed: int) -> tuple[ModelConfig, np.ndarray, int]:
+    """A random small SASRec config and skewed jagged lengths, as `_random_case` for HSTU."""
+    rng = np.random.default_rng(1000 + seed)
+    heads = int(rng.integers(1, 5))
+    width = heads * int(rng.integers(-(-16 // heads), 128 // heads + 1))
+    max_len = int(rng.integers(4, 17))
+    model = ModelConfig(
+        family="sasrec",
+        num_blocks=int(rng.integers(1, 5)),
+        embedding_dim=width,
+        num_heads=heads,
+        max_seq_len=max_len,
+        ffn_hidden_dim=int(rng.integers(4, 65)) if rng.random() < 0.5 else None,
+        ffn_activation="gelu" if rng.random() < 0.3 else "relu",
+        dropout=float(rng.choice([0.0, 0.2])),
+    )
+    num_seqs = int(rng.integers(2, 7))
+    lengths = np.minimum(rng.geometric(0.5, size=num_seqs), max_len)
+    lengths[rng.integers(num_seqs)] = max_len
+    if seed % 3 == 0:
+        lengths[rng.integers(num_seqs)] = 0
+    return model, lengths.astype(np.int64), int(rng.integers(1, 17))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_sasrec_random_configs_flops_match_flop_counter_by_component(seed: int) -> None:
+    from gr_core.sasrec import SASRec
+
+    model_cfg, lengths, num_negatives = _random_sasrec_case(seed)
+    num_items = 30
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = SASRec(model_cfg, num_items)  # training mode: attention and FFN dropout are on
+    offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]))
+    num_tokens = int(lengths.sum())
+    item_ids = torch.randint(1, num_items + 1, (num_tokens,), generator=gen)
+    timestamps = torch.cumsum(torch.randint(1, 10**6, (num_tokens,), generator=gen), 0)
+    targets = torch.randint(1, num_items + 1, (num_tokens,), generator=gen)
+    with FlopCounterMode(display=False) as counter:
+        out = model(item_ids, timestamps, offsets)
+        loss = sampled_softmax_loss(
+            out, targets, model.item_vectors(), num_negatives=num_negatives, temperature=0.05, generator=gen
+        )
+        loss.backward()
+    fwd = forward_flops(lengths, model_cfg, head_candidates=num_negatives + 1)
+    assert counter.get_total_flops() == pytest.approx(3 * fwd.total_dense, rel=1e-9)
+    by_op = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+    attention = by_op.get("gr_core.jagged_softmax_attention", 0) + by_op.get(
+        "gr_core.jagged_softmax_attention_backward", 0
+    )
+    assert attention == pytest.approx(3 * fwd.attention_dense, rel=1e-9)
+    assert by_op.get("aten.bmm", 0) == pytest.approx(3 * fwd.head, rel=1e-9)
+    projections = by_op.get("aten.mm", 0) + by_op.get("aten.addmm", 0)
+    assert projections == pytest.approx(3 * (fwd.uvqk + fwd.output_projection + fwd.ffn), rel=1e-9)
+
+
+def test_hand_computed_sasrec_forward_flops() -> None:
+    # One block, D=4, one head, FFN 6; sequences of 2 and 3 tokens; R+1 = 3 candidates.
+    model = ModelConfig(family="sasrec", num_blocks=1, embedding_dim=4, max_seq_len=8, ffn_hidden_dim=6)
+    fwd = forward_flops(np.array([2, 3]), model, head_candidates=3, ranking=True)
+    assert fwd.uvqk == 2 * 5 * 4 * 12  # Q, K and V projections
+    assert fwd.attention_dense == 2 * (4 + 9) * (4 + 4)
+    assert fwd.output_projection == 2 * 5 * 4 * 4
+    assert fwd.ffn == 2 * 5 * (4 * 6 + 6 * 4)
+    assert fwd.head == 2 * 5 * 4 * 3
+    assert fwd.ranking_head == 5 * (2 * 12 * 4 + 2 * 4)
+
+
+@pytest.mark.parametrize("family", ["hstu", "sasrec"])
+def test_ranking_task_flops_match_flop_counter(family: str) -> None:
+    from gr_core.encoder import build_model
+    from gr_core.ranking import ranking_logits, ranking_loss
+
+    model_cfg = ModelConfig(family=family, num_blocks=2, embedding_dim=12, num_heads=2, max_seq_len=9)
+    torch.manual_seed(0)
+    data = generate_synthetic(DataConfig(num_users=30, num_items=40, num_clusters=4, min_events=4, max_events=14))
+    model = build_model(model_cfg, data.num_items, ranking_head=True)
+    batch = next(iter(train_batches(data, max_seq_len=9, batch_size=8, rng=np.random.default_rng(0))))
+    lengths = (batch.seq_offsets[1:] - batch.seq_offsets[:-1]).numpy()
+    with FlopCounterMode(display=False) as counter:
+        out = model(batch.item_ids, batch.timestamps, batch.seq_offsets)
+        loss = sampled_softmax_loss(
+            out, batch.target_ids, model.item_vectors(), num_negatives=5, temperature=0.05,
+            generator=torch.Generator().manual_seed(0),
+        ) + ranking_loss(ranking_logits(model, out, batch.item_ids), batch.actions)
+        loss.backward()
+    analytic = 3 * forward_flops(lengths, model_cfg, head_candidates=6, ranking=True).total_dense
+    assert counter.get_total_flops() == pytest.approx(analytic, rel=1e-9)
+
+
+def test_run_flops_follow_the_task() -> None:
+    data, train = DataConfig(num_users=200, num_items=80), dict(epochs=2, num_negatives=16)
+    model = ModelConfig(family="sasrec", max_seq_len=20)
+    retrieval = run_flops(data, model, TrainConfig(**train))
+    ranking = run_flops(data, model, TrainConfig(task="ranking", **train))
+    both = run_flops(data, model, TrainConfig(task="both", **train))
+    assert retrieval.forward_per_epoch.ranking_head == 0 and ranking.forward_per_epoch.head == 0
+    assert both.train == pytest.approx(
+        retrieval.train + 3 * 2 * ranking.forward_per_epoch.ranking_head
+    )
+    assert ranking.eval_per_pass == 0 and ranking.eval_ranking_per_evaluation > 0
+    assert both.eval_total > retrieval.eval_total

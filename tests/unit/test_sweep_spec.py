@@ -36,7 +36,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_grid_expands_to_the_product_of_axes(tmp_path: Path) -> None:
     spec = load_spec(_write(tmp_path, GOOD))
-    assert spec.num_runs == 8
+    assert spec.num_grid_points == 8
     configs = [config for _, config in spec.run_configs()]
     assert {(c.model.num_blocks, c.model.embedding_dim, c.train.seed) for c in configs} == {
         (d, w, s) for d in (1, 2) for w in (8, 16) for s in (0, 1)
@@ -46,13 +46,14 @@ def test_grid_expands_to_the_product_of_axes(tmp_path: Path) -> None:
 
 
 def test_plan_orders_runs_by_flops_and_flops_grow_with_size(tmp_path: Path) -> None:
-    runs = plan_sweep(load_spec(_write(tmp_path, GOOD)))
+    plan = plan_sweep(load_spec(_write(tmp_path, GOOD)))
+    runs = plan.runs
     flops = [r.flops["train"] for r in runs]
     assert flops == sorted(flops)
     by_shape = {(r.axis_values["depth"], r.axis_values["width"]): r.flops["train"] for r in runs}
     assert by_shape[(2, 16)] > by_shape[(1, 16)] > by_shape[(1, 8)]
     assert by_shape[(2, 8)] > by_shape[(1, 8)]
-    table = format_plan(runs)
+    table = format_plan(plan)
     assert "8 runs" in table and "convention:" in table
 
 

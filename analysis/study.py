@@ -1,0 +1,183 @@
+"""The whole analysis of one metric: every form, backtests, model choice, frontier, forecast.
+
+`run_study` is what `gr-scaling fit`, `report` and `forecast` run on a sweep's runs or a CSV. A
+form that cannot be fitted (too few runs, no N and D for the two-variable law, y <= 0 for the
+log-space form) is recorded with its reason and the rest go on; nothing here raises for thin
+data, only for bad options.
+
+Which curve answers the forecast: with `form="auto"`, the one-variable form (in C) that predicts
+the held-out largest runs best. The two-variable law is a candidate only when asked for by name
+(`form="chinchilla"`), because its curve in C is the metric at the compute-optimal (N, D), a
+different question from "what will the next run of this sweep's shape reach".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+
+from analysis.backtest import DEFAULT_HOLDOUT, Backtest, ModelChoice, backtest, choose_form
+from analysis.dataset import ScalingData
+from analysis.forecast import Forecast, forecast
+from analysis.forms import FORM_NAMES, FormFit, fit_form
+from analysis.frontier import DEFAULT_FLOPS_PER_ND, Frontier, compute_frontier
+from analysis.isoflop import DEFAULT_REL_TOL, IsoFlopResult, fit_isoflop
+from analysis.inputs import validate_level
+from scaling.cost import CostInputs
+
+log = logging.getLogger(__name__)
+ONE_VARIABLE = ("power_law", "log_linear", "pure_power")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class StudyOptions:
+    form: str = "auto"  # the forecast's curve: "auto" or one of FORM_NAMES
+    holdout: float | int = DEFAULT_HOLDOUT
+    n_bootstrap: int = 500
+    backtest_bootstrap: int = 200
+    seed: int = 0
+    level: float = 0.95
+    flops_per_nd: float | str = DEFAULT_FLOPS_PER_ND  # k in C = k N D, or "auto": the runs' median C / (N D)
+    forecast_at: tuple[float, ...] = ()  # default: 10x and 100x the largest run
+    targets: tuple[float, ...] = ()
+    cost: CostInputs | None = dataclasses.field(default_factory=CostInputs)
+    isoflop_rel_tol: float = DEFAULT_REL_TOL
+
+    def __post_init__(self) -> None:
+        if self.form != "auto" and self.form not in FORM_NAMES:
+            raise ValueError(f"form must be 'auto' or one of {list(FORM_NAMES)}, got {self.form!r}")
+        validate_level(self.level)
+        k = self.flops_per_nd
+        if k != "auto" and (isinstance(k, (bool, str)) or not (isinstance(k, (int, float)) and 0 < k < float("inf"))):
+            raise ValueError(f"flops_per_nd must be a positive number (6 for C = 6ND) or 'auto', got {k!r}")
+        h = self.holdout
+        if isinstance(h, bool) or not isinstance(h, (int, float)) or not (0 < h < 1 or (h >= 1 and float(h).is_integer())):
+            raise ValueError(f"holdout must be a fraction in (0, 1) or a whole run count >= 1, got {h!r}")
+        for name in ("n_bootstrap", "backtest_bootstrap"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {v!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class Study:
+    data: ScalingData
+    options: StudyOptions
+    fits: dict[str, FormFit]
+    errors: dict[str, str]  # form -> why it could not be fitted
+    backtests: dict[str, Backtest]
+    backtest_error: str | None
+    choice: ModelChoice
+    forecast_form: str | None
+    forecast: Forecast | None
+    forecast_error: str | None
+    frontier: Frontier | None
+    isoflop: IsoFlopResult | None
+    notes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        opts = dataclasses.asdict(self.options)
+        return {
+            "metric": self.data.metric,
+            "higher_is_better": self.data.higher_is_better,
+            "n_runs": int(self.data.y.size),
+            "has_n_and_d": self.data.has_nd,
+            "n_and_d_missing": self.data.nd_missing or None,
+            "replicate_groups": self.data.n_replicated_groups,
+            "bootstrap_unit": "replicate group (config)" if self.data.groups is not None else "run",
+            "options": opts,
+            "fits": {k: f.to_dict() for k, f in self.fits.items()},
+            "fit_errors": dict(self.errors),
+            "backtests": {k: b.to_dict() for k, b in self.backtests.items()},
+            "backtest_error": self.backtest_error,
+            "model_choice": self.choice.to_dict(),
+            "forecast_form": self.forecast_form,
+            "forecast": None if self.forecast is None else self.forecast.to_dict(),
+            "forecast_error": self.forecast_error,
+            "frontier": None if self.frontier is None else self.frontier.to_dict(),
+            "frontier_table": None if self.frontier is None else self.frontier.table(self._budgets()),
+            "isoflop": None if self.isoflop is None else self.isoflop.to_dict(),
+            "notes": list(self.notes),
+        }
+
+    def _budgets(self) -> np.ndarray:
+        top = float(self.data.flops.max())
+        return np.array([top, 10 * top, 100 * top])
+
+
+def _resolve_flops_per_nd(data: ScalingData, requested: float | str, notes: list[str]) -> float:
+    """k for the frontier; "auto" takes the runs' median C / (N D). Notes a k the runs contradict."""
+    if not data.has_nd:
+        return DEFAULT_FLOPS_PER_ND if requested == "auto" else float(requested)
+    n, d = data.require_nd("compare FLOPs with N D")
+    ratio = data.flops / (n * d)
+    median = float(np.median(ratio))
+    if requested == "auto":
+        notes.append(f"frontier uses C = k N D with k = {median:.4g}, the runs' median C / (N D) "
+                     f"(range {ratio.min():.3g} to {ratio.max():.3g})")
+        return median
+    k = float(requested)
+    if not 0.8 <= median / k <= 1.25:
+        notes.append(f"the runs' FLOPs are C = k N D with k from {ratio.min():.3g} to {ratio.max():.3g} (median "
+                     f"{median:.3g}), not the frontier's k = {k:g}: N_opt and D_opt refer to C = {k:g} N D; "
+                     "pass --flops-per-nd auto (or the k of your convention) to match the x-axis")
+    return k
+
+
+def run_study(data: ScalingData, options: StudyOptions | None = None) -> Study:
+    opts = options or StudyOptions()
+    notes: list[str] = []
+    opts = dataclasses.replace(opts, flops_per_nd=_resolve_flops_per_nd(data, opts.flops_per_nd, notes))
+    forms = [f for f in FORM_NAMES if f != "chinchilla" or data.has_nd]
+    errors: dict[str, str] = {}
+    if not data.has_nd:
+        errors["chinchilla"] = f"no N and D per run ({data.nd_missing or 'not given'})"
+    fits: dict[str, FormFit] = {}
+    for name in forms:
+        try:
+            fits[name] = fit_form(name, data, n_bootstrap=opts.n_bootstrap, seed=opts.seed, level=opts.level,
+                                  flops_per_nd=opts.flops_per_nd)
+        except ValueError as exc:
+            errors[name] = str(exc)
+            log.warning("no %s fit for %s: %s", name, data.metric, exc)
+    for name, f in fits.items():
+        if not f.converged:
+            notes.append(f"the {name} fit did NOT converge: {f.message}")
+
+    backtests: dict[str, Backtest] = {}
+    backtest_error = None
+    try:
+        for name in fits:
+            backtests[name] = backtest(name, data, holdout=opts.holdout, n_bootstrap=opts.backtest_bootstrap,
+                                       seed=opts.seed, level=opts.level, flops_per_nd=opts.flops_per_nd)
+    except ValueError as exc:  # the holdout leaves nothing to fit on
+        backtest_error = str(exc)
+        backtests = {}
+    candidates = [opts.form] if opts.form != "auto" else list(ONE_VARIABLE)
+    choice = choose_form(fits, backtests, candidates=candidates)
+
+    frontier = isoflop = None
+    if "chinchilla" in fits:
+        frontier = compute_frontier(fits["chinchilla"].fit, opts.flops_per_nd)
+    if data.has_nd:
+        isoflop = fit_isoflop(data, rel_tol=opts.isoflop_rel_tol, level=opts.level)
+
+    fc = fc_error = None
+    fc_form = choice.chosen
+    if fc_form is None:
+        fc_error = (f"the requested form {opts.form!r} could not be fitted: {errors.get(opts.form, 'did not converge')}"
+                    if opts.form != "auto" else "no one-variable form could be fitted")
+    else:
+        top = float(data.flops.max())
+        at = opts.forecast_at or (10 * top, 100 * top)
+        try:
+            fc = forecast(fits[fc_form].curve(), form=fc_form, max_observed_flops=top, at_flops=at,
+                          targets=opts.targets, cost_inputs=opts.cost, seed=opts.seed)
+        except ValueError as exc:
+            fc_error = str(exc)
+    return Study(data=data, options=opts, fits=fits, errors=errors, backtests=backtests, backtest_error=backtest_error,
+                 choice=choice, forecast_form=fc_form, forecast=fc, forecast_error=fc_error, frontier=frontier,
+                 isoflop=isoflop, notes=tuple(notes))

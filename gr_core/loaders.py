@@ -1,0 +1,267 @@
+"""Public data sets -> `SequenceData`, cached by file hash (torch-free).
+
+Formats (DESIGN.md section 2):
+
+- ml-100k  `u.data`            tab-separated `user item rating timestamp`, no header
+- ml-1m    `ratings.dat`       `UserID::MovieID::Rating::Timestamp`, no header
+- ml-20m   `ratings.csv`       header `userId,movieId,rating,timestamp`; ratings in half stars
+- amazon-books `ratings_Books.csv` (SNAP) `user,item,rating,timestamp`, no header, string ids;
+  users and items with fewer than 5 ratings are dropped in one pass (both counted on the whole
+  file, then filtered together; upstream's preprocessing, not an iterated 5-core)
+
+Every source becomes the same `SequenceData`: users in order of their original id, each user's
+events sorted by timestamp with a stable sort (ties keep file order), item ids remapped to
+1..num_items in order of their original id (0 stays padding), action = rating >= 4.
+
+Parsing uses pandas' C reader; if it fails or sees a malformed value, a line-by-line pass finds
+the first bad line and raises ValueError naming the file and the 1-based line number. The parsed
+arrays are cached as .npz under `cache_dir` (default `$GR_SCALING_CACHE` or
+~/.cache/gr-scaling/datasets), keyed by the file's sha256, the source and `CACHE_VERSION`, so a
+changed file or loader never reads a stale cache. The cache location is not part of the run
+config: it does not change what a run computes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from gr_core.config import REAL_SOURCES, DataConfig
+from gr_core.sequences import SequenceData
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+POSITIVE_RATING = 4.0  # action = 1 when rating >= this (MovieLens stars, Amazon stars)
+BOOKS_MIN_RATINGS = 5
+_HASH_CHUNK = 1 << 22
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("GR_SCALING_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "gr-scaling" / "datasets"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- parsing: (user keys [E], item keys [E], ratings [E] float64, timestamps [E] int64) --------
+
+Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _check_line(path: Path, lineno: int, fields: list[str], id_type: type) -> None:
+    """Raise ValueError naming `path:lineno` if one parsed line is malformed."""
+    where = f"{path}, line {lineno}"
+    if len(fields) != 4:
+        raise ValueError(f"{where}: expected 4 fields (user, item, rating, timestamp), got {len(fields)}")
+    user, item, rating, ts = (f.strip() for f in fields)
+    for name, value in (("user", user), ("item", item)):
+        if not value:
+            raise ValueError(f"{where}: empty {name} id")
+        if id_type is int:
+            try:
+                int(value)
+            except ValueError:
+                raise ValueError(f"{where}: {name} id {value!r} is not an integer") from None
+    try:
+        r = float(rating)
+    except ValueError:
+        raise ValueError(f"{where}: rating {rating!r} is not a number") from None
+    if not np.isfinite(r):
+        raise ValueError(f"{where}: rating {rating!r} is not finite")
+    try:
+        int(ts)
+    except ValueError:
+        raise ValueError(f"{where}: timestamp {ts!r} is not an integer") from None
+
+
+def _find_bad_line(path: Path, split: Callable[[str], list[str]], id_type: type, header: bool) -> None:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, start=1):
+            if header and lineno == 1:
+                continue
+            if not line.strip():
+                raise ValueError(f"{path}, line {lineno}: empty line")
+            _check_line(path, lineno, split(line.rstrip("\r\n")), id_type)
+
+
+def _check_first_line(path: Path, split: Callable[[str], list[str]], id_type: type, header: bool) -> None:
+    # pandas would take a consistent extra column for an index; the field count is checked here.
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not (header and lineno == 1):
+                _check_line(path, lineno, split(line.rstrip("\r\n")), id_type)
+                return
+    raise ValueError(f"{path}: no data lines")
+
+
+def _read(path: Path, *, sep: str, header: bool, string_ids: bool) -> Columns:
+    """Parse a 4-column ratings file; raises ValueError with the file and line of a bad line."""
+    import pandas as pd  # only when parsing (a cache miss)
+
+    id_type = str if string_ids else int
+
+    def split(line: str) -> list[str]:
+        return line.split(sep)
+
+    _check_first_line(path, split, id_type, header)
+    id_dtype = str if string_ids else np.int64
+    try:
+        source: io.StringIO | Path = path
+        c_sep = sep
+        if len(sep) > 1:  # pandas' C reader takes one-character separators only
+            source = io.StringIO(path.read_text(encoding="utf-8", errors="strict").replace(sep, "\t"))
+            c_sep = "\t"
+        frame = pd.read_csv(
+            source, sep=c_sep, header=0 if header else None, names=["user", "item", "rating", "timestamp"],
+            dtype={"user": id_dtype, "item": id_dtype, "rating": np.float64, "timestamp": np.int64},
+            engine="c", skip_blank_lines=False, na_filter=True, keep_default_na=False, na_values=[""],
+        )
+        bad = frame.isna().to_numpy().any() or not np.isfinite(frame["rating"].to_numpy()).all()
+    except (ValueError, TypeError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        _find_bad_line(path, split, id_type, header)
+        raise ValueError(f"{path}: could not be parsed ({exc})") from exc
+    if bad:
+        _find_bad_line(path, split, id_type, header)
+        raise ValueError(f"{path}: missing or non-finite values")  # internal: the scan should have found it
+    return (
+        frame["user"].to_numpy(), frame["item"].to_numpy(),
+        frame["rating"].to_numpy(np.float64), frame["timestamp"].to_numpy(np.int64),
+    )
+
+
+def _check_header(path: Path, expected: str) -> None:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline().strip()
+    if first.replace(" ", "") != expected:
+        raise ValueError(f"{path}, line 1: expected the header {expected!r}, got {first!r}")
+
+
+def parse_ratings(source: str, path: Path) -> Columns:
+    """The raw columns of one file of `source` (no filtering, file order)."""
+    if source == "ml-100k":
+        return _read(path, sep="\t", header=False, string_ids=False)
+    if source == "ml-1m":
+        return _read(path, sep="::", header=False, string_ids=False)
+    if source == "ml-20m":
+        _check_header(path, "userId,movieId,rating,timestamp")
+        return _read(path, sep=",", header=True, string_ids=False)
+    if source == "amazon-books":
+        return _read(path, sep=",", header=False, string_ids=True)
+    raise ValueError(f"unknown real data source {source!r}; valid ones are {list(REAL_SOURCES)}")
+
+
+# --- to sequences -----------------------------------------------------------------------------
+
+
+def min_count_filter(users: np.ndarray, items: np.ndarray, min_count: int) -> np.ndarray:
+    """Boolean mask [E] of events whose user and item both have >= min_count events (one pass)."""
+    _, user_inv, user_counts = np.unique(users, return_inverse=True, return_counts=True)
+    _, item_inv, item_counts = np.unique(items, return_inverse=True, return_counts=True)
+    return (user_counts[user_inv] >= min_count) & (item_counts[item_inv] >= min_count)
+
+
+def to_sequences(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, timestamps: np.ndarray) -> SequenceData:
+    """Group events by user (original id order), sort each user's by time (stable), remap items."""
+    if users.size == 0:
+        raise ValueError("no events left to build sequences from")
+    _, user_idx = np.unique(users, return_inverse=True)
+    item_keys, item_idx = np.unique(items, return_inverse=True)
+    # Stable two-key sort: by timestamp within user; ties keep file order.
+    order = np.lexsort((np.arange(users.size), timestamps, user_idx))
+    counts = np.bincount(user_idx, minlength=int(user_idx.max()) + 1)
+    return SequenceData(
+        item_ids=(item_idx[order] + 1).astype(np.int64),
+        timestamps=timestamps[order].astype(np.int64),
+        actions=(ratings[order] >= POSITIVE_RATING).astype(np.int8),
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        num_items=int(item_keys.size),
+    )
+
+
+def build_sequences(source: str, path: Path) -> SequenceData:
+    users, items, ratings, timestamps = parse_ratings(source, path)
+    if source == "amazon-books":
+        keep = min_count_filter(users, items, BOOKS_MIN_RATINGS)
+        logger.info("%s: kept %d of %d ratings (users and items with >= %d)", path, keep.sum(), keep.size,
+                    BOOKS_MIN_RATINGS)
+        users, items, ratings, timestamps = users[keep], items[keep], ratings[keep], timestamps[keep]
+    return to_sequences(users, items, ratings, timestamps)
+
+
+# --- cache ------------------------------------------------------------------------------------
+
+
+def _save(data: SequenceData, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a concurrent reader never sees half a file.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".npz.tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(
+            f, item_ids=data.item_ids, timestamps=data.timestamps, actions=data.actions,
+            offsets=data.offsets, num_items=np.int64(data.num_items),
+        )
+    os.replace(tmp, target)
+
+
+def _load(target: Path) -> SequenceData:
+    with np.load(target) as z:
+        return SequenceData(
+            item_ids=z["item_ids"], timestamps=z["timestamps"], actions=z["actions"],
+            offsets=z["offsets"], num_items=int(z["num_items"]),
+        )
+
+
+def load_real(source: str, path: str | Path, *, cache_dir: str | Path | None = None) -> SequenceData:
+    """`SequenceData` of a public data set file, from the cache when its hash was seen before."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"data.path={str(path)!r} ({source}) is not a file")
+    stat = path.stat()
+    return _load_cached(source, str(path.resolve()), stat.st_size, stat.st_mtime_ns,
+                        str(Path(cache_dir) if cache_dir is not None else default_cache_dir()))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(source: str, path: str, size: int, mtime_ns: int, cache_dir: str) -> SequenceData:
+    # Memoised per process on (path, size, mtime): planners ask for the same lengths many times.
+    del size, mtime_ns  # part of the memo key only
+    digest = file_sha256(Path(path))
+    target = Path(cache_dir) / f"{source}-{digest[:24]}-v{CACHE_VERSION}.npz"
+    if target.is_file():
+        try:
+            return _load(target)
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("ignoring unreadable cache %s (%s); rebuilding it", target, exc)
+    data = build_sequences(source, Path(path))
+    try:
+        _save(data, target)
+    except OSError as exc:
+        logger.warning("could not write the data cache %s (%s); continuing without it", target, exc)
+    logger.info("%s (%s): %d users, %d events, %d items; cached at %s", path, source, data.num_users,
+                data.offsets[-1], data.num_items, target)
+    return data
+
+
+def load_sequence_data(cfg: DataConfig, *, cache_dir: str | Path | None = None) -> SequenceData:
+    """The run's `SequenceData`: generated (synthetic) or loaded (a real source)."""
+    if cfg.source == "synthetic":
+        from gr_core.synthetic import generate_synthetic
+
+        return generate_synthetic(cfg)
+    assert cfg.path is not None  # DataConfig requires it for real sources
+    return load_real(cfg.source, cfg.path, cache_dir=cache_dir)

@@ -1,0 +1,180 @@
+"""`gr-scaling fit / report / forecast` on CSV input, the CSV reader, and non-convergence flags."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import analysis.forms
+from analysis.commands import format_fit
+from analysis.csv_input import load_csv
+from analysis.report import write_report
+from analysis.study import StudyOptions
+from gr_scaling.cli import main
+
+
+def _write_csv(path: Path, *, with_flops: bool = False, nan_row: bool = True) -> Path:
+    rng = np.random.default_rng(0)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["run", "params", "tokens", *(["flops"] if with_flops else []), "loss"])
+        for i, n in enumerate(np.geomspace(1e5, 1e7, 5)):
+            for j, d in enumerate(np.geomspace(1e7, 1e9, 5)):
+                loss = (0.7 + 50 / n**0.3 + 80 / d**0.25) * np.exp(rng.normal(0.0, 0.004))
+                w.writerow([f"r{i}{j}", f"{n:.6g}", f"{d:.6g}", *([f"{6 * n * d:.6g}"] if with_flops else []), loss])
+        if nan_row:
+            w.writerow(["diverged", "1e6", "1e8", *(["6e14"] if with_flops else []), "nan"])
+    return path
+
+
+CSV_ARGS = ["--y-col", "loss", "--lower-is-better", "--n-col", "params", "--d-col", "tokens", "--id-col", "run",
+            "--bootstrap", "100"]
+
+
+def test_load_csv_derives_flops_and_reports_bad_cells(tmp_path) -> None:
+    path = _write_csv(tmp_path / "a.csv")
+    rows, convention = load_csv(path, y_col="loss", n_col="params", d_col="tokens", id_col="run", flops_per_nd=6)
+    assert len(rows) == 26 and convention == "C = 6 N D (derived from columns 'params', 'tokens')"
+    assert rows[0]["flops"] == pytest.approx(6 * 1e5 * 1e7)
+    assert rows[0]["params_non_embedding"] == 1e5 and rows[0]["train_tokens"] == 1e7
+    assert np.isnan(rows[-1]["loss"]) and rows[-1]["run_id"] == "diverged"
+    with pytest.raises(ValueError, match=r"has no column\(s\) \['ndcg'\]; its columns are \['run', 'params'"):
+        load_csv(path, y_col="ndcg", n_col="params", d_col="tokens", flops_per_nd=6)
+    with pytest.raises(ValueError, match="no FLOPs column 'flops'.*--flops-per-nd"):
+        load_csv(path, y_col="loss")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("flops,loss\n1e13,0.9\n1e14,oops\n")
+    with pytest.raises(ValueError, match=r"line 3, column 'loss': 'oops' is not a number"):
+        load_csv(bad, y_col="loss")
+    with pytest.raises(ValueError, match="no such file"):
+        load_csv(tmp_path / "missing.csv", y_col="loss")
+
+
+def test_fit_csv_writes_json_with_every_analysis(tmp_path, capsys) -> None:
+    path = _write_csv(tmp_path / "ext.csv")
+    out_json = tmp_path / "fit.json"
+    argv = ["fit", "--csv", str(path), *CSV_ARGS, "--flops-per-nd", "6", "--holdout", "3", "--json", str(out_json)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    fit = json.loads(out_json.read_text())
+    a = fit["analysis"]
+    assert set(a["fits"]) == {"power_law", "log_linear", "pure_power", "chinchilla"}
+    assert fit["flops_convention"].startswith("C = 6 N D (derived")
+    assert fit["excluded"] == [{"run_id": "diverged", "reason": "loss is nan (diverged or unfinished run?)"}]
+    ch = a["fits"]["chinchilla"]["fit"]
+    assert ch["converged"] and ch["params"]["alpha"] == pytest.approx(0.3, rel=0.1)
+    assert all(lo is not None for lo, _ in ch["param_intervals"].values())
+    assert a["backtests"]["chinchilla"]["n_holdout"] == 3 and a["backtests"]["chinchilla"]["mean_abs_rel_err"] < 0.02
+    assert a["frontier"]["a"] == pytest.approx(0.25 / 0.55, abs=0.05)
+    assert a["model_choice"]["chosen"] in ("power_law", "log_linear", "pure_power")
+    assert a["forecast"]["next_10x"]["cost"]["inputs"]["device"] == "h100-sxm"
+    assert "frontier (C = 6 N D): N_opt ~ C^" in printed and "chinchilla  backtest |rel err|" in printed
+    assert (tmp_path / "ext-report" / "report.html").is_file()  # default output beside the CSV
+
+
+def test_report_csv_html_has_every_section_and_figure(tmp_path) -> None:
+    path = _write_csv(tmp_path / "ext.csv", with_flops=True)
+    out = tmp_path / "rep"
+    assert main(["report", "--csv", str(path), *CSV_ARGS, "--out", str(out), "--target", "0.5",
+                 "--flops-convention", "published 6ND"]) == 0
+    page = (out / "report.html").read_text()
+    for heading in ("Model choice and backtest", "Pure power law (OLS in log-log space)", "Two-variable law L(N, D)",
+                    "Compute-optimal frontier and IsoFLOP curves", "Forecast"):
+        assert f"<h2>{heading}</h2>" in page, heading
+    assert len(re.findall(r"data:image/png;base64,", page)) == 3
+    assert "published 6ND" in page and "Next 10x" in page and "statsmodels OLS summary" in page
+    assert "unreachable under the fitted" in page or "FLOPs needed" in page
+    assert "1 run(s) excluded from the fit: diverged" in page
+
+
+def test_forecast_csv_prints_targets_cost_and_writes_strict_json(tmp_path, capsys) -> None:
+    path = _write_csv(tmp_path / "ext.csv")
+    out_json = tmp_path / "fc.json"
+    argv = ["forecast", "--csv", str(path), *CSV_ARGS, "--flops-per-nd", "6", "--form", "chinchilla", "--at", "1e18",
+            "--target", "0.5", "--target", "1.2", "--price", "2.0", "--mfu", "0.35", "--json", str(out_json)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "forecast with chinchilla" in printed and "FLOPs convention: C = 6 N D" in printed
+    assert "reach loss = 0.5: unreachable under the fitted chinchilla: its asymptote" in printed
+    assert "reach loss = 1.2: about" in printed
+    assert "device-hours" in printed and "gain per unit of money" in printed
+    doc = json.loads(out_json.read_text())  # strict JSON: NaN/inf written as null
+    targets = doc["forecast"]["targets"]
+    assert targets[0]["reachable"] is False and targets[0]["flops"] is None
+    assert doc["forecast"]["next_10x"]["cost"]["inputs"]["mfu"] == 0.35
+
+
+@pytest.mark.parametrize(("argv", "pattern"), [
+    (["fit"], "give a sweep directory or --csv FILE"),
+    (["fit", "--csv", "{csv}"], "--csv needs --y-col"),
+    (["fit", "--csv", "{csv}", "--y-col", "loss", "--n-col", "params", "--d-col", "tokens", "--flops-per-nd", "6"],
+     "say --higher-is-better or --lower-is-better"),
+    (["fit", "somedir", "--csv", "{csv}", "--y-col", "loss"], "not both"),
+    (["forecast", "--csv", "{csv}", "--y-col", "loss", "--lower-is-better", "--n-col", "params", "--d-col", "tokens",
+      "--flops-per-nd", "6", "--holdout", "26"], "leaves none"),
+])
+def test_cli_errors_are_one_clear_line(tmp_path, capsys, argv, pattern) -> None:
+    path = _write_csv(tmp_path / "e.csv")
+    code = main([a.replace("{csv}", str(path)) for a in argv] + ["--bootstrap", "20"])
+    err = capsys.readouterr().err
+    if pattern == "leaves none":  # a holdout that leaves nothing is reported, not fatal
+        assert code == 0
+        return
+    assert code == 2 and pattern in err and "Traceback" not in err
+
+
+def test_a_fit_that_did_not_converge_says_so_everywhere(tmp_path, monkeypatch) -> None:
+    real = analysis.forms.fit_chinchilla
+
+    def not_converged(*args, **kwargs):
+        return dataclasses.replace(real(*args, **kwargs), converged=False, message="forced: max iterations")
+
+    monkeypatch.setattr(analysis.forms, "fit_chinchilla", not_converged)
+    rows, _ = load_csv(_write_csv(tmp_path / "c.csv", nan_row=False), y_col="loss", n_col="params", d_col="tokens",
+                       flops_per_nd=6)
+    paths = write_report(tmp_path / "rep", rows, metric="loss", higher_is_better=False, flops_convention="6ND",
+                         title="t", n_bootstrap=50, options=StudyOptions(backtest_bootstrap=20))
+    summary = json.loads(paths.fit_json.read_text())
+    page = paths.report_html.read_text()
+    assert "the chinchilla fit did NOT converge: forced: max iterations" in summary["analysis"]["notes"]
+    assert "the chinchilla fit did NOT converge: forced: max iterations" in page
+    assert "Converged: <b>NO</b>" in page
+    assert "DID NOT CONVERGE: forced: max iterations" in format_fit(summary)
+    row = next(r for r in summary["analysis"]["model_choice"]["table"] if r["form"] == "chinchilla")
+    assert row["converged"] is False
+
+
+def test_runs_without_tokens_skip_the_two_variable_law_and_say_why(tmp_path) -> None:
+    rows = [{"run_id": f"r{i}", "flops": 1e13 * 3.0**i, "params_non_embedding": 1e4 * 2**i,
+             "ndcg@10": 0.2 - 0.05 * 3.0 ** (-0.4 * i)} for i in range(8)]
+    paths = write_report(tmp_path, rows, metric="ndcg@10", higher_is_better=True, flops_convention="x", title="t",
+                         n_bootstrap=50)
+    a = json.loads(paths.fit_json.read_text())["analysis"]
+    assert "train_tokens missing" in a["fit_errors"]["chinchilla"]
+    assert a["frontier"] is None and a["isoflop"] is None and paths.frontier_png is None
+    assert "Not fitted: no N and D per run" in paths.report_html.read_text()
+
+
+def test_flops_per_nd_auto_matches_the_runs_and_a_mismatch_is_noted(tmp_path) -> None:
+    from analysis.dataset import data_from_runs
+    from analysis.study import run_study
+
+    rows, _ = load_csv(_write_csv(tmp_path / "k.csv", nan_row=False), y_col="loss", n_col="params", d_col="tokens",
+                       id_col="run", flops_per_nd=9)  # this "accounting" counts 9 FLOPs per parameter-token
+    data = data_from_runs(rows, metric="loss", higher_is_better=False)
+    fixed = run_study(data, StudyOptions(n_bootstrap=50, backtest_bootstrap=0, cost=None))
+    assert fixed.frontier.flops_per_nd == 6.0
+    assert any("not the frontier's k = 6" in n and "median 9" in n for n in fixed.notes)
+    auto = run_study(data, StudyOptions(n_bootstrap=50, backtest_bootstrap=0, cost=None, flops_per_nd="auto"))
+    assert auto.frontier.flops_per_nd == pytest.approx(9.0)
+    assert auto.frontier.n_opt(9e18) == pytest.approx(fixed.frontier.n_opt(6e18))
+    with pytest.raises(ValueError, match="flops_per_nd must be a positive number"):
+        StudyOptions(flops_per_nd=-1.0)
+    with pytest.raises(ValueError, match="holdout must be"):
+        StudyOptions(holdout=0)
