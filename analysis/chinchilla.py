@@ -191,8 +191,8 @@ class ChinchillaFit:
 def start_grid(logy: Array, grid: Mapping[str, Sequence[float]], jitter_seed: int | None) -> Array:
     """All combinations of the grid, as normalised parameter rows -> [S, 5].
 
-    `jitter_seed` moves every start by a random factor (log-uniform, up to a third of a grid step
-    either way) so that different seeds give genuinely different start sets.
+    `jitter_seed` moves every start at random (a', b', e by up to +-0.5, the exponents by a factor
+    up to e^+-0.35, about a third of a grid step) so different seeds give different start sets.
     """
     unknown = set(grid) - set(DEFAULT_GRID)
     if unknown:
@@ -235,9 +235,10 @@ def _polish(starts: Array, lnn: Array, lnd: Array, logy: Array, delta: float) ->
                     options={"maxiter": 5000, "maxcor": 20, "ftol": 1e-15, "gtol": 1e-10})
     agree = int(np.sum(batch.f <= best.fun * (1 + AGREE_RTOL) + 1e-300))
     # Tight tolerances end a converged fit in "ABNORMAL" line searches at float precision; that is
-    # convergence when the projected gradient is small relative to the loss scale.
+    # convergence when the projected gradient is small against its largest possible size, about
+    # n * delta (every residual in the linear Huber branch pulling the same way).
     pg = float(np.max(np.abs(np.clip(best.x - best.jac, LOWER, UPPER) - best.x)))
-    converged = bool(best.success or pg <= 1e-6 * max(1.0, float(np.sum(np.abs(logy))) * delta))
+    converged = bool(best.success or pg <= 1e-6 * lnn.size * delta)
     message = f"L-BFGS-B: {best.message} ({best.nit} iterations from the best batched start), projected gradient {pg:.2g}"
     return best.x, float(best.fun), converged, message, agree
 

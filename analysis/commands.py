@@ -131,9 +131,11 @@ def format_fit(summary: dict[str, Any]) -> str:
     lines.append("forms (backtest on the largest runs; AIC/BIC in-sample):")
     for row in a["model_choice"]["table"]:
         err = row["backtest_mean_abs_rel_err"]
-        lines.append(f"  {row['form']:<11} backtest |rel err| {_g(None if err is None else 100 * err, '.3g')}%  "
-                     f"dAIC {_g(row['delta_aic'], '.1f')}  dBIC {_g(row['delta_bic'], '.1f')}"
-                     f"{'' if row['converged'] else '  NOT CONVERGED'}")
+        bt = a["backtests"].get(row["form"]) or {}
+        why = bt.get("error") or a.get("backtest_error") or "not run"
+        score = f"{100 * err:.3g}%" if err is not None else f"n/a ({why.split(':')[0]})"
+        lines.append(f"  {row['form']:<11} backtest |rel err| {score}  dAIC {_g(row['delta_aic'], '.1f')}  "
+                     f"dBIC {_g(row['delta_bic'], '.1f')}{'' if row['converged'] else '  NOT CONVERGED'}")
     for form, why in a["fit_errors"].items():
         lines.append(f"  {form:<11} not fitted: {why}")
     lines.append(f"  forecast form: {a['forecast_form']} ({a['model_choice']['criterion']})")

@@ -20,6 +20,7 @@ import socket
 from pathlib import Path
 
 from slurm.dispatch import Task, TaskOutcome, run_tasks
+from sweeps import tuning
 from sweeps.ledger import Ledger, PlannedRun, RunRecord, storage_url_for
 from sweeps.plan import plan_sweep
 from sweeps.spec import SweepSpec, load_spec
@@ -79,27 +80,46 @@ def launch_sweep(spec_path: str | Path, sweep_dir: str | Path) -> LaunchSummary:
 
 
 def _launch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, planned: list[PlannedRun]) -> LaunchSummary:
-    ledger.register(planned)
-    plan_ids = [run.run_id for run in planned]
-    before = ledger.runs()
-    already = sum(1 for rid in plan_ids if before[rid].state == "complete")
-    log.info("%d runs to launch, %d already complete", len(plan_ids), already)
+    """Dispatch pending runs in waves until none is left; with [tune], each wave first asks the
+    shapes' tuning studies for new values (the planned runs are then the shapes, not runs)."""
+    studies = {}
+    if spec.tune.enabled:
+        studies = {
+            shape.run_id: tuning.open_study(
+                ledger.storage, spec.sweep.name, shape.run_id, spec.tune, maximize=spec.sweep.higher_is_better
+            )
+            for shape in planned
+        }
+        tuning.fail_orphans(ledger, studies)
+        shape_ids = set(studies)
+        in_sweep = lambda record: (record.tune or {}).get("shape") in shape_ids  # noqa: E731
+    else:
+        ledger.register(planned)
+        plan_ids = {run.run_id for run in planned}
+        in_sweep = lambda record: record.run_id in plan_ids  # noqa: E731
+    before = [r for r in ledger.runs().values() if in_sweep(r)]
+    already = sum(1 for r in before if r.state == "complete")
+    log.info("%d runs registered, %d already complete", len(before), already)
 
-    order = {rid: i for i, rid in enumerate(plan_ids)}  # smallest FLOPs first
     while True:
         requeued = ledger.recover(max_attempts=spec.sweep.max_attempts)
         if requeued:
             log.info("retrying %d run(s): %s", len(requeued), ", ".join(requeued))
-        pending = sorted(ledger.pending(plan_ids), key=lambda r: order[r.run_id])
+        if studies:
+            room = max(spec.dispatch.max_parallel - len(ledger.pending()), 0)
+            tuning.top_up(ledger, spec, planned, studies, room=room)
+        pending = sorted(
+            (r for r in ledger.pending() if in_sweep(r)), key=lambda r: r.flops.get("train", 0.0)
+        )
         if not pending:
             break
         _dispatch(spec, sweep_dir, ledger, pending)
 
-    after = ledger.runs()
-    done = sum(1 for rid in plan_ids if after[rid].state == "complete")
-    failed = [after[rid] for rid in plan_ids if after[rid].state == "failed"]
+    after = [r for r in ledger.runs().values() if in_sweep(r)]
+    done = sum(1 for r in after if r.state == "complete")
+    failed = [r for r in after if r.state == "failed"]
     return LaunchSummary(
-        sweep_dir=sweep_dir, planned=len(plan_ids), skipped_complete=already, completed=done - already, failed=failed
+        sweep_dir=sweep_dir, planned=len(after), skipped_complete=already, completed=done - already, failed=failed
     )
 
 
@@ -107,7 +127,10 @@ def _dispatch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, pending: list[Ru
     tasks = [
         Task(
             key=record.trial_id,
-            args=(ledger.url, spec.sweep.name, record.trial_id, str(sweep_dir), spec.sweep.metric, spec.tracking),
+            args=(
+                ledger.url, spec.sweep.name, record.trial_id, str(sweep_dir), spec.sweep.metric, spec.tracking,
+                spec.tune if spec.tune.enabled else None,
+            ),
         )
         for record in pending
     ]

@@ -7,7 +7,7 @@ import functools
 
 import numpy as np
 
-from gr_core.config import DataConfig, RunConfig
+from gr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gr_core.lengths import train_sequence_lengths
 from scaling import FLOPS_CONVENTION, count_params, run_flops
 from sweeps.ledger import PlannedRun
@@ -23,14 +23,20 @@ def _lengths(data: DataConfig, max_seq_len: int) -> np.ndarray:
     return train_sequence_lengths(data, max_seq_len)
 
 
+@functools.lru_cache(maxsize=4096)
+def _flops(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict:
+    return run_flops(data, model, train, lengths=_lengths(data, model.max_seq_len)).to_dict()
+
+
 def plan_run(config: RunConfig, axis_values: dict) -> PlannedRun:
-    lengths = _lengths(config.data, config.model.max_seq_len)
-    flops = run_flops(config.data, config.model, config.train, lengths=lengths)
+    # The training seed and optimiser settings do not change FLOPs: grids over seeds or learning
+    # rates share one count per shape.
+    flops_key = dataclasses.replace(config.train, seed=0, lr=1e-3, beta1=0.9, beta2=0.98, weight_decay=0.0)
     return PlannedRun(
         run_id=config.run_id,
         axis_values=axis_values,
         config=config.to_dict(),
-        flops=flops.to_dict(),
+        flops=dict(_flops(config.data, config.model, flops_key)),
         params=count_params(config.model, config.data.num_items).to_dict(),
     )
 

@@ -155,6 +155,38 @@ class LedgerConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class TuneConfig:
+    """[tune]: trials = 0 (the default) turns tuning off."""
+
+    param: str = "train.lr"
+    low: float = 1e-4
+    high: float = 1e-2
+    log: bool = True
+    trials: int = 0  # per shape
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "asha", "none"] = "median"
+    startup_trials: int = 2  # trials per shape before the sampler and the pruner act
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        section, _, key = self.param.partition(".")
+        if section not in ("data", "model", "train") or not key:
+            raise ValueError(f"tune.param must be a dotted config path such as 'train.lr', got {self.param!r}")
+        if not self.low < self.high or (self.log and self.low <= 0):
+            raise ValueError(
+                f"tune.low must be below tune.high (and > 0 when tune.log = true); got {self.low}, {self.high}"
+            )
+        if self.trials < 0:
+            raise ValueError(f"tune.trials must be >= 0, got {self.trials}")
+        if self.startup_trials < 0:
+            raise ValueError(f"tune.startup_trials must be >= 0, got {self.startup_trials}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.trials > 0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class Axis:
     name: str  # as written in the spec ("width" or "model.dropout")
     path: str  # dotted config path ("model.embedding_dim")
@@ -171,6 +203,7 @@ class SweepSpec:
     design: DesignConfig = dataclasses.field(default_factory=DesignConfig)
     budget: BudgetConfig = dataclasses.field(default_factory=BudgetConfig)
     ledger: LedgerConfig = dataclasses.field(default_factory=LedgerConfig)
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
     source: str = "<spec>"
 
     @property
@@ -199,7 +232,7 @@ class SweepSpec:
         return runs
 
 
-_TOP_LEVEL = ("sweep", "axes", "base", "dispatch", "tracking", "design", "budget", "ledger")
+_TOP_LEVEL = ("sweep", "axes", "base", "dispatch", "tracking", "design", "budget", "ledger", "tune")
 
 
 def _resolve_axis(name: str, values: Any, base: RunConfig, source: str) -> Axis:
@@ -261,6 +294,14 @@ def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> SweepSpec:
     design = config_from_dict(DesignConfig, raw.get("design", {}), where=source, prefix="design.")
     budget = config_from_dict(BudgetConfig, raw.get("budget", {}), where=source, prefix="budget.")
     ledger = config_from_dict(LedgerConfig, raw.get("ledger", {}), where=source, prefix="ledger.")
+    tune = config_from_dict(TuneConfig, raw.get("tune", {}), where=source, prefix="tune.")
+    if tune.enabled:
+        tuned_section, _, tuned_key = tune.param.partition(".")
+        valid = {f.name for f in dataclasses.fields(getattr(base, tuned_section))}
+        if tuned_key not in valid:
+            raise ValueError(f"{source}: tune.param: '{tuned_key}' is not a field of [{tuned_section}]; valid: {sorted(valid)}")
+        if tune.param in {axis.path for axis in axes}:
+            raise ValueError(f"{source}: tune.param = '{tune.param}' is tuned, so it cannot also be an axis")
     if design.kind != "grid" and design.adjusted_path in paths:
         raise ValueError(
             f"{source}: design.kind = '{design.kind}' solves {design.adjusted_path} for each run, so it "
@@ -268,9 +309,11 @@ def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> SweepSpec:
         )
     spec = SweepSpec(
         sweep=settings, axes=axes, base=base, dispatch=dispatch, tracking=tracking,
-        design=design, budget=budget, ledger=ledger, source=source,
+        design=design, budget=budget, ledger=ledger, tune=tune, source=source,
     )
-    spec.run_configs()  # every grid point must be a valid run before anything starts
+    # Cross-field rules of each grid point (e.g. width divisible by heads) are checked when the
+    # spec is planned (`sweeps.plan.plan_sweep`), which `sweep plan` and `sweep launch` do before
+    # anything starts; each axis value was already checked alone above.
     return spec
 
 

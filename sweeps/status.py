@@ -10,6 +10,7 @@ from typing import Any
 from sweeps.launch import SPEC_COPY, open_ledger
 from sweeps.ledger import RunRecord
 from sweeps.spec import SweepSpec, load_spec
+from sweeps.tuning import best_per_shape
 
 
 def load_sweep(sweep_dir: str | Path) -> tuple[SweepSpec, dict[str, RunRecord]]:
@@ -30,8 +31,9 @@ def format_status(spec: SweepSpec, runs: dict[str, RunRecord]) -> str:
         "  " + ", ".join(f"{state} {counts.get(state, 0)}" for state in ("complete", "running", "pending", "failed")),
         f"  training FLOPs: {spent:.3e} spent of {planned:.3e} planned",
     ]
-    if counts.get("cancelled"):
-        lines[1] += f", cancelled {counts['cancelled']}"
+    for extra in ("pruned", "cancelled"):
+        if counts.get(extra):
+            lines[1] += f", {extra} {counts[extra]}"
     if spec.budget.max_flops is not None:
         lines.append(f"  budget: {spent:.3e} of {spec.budget.max_flops:.3e} FLOPs spent ({spent / spec.budget.max_flops:.1%})")
     metric = spec.sweep.metric
@@ -47,8 +49,13 @@ def format_status(spec: SweepSpec, runs: dict[str, RunRecord]) -> str:
     return "\n".join(lines)
 
 
-def completed_rows(spec: SweepSpec, runs: dict[str, RunRecord]) -> list[dict[str, Any]]:
-    """One flat dict per completed run: id, FLOPs, params, axis values and all metrics."""
+def completed_rows(spec: SweepSpec, runs: dict[str, RunRecord], *, best_tuned_only: bool = True) -> list[dict[str, Any]]:
+    """One flat dict per completed run: id, FLOPs, tokens, params, shape and all metrics.
+
+    In a tuned sweep ([tune]) only the best run of each shape by validation metric is kept, so
+    that each point of a scaling curve is its size's best-tuned run (`best_tuned_only=False`
+    keeps them all).
+    """
     rows = []
     for record in runs.values():
         if record.state != "complete":
@@ -59,6 +66,8 @@ def completed_rows(spec: SweepSpec, runs: dict[str, RunRecord]) -> list[dict[str
                 "run_id": record.run_id,
                 "flops": record.flops["train"],
                 "flops_causal": record.flops.get("train_causal"),
+                "train_tokens": record.flops.get("train_tokens"),  # supervised positions, all epochs
+                "shape": (record.tune or {}).get("shape"),
                 "params_non_embedding": record.params.get("non_embedding"),
                 "params_embedding": record.params.get("embedding"),
                 "num_blocks": model["num_blocks"],
@@ -70,4 +79,6 @@ def completed_rows(spec: SweepSpec, runs: dict[str, RunRecord]) -> list[dict[str
                 **record.metrics,
             }
         )
+    if spec.tune.enabled and best_tuned_only:
+        return best_per_shape(rows, selection_key=f"val_{spec.sweep.metric}", maximize=spec.sweep.higher_is_better)
     return sorted(rows, key=lambda row: row["flops"])

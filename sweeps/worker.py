@@ -15,10 +15,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import optuna
+from optuna.trial import TrialState
+
 from gr_core.config import RunConfig
 from sweeps.ledger import Ledger
-from sweeps.spec import TrackingConfig
+from sweeps.spec import METRICS, TrackingConfig, TuneConfig
 from sweeps.tracking import RunTracker
+from sweeps.tuning import TrialReporter
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,13 @@ def execute_attempt(
     sweep_dir: str,
     metric: str,
     tracking: TrackingConfig,
+    tune: TuneConfig | None = None,
 ) -> dict[str, Any]:
-    """Train the run behind ledger attempt `trial_id`; returns a short summary."""
+    """Train the run behind ledger attempt `trial_id`; returns a short summary.
+
+    A tuned run (user attr "tune") also reports each validation value to its Optuna tuning trial,
+    whose pruner may stop it early: the attempt then ends "pruned", not failed.
+    """
     from gr_core.trainer import train_run  # torch is imported in the job, not by the driver
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -59,20 +68,42 @@ def execute_attempt(
         config={**config.to_dict(), "flops": attrs.get("flops", {}), "params": attrs.get("params", {})},
     )
 
+    maximize = METRICS[metric]
+    links = attrs.get("tune")
+    reporter = (
+        TrialReporter(ledger.storage, links["study"], links["trial_id"], tune, maximize)
+        if links is not None and tune is not None
+        else None
+    )
+    last: dict[str, Any] = {"epoch": 0, "value": None}
+
     def on_eval(epoch: int, metrics: dict[str, float]) -> None:
         tracker.log(metrics, step=epoch)
         value = metrics.get(f"val/{metric}")
-        if value is not None:
-            ledger.report_intermediate(trial_id, epoch, float(value))
+        if value is None:
+            return
+        ledger.report_intermediate(trial_id, epoch, float(value))
+        last.update(epoch=epoch, value=float(value))
+        if reporter is not None and reporter.report(epoch, float(value)):
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} ({metric} {value:.4f} behind the median)")
 
     started = time.perf_counter()
     try:
         with ledger.heartbeat(trial_id):
             result = train_run(config, on_step=None, on_eval=on_eval)
+    except optuna.TrialPruned as exc:
+        ledger.prune(trial_id, last_value=last["value"], epoch=last["epoch"])
+        if reporter is not None:
+            reporter.finish(TrialState.PRUNED)
+        tracker.finish()
+        log.info("run %s %s", run_id, exc)
+        return {"trial_id": trial_id, "run_id": run_id, "pruned": True}
     except BaseException as exc:
         detail = traceback.format_exc()
         (run_dir / "error.txt").write_text(detail)
         ledger.fail(trial_id, f"{type(exc).__name__}: {exc}")
+        if reporter is not None:
+            reporter.finish(TrialState.FAIL)
         tracker.finish(exit_code=1)
         raise
     wall = time.perf_counter() - started
@@ -88,8 +119,12 @@ def execute_attempt(
     achieved = executed / result.wall_time_s if result.wall_time_s > 0 else 0.0
     peak = cpu_peak_flops()
     utilisation = model_flops_utilisation(executed, result.wall_time_s, peak) if result.wall_time_s > 0 else 0.0
+    history = [h[f"val/{metric}"] for h in result.history if f"val/{metric}" in h]
+    best_val = (max if maximize else min)(history) if history else None
     results = {
-        "metrics": result.metrics,
+        # Test metrics at the best validation epoch, and the sweep metric's best validation value
+        # (what tuning selects on; test never steers a choice).
+        "metrics": {**result.metrics, f"val_{metric}": best_val},
         "best_epoch": result.best_epoch,
         "steps": result.steps,
         "train_tokens": result.train_tokens,
@@ -103,6 +138,8 @@ def execute_attempt(
     }
     (run_dir / "result.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     ledger.complete(trial_id, value=float(result.metrics[metric]), results=results)
+    if reporter is not None:
+        reporter.finish(TrialState.COMPLETE, best_val)
     tracker.summary(
         {**result.metrics, "flops/train": flops.get("train"), "achieved_flops_per_s": achieved, "mfu": utilisation}
     )

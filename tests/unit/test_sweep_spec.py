@@ -86,3 +86,24 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
         load_spec(_write(tmp_path, "[axes\nwidth = 1"))
     with pytest.raises(ValueError, match="does not exist"):
         load_spec(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("tune", "fragment"),
+    [
+        ({"trials": 2, "param": "lr"}, "tune.param must be a dotted config path"),
+        ({"trials": 2, "param": "train.learning_rate"}, "'learning_rate' is not a field of [train]"),
+        ({"trials": 2, "low": 0.0}, "tune.low must be below tune.high (and > 0 when tune.log = true)"),
+        ({"trials": 2, "sampler": "grid"}, "tune.sampler must be one of ['tpe', 'random']"),
+        ({"trials": -1}, "tune.trials must be >= 0"),
+    ],
+)
+def test_bad_tune_table_names_the_field(tune: dict, fragment: str) -> None:
+    with pytest.raises((ValueError, TypeError)) as info:
+        spec_from_dict({"tune": tune}, source="t.toml")
+    assert fragment in str(info.value)
+
+
+def test_tuned_param_cannot_be_an_axis() -> None:
+    with pytest.raises(ValueError, match="is tuned, so it cannot also be an axis"):
+        spec_from_dict({"axes": {"lr": [0.1]}, "tune": {"trials": 2}}, source="t.toml")
