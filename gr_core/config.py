@@ -104,7 +104,9 @@ class DataConfig:
 
 
 _DATA_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(DataConfig)}
-HSTU_ONLY_FIELDS: tuple[str, ...] = ("attention_dim", "linear_dim", "attn_norm", "use_rab", "num_time_buckets")
+HSTU_ONLY_FIELDS: tuple[str, ...] = (
+    "attention_dim", "linear_dim", "attn_norm", "use_rab", "num_time_buckets", "attention_impl",
+)
 SASREC_ONLY_FIELDS: tuple[str, ...] = ("ffn_hidden_dim", "ffn_activation")
 
 
@@ -132,6 +134,8 @@ class ModelConfig:
     ffn_hidden_dim: int | None = None  # SASRec pointwise FFN width; None = embedding_dim (as published)
     ffn_activation: Literal["relu", "gelu"] = "relu"  # SASRec FFN
     temperature: float = 0.05
+    # HSTU attention kernel (kernels.hstu_attention): "auto" = Triton on CUDA, reference on CPU.
+    attention_impl: Literal["auto", "reference", "triton"] = "auto"
 
     def __post_init__(self) -> None:
         defaults = _MODEL_DEFAULTS

@@ -74,6 +74,7 @@ class HSTUBlock(nn.Module):
             timestamps=timestamps_T if self.ts_weights is not None else None,
             pos_weights=self.pos_weights,
             ts_weights=self.ts_weights,
+            impl=cfg.attention_impl,
         )
         av = F.layer_norm(av_THD.reshape(num_tokens, h * cfg.dv), (h * cfg.dv,), eps=_LN_EPS)
         return x_TD + self.output(self.dropout(u * av))
