@@ -1,4 +1,4 @@
-"""gr_core: synthetic sequence data, the HSTU model, its training and full-ranking evaluation.
+"""gr_core: sequence data (synthetic and public sets), HSTU and SASRec, training and evaluation.
 
 Names are exported lazily, so `import gr_core.config` (or `gr_core.lengths`) stays torch-free.
 """
@@ -17,11 +17,19 @@ _EXPORTS: dict[str, str] = {
     "event_counts": "gr_core.synthetic",
     "generate_synthetic": "gr_core.synthetic",
     "train_sequence_lengths": "gr_core.lengths",
+    "dataset_num_items": "gr_core.lengths",
+    "dataset_event_counts": "gr_core.lengths",
+    "load_sequence_data": "gr_core.loaders",
+    "load_real": "gr_core.loaders",
     "JaggedBatch": "gr_core.data",
     "train_batches": "gr_core.data",
     "eval_batches": "gr_core.data",
     "HSTU": "gr_core.hstu",
-    "count_parameters": "gr_core.hstu",
+    "SASRec": "gr_core.sasrec",
+    "build_model": "gr_core.encoder",
+    "count_parameters": "gr_core.encoder",
+    "normalized_entropy": "gr_core.ranking",
+    "evaluate_ranking": "gr_core.ranking",
     "sampled_softmax_loss": "gr_core.losses",
     "evaluate": "gr_core.metrics",
     "ranking_metrics": "gr_core.metrics",

@@ -109,7 +109,7 @@ def _rab_indices(
     return pos_idx, ts_idx
 
 
-def _check_inputs(
+def check_inputs(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -119,6 +119,7 @@ def _check_inputs(
     ts_weights: torch.Tensor | None,
     max_seq_len: int,
 ) -> None:
+    """Shapes and options every implementation requires (the Triton wrapper adds dtype checks)."""
     if q.dim() != 3 or k.shape != q.shape or v.dim() != 3 or v.shape[:2] != q.shape[:2]:
         raise ValueError(
             "expected q, k: [T, H, Dqk] and v: [T, H, Dv]; got "
@@ -192,7 +193,7 @@ def hstu_attention_reference(
     timestamps: [T] int seconds, needed only with ts_weights [num_buckets+1];
     pos_weights: [2*max_seq_len-1]. Differentiable through ordinary autograd.
     """
-    _check_inputs(q, k, v, norm, timestamps, pos_weights, ts_weights, max_seq_len)
+    check_inputs(q, k, v, norm, timestamps, pos_weights, ts_weights, max_seq_len)
     dt = _compute_dtype(q)
     layout, s, _, _, scale = _forward_parts(
         q.to(dt), k.to(dt), seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights
@@ -222,7 +223,7 @@ def hstu_attention_reference_backward(
     With a = silu(s) * mask / n and out = a v:  dv = a^T dout,  ds = (dout v^T) * silu'(s) * mask / n,
     dq = alpha ds k,  dk = alpha ds^T q,  drab = sum over heads of ds, scattered into the weights.
     """
-    _check_inputs(q, k, v, norm, timestamps, pos_weights, ts_weights, max_seq_len)
+    check_inputs(q, k, v, norm, timestamps, pos_weights, ts_weights, max_seq_len)
     dt = _compute_dtype(q)
     q_, k_ = q.to(dt), k.to(dt)
     layout, s, pos_idx, ts_idx, scale = _forward_parts(

@@ -36,7 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.hstu_attention.reference import NORMS, TIME_BUCKET_INCREMENT
+from kernels.hstu_attention.reference import TIME_BUCKET_INCREMENT
+from kernels.hstu_attention.reference import check_inputs as check_shapes
 
 # Read when the kernels are decorated, as triton.jit itself does. It must be set before triton
 # is first imported (torch.utils.flop_counter imports it), so tests set it in tests/conftest.py.
@@ -205,31 +206,13 @@ def check_inputs(
     ts_weights: torch.Tensor | None,
 ) -> None:
     """The reference's input contract, without host syncs (offsets' values are not read)."""
-    if q.dim() != 3 or k.shape != q.shape or v.dim() != 3 or v.shape[:2] != q.shape[:2]:
-        raise ValueError(
-            "expected q, k: [T, H, Dqk] and v: [T, H, Dv]; got "
-            f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
+    check_shapes(q, k, v, norm, timestamps, pos_weights, ts_weights, max_seq_len)
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"q, k, v must share one of float32/float16/bfloat16; got {q.dtype}, {k.dtype}, {v.dtype}")
     if seq_offsets.dim() != 1 or seq_offsets.numel() < 1 or seq_offsets.dtype not in (torch.int32, torch.int64):
         raise ValueError(
             f"seq_offsets must be a 1-D int32/int64 [B+1] tensor, got {seq_offsets.dtype} {tuple(seq_offsets.shape)}"
         )
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}")
-    if max_seq_len < 1:
-        raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
-    if pos_weights is not None and pos_weights.shape != (2 * max_seq_len - 1,):
-        raise ValueError(
-            f"pos_weights must have shape [2*max_seq_len-1] = [{2 * max_seq_len - 1}], got {tuple(pos_weights.shape)}"
-        )
-    if ts_weights is not None:
-        if ts_weights.dim() != 1 or ts_weights.numel() < 1:
-            raise ValueError(f"ts_weights must be 1-D [num_buckets+1], got shape {tuple(ts_weights.shape)}")
-        if timestamps is None or timestamps.shape != (q.shape[0],):
-            got = None if timestamps is None else tuple(timestamps.shape)
-            raise ValueError(f"ts_weights needs timestamps of shape [T] = [{q.shape[0]}], got {got}")
 
 
 def rab_args(
