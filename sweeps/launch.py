@@ -65,8 +65,8 @@ def launch_sweep(spec_path: str | Path, sweep_dir: str | Path) -> LaunchSummary:
     planned = plan.within_budget()
     if len(planned) < len(plan.runs):
         log.warning(
-            "budget.max_flops = %.3e: launching %d of %d planned runs (%.3e FLOPs); the next would exceed it",
-            plan.max_flops, len(planned), len(plan.runs), sum(r.flops["train"] for r in planned),
+            "budget %s: launching %d of %d planned runs (%.3e FLOPs); the next would exceed it",
+            spec.budget, len(planned), len(plan.runs), sum(r.flops["train"] for r in planned),
         )
     sweep_dir.mkdir(parents=True, exist_ok=True)
     _store_spec(spec_path, sweep_dir)

@@ -12,7 +12,9 @@ from gr_core.lengths import train_sequence_lengths
 from scaling import FLOPS_CONVENTION, count_params, run_flops
 from sweeps.ledger import PlannedRun
 from sweeps.designs import SkippedRun, expand
-from sweeps.spec import SweepSpec
+from scaling.cost import CostEstimate, CostInputs
+from scaling.cost import cost as estimate_cost
+from sweeps.spec import BudgetConfig, SweepSpec
 
 MAX_TABLE_ROWS = 60
 
@@ -45,22 +47,33 @@ def plan_run(config: RunConfig, axis_values: dict) -> PlannedRun:
 class Plan:
     runs: list[PlannedRun]  # smallest training FLOPs first
     skipped: list[SkippedRun]  # points the design could not place, with the reason
-    max_flops: float | None  # the spec's budget, if any
+    budget: BudgetConfig
+    cost_inputs: CostInputs  # what the estimated device-hours and money assume
+
+    @property
+    def max_flops(self) -> float | None:
+        return self.budget.max_flops
 
     @property
     def total_flops(self) -> float:
         return sum(run.flops["train"] for run in self.runs)
 
-    def within_budget(self, already_spent: float = 0.0) -> list[PlannedRun]:
-        """The runs that launching would start, in order, before the next would exceed the budget."""
-        if self.max_flops is None:
-            return list(self.runs)
-        chosen, spent = [], already_spent
+    def estimate(self, flops: float) -> CostEstimate:
+        return estimate_cost(flops, self.cost_inputs)
+
+    def within_budget(self) -> list[PlannedRun]:
+        """The runs that launching would start, in order, before the next would exceed a cap."""
+        chosen, flops = [], 0.0
         for run in self.runs:
-            if spent + run.flops["train"] > self.max_flops:
+            flops += run.flops["train"]
+            if self.budget.max_flops is not None and flops > self.budget.max_flops:
+                break
+            if (
+                self.budget.max_device_hours is not None
+                and self.estimate(flops).device_hours > self.budget.max_device_hours
+            ):
                 break
             chosen.append(run)
-            spent += run.flops["train"]
         return chosen
 
 
@@ -78,7 +91,7 @@ def plan_sweep(spec: SweepSpec) -> Plan:
             "check the axes, budgets or multipliers for values that resolve to the same run"
         )
     runs.sort(key=lambda run: run.flops["train"])
-    return Plan(runs=runs, skipped=skipped, max_flops=spec.budget.max_flops)
+    return Plan(runs=runs, skipped=skipped, budget=spec.budget, cost_inputs=spec.cost)
 
 
 def format_plan(plan: Plan) -> str:
@@ -87,7 +100,7 @@ def format_plan(plan: Plan) -> str:
     if not runs:
         return "no runs" + "".join(f"\nskipped {s.axis_values}: {s.reason}" for s in plan.skipped)
     axis_names = list(runs[0].axis_values)
-    header = ["run_id", *axis_names, "params(non-emb)", "params(emb)", "train FLOPs"]
+    header = ["run_id", *axis_names, "params(non-emb)", "params(emb)", "train FLOPs", "device-h", "cost"]
     rows = [
         [
             run.run_id,
@@ -95,6 +108,8 @@ def format_plan(plan: Plan) -> str:
             f"{run.params['non_embedding']:,}",
             f"{run.params['embedding']:,}",
             f"{run.flops['train']:.3e}",
+            f"{plan.estimate(run.flops['train']).device_hours:.3g}",
+            f"{plan.estimate(run.flops['train']).cost:.3g}",
         ]
         for run in runs
     ]
@@ -109,10 +124,20 @@ def format_plan(plan: Plan) -> str:
     lines.append(
         f"{len(runs)} runs, total {total:.3e} training FLOPs, span {np.log10(span):.2f} orders of magnitude"
     )
-    if plan.max_flops is not None:
+    total_cost = plan.estimate(total)
+    c = plan.cost_inputs
+    lines.append(
+        f"estimated {total_cost.device_hours:.3g} device-hours on {c.num_devices} x {c.device} at MFU {c.mfu:g} "
+        f"({total_cost.wall_clock_hours:.3g} h wall clock), cost {total_cost.cost:.3g} at {c.price_per_device_hour:g} "
+        "per device-hour (training only; set [cost] in the spec)"
+    )
+    if plan.budget.max_flops is not None or plan.budget.max_device_hours is not None:
         fits = plan.within_budget()
+        caps = [f"{plan.budget.max_flops:.3e} FLOPs"] if plan.budget.max_flops is not None else []
+        if plan.budget.max_device_hours is not None:
+            caps.append(f"{plan.budget.max_device_hours:g} device-hours")
         lines.append(
-            f"budget {plan.max_flops:.3e} FLOPs: {len(fits)} of {len(runs)} runs fit "
+            f"budget {' and '.join(caps)}: {len(fits)} of {len(runs)} runs fit "
             f"({sum(r.flops['train'] for r in fits):.3e} FLOPs); launching stops there"
         )
     for skip in plan.skipped:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gr_core.config import RunConfig, config_from_dict
+from scaling.cost import CostInputs
 from slurm.config import DispatchConfig
 
 # Short axis names for the grid dimensions researchers sweep most; any dotted config path works too.
@@ -133,13 +134,19 @@ class DesignConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class BudgetConfig:
-    """A cap on the sweep's total training FLOPs: launching stops before a run would exceed it."""
+    """Caps on the sweep's total training compute: launching stops before a run would exceed one.
+
+    Device-hours are training FLOPs costed with the spec's [cost] table (device, MFU).
+    """
 
     max_flops: float | None = None
+    max_device_hours: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_flops is not None and not self.max_flops > 0:
             raise ValueError(f"budget.max_flops must be > 0, got {self.max_flops}")
+        if self.max_device_hours is not None and not self.max_device_hours > 0:
+            raise ValueError(f"budget.max_device_hours must be > 0, got {self.max_device_hours}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -204,6 +211,7 @@ class SweepSpec:
     budget: BudgetConfig = dataclasses.field(default_factory=BudgetConfig)
     ledger: LedgerConfig = dataclasses.field(default_factory=LedgerConfig)
     tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
+    cost: CostInputs = dataclasses.field(default_factory=CostInputs)
     source: str = "<spec>"
 
     @property
@@ -232,7 +240,7 @@ class SweepSpec:
         return runs
 
 
-_TOP_LEVEL = ("sweep", "axes", "base", "dispatch", "tracking", "design", "budget", "ledger", "tune")
+_TOP_LEVEL = ("sweep", "axes", "base", "dispatch", "tracking", "design", "budget", "ledger", "tune", "cost")
 
 
 def _resolve_axis(name: str, values: Any, base: RunConfig, source: str) -> Axis:
@@ -295,6 +303,7 @@ def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> SweepSpec:
     budget = config_from_dict(BudgetConfig, raw.get("budget", {}), where=source, prefix="budget.")
     ledger = config_from_dict(LedgerConfig, raw.get("ledger", {}), where=source, prefix="ledger.")
     tune = config_from_dict(TuneConfig, raw.get("tune", {}), where=source, prefix="tune.")
+    cost = config_from_dict(CostInputs, raw.get("cost", {}), where=source, prefix="cost.")
     if tune.enabled:
         tuned_section, _, tuned_key = tune.param.partition(".")
         valid = {f.name for f in dataclasses.fields(getattr(base, tuned_section))}
@@ -309,7 +318,7 @@ def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> SweepSpec:
         )
     spec = SweepSpec(
         sweep=settings, axes=axes, base=base, dispatch=dispatch, tracking=tracking,
-        design=design, budget=budget, ledger=ledger, tune=tune, source=source,
+        design=design, budget=budget, ledger=ledger, tune=tune, cost=cost, source=source,
     )
     # Cross-field rules of each grid point (e.g. width divisible by heads) are checked when the
     # spec is planned (`sweeps.plan.plan_sweep`), which `sweep plan` and `sweep launch` do before

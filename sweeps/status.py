@@ -7,6 +7,7 @@ import collections
 from pathlib import Path
 from typing import Any
 
+from scaling.cost import cost as estimate_cost
 from sweeps.launch import SPEC_COPY, open_ledger
 from sweeps.ledger import RunRecord
 from sweeps.spec import SweepSpec, load_spec
@@ -36,6 +37,12 @@ def format_status(spec: SweepSpec, runs: dict[str, RunRecord]) -> str:
             lines[1] += f", {extra} {counts[extra]}"
     if spec.budget.max_flops is not None:
         lines.append(f"  budget: {spent:.3e} of {spec.budget.max_flops:.3e} FLOPs spent ({spent / spec.budget.max_flops:.1%})")
+    if spec.budget.max_device_hours is not None:
+        hours = estimate_cost(spent, spec.cost).device_hours if spent > 0 else 0.0
+        lines.append(
+            f"  budget: {hours:.3g} of {spec.budget.max_device_hours:g} device-hours spent "
+            f"({spec.cost.device} at MFU {spec.cost.mfu:g})"
+        )
     metric = spec.sweep.metric
     done = sorted((r for r in runs.values() if r.state == "complete"), key=lambda r: r.flops.get("train", 0.0))
     if done:

@@ -85,3 +85,22 @@ def test_budget_keeps_the_cheapest_prefix() -> None:
     assert "2 of 4 runs fit" in format_plan(capped)
     with pytest.raises(ValueError, match="budget.max_flops must be > 0"):
         spec_from_dict({"budget": {"max_flops": 0}}, source="b.toml")
+
+
+def test_plan_estimates_cost_and_caps_device_hours() -> None:
+    raw = {"axes": {"width": [8, 16, 32, 64]}, "base": BASE,
+           "cost": {"device": "h100-sxm", "mfu": 0.5, "price_per_device_hour": 2.0}}
+    plan = plan_sweep(spec_from_dict(raw, source="c.toml"))
+    total = plan.total_flops
+    estimate = plan.estimate(total)
+    assert estimate.device_hours == pytest.approx(total / (989e12 * 0.5) / 3600)
+    assert estimate.cost == pytest.approx(2.0 * estimate.device_hours)
+    text = format_plan(plan)
+    assert "device-hours on 1 x h100-sxm at MFU 0.5" in text
+    first_two = plan.estimate(plan.runs[0].flops["train"] + plan.runs[1].flops["train"]).device_hours
+    capped = plan_sweep(spec_from_dict({**raw, "budget": {"max_device_hours": first_two * 1.001}}, source="c.toml"))
+    assert [r.run_id for r in capped.within_budget()] == [r.run_id for r in plan.runs[:2]]
+    with pytest.raises(ValueError, match="cost.mfu must be in"):
+        spec_from_dict({"cost": {"mfu": 1.5}}, source="c.toml")
+    with pytest.raises(ValueError, match="cost.device must be one of"):
+        spec_from_dict({"cost": {"device": "tpu"}}, source="c.toml")
