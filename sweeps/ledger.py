@@ -16,27 +16,29 @@ so `optuna-dashboard` can open a sweep. The mapping:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
 import socket
-import sqlite3
-import threading
 import time
-import warnings
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from sweeps.storage import (
+    HEARTBEAT_GRACE_S,
+    Heartbeat,
+    has_optuna_heartbeat,
+    open_storage,
+    pid_alive,
+    record_heartbeat,
+    storage_url_for,
+)
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL_S = 10
-HEARTBEAT_GRACE_S = 60
 
 # A run with an attempt in one of these states needs no retry: it finished (complete, or pruned by
 # the tuner) or an attempt is pending or running.
@@ -82,70 +84,6 @@ class RunRecord:
     log_path: str | None
     wall_time_s: float | None
     tune: dict[str, Any] | None = None
-
-
-JOURNAL_PREFIX = "journal:"
-
-
-def storage_url_for(sweep_dir: str | Path, configured: str | None = None) -> str:
-    """The ledger URL of a sweep: `configured` (spec [ledger] url) or an SQLite file in the sweep dir.
-
-    A relative "journal:PATH" is made absolute against the sweep directory, so that jobs started
-    elsewhere find the same file.
-    """
-    if configured is None:
-        return f"sqlite:///{Path(sweep_dir).resolve() / 'ledger.db'}"
-    if configured.startswith(JOURNAL_PREFIX):
-        path = Path(configured.removeprefix(JOURNAL_PREFIX))
-        return JOURNAL_PREFIX + str(path if path.is_absolute() else (Path(sweep_dir) / path).resolve())
-    return configured
-
-
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for a ledger URL: "journal:PATH" (JournalFileBackend) or any RDB URL."""
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if url.startswith(JOURNAL_PREFIX):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        path = Path(url.removeprefix(JOURNAL_PREFIX))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    engine_kwargs = {}
-    if url.startswith("sqlite:///"):
-        _use_wal(Path(url.removeprefix("sqlite:///")))
-        # Writers from several worker processes wait for the lock instead of failing at once.
-        engine_kwargs = {"connect_args": {"timeout": 60}}
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=HEARTBEAT_INTERVAL_S,
-        grace_period=HEARTBEAT_GRACE_S,
-    )
-
-
-def _use_wal(path: Path) -> None:
-    """Put an SQLite ledger in write-ahead-log mode (a persistent property of the file).
-
-    Each trial Optuna writes is one transaction; with the default rollback journal every commit
-    rewrites and syncs the journal (about 25 ms here), with WAL it appends (about 9 ms), which is
-    what makes registering a 10,000-run sweep bearable. WAL commits survive a killed process.
-    WAL needs shared memory between the processes, so not on NFS: use "journal:PATH" there.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
-        connection.execute("PRAGMA journal_mode=WAL")
-
-
-def _has_optuna_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
-    return isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None
-
-
-def record_heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
-    """Optuna's heartbeat where the storage has one (RDB); else a timestamp system attr (journal)."""
-    if _has_optuna_heartbeat(storage):
-        storage.record_heartbeat(trial_id)
-    else:
-        storage.set_trial_system_attr(trial_id, "heartbeat_at", time.time())
 
 
 def _to_record(trial: FrozenTrial, attempts: int) -> RunRecord:
@@ -286,13 +224,13 @@ class Ledger:
         return self.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
 
     def _fail_dead_workers(self) -> None:
-        if _has_optuna_heartbeat(self.storage):
+        if has_optuna_heartbeat(self.storage):
             optuna.storages.fail_stale_trials(self.study)  # heartbeat older than the grace period
         host, now = socket.gethostname(), time.time()
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = trial.system_attrs.get("worker", {})
             beat = trial.system_attrs.get("heartbeat_at")
-            if worker.get("host") == host and not _pid_alive(worker.get("pid", -1)):
+            if worker.get("host") == host and not pid_alive(worker.get("pid", -1)):
                 self.fail(trial._trial_id, f"worker process {worker.get('pid')} on {host} died")
             elif beat is not None and now - beat > HEARTBEAT_GRACE_S:
                 self.fail(trial._trial_id, f"no heartbeat from {worker} for {now - beat:.0f} s")
@@ -368,42 +306,4 @@ def _replan(trial: FrozenTrial) -> PlannedRun:
     )
 
 
-class Heartbeat:
-    """Records Optuna heartbeats for a running attempt from a daemon thread (context manager)."""
-
-    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
-        self._storage, self._trial_id = storage, trial_id
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial_id}", daemon=True)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
-            try:
-                record_heartbeat(self._storage, self._trial_id)
-            except Exception:  # a missed beat is harmless; the next one retries
-                log.warning("heartbeat for trial %d failed", self._trial_id, exc_info=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+__all__ = ["Ledger", "PlannedRun", "RunRecord", "storage_url_for"]
