@@ -168,19 +168,31 @@ def parse_ratings(source: str, path: Path) -> Columns:
 # --- to sequences -----------------------------------------------------------------------------
 
 
+def _factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes [E] in 0..K-1, sorted unique keys [K]): np.unique's inverse, by hashing.
+
+    pandas' hash-based factorize, because np.unique sorts all E keys, which is slow for tens of
+    millions of string ids (Amazon Books).
+    """
+    import pandas as pd
+
+    codes, uniques = pd.factorize(keys, sort=True)
+    return codes.astype(np.int64), np.asarray(uniques)
+
+
 def min_count_filter(users: np.ndarray, items: np.ndarray, min_count: int) -> np.ndarray:
     """Boolean mask [E] of events whose user and item both have >= min_count events (one pass)."""
-    _, user_inv, user_counts = np.unique(users, return_inverse=True, return_counts=True)
-    _, item_inv, item_counts = np.unique(items, return_inverse=True, return_counts=True)
-    return (user_counts[user_inv] >= min_count) & (item_counts[item_inv] >= min_count)
+    user_inv, _ = _factorize(users)
+    item_inv, _ = _factorize(items)
+    return (np.bincount(user_inv)[user_inv] >= min_count) & (np.bincount(item_inv)[item_inv] >= min_count)
 
 
 def to_sequences(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, timestamps: np.ndarray) -> SequenceData:
     """Group events by user (original id order), sort each user's by time (stable), remap items."""
     if users.size == 0:
         raise ValueError("no events left to build sequences from")
-    _, user_idx = np.unique(users, return_inverse=True)
-    item_keys, item_idx = np.unique(items, return_inverse=True)
+    user_idx, _ = _factorize(users)
+    item_idx, item_keys = _factorize(items)
     # Stable two-key sort: by timestamp within user; ties keep file order.
     order = np.lexsort((np.arange(users.size), timestamps, user_idx))
     counts = np.bincount(user_idx, minlength=int(user_idx.max()) + 1)
