@@ -9,6 +9,7 @@ accepts (PostgreSQL for many nodes). RDB storages use Optuna's own heartbeat; st
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
@@ -51,17 +52,36 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         path = Path(url.removeprefix(JOURNAL_PREFIX))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    engine_kwargs = {}
-    if url.startswith("sqlite:///"):
-        _use_wal(Path(url.removeprefix("sqlite:///")))
+    if not url.startswith("sqlite:///"):
+        return _rdb_storage(url, {})
+    path = Path(url.removeprefix("sqlite:///"))
+    # Creating the schema is not safe to race: two processes opening a new file at once (a driver
+    # registering runs while `sweep status` polls it) both insert Optuna's schema version and one
+    # fails. An advisory lock beside the file serializes the opening; afterwards it is free.
+    with _exclusive_lock(path.with_name(path.name + ".open-lock")):
+        _use_wal(path)
         # Writers from several worker processes wait for the lock instead of failing at once.
-        engine_kwargs = {"connect_args": {"timeout": 60}}
+        return _rdb_storage(url, {"connect_args": {"timeout": 60}})
+
+
+def _rdb_storage(url: str, engine_kwargs: dict) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(
         url,
         engine_kwargs=engine_kwargs,
         heartbeat_interval=HEARTBEAT_INTERVAL_S,
         grace_period=HEARTBEAT_GRACE_S,
     )
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _use_wal(path: Path) -> None:

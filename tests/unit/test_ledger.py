@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,20 @@ def test_a_second_ledger_sees_the_same_runs(ledger: Ledger, tmp_path: Path) -> N
     ledger.register([_planned("a")])
     other = Ledger(storage_url_for(tmp_path), "unit")
     assert list(other.runs()) == ["a"]
+
+
+def _open_new_ledger(url: str, start_at: float) -> int:
+    from sweeps.storage import open_storage
+
+    time.sleep(max(0.0, start_at - time.time()))
+    return len(open_storage(url).get_all_studies())
+
+
+def test_processes_opening_a_new_sqlite_ledger_at_once_all_succeed(tmp_path: Path) -> None:
+    # A driver creating the ledger while `sweep status` opens it raced on Optuna's schema version.
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(6) as pool:
+        start_at = time.time() + 3.0  # after every spawned process has imported optuna
+        counts = pool.starmap(_open_new_ledger, [(url, start_at)] * 6)
+    assert counts == [0] * 6
