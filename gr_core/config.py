@@ -190,6 +190,11 @@ class TrainConfig:
     on ndcg@10, NE reported beside it).
     patience: stop when `patience` epochs have passed since the best validation value (checked at
     evaluations); None trains all epochs. Test metrics are those of the best validation epoch.
+    batch_size is the global batch (sequences per optimizer step, over all processes); each step's
+    loss is the mean over the global batch's supervised positions however it is split.
+    engine: "torch" (a plain AdamW loop, one process) or "deepspeed" (a DeepSpeed engine with ZeRO
+    stage `zero_stage`, one or more processes: `gr_core.engines`). grad_accumulation: micro-batches
+    per optimizer step in each process. grad_clip: maximum global gradient norm (None: no clipping).
     """
 
     task: Literal["retrieval", "ranking", "both"] = "retrieval"
@@ -206,6 +211,10 @@ class TrainConfig:
     patience: int | None = None  # early stopping, in epochs without a better validation value
     seed: int = 0
     num_threads: int = 1  # torch intra-op threads per run
+    engine: Literal["torch", "deepspeed"] = "torch"
+    zero_stage: int = 0  # DeepSpeed ZeRO stage 0-3 (engine "deepspeed" only)
+    grad_accumulation: int = 1
+    grad_clip: float | None = None
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
@@ -225,6 +234,18 @@ class TrainConfig:
             self.patience is None or self.patience >= 1, f"train.patience must be >= 1 or unset, got {self.patience}"
         )
         _require(self.num_threads >= 1, f"train.num_threads must be >= 1, got {self.num_threads}")
+        _require(0 <= self.zero_stage <= 3, f"train.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        _require(
+            self.zero_stage == 0 or self.engine == "deepspeed",
+            f"train.zero_stage={self.zero_stage} needs train.engine='deepspeed' (got {self.engine!r})",
+        )
+        _require(
+            self.grad_accumulation >= 1, f"train.grad_accumulation must be >= 1, got {self.grad_accumulation}"
+        )
+        _require(
+            self.grad_clip is None or self.grad_clip > 0,
+            f"train.grad_clip must be > 0 or unset (no clipping), got {self.grad_clip}",
+        )
 
     @property
     def retrieval(self) -> bool:

@@ -64,6 +64,23 @@ class JaggedBatch:
     def num_tokens(self) -> int:
         return self.item_ids.numel()
 
+    def select_sequences(self, start: int, stop: int) -> JaggedBatch:
+        """Training sequences start..stop-1 as a batch of their own (per-token fields sliced)."""
+        if self.history_ids is not None or self.target_ids.numel() != self.num_tokens:
+            raise ValueError("select_sequences splits training batches (per-token targets) only")
+        if not 0 <= start <= stop <= self.num_seqs:
+            raise ValueError(f"sequences [{start}, {stop}) out of range for a batch of {self.num_seqs}")
+        first, last = int(self.seq_offsets[start]), int(self.seq_offsets[stop])
+        return JaggedBatch(
+            item_ids=self.item_ids[first:last],
+            timestamps=self.timestamps[first:last],
+            seq_offsets=self.seq_offsets[start : stop + 1] - first,
+            target_ids=self.target_ids[first:last],
+            max_seq_len=self.max_seq_len,
+            user_ids=self.user_ids[start:stop],
+            actions=self.actions[first:last] if self.actions is not None else None,
+        )
+
     def positions(self) -> torch.Tensor:
         """[T] index of each token within its sequence."""
         lengths = self.seq_offsets[1:] - self.seq_offsets[:-1]

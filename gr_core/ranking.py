@@ -54,9 +54,9 @@ def ranking_logits(model: nn.Module, out_TD: torch.Tensor, item_ids_T: torch.Ten
     return head(out_TD, model.item_vectors()[item_ids_T])
 
 
-def ranking_loss(logits_T: torch.Tensor, labels_T: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy (nats) of the logits against {0, 1} labels."""
-    return F.binary_cross_entropy_with_logits(logits_T, labels_T.to(logits_T.dtype))
+def ranking_loss(logits_T: torch.Tensor, labels_T: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+    """Binary cross-entropy (nats) of the logits against {0, 1} labels, "mean" or "sum" over T."""
+    return F.binary_cross_entropy_with_logits(logits_T, labels_T.to(logits_T.dtype), reduction=reduction)
 
 
 def normalized_entropy(logits: torch.Tensor, labels: torch.Tensor) -> float:

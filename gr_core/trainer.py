@@ -5,6 +5,13 @@ evaluated every `eval_every` epochs and after the last one; test metrics are com
 evaluation and the ones at the best validation epoch are reported (the first such epoch on
 ties). With `train.patience`, training stops once that many epochs have passed since the best
 evaluation. Deterministic for a given config and thread count.
+
+A run may span several processes (`gr_core.distributed`): each draws the same global batch and
+trains on its share through the engine (`gr_core.engines`). With a `CheckpointPolicy` the run
+saves its engine state and its own progress (position in the epoch, every random generator, the
+evaluation history) every `every_steps` steps and when `interrupt()` turns true on any process
+(then it raises `TrainingInterrupted`); started again with the same policy it resumes from the
+newest checkpoint and trains exactly as if it had not stopped.
 """
 
 from __future__ import annotations
@@ -13,21 +20,26 @@ import dataclasses
 import logging
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from gr_core.config import RunConfig
-from gr_core.data import EvalSplit, eval_batches, train_batches
+from gr_core.data import EvalSplit, JaggedBatch, eval_batches, train_batches
+from gr_core.distributed import ProcessGroup, join_process_group, micro_batch_ranges
 from gr_core.encoder import build_model, count_parameters
+from gr_core.engines import TrainingEngine, build_engine
 from gr_core.lengths import split_lengths, stochastic_length_subsampled, stochastic_length_target
 from gr_core.loaders import load_sequence_data
-from gr_core.losses import sampled_softmax_loss
+from gr_core.losses import sample_negatives
 from gr_core.metrics import evaluate
-from gr_core.ranking import evaluate_ranking, ranking_logits, ranking_loss
+from gr_core.objective import TrainingObjective
+from gr_core.ranking import evaluate_ranking
 from gr_core.sequences import SequenceData
 
 logger = logging.getLogger(__name__)
@@ -58,6 +70,57 @@ class TrainResult:
     num_params: dict[str, int]
     wall_time_s: float
     epochs_run: int = 0
+    resumed_from_step: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class CheckpointPolicy:
+    """Where a run keeps its checkpoints and how often it writes them.
+
+    every_steps: optimizer steps between checkpoints (None: only when interrupted). keep: how
+    many of the newest to keep on disk.
+    """
+
+    directory: Path
+    every_steps: int | None = None
+    keep: int = 2
+
+    def __post_init__(self) -> None:
+        if self.every_steps is not None and self.every_steps < 1:
+            raise ValueError(f"checkpoint every_steps must be >= 1 or None, got {self.every_steps}")
+        if self.keep < 1:
+            raise ValueError(f"checkpoint keep must be >= 1, got {self.keep}")
+
+
+class TrainingInterrupted(Exception):
+    """The run was asked to stop; its state is saved at `step` under `directory`."""
+
+    def __init__(self, step: int, directory: Path) -> None:
+        super().__init__(f"interrupted after step {step}; checkpoint in {directory}")
+        self.step, self.directory = step, directory
+
+
+class StoppedByMainProcess(Exception):
+    """Another process of the run stopped it (its callback raised); that process has the reason."""
+
+
+@dataclasses.dataclass(kw_only=True, slots=True)
+class _Progress:
+    """The trainer's own state, saved in every checkpoint beside the engine's."""
+
+    step: int = 0
+    epoch: int = 1
+    batch_in_epoch: int = 0  # global batches of `epoch` done
+    epoch_shuffle_state: dict[str, Any] | None = None  # the shuffling generator at the epoch's start
+    loss_sum: float = 0.0
+    loss_steps: int = 0
+    train_tokens: int = 0
+    epochs_run: int = 0
+    epoch_loss: float = math.nan
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    best: dict[str, float] | None = None
+    best_epoch: int = 0
+    elapsed_s: float = 0.0
 
 
 def _seed_everything(seed: int) -> None:
@@ -66,35 +129,56 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _generators_state(negatives_gen: torch.Generator) -> dict[str, Any]:
+    return {
+        "negatives": negatives_gen.get_state(),
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _restore_generators(state: dict[str, Any], negatives_gen: torch.Generator) -> None:
+    negatives_gen.set_state(state["negatives"])
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
 def train_run(
     config: RunConfig,
     *,
     on_step: StepCallback | None = None,
     on_eval: EvalCallback | None = None,
     data: SequenceData | None = None,
+    checkpoint: CheckpointPolicy | None = None,
+    interrupt: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train and evaluate one run; `on_step(step, {"train/loss", ...})`, `on_eval(epoch, {"val/<m>"})`.
 
     data: the run's sequences if already loaded (must be what `config.data` describes); loaded
-    (or generated) from the config otherwise. Process-wide side effects: seeds Python's, NumPy's
-    and torch's global generators from train.seed (dropout draws from torch's) and sets torch's
-    intra-op thread count.
+    (or generated) from the config otherwise. checkpoint: save (and resume from) checkpoints;
+    interrupt: polled after every step, true -> save a checkpoint and raise TrainingInterrupted
+    (needs `checkpoint`). In a multi-process run (WORLD_SIZE > 1, engine "deepspeed") every
+    process calls this; the callbacks run on rank 0 only, and every process returns the result.
+    Process-wide side effects: seeds Python's, NumPy's and torch's global generators from
+    train.seed (dropout draws from torch's) and sets torch's intra-op thread count.
     """
     start = time.perf_counter()
     data_cfg, model_cfg, train_cfg = config.data, config.model, config.train
+    if interrupt is not None and checkpoint is None:
+        raise ValueError("interrupt needs a checkpoint policy: an interrupted run must have somewhere to save")
     torch.set_num_threads(train_cfg.num_threads)
     _seed_everything(train_cfg.seed)
+    group = join_process_group()
     if data is None:
         data = load_sequence_data(data_cfg)
     model = build_model(model_cfg, data.num_items, ranking_head=train_cfg.ranking)
     num_params = count_parameters(model)
     logger.info("run %s: %d users, %d events, params %s", config.run_id, data.num_users, data.offsets[-1], num_params)
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=train_cfg.lr,
-        betas=(train_cfg.beta1, train_cfg.beta2),
-        weight_decay=train_cfg.weight_decay,
-    )
+    engine = build_engine(TrainingObjective(model, config), train_cfg, group)
+    objective = engine.module
+    model = objective.encoder
     shuffle_rng = np.random.default_rng(train_cfg.seed)
     negatives_gen = torch.Generator().manual_seed(train_cfg.seed)
     max_len, alpha = model_cfg.max_seq_len, data_cfg.stochastic_length_alpha
@@ -102,93 +186,165 @@ def train_run(
     subsampled = stochastic_length_subsampled(split_lengths(data.lengths, "train", max_len), max_len, alpha, data_cfg.seed)
     subsample_length = stochastic_length_target(max_len, alpha) if alpha is not None else 0
 
+    progress = _Progress()
+    resumed_from = None
+    clock = [start]  # progress.elapsed_s holds the time up to clock[0] (over every process lifetime)
+    if checkpoint is not None:
+        client_state = engine.load(checkpoint.directory)
+        if client_state is not None:
+            progress = _Progress(**client_state["progress"])
+            _restore_generators(client_state["generators"], negatives_gen)
+            resumed_from = progress.step
+            logger.info("run %s: resumed from step %d (epoch %d)", config.run_id, progress.step, progress.epoch)
+
+    def save_checkpoint() -> Path:
+        assert checkpoint is not None
+        progress.elapsed_s += time.perf_counter() - clock[0]
+        clock[0] = time.perf_counter()
+        tag = f"step-{progress.step:08d}"
+        state = {"progress": dataclasses.asdict(progress), "generators": _generators_state(negatives_gen)}
+        engine.save(checkpoint.directory, tag, state)
+        group.barrier()
+        if group.is_main:
+            _drop_old_checkpoints(checkpoint.directory, keep=checkpoint.keep)
+        logger.info("run %s: checkpoint %s", config.run_id, checkpoint.directory / tag)
+        return checkpoint.directory / tag
+
     def run_eval(split: EvalSplit) -> dict[str, float]:
         out: dict[str, float] = {}
         size = train_cfg.eval_batch_size
-        if train_cfg.retrieval:
-            batches = eval_batches(data, split=split, max_seq_len=max_len, batch_size=size, by_length=True)
-            out.update(evaluate(model, batches))
-        if train_cfg.ranking:
-            batches = eval_batches(
-                data, split=split, max_seq_len=max_len, batch_size=size, target_aware=True, by_length=True
-            )
-            out.update(evaluate_ranking(model, batches))
+        with engine.evaluation() as evaluated:
+            eval_model = evaluated.encoder
+            if train_cfg.retrieval:
+                batches = eval_batches(data, split=split, max_seq_len=max_len, batch_size=size, by_length=True)
+                out.update(evaluate(eval_model, batches))
+            if train_cfg.ranking:
+                batches = eval_batches(
+                    data, split=split, max_seq_len=max_len, batch_size=size, target_aware=True, by_length=True
+                )
+                out.update(evaluate_ranking(eval_model, batches))
         return out
+
+    def train_step(batch: JaggedBatch) -> dict[str, float]:
+        """One optimizer step on a global batch; its losses, averaged over the batch's positions."""
+        negatives = (
+            sample_negatives(batch.num_tokens, data.num_items, train_cfg.num_negatives, negatives_gen)
+            if train_cfg.retrieval
+            else None
+        )
+        sums = {"retrieval": 0.0, "ranking": 0.0}
+        scale = engine.loss_multiplier / batch.num_tokens
+        for first, stop in micro_batch_ranges(batch.num_seqs, group, train_cfg.grad_accumulation):
+            weight = 1.0
+            if first == stop:  # an empty share: a zero-weight pass keeps every process in step
+                first, stop, weight = 0, 1, 0.0
+            micro = batch if (first, stop) == (0, batch.num_seqs) else batch.select_sequences(first, stop)
+            tokens = slice(int(batch.seq_offsets[first]), int(batch.seq_offsets[stop]))
+            parts = objective(micro, negatives[tokens] if negatives is not None else None)
+            loss = parts.get("retrieval", 0.0) + train_cfg.ranking_weight * parts.get("ranking", 0.0)
+            assert isinstance(loss, torch.Tensor)
+            engine.backward(loss * (weight * scale))
+            engine.step()
+            for name, part in parts.items():
+                sums[name] += weight * part.item()
+        names = [name for name, on in (("retrieval", train_cfg.retrieval), ("ranking", train_cfg.ranking)) if on]
+        means = {name: group.sum(sums[name]) / batch.num_tokens for name in names}
+        logged = {"train/loss": means.get("retrieval", 0.0) + train_cfg.ranking_weight * means.get("ranking", 0.0)}
+        if len(means) > 1:
+            logged.update({f"train/{name}_loss": value for name, value in means.items()})
+        return logged
 
     selection = SELECTION_METRIC if train_cfg.retrieval else RANKING_SELECTION_METRIC
     sign = 1.0 if train_cfg.retrieval else -1.0  # compare sign * value, larger is better
-    step = train_tokens = 0
-    history: list[dict[str, float]] = []
-    best: dict[str, float] | None = None
-    best_epoch = epochs_run = 0
-    epoch_loss = math.nan
-    for epoch in range(1, train_cfg.epochs + 1):
-        model.train()
-        loss_sum, loss_steps = 0.0, 0
+    for epoch in range(progress.epoch, train_cfg.epochs + 1):
+        objective.train()
+        if progress.batch_in_epoch == 0:
+            progress.epoch_shuffle_state = shuffle_rng.bit_generator.state
+            progress.loss_sum, progress.loss_steps = 0.0, 0
+        else:  # resuming mid-epoch: the epoch's batches again, from its start, skipping those done
+            shuffle_rng.bit_generator.state = progress.epoch_shuffle_state
         batches = train_batches(
             data, max_seq_len=max_len, batch_size=train_cfg.batch_size, rng=shuffle_rng,
             subsampled=subsampled, subsample_length=subsample_length,
         )
-        for batch in batches:
-            out_TD = model(batch.item_ids, batch.timestamps, batch.seq_offsets)
-            parts: dict[str, torch.Tensor] = {}
-            if train_cfg.retrieval:
-                parts["retrieval"] = sampled_softmax_loss(
-                    out_TD, batch.target_ids, model.item_vectors(),
-                    num_negatives=train_cfg.num_negatives, temperature=model_cfg.temperature, generator=negatives_gen,
-                )
-            if train_cfg.ranking:
-                assert batch.actions is not None
-                parts["ranking"] = ranking_loss(ranking_logits(model, out_TD, batch.item_ids), batch.actions)
-            loss = parts.get("retrieval", 0.0) + train_cfg.ranking_weight * parts.get("ranking", 0.0)
-            assert isinstance(loss, torch.Tensor)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            train_tokens += batch.num_tokens
-            loss_value = loss.item()
+        for index, batch in enumerate(batches):
+            if index < progress.batch_in_epoch:
+                continue
+            logged = train_step(batch)
+            progress.step += 1
+            progress.batch_in_epoch = index + 1
+            progress.train_tokens += batch.num_tokens
+            loss_value = logged["train/loss"]
             if not math.isfinite(loss_value):
                 raise FloatingPointError(
-                    f"training loss became {loss_value} at step {step} (epoch {epoch}); lower train.lr"
+                    f"training loss became {loss_value} at step {progress.step} (epoch {epoch}); lower train.lr"
                 )
-            loss_sum, loss_steps = loss_sum + loss_value, loss_steps + 1
-            if on_step is not None:
-                logged = {"train/loss": loss_value}
-                if len(parts) > 1:
-                    logged.update({f"train/{name}_loss": part.item() for name, part in parts.items()})
-                on_step(step, logged)
-        epoch_loss = loss_sum / max(loss_steps, 1)
-        epochs_run = epoch
+            progress.loss_sum += loss_value
+            progress.loss_steps += 1
+            if on_step is not None and group.is_main:
+                on_step(progress.step, logged)
+            if checkpoint is not None:
+                if interrupt is not None and group.any(interrupt()):
+                    raise TrainingInterrupted(progress.step, save_checkpoint())
+                if checkpoint.every_steps is not None and progress.step % checkpoint.every_steps == 0:
+                    save_checkpoint()
+        progress.epoch_loss = progress.loss_sum / max(progress.loss_steps, 1)
+        progress.epochs_run = epoch
+        progress.epoch, progress.batch_in_epoch = epoch + 1, 0
         if epoch % train_cfg.eval_every != 0 and epoch != train_cfg.epochs:
             continue
         val, test = run_eval("val"), run_eval("test")
-        record: dict[str, Any] = {"epoch": epoch, "train/loss": epoch_loss}
+        record: dict[str, Any] = {"epoch": epoch, "train/loss": progress.epoch_loss}
         record.update({f"val/{k}": v for k, v in val.items()})
         record.update({f"test/{k}": v for k, v in test.items()})
-        history.append(record)
-        logger.info("epoch %d: train loss %.4f, val %s", epoch, epoch_loss,
+        progress.history.append(record)
+        logger.info("epoch %d: train loss %.4f, val %s", epoch, progress.epoch_loss,
                     ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
-        if on_eval is not None:
-            on_eval(epoch, {f"val/{k}": v for k, v in val.items()})
-        if best is None or sign * val[selection] > sign * best[f"val/{selection}"]:
-            best, best_epoch = record, epoch
-        if train_cfg.patience is not None and epoch - best_epoch >= train_cfg.patience and epoch < train_cfg.epochs:
+        _report_eval(on_eval, epoch, {f"val/{k}": v for k, v in val.items()}, group)
+        if progress.best is None or sign * val[selection] > sign * progress.best[f"val/{selection}"]:
+            progress.best, progress.best_epoch = record, epoch
+        if (
+            train_cfg.patience is not None
+            and epoch - progress.best_epoch >= train_cfg.patience
+            and epoch < train_cfg.epochs
+        ):
             logger.info("early stop after epoch %d: no better validation %s since epoch %d", epoch, selection,
-                        best_epoch)
+                        progress.best_epoch)
             break
 
+    best = progress.best
     assert best is not None  # the last epoch run is always evaluated
     metrics = {k.removeprefix("test/"): v for k, v in best.items() if k.startswith("test/")}
     metrics[f"val_{selection}"] = best[f"val/{selection}"]
-    metrics["final_train_loss"] = epoch_loss
+    metrics["final_train_loss"] = progress.epoch_loss
     return TrainResult(
         metrics=metrics,
-        best_epoch=best_epoch,
-        history=history,
-        steps=step,
-        train_tokens=train_tokens,
+        best_epoch=progress.best_epoch,
+        history=progress.history,
+        steps=progress.step,
+        train_tokens=progress.train_tokens,
         num_params=num_params,
-        wall_time_s=time.perf_counter() - start,
-        epochs_run=epochs_run,
+        wall_time_s=progress.elapsed_s + time.perf_counter() - clock[0],
+        epochs_run=progress.epochs_run,
+        resumed_from_step=resumed_from,
     )
+
+
+def _report_eval(on_eval: EvalCallback | None, epoch: int, values: dict[str, float], group: ProcessGroup) -> None:
+    """Run the evaluation callback on rank 0; if it raises (a pruner stopping the run), every process stops."""
+    raised: BaseException | None = None
+    if on_eval is not None and group.is_main:
+        try:
+            on_eval(epoch, values)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after telling the other processes
+            raised = exc
+    if group.any(raised is not None):
+        if raised is not None:
+            raise raised
+        raise StoppedByMainProcess(f"rank 0 stopped the run after epoch {epoch}")
+
+
+def _drop_old_checkpoints(directory: Path, *, keep: int) -> None:
+    tags = sorted(p for p in Path(directory).glob("step-*") if p.is_dir())
+    for old in tags[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)

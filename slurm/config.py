@@ -54,11 +54,19 @@ class DispatchConfig:
     gpus_per_node: int = 0
     mem_gb: float | None = None  # per node; None: the cluster's default
     slurm_additional_parameters: dict[str, SbatchValue] = dataclasses.field(default_factory=dict)
+    # Steps between a run's checkpoints; None: only when Slurm signals a timeout or preemption
+    # (a job killed without warning then starts its run over).
+    checkpoint_every_steps: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_parallel", "timeout_min", "cpus_per_task", "nodes", "tasks_per_node"):
             if getattr(self, name) < 1:
                 raise ValueError(f"dispatch.{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
+            raise ValueError(
+                f"dispatch.checkpoint_every_steps must be >= 1 (or left out: checkpoint only on "
+                f"preemption), got {self.checkpoint_every_steps}"
+            )
         if self.gpus_per_node < 0:
             raise ValueError(f"dispatch.gpus_per_node must be >= 0, got {self.gpus_per_node}")
         if self.poll_interval_s <= 0:

@@ -53,7 +53,7 @@ def resolve_executor(config: DispatchConfig) -> str:
     return kind
 
 
-def _make_executor(config: DispatchConfig, folder: Path) -> submitit.Executor:
+def _make_executor(config: DispatchConfig, folder: Path, job_name: str | None = None) -> submitit.Executor:
     kind = resolve_executor(config)
     if kind == "local":
         ignored = config.slurm_only_settings()
@@ -63,7 +63,7 @@ def _make_executor(config: DispatchConfig, folder: Path) -> submitit.Executor:
         executor.update_parameters(timeout_min=config.timeout_min)
         return executor
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-    executor.update_parameters(**slurm_parameters(config))
+    executor.update_parameters(**slurm_parameters(config), **({"name": job_name} if job_name else {}))
     return executor
 
 
@@ -121,7 +121,7 @@ def array_chunks(tasks: Sequence[Task], max_array_size: int) -> list[Sequence[Ta
 def _outcome(task: Task, job: submitit.Job) -> TaskOutcome:
     log_path = str(job.paths.stderr)
     try:
-        return TaskOutcome(key=task.key, job_id=job.job_id, ok=True, result=job.result(), log_path=log_path)
+        return TaskOutcome(key=task.key, job_id=job.job_id, ok=True, result=job.results()[0], log_path=log_path)  # task 0 of the job
     except Exception as exc:
         return TaskOutcome(key=task.key, job_id=job.job_id, ok=False, error=remote_error_line(exc), log_path=log_path)
 
@@ -148,17 +148,18 @@ def run_tasks(
     on_submit: Callable[[Task, str, str], None] | None = None,
     on_done: Callable[[TaskOutcome], None] | None = None,
     max_array_size: int | None = None,
+    job_name: str | None = None,
 ) -> list[TaskOutcome]:
     """Run `fn(*task.args)` for every task; return the outcomes in completion order.
 
     `on_submit(task, job_id, log_path)` runs as each job is submitted (on Slurm the job id of an
     array task is "<array job id>_<index>"), `on_done(outcome)` as it ends. On Slurm, tasks go
     out as one `sbatch --array`, split into several when there are more than `max_array_size`
-    (default: the cluster's MaxArraySize).
+    (default: the cluster's MaxArraySize). job_name: the Slurm job name (default: fn's name).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    executor = _make_executor(config, folder)
+    executor = _make_executor(config, folder, job_name)
     outcomes: list[TaskOutcome] = []
 
     def finish(task: Task, job: submitit.Job) -> None:

@@ -20,6 +20,7 @@ import socket
 from pathlib import Path
 
 from slurm.dispatch import Task, TaskOutcome, run_tasks
+from slurm.jobs import Requeueable
 from sweeps import tuning
 from sweeps.ledger import Ledger, PlannedRun, RunRecord, storage_url_for
 from sweeps.plan import plan_sweep
@@ -129,7 +130,7 @@ def _dispatch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, pending: list[Ru
             key=record.trial_id,
             args=(
                 ledger.url, spec.sweep.name, record.trial_id, str(sweep_dir), spec.sweep.metric, spec.tracking,
-                spec.tune if spec.tune.enabled else None,
+                spec.tune if spec.tune.enabled else None, spec.dispatch.checkpoint_every_steps,
             ),
         )
         for record in pending
@@ -144,7 +145,9 @@ def _dispatch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, pending: list[Ru
             log.info("run %s finished (job %s)", run_ids[outcome.key], outcome.job_id)
         else:
             log.error("run %s failed (job %s): %s; log: %s", run_ids[outcome.key], outcome.job_id, outcome.error, outcome.log_path)
+            ledger.fail_unfinished(outcome.key, f"job {outcome.job_id} ended without a result: {outcome.error}")
 
     run_tasks(
-        execute_attempt, tasks, config=spec.dispatch, folder=sweep_dir / "jobs", on_submit=on_submit, on_done=on_done
+        Requeueable(execute_attempt), tasks, config=spec.dispatch, folder=sweep_dir / "jobs",
+        on_submit=on_submit, on_done=on_done, job_name=f"gr-{spec.sweep.name}",
     )

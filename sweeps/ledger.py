@@ -261,6 +261,18 @@ class Ledger:
             record_heartbeat(self.storage, trial_id)
         return claimed
 
+    def reclaim(self, trial_id: int, job_id: str) -> bool:
+        """Take back a running attempt after Slurm requeued its job: True when the attempt is still
+        running and was dispatched as `job_id` (Slurm never runs two lives of one job at once)."""
+        trial = self.storage.get_trial(trial_id)
+        if trial.state != TrialState.RUNNING or trial.user_attrs.get("job_id") != job_id:
+            return False
+        self.storage.set_trial_system_attr(trial_id, "worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        self.storage.set_trial_user_attr(trial_id, "requeued", int(trial.user_attrs.get("requeued", 0)) + 1)
+        record_heartbeat(self.storage, trial_id)
+        log.info("attempt %d: job %s was requeued; resuming it", trial_id, job_id)
+        return True
+
     def trial_attrs(self, trial_id: int) -> dict[str, Any]:
         return self.storage.get_trial(trial_id).user_attrs
 
@@ -285,6 +297,13 @@ class Ledger:
             self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             log.warning("trial %d had already finished; error not recorded as a new state", trial_id)
+
+    def fail_unfinished(self, trial_id: int, error: str) -> bool:
+        """Fail an attempt whose job ended without settling it (killed, cancelled while requeued)."""
+        if self.storage.get_trial(trial_id).state not in (TrialState.WAITING, TrialState.RUNNING):
+            return False
+        self.fail(trial_id, error)
+        return True
 
     def heartbeat(self, trial_id: int) -> Heartbeat:
         return Heartbeat(self.storage, trial_id)

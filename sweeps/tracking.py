@@ -47,6 +47,7 @@ class RunTracker:
                 mode=tracking.mode,
                 config=config,
                 reinit="finish_previous",
+                resume="allow",  # a requeued job continues its attempt's run
             )
         except Exception as exc:  # W&B is a dashboard, not the record: keep training
             log.warning("W&B could not start (%s); the run continues without it", exc)

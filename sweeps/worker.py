@@ -4,16 +4,24 @@ The job, not the driver, records its result, so a driver killed mid-sweep loses 
 finished. The claim (pending -> running) is atomic in the ledger, so an attempt runs at most once
 even if two drivers dispatch it. The ledger is written before W&B is closed: W&B failing never
 loses a result.
+
+A job of several tasks trains one run in as many processes (rank 0 claims the attempt and writes
+the ledger, the run directory and W&B). Runs checkpoint under `runs/<run id>/checkpoints/` every
+`dispatch.checkpoint_every_steps` steps and when Slurm signals a timeout or preemption; the job
+is then requeued under the same job id, takes its attempt back and resumes. A later attempt of
+the same run (after a crash) resumes from the run's checkpoints too. They are deleted when the run
+completes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -22,13 +30,69 @@ from gr_core.config import RunConfig
 from sweeps.ledger import Ledger
 from sweeps.spec import METRICS, TrackingConfig, TuneConfig
 from sweeps.tracking import RunTracker
+from slurm.jobs import current_job, export_distributed_env
+from slurm.preemption import PreemptionWatch
 from sweeps.tuning import TrialReporter
+
+if TYPE_CHECKING:
+    from gr_core.trainer import TrainResult
 
 log = logging.getLogger(__name__)
 
 
 def run_dir_for(sweep_dir: str | Path, run_id: str) -> Path:
     return Path(sweep_dir) / "runs" / run_id
+
+
+def train_in_job(
+    config: RunConfig,
+    *,
+    checkpoint_dir: str | Path | None,
+    checkpoint_every: int | None = None,
+    on_step: Any = None,
+    on_eval: Any = None,
+) -> TrainResult:
+    """`train_run` inside a (possibly multi-task) job: resumes from and writes checkpoints under
+    `checkpoint_dir`, and on Slurm's timeout/preemption signal checkpoints at the next step
+    boundary and hands the job to submitit to requeue (the process then exits)."""
+    from gr_core.trainer import CheckpointPolicy, TrainingInterrupted, train_run
+
+    policy = (
+        CheckpointPolicy(directory=Path(checkpoint_dir), every_steps=checkpoint_every)
+        if checkpoint_dir is not None
+        else None
+    )
+    with PreemptionWatch() as watch:
+        try:
+            return train_run(
+                config, on_step=on_step, on_eval=on_eval, checkpoint=policy,
+                interrupt=watch.requested if policy is not None else None,
+            )
+        except TrainingInterrupted as stopped:
+            log.warning("%s; handing the job over to be requeued", stopped)
+            watch.hand_over(is_main=current_job().rank == 0)
+            raise  # not reached: hand_over ends the process
+
+
+def train_job(config: dict[str, Any], checkpoint_dir: str | None, checkpoint_every: int | None = None) -> dict[str, Any]:
+    """A job that trains one run outside a sweep (see `train_in_job`); returns its metrics, the
+    loss of every step and the step it resumed from. Submit it as `slurm.jobs.Requeueable(train_job)`."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    export_distributed_env()
+    losses: list[float] = []
+    result = train_in_job(
+        RunConfig.from_dict(config, where="train_job config"),
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        on_step=lambda step, logged: losses.append(logged["train/loss"]),
+    )
+    return {
+        "metrics": result.metrics,
+        "history": result.history,
+        "losses": losses,
+        "steps": result.steps,
+        "resumed_from_step": result.resumed_from_step,
+    }
 
 
 def execute_attempt(
@@ -39,19 +103,31 @@ def execute_attempt(
     metric: str,
     tracking: TrackingConfig,
     tune: TuneConfig | None = None,
+    checkpoint_every: int | None = None,
 ) -> dict[str, Any]:
-    """Train the run behind ledger attempt `trial_id`; returns a short summary.
+    """Train the run behind ledger attempt `trial_id`; returns a short summary (on every task).
 
     A tuned run (user attr "tune") also reports each validation value to its Optuna tuning trial,
     whose pruner may stop it early: the attempt then ends "pruned", not failed.
     """
-    from gr_core.trainer import train_run  # torch is imported in the job, not by the driver
+    from gr_core.distributed import join_process_group
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    place = export_distributed_env()
+    group = join_process_group()
     ledger = Ledger(storage_url, sweep_name)
-    if not ledger.claim(trial_id):
+    taken = False
+    if group.is_main:
+        taken = ledger.claim(trial_id) or (place.job_id is not None and ledger.reclaim(trial_id, place.job_id))
+    if not group.any(taken):
         log.info("attempt %d is already taken or finished; nothing to do", trial_id)
         return {"trial_id": trial_id, "skipped": True}
+    if not group.is_main:
+        attrs = ledger.trial_attrs(trial_id)
+        config = RunConfig.from_dict(attrs["config"], where=f"ledger trial {trial_id}")
+        checkpoints = run_dir_for(sweep_dir, attrs["run_id"]) / "checkpoints"
+        train_in_job(config, checkpoint_dir=checkpoints, checkpoint_every=checkpoint_every)
+        return {"trial_id": trial_id, "run_id": attrs["run_id"], "rank": group.rank}
     attrs = ledger.trial_attrs(trial_id)
     run_id = attrs["run_id"]
     config = RunConfig.from_dict(attrs["config"], where=f"ledger trial {trial_id}")
@@ -88,9 +164,13 @@ def execute_attempt(
             raise optuna.TrialPruned(f"pruned at epoch {epoch} ({metric} {value:.4f} behind the median)")
 
     started = time.perf_counter()
+    checkpoints = run_dir / "checkpoints"
     try:
         with ledger.heartbeat(trial_id):
-            result = train_run(config, on_step=None, on_eval=on_eval)
+            result = train_in_job(config, checkpoint_dir=checkpoints, checkpoint_every=checkpoint_every, on_eval=on_eval)
+    except SystemExit:  # handed over for a requeue: the attempt stays running, its job comes back
+        tracker.finish(exit_code=1)
+        raise
     except optuna.TrialPruned as exc:
         ledger.prune(trial_id, last_value=last["value"], epoch=last["epoch"])
         if reporter is not None:
@@ -136,8 +216,11 @@ def execute_attempt(
         "peak_source": f"cpu float32 matmul, measured at {config.train.num_threads} thread(s)",
         "history": result.history,
     }
+    if result.resumed_from_step is not None:
+        results["resumed_from_step"] = result.resumed_from_step
     (run_dir / "result.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     ledger.complete(trial_id, value=float(result.metrics[metric]), results=results)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     if reporter is not None:
         reporter.finish(TrialState.COMPLETE, best_val)
     tracker.summary(

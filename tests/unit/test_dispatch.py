@@ -76,8 +76,8 @@ class _FakeJob:
         was, self.polled = self.polled, True
         return was
 
-    def result(self) -> object:
-        return self._value
+    def results(self) -> list[object]:  # one per task of the job
+        return [self._value]
 
 
 class _FakeArrayExecutor:
@@ -97,7 +97,7 @@ class _FakeArrayExecutor:
 
 def test_tasks_beyond_max_array_size_are_split_into_arrays(tmp_path: Path, monkeypatch) -> None:
     fake = _FakeArrayExecutor()
-    monkeypatch.setattr(dispatch, "_make_executor", lambda config, folder: fake)
+    monkeypatch.setattr(dispatch, "_make_executor", lambda config, folder, job_name=None: fake)
     monkeypatch.setattr(dispatch, "cluster_max_array_size", lambda: 3)  # a small fake cluster limit
     recorded: dict[int, str] = {}
     outcomes = run_tasks(

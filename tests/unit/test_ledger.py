@@ -78,6 +78,30 @@ def test_attempt_of_a_dead_worker_is_failed_and_requeued(ledger: Ledger, tmp_pat
     assert "died" in (attempts[0].error or "")
 
 
+def test_a_requeued_job_takes_its_running_attempt_back(ledger: Ledger) -> None:
+    ledger.register([_planned("a")])
+    trial_id = ledger.runs()["a"].trial_id
+    ledger.set_job(trial_id, "77_3", "/logs/77_3.err")
+    assert not ledger.reclaim(trial_id, "77_3")  # pending: a requeue needs a running attempt
+    assert ledger.claim(trial_id)
+    assert not ledger.reclaim(trial_id, "78_3")  # another job: never
+    assert ledger.reclaim(trial_id, "77_3") and ledger.reclaim(trial_id, "77_3")
+    assert ledger.trial_attrs(trial_id)["requeued"] == 2
+    ledger.complete(trial_id, value=0.5, results={})
+    assert not ledger.reclaim(trial_id, "77_3")
+    assert not ledger.fail_unfinished(trial_id, "job ended")  # a settled attempt keeps its state
+    assert ledger.runs()["a"].state == "complete"
+
+
+def test_a_job_that_ended_without_settling_its_attempt_fails_it(ledger: Ledger) -> None:
+    ledger.register([_planned("a")])
+    trial_id = ledger.runs()["a"].trial_id
+    assert ledger.claim(trial_id)
+    assert ledger.fail_unfinished(trial_id, "job 5 ended without a result: CANCELLED")
+    run = ledger.runs()["a"]
+    assert (run.state, run.error) == ("failed", "job 5 ended without a result: CANCELLED")
+
+
 def test_a_second_ledger_sees_the_same_runs(ledger: Ledger, tmp_path: Path) -> None:
     ledger.register([_planned("a")])
     other = Ledger(storage_url_for(tmp_path), "unit")

@@ -1,0 +1,58 @@
+"""What a job's callable needs from submitit: requeueing, its job id, and the process-group env.
+
+`Requeueable(fn)` is a callable submitit can checkpoint: on timeout or preemption it asks to be
+called again with the same arguments (the callable itself resumes from its own checkpoints).
+`export_distributed_env()` makes a multi-task job's tasks one torch process group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import submitit
+
+log = logging.getLogger(__name__)
+
+
+class Requeueable(submitit.helpers.Checkpointable):
+    """`fn` as a job callable that submitit requeues (same arguments) when the job is preempted."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Requeueable({getattr(self.fn, '__qualname__', self.fn)!r})"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class JobPlace:
+    """Where this process runs: its job (None outside a submitit job) and rank among its tasks."""
+
+    job_id: str | None = None
+    rank: int = 0
+    world_size: int = 1
+
+
+def current_job() -> JobPlace:
+    """This process's submitit job and task rank (a plain process: no job, rank 0 of 1)."""
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:
+        return JobPlace()
+    return JobPlace(job_id=env.job_id, rank=env.global_rank, world_size=env.num_tasks)
+
+
+def export_distributed_env() -> JobPlace:
+    """For a job of several tasks, export MASTER_ADDR/PORT, RANK, WORLD_SIZE and LOCAL_RANK
+    (submitit's TorchDistributedEnvironment) so that `torch.distributed` can join them."""
+    place = current_job()
+    if place.world_size > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        log.info("job %s: task %d of %d", place.job_id, place.rank, place.world_size)
+    return place

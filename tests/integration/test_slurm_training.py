@@ -1,0 +1,115 @@
+"""Training jobs on the real local Slurm: DeepSpeed over two tasks, and preempted runs that resume.
+
+Jobs run `sweeps.worker.train_job` (wrapped by `slurm.jobs.Requeueable`, as sweeps wrap their
+attempts). Every comparison is against the same config trained without interruption.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import submitit
+import torch
+
+from gr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from gr_core.trainer import train_run
+from slurm.jobs import Requeueable
+from sweeps.worker import train_job
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
+
+# Dropout off: dropout masks depend on how a batch is split over processes; nothing else does.
+PARITY = RunConfig(
+    data=DataConfig(num_users=720, num_items=120, num_clusters=6, max_events=24),
+    model=ModelConfig(num_blocks=2, embedding_dim=16, num_heads=2, max_seq_len=20, dropout=0.0),
+    train=TrainConfig(
+        epochs=1, batch_size=32, num_negatives=16, lr=3e-3, engine="deepspeed", zero_stage=2, grad_clip=1.0
+    ),
+)
+
+# Long enough (about 40 s) to be interrupted mid-run; dropout and Stochastic Length on, so that
+# every random generator has to come back right.
+RESUMABLE = RunConfig(
+    data=DataConfig(num_users=2400, num_items=200, num_clusters=8, max_events=40, stochastic_length_alpha=1.6),
+    model=ModelConfig(num_blocks=2, embedding_dim=48, num_heads=2, max_seq_len=32, dropout=0.2),
+    train=TrainConfig(epochs=8, batch_size=32, num_negatives=32, lr=2e-3, eval_every=2),
+)
+
+
+def _executor(tmp_path: Path, tasks: int) -> submitit.AutoExecutor:
+    executor = submitit.AutoExecutor(folder=str(tmp_path / "jobs"), cluster="slurm")
+    # timeout_min >= 20: submitit counts a signal that comes close to the time limit as a timeout.
+    executor.update_parameters(timeout_min=20, tasks_per_node=tasks, cpus_per_task=1, slurm_partition="dev", mem_gb=2)
+    return executor
+
+
+def _result(job: submitit.Job, timeout_s: float = 420) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while not job.done():
+        if time.monotonic() > deadline:
+            job.cancel()
+            pytest.fail(f"job {job.job_id} did not finish within {timeout_s} s; log: {job.paths.stderr}")
+        time.sleep(1.0)
+    return job.results()[0]  # task 0's (every task returns the same)
+
+
+def test_two_task_deepspeed_zero2_follows_the_one_process_loss_curve(tmp_path: Path) -> None:
+    config = PARITY.to_dict()
+    one = _result(_executor(tmp_path / "one", 1).submit(Requeueable(train_job), config, None))
+    job = _executor(tmp_path / "two", 2).submit(Requeueable(train_job), config, None)
+    two = _result(job)
+    assert len(one["losses"]) >= 20
+    assert len(two["losses"]) == len(one["losses"])
+    gaps = [abs(a - b) for a, b in zip(one["losses"][:20], two["losses"][:20])]
+    assert max(gaps) < 1e-4, gaps
+    assert two["metrics"]["ndcg@10"] == pytest.approx(one["metrics"]["ndcg@10"], abs=1e-3)
+    log = Path(job.paths.stderr).read_text()
+    assert "task 0 of 2" in log  # both tasks joined one process group (gloo)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted() -> dict:
+    torch.set_num_threads(1)
+    losses: list[float] = []
+    result = train_run(RESUMABLE, on_step=lambda step, logged: losses.append(logged["train/loss"]))
+    return {"metrics": result.metrics, "history": result.history, "losses": losses}
+
+
+def _wait_for_checkpoint(directory: Path, job: submitit.Job, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not (directory / "latest").exists():
+        assert not job.done(), f"the job ended before its first checkpoint; log: {job.paths.stderr}"
+        assert time.monotonic() < deadline, "no checkpoint within the time limit"
+        time.sleep(0.3)
+
+
+def _assert_same_as_uninterrupted(result: dict, reference: dict) -> None:
+    resumed = result["resumed_from_step"]
+    assert resumed is not None and 0 < resumed < len(reference["losses"])
+    assert result["losses"] == reference["losses"][resumed:]
+    assert result["metrics"] == reference["metrics"]
+    assert result["history"] == reference["history"]
+
+
+def test_job_signalled_at_its_time_limit_checkpoints_requeues_and_resumes(tmp_path: Path, uninterrupted) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    job = _executor(tmp_path, 1).submit(Requeueable(train_job), RESUMABLE.to_dict(), str(checkpoints), 10)
+    _wait_for_checkpoint(checkpoints, job)
+    job._interrupt(timeout=True)  # what Slurm sends 90 s before the time limit: USR2
+    result = _result(job)
+    _assert_same_as_uninterrupted(result, uninterrupted)
+    log = Path(job.paths.stderr).read_text()
+    assert "checkpointing after the current step" in log and "resumed from step" in log
+
+
+def test_job_requeued_by_scontrol_resumes_from_its_last_periodic_checkpoint(tmp_path: Path, uninterrupted) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    job = _executor(tmp_path, 1).submit(Requeueable(train_job), RESUMABLE.to_dict(), str(checkpoints), 10)
+    _wait_for_checkpoint(checkpoints, job)
+    subprocess.run(["scontrol", "requeue", job.job_id], check=True)  # killed at once, no signal first
+    result = _result(job)
+    _assert_same_as_uninterrupted(result, uninterrupted)
+    assert result["resumed_from_step"] % 10 == 0
