@@ -9,8 +9,11 @@ it after each step, every process agrees, all save their part of the checkpoint 
 then `hand_over()` gives the signal to submitit's handler, which requeues the job (rank 0) and
 exits. The requeued job calls the same callable again, which resumes from that checkpoint.
 
-A job killed without warning (`scontrol requeue`, a node failure) gets no signal: it resumes
-from the last periodic checkpoint instead.
+Slurm also stops jobs with SIGTERM, KillWait seconds (30 by default) before SIGKILL: when it
+requeues them itself (`scontrol requeue`, preemption with PreemptMode=REQUEUE) and when they
+are cancelled. submitit ignores SIGTERM; the watch treats it like SIGUSR2 (checkpoint at the
+next step), then simply exits, since Slurm is already requeueing or ending the job. A job killed
+with no signal at all (a node failure) resumes from the last periodic checkpoint.
 """
 
 from __future__ import annotations
@@ -25,48 +28,51 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 REQUEUE_SIGNAL = signal.SIGUSR2  # submitit's SlurmJobEnvironment.USR_SIG
+WATCHED = (REQUEUE_SIGNAL, signal.SIGTERM)
 NON_MAIN_EXIT_WAIT_S = 120.0
 
 
 class PreemptionWatch:
-    """Context manager: while active, SIGUSR2 sets `requested` instead of stopping the job."""
+    """Context manager: while active, SIGUSR2 and SIGTERM set `requested` instead of stopping the job."""
 
     def __init__(self) -> None:
-        self._requested = threading.Event()
-        self._previous: Any = None
-        self._installed = False
+        self._received: set[int] = set()
+        self._previous: dict[int, Any] = {}
 
     def requested(self) -> bool:
-        return self._requested.is_set()
+        return bool(self._received)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.warning("received %s: checkpointing after the current step", signal.Signals(signum).name)
-        self._requested.set()
+        self._received.add(signum)
 
     def __enter__(self) -> PreemptionWatch:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(REQUEUE_SIGNAL, self._on_signal)
-            self._installed = True
+            for signum in WATCHED:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
         else:  # signal handlers can only be set from the main thread; then nothing is watched
             log.warning("not on the main thread: preemption signals are not watched")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(REQUEUE_SIGNAL, self._previous)
-            self._installed = False
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def hand_over(self, *, is_main: bool) -> None:
-        """After the checkpoint: let submitit requeue the job (rank 0) and end this process.
+        """After the checkpoint: end this process, having submitit requeue the job if it should.
 
-        submitit's handler requeues and exits on rank 0. The other ranks wait for the requeue to
-        stop them (ending first could fail the job before rank 0 has requeued it), and exit
-        after NON_MAIN_EXIT_WAIT_S at the latest.
+        After SIGUSR2, submitit's handler requeues the job and exits on rank 0; the other ranks
+        wait for the requeue to stop them (ending first could fail the job before rank 0 has
+        requeued it), NON_MAIN_EXIT_WAIT_S at most. After SIGTERM alone, Slurm is requeueing
+        or cancelling the job already: every rank exits.
         """
-        previous = self._previous
+        submitit_handler = self._previous.get(REQUEUE_SIGNAL)
         self.__exit__()
-        if callable(previous):
-            previous(REQUEUE_SIGNAL, None)  # rank 0: requeues and raises SystemExit
+        if REQUEUE_SIGNAL not in self._received:
+            raise SystemExit("stopped by SIGTERM after a checkpoint")
+        if callable(submitit_handler):
+            submitit_handler(REQUEUE_SIGNAL, None)  # rank 0: requeues and raises SystemExit
         if is_main:
             raise SystemExit("preempted: checkpoint saved, but there was no submitit handler to requeue the job")
         time.sleep(NON_MAIN_EXIT_WAIT_S)

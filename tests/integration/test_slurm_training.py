@@ -7,6 +7,7 @@ attempts). Every comparison is against the same config trained without interrupt
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -105,11 +106,81 @@ def test_job_signalled_at_its_time_limit_checkpoints_requeues_and_resumes(tmp_pa
     assert "checkpointing after the current step" in log and "resumed from step" in log
 
 
-def test_job_requeued_by_scontrol_resumes_from_its_last_periodic_checkpoint(tmp_path: Path, uninterrupted) -> None:
+def test_job_requeued_by_scontrol_checkpoints_on_sigterm_and_resumes(tmp_path: Path, uninterrupted) -> None:
     checkpoints = tmp_path / "checkpoints"
     job = _executor(tmp_path, 1).submit(Requeueable(train_job), RESUMABLE.to_dict(), str(checkpoints), 10)
     _wait_for_checkpoint(checkpoints, job)
-    subprocess.run(["scontrol", "requeue", job.job_id], check=True)  # killed at once, no signal first
+    subprocess.run(["scontrol", "requeue", job.job_id], check=True)  # SIGTERM, SIGKILL after KillWait
     result = _result(job)
     _assert_same_as_uninterrupted(result, uninterrupted)
-    assert result["resumed_from_step"] % 10 == 0
+    assert "received SIGTERM: checkpointing after the current step" in Path(job.paths.stderr).read_text()
+
+
+SWEEP_SPEC = """
+[sweep]
+name = "requeued"
+metric = "ndcg@10"
+max_attempts = 1
+
+[axes]
+width = [16]
+
+[base.data]
+num_users = 1500
+num_items = 120
+num_clusters = 6
+max_events = 24
+
+[base.model]
+max_seq_len = 20
+dropout = 0.0
+
+[base.train]
+epochs = 2
+batch_size = 32
+num_negatives = 16
+engine = "deepspeed"
+zero_stage = 2
+
+[tracking]
+mode = "disabled"
+
+[dispatch]
+executor = "slurm"
+partition = "dev"
+tasks_per_node = 2
+cpus_per_task = 1
+mem_gb = 2
+timeout_min = 20
+poll_interval_s = 0.5
+checkpoint_every_steps = 5
+"""
+
+
+def test_two_task_sweep_run_survives_scontrol_requeue(tmp_path: Path) -> None:
+    from sweeps.ledger import Ledger, storage_url_for
+
+    spec, sweep_dir = tmp_path / "spec.toml", tmp_path / "sweep"
+    spec.write_text(SWEEP_SPEC)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "gr_scaling", "sweep", "launch", str(spec), "--out", str(sweep_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not list(sweep_dir.glob("runs/*/checkpoints/latest")):
+            assert driver.poll() is None, "the sweep ended before its run checkpointed"
+            assert time.monotonic() < deadline, "no checkpoint within the time limit"
+            time.sleep(0.3)
+        (run,) = Ledger(storage_url_for(sweep_dir), "requeued").runs().values()
+        assert run.state == "running" and run.job_id
+        subprocess.run(["scontrol", "requeue", run.job_id], check=True)
+        assert driver.wait(timeout=420) == 0
+    finally:
+        driver.kill()
+    (run,) = Ledger(storage_url_for(sweep_dir), "requeued").runs().values()
+    assert run.state == "complete", run.error
+    attrs = Ledger(storage_url_for(sweep_dir), "requeued").trial_attrs(run.trial_id)
+    assert attrs["requeued"] == 1  # the same attempt, taken back by the requeued job
+    assert attrs["resumed_from_step"] > 0
+    assert not (sweep_dir / "runs" / run.run_id / "checkpoints").exists()  # removed once complete
