@@ -191,13 +191,14 @@ def execute_attempt(
     # The trainer's wall time covers training and its evaluation passes (and data generation), so
     # achieved FLOP/s counts the analytic matmul FLOPs of both; ledgers planned before evaluation
     # was counted (no "eval_total") fall back to training FLOPs alone. The trainer runs on CPU:
-    # MFU is against this CPU's measured float32 matmul peak at the run's thread count.
+    # MFU is against this CPU's measured float32 matmul peak at the run's thread count, times the
+    # run's processes.
     from scaling.hardware import mfu as model_flops_utilisation
     from scaling.measure import cpu_peak_flops
 
     executed = flops.get("train", 0.0) + flops.get("eval_total", 0.0)
     achieved = executed / result.wall_time_s if result.wall_time_s > 0 else 0.0
-    peak = cpu_peak_flops()
+    peak = cpu_peak_flops() * group.world_size
     utilisation = model_flops_utilisation(executed, result.wall_time_s, peak) if result.wall_time_s > 0 else 0.0
     history = [h[f"val/{metric}"] for h in result.history if f"val/{metric}" in h]
     best_val = (max if maximize else min)(history) if history else None
@@ -213,7 +214,9 @@ def execute_attempt(
         "achieved_flops_per_s": achieved,
         "mfu": utilisation,
         "peak_flops_per_s": peak,
-        "peak_source": f"cpu float32 matmul, measured at {config.train.num_threads} thread(s)",
+        "peak_source": (
+            f"cpu float32 matmul, measured at {config.train.num_threads} thread(s), x {group.world_size} process(es)"
+        ),
         "history": result.history,
     }
     if result.resumed_from_step is not None:
