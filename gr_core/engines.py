@@ -115,12 +115,17 @@ class TorchEngine:
 class DeepSpeedEngine:
     """A DeepSpeed engine over the model: ZeRO stage `train.zero_stage`, fp32 on CPU (gloo).
 
+    GPU training (NCCL, bf16) needs the trainer to move batches and the model to the device,
+    which it does not do yet.
+
     The optimizer is torch's AdamW with the config's settings, handed to DeepSpeed (which
     partitions its state under ZeRO 1-3). Gradient accumulation and clipping are DeepSpeed's.
     """
 
     def __init__(self, model: nn.Module, train: TrainConfig, group: ProcessGroup) -> None:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
+        # The trainer runs on CPU (batches and models never move to a GPU yet), so DeepSpeed
+        # must too, even on a machine with one: its CPU accelerator, gloo, fp32.
+        os.environ["DS_ACCELERATOR"] = "cpu"
         import deepspeed
 
         if not torch.distributed.is_initialized():
@@ -130,7 +135,7 @@ class DeepSpeedEngine:
             os.environ.setdefault("RANK", "0")
             os.environ.setdefault("WORLD_SIZE", "1")
             os.environ.setdefault("LOCAL_RANK", "0")
-            deepspeed.init_distributed(dist_backend="gloo" if not torch.cuda.is_available() else "nccl")
+            deepspeed.init_distributed(dist_backend="gloo")
         config = {
             "train_micro_batch_size_per_gpu": 1,  # bookkeeping only: a micro-batch is a jagged batch
             "gradient_accumulation_steps": train.grad_accumulation,
@@ -138,7 +143,6 @@ class DeepSpeedEngine:
             "gradient_clipping": train.grad_clip if train.grad_clip is not None else 0.0,
             "zero_optimization": {"stage": train.zero_stage},
             "zero_allow_untested_optimizer": True,
-            "bf16": {"enabled": torch.cuda.is_available()},
             "steps_per_print": 2**31 - 1,
             "wall_clock_breakdown": False,
         }

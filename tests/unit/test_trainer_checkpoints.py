@@ -150,3 +150,57 @@ def test_train_config_names_engine_fields() -> None:
         TrainConfig(grad_accumulation=0)
     with pytest.raises(ValueError, match="train.grad_clip must be > 0"):
         TrainConfig(grad_clip=0.0)
+
+
+DEEPSPEED_CHECK = """
+import dataclasses, json, sys
+import pytest, torch
+from gr_core.trainer import CheckpointPolicy, TrainingInterrupted, train_run
+sys.path.insert(0, "tests/unit")
+from test_trainer_checkpoints import SMALL, _interrupt_after
+
+torch.set_num_threads(1)
+base = dataclasses.replace(SMALL, model=dataclasses.replace(SMALL.model, dropout=0.0))
+def train(stage, **kwargs):
+    train_cfg = dataclasses.replace(base.train, engine="deepspeed" if stage is not None else "torch",
+                                    zero_stage=stage or 0, epochs=2)
+    losses = []
+    result = train_run(dataclasses.replace(base, train=train_cfg),
+                       on_step=lambda s, logged: losses.append(logged["train/loss"]), **kwargs)
+    return result, losses
+out = {}
+plain, plain_losses = train(None)
+for stage in (1, 3):
+    result, losses = train(stage)
+    out[f"stage{stage}"] = {"gap": max(abs(a - b) for a, b in zip(losses, plain_losses)),
+                            "same_metrics": result.metrics == plain.metrics, "steps": len(losses)}
+policy = CheckpointPolicy(directory=__import__("pathlib").Path(sys.argv[1]))
+try:
+    train(2, checkpoint=policy, interrupt=_interrupt_after(4))
+except TrainingInterrupted:
+    pass
+resumed, resumed_losses = train(2, checkpoint=policy)
+out["resume"] = {"from": resumed.resumed_from_step, "losses_equal": resumed_losses == plain_losses[4:],
+                 "same_metrics": resumed.metrics == plain.metrics}
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_deepspeed_engine_matches_the_plain_loop_and_resumes(tmp_path: Path) -> None:
+    # In a subprocess: DeepSpeed initialises torch.distributed for the whole process.
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", DEEPSPEED_CHECK, str(tmp_path / "ckpt")],
+        cwd=root, capture_output=True, text=True, timeout=900,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    out = json.loads(lines[-1].removeprefix("RESULT "))
+    for stage in ("stage1", "stage3"):  # one process: the same arithmetic as the plain loop
+        assert out[stage]["steps"] == 10 and out[stage]["gap"] < 1e-6 and out[stage]["same_metrics"], out
+    assert out["resume"] == {"from": 4, "losses_equal": True, "same_metrics": True}
