@@ -84,6 +84,7 @@ class RunRecord:
     log_path: str | None
     wall_time_s: float | None
     tune: dict[str, Any] | None = None
+    requeued: int = 0  # times its job was requeued (timeout, preemption) and resumed
 
 
 def _to_record(trial: FrozenTrial, attempts: int) -> RunRecord:
@@ -107,6 +108,7 @@ def _to_record(trial: FrozenTrial, attempts: int) -> RunRecord:
         log_path=attrs.get("log_path"),
         wall_time_s=attrs.get("wall_time_s"),
         tune=attrs.get("tune"),
+        requeued=int(attrs.get("requeued", 0)),
     )
 
 

@@ -43,6 +43,12 @@ def format_status(spec: SweepSpec, runs: dict[str, RunRecord]) -> str:
             f"  budget: {hours:.3g} of {spec.budget.max_device_hours:g} device-hours spent "
             f"({spec.cost.device} at MFU {spec.cost.mfu:g})"
         )
+    requeued = [r for r in runs.values() if r.requeued]
+    if requeued:
+        lines.append(
+            f"  requeued and resumed from a checkpoint: {len(requeued)} run(s), "
+            f"{sum(r.requeued for r in requeued)} requeue(s) in all"
+        )
     metric = spec.sweep.metric
     done = sorted((r for r in runs.values() if r.state == "complete"), key=lambda r: r.flops.get("train", 0.0))
     if done:

@@ -184,3 +184,7 @@ def test_two_task_sweep_run_survives_scontrol_requeue(tmp_path: Path) -> None:
     assert attrs["requeued"] == 1  # the same attempt, taken back by the requeued job
     assert attrs["resumed_from_step"] > 0
     assert not (sweep_dir / "runs" / run.run_id / "checkpoints").exists()  # removed once complete
+    status = subprocess.run(
+        [sys.executable, "-m", "gr_scaling", "sweep", "status", str(sweep_dir)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "complete 1" in status and "requeued and resumed from a checkpoint: 1 run(s), 1 requeue(s)" in status
