@@ -18,6 +18,7 @@ import contextlib
 import copy
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -128,6 +129,8 @@ class DeepSpeedEngine:
         os.environ["DS_ACCELERATOR"] = "cpu"
         import deepspeed
 
+        _skip_shm_comm_build()
+
         if not torch.distributed.is_initialized():
             # One process: DeepSpeed still wants a process group; a private one on this host.
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -191,6 +194,16 @@ class DeepSpeedEngine:
         if path is None:
             raise RuntimeError(f"DeepSpeed could not load the checkpoint named in {Path(directory) / LATEST}")
         return client_state
+
+
+def _skip_shm_comm_build() -> None:
+    """Keep DeepSpeed from JIT-compiling its shared-memory comm op (a C++ build of minutes, and a
+    compiler dependency) when it sets up communication: only `inference_all_reduce` uses it, and
+    training never calls that. Looked up through sys.modules because `deepspeed.comm.torch` is
+    shadowed by the `torch` name inside `deepspeed.comm`."""
+    module = sys.modules.get("deepspeed.comm.torch")
+    if module is not None and hasattr(module, "build_shm_op"):
+        module.build_shm_op = lambda: None
 
 
 def _free_port() -> int:

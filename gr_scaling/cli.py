@@ -30,7 +30,7 @@ def _parse_value(text: str) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gr_core.trainer import train_run
-    from scaling import count_params, run_flops
+    from scaling import run_flops, run_params
 
     config = _load_config(args)
     flops = run_flops(config.data, config.model, config.train)
@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "run_id": config.run_id,
         "metrics": result.metrics,
         "best_epoch": result.best_epoch,
-        "params": count_params(config.model, config.data.num_items).to_dict(),
+        "params": run_params(config.data, config.model, config.train).to_dict(),
         "train_flops": flops.train,
         "wall_time_s": result.wall_time_s,
     }

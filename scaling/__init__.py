@@ -9,7 +9,7 @@ from scaling.elementwise import ELEMENTWISE_CONVENTION, ElementwiseFlops, elemen
 from scaling.flops import FLOPS_CONVENTION, ForwardFlops, RunFlops, forward_flops, num_evaluations, run_flops
 from scaling.grid import FixedAspect, FixedDepth, GridPoint, configs_for_budget, data_for_budget
 from scaling.hardware import PEAKS, DevicePeak, device_from_name, mfu, peak_flops
-from scaling.params import ParamCounts, count_params
+from scaling.params import ParamCounts, count_params, run_params
 
 __all__ = [
     "ELEMENTWISE_CONVENTION",
@@ -37,4 +37,5 @@ __all__ = [
     "num_evaluations",
     "peak_flops",
     "run_flops",
+    "run_params",
 ]

@@ -29,7 +29,7 @@ import numpy as np
 from gr_core.config import DataConfig, RunConfig
 from gr_core.lengths import train_sequence_lengths
 from scaling.flops import forward_flops, run_flops
-from scaling.params import count_params
+from scaling.params import run_params
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class GridPoint:
 
     @property
     def non_embedding_params(self) -> int:
-        return count_params(self.config.model, self.config.data.num_items).non_embedding
+        return run_params(self.config.data, self.config.model, self.config.train).non_embedding
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -122,9 +122,11 @@ def _lengths_pool(data: DataConfig, max_seq_len: int) -> np.ndarray:
 
 def _per_user_train_flops(lengths: np.ndarray, config: RunConfig) -> np.ndarray:
     """Training FLOPs contributed by each user, from `forward_flops` (linear in n and n^2)."""
-    head = config.train.num_negatives + 1
-    one = forward_flops(np.array([1]), config.model, head_candidates=head).total_dense
-    two = forward_flops(np.array([2]), config.model, head_candidates=head).total_dense
+    # The task's heads as `run_flops` counts them: sampled softmax (retrieval) and/or ranking head.
+    head = config.train.num_negatives + 1 if config.train.retrieval else 0
+    ranking = config.train.ranking
+    one = forward_flops(np.array([1]), config.model, head_candidates=head, ranking=ranking).total_dense
+    two = forward_flops(np.array([2]), config.model, head_candidates=head, ranking=ranking).total_dense
     quadratic = (two - 2.0 * one) / 2.0  # f(n) = a n + b n^2: f(2) - 2 f(1) = 2 b
     linear = one - quadratic
     n = lengths.astype(np.float64)

@@ -53,6 +53,9 @@ class StepMeasurement:
 
     measured_matmul_flops: float
     analytic_matmul_flops: float  # 3 x forward_flops(batch lengths).total_dense
+    family: str  # model.family of the encoder that ran
+    data_source: str  # data.source the batch came from
+    num_items: int  # items of that data set (the item table has num_items + 1 rows)
     num_sequences: int
     num_tokens: int
     sum_squared_lengths: int
@@ -81,26 +84,36 @@ class StepMeasurement:
 def measure_training_step(config: RunConfig) -> StepMeasurement:
     """Run the config's first training batch through the real model and loss under FlopCounterMode.
 
-    The batch is the first of `gr_core.data.train_batches` on the config's synthetic data, shuffled
-    by train.seed as the trainer does; the step is HSTU forward, `sampled_softmax_loss` with the
-    config's R negatives, backward. A second step on the same batch (not counted) is timed with
-    the optimizer for achieved FLOP/s and MFU against the measured CPU peak.
+    As the trainer (`gr_core.trainer.train_run`) builds them: the data of `data.source`
+    (`gr_core.loaders.load_sequence_data`: generated or loaded), the encoder of `model.family`
+    (`gr_core.encoder.build_model`, with the ranking head when train.task ranks), and the first
+    batch of `gr_core.data.train_batches` shuffled by train.seed, with Stochastic Length. The step
+    is the forward pass, the task's losses (`sampled_softmax_loss` with R negatives and/or
+    `ranking_loss`) and backward. A second step on the same batch (not counted) is timed with the
+    optimizer for achieved FLOP/s and MFU against the measured CPU peak.
     Side effects: sets torch's thread count to train.num_threads and seeds torch's generator.
     """
-    from gr_core.data import train_batches  # gr_core's torch modules load only when measuring
-    from gr_core.hstu import HSTU
+    # gr_core's torch modules load only when measuring.
+    from gr_core.data import train_batches
+    from gr_core.encoder import build_model
+    from gr_core.lengths import split_lengths, stochastic_length_subsampled, stochastic_length_target
+    from gr_core.loaders import load_sequence_data
     from gr_core.losses import sampled_softmax_loss
-    from gr_core.synthetic import generate_synthetic
+    from gr_core.ranking import ranking_logits, ranking_loss
 
     data_cfg, model_cfg, train_cfg = config.data, config.model, config.train
     torch.set_num_threads(train_cfg.num_threads)
     torch.manual_seed(train_cfg.seed)
-    data = generate_synthetic(data_cfg)
-    model = HSTU(model_cfg, data.num_items)
+    data = load_sequence_data(data_cfg)
+    model = build_model(model_cfg, data.num_items, ranking_head=train_cfg.ranking)
     model.train()
+    max_len, alpha = model_cfg.max_seq_len, data_cfg.stochastic_length_alpha
+    subsampled = stochastic_length_subsampled(
+        split_lengths(data.lengths, "train", max_len), max_len, alpha, data_cfg.seed
+    )
     batches = train_batches(
-        data, max_seq_len=model_cfg.max_seq_len, batch_size=train_cfg.batch_size,
-        rng=np.random.default_rng(train_cfg.seed),
+        data, max_seq_len=max_len, batch_size=train_cfg.batch_size, rng=np.random.default_rng(train_cfg.seed),
+        subsampled=subsampled, subsample_length=stochastic_length_target(max_len, alpha) if alpha is not None else 0,
     )
     batch = next(iter(batches), None)
     if batch is None:
@@ -110,10 +123,16 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
 
     def step() -> None:
         out_TD = model(batch.item_ids, batch.timestamps, batch.seq_offsets)
-        loss = sampled_softmax_loss(
-            out_TD, batch.target_ids, model.item_vectors(),
-            num_negatives=train_cfg.num_negatives, temperature=model_cfg.temperature, generator=negatives_gen,
-        )
+        loss = torch.zeros(())
+        if train_cfg.retrieval:
+            loss = loss + sampled_softmax_loss(
+                out_TD, batch.target_ids, model.item_vectors(),
+                num_negatives=train_cfg.num_negatives, temperature=model_cfg.temperature, generator=negatives_gen,
+            )
+        if train_cfg.ranking:
+            assert batch.actions is not None  # train_batches always sets them
+            logits_T = ranking_logits(model, out_TD, batch.item_ids)
+            loss = loss + train_cfg.ranking_weight * ranking_loss(logits_T, batch.actions)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
 
@@ -126,11 +145,15 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
     seconds = time.perf_counter() - started
 
     lengths = (batch.seq_offsets[1:] - batch.seq_offsets[:-1]).numpy()
-    analytic = 3.0 * forward_flops(lengths, model_cfg, head_candidates=train_cfg.num_negatives + 1).total_dense
+    candidates = train_cfg.num_negatives + 1 if train_cfg.retrieval else 0
+    analytic = 3.0 * forward_flops(lengths, model_cfg, head_candidates=candidates, ranking=train_cfg.ranking).total_dense
     by_op = {str(op): float(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
     return StepMeasurement(
         measured_matmul_flops=float(counter.get_total_flops()),
         analytic_matmul_flops=analytic,
+        family=model_cfg.family,
+        data_source=data_cfg.source,
+        num_items=data.num_items,
         num_sequences=int(lengths.size),
         num_tokens=int(lengths.sum()),
         sum_squared_lengths=int((lengths.astype(np.int64) ** 2).sum()),

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from gr_core.config import ModelConfig
+from gr_core.config import DataConfig, ModelConfig, TrainConfig
+from gr_core.lengths import dataset_num_items
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -69,8 +70,9 @@ def ranking_head_params(embedding_dim: int) -> int:
 def count_params(model: ModelConfig, num_items: int, *, task: str = "retrieval") -> ParamCounts:
     """Parameter counts of a model over `num_items` items (ids 1..num_items).
 
-    task: the run's `train.task`; "ranking" and "both" add the ranking head. For a real data
-    source, num_items is `gr_core.lengths.dataset_num_items(data)`, not `data.num_items`.
+    task: the run's `train.task`; "ranking" and "both" add the ranking head. For a run config use
+    `run_params`, which takes num_items from `gr_core.lengths.dataset_num_items(data)` (for a real
+    source `data.num_items` is not the data set's item count).
     """
     d = model.embedding_dim
     return ParamCounts(
@@ -80,3 +82,13 @@ def count_params(model: ModelConfig, num_items: int, *, task: str = "retrieval")
         num_blocks=model.num_blocks,
         ranking_head=ranking_head_params(d) if task in ("ranking", "both") else 0,
     )
+
+
+def run_params(data: DataConfig, model: ModelConfig, train: TrainConfig) -> ParamCounts:
+    """Parameter counts of a run: `count_params` over the data set's items, with its task's heads.
+
+    What every planner and report should use: `data.num_items` is only the synthetic generator's
+    setting (a real source leaves it at its default), and the ranking head is part of the model
+    whenever train.task ranks. A real source's item count comes from its (cached) file.
+    """
+    return count_params(model, dataset_num_items(data), task=train.task)

@@ -9,22 +9,51 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from gr_core.config import ModelConfig, RunConfig
+from gr_core.config import ModelConfig, RunConfig, TrainConfig
+from gr_core.lengths import dataset_event_counts, dataset_num_items
 from scaling.elementwise import ElementwiseFlops
 from scaling.flops import run_flops
-from scaling.params import count_params
+from scaling.params import run_params
 
-_MATMUL_COMPONENTS = (
-    ("uvqk", "uvqk projection", "forward_per_epoch_uvqk"),
-    ("attention", "attention QK^T + AV (dense-jagged)", "forward_per_epoch_attention_dense"),
-    ("output_projection", "output projection", "forward_per_epoch_output_projection"),
-    ("head", "sampled-softmax head", "forward_per_epoch_head"),
-)
+FAMILY_NAMES = {"hstu": "HSTU", "sasrec": "SASRec"}
+# Training matmul components: name -> (label, `RunFlops.to_dict` key). "uvqk" is the block's fused
+# input projection (SASRec's QKV); see `scaling.flops.ForwardFlops`.
+_MATMUL_COMPONENTS = {
+    "uvqk": ("uvqk projection", "forward_per_epoch_uvqk"),
+    "attention": ("attention QK^T + AV (dense-jagged)", "forward_per_epoch_attention_dense"),
+    "output_projection": ("output projection", "forward_per_epoch_output_projection"),
+    "ffn": ("FFN", "forward_per_epoch_ffn"),
+    "head": ("sampled-softmax head", "forward_per_epoch_head"),
+    "ranking_head": ("ranking head", "forward_per_epoch_ranking_head"),
+}
+
+
+def _matmul_components(model: ModelConfig, train: TrainConfig) -> list[str]:
+    """The training matmul components this run has (their FLOPs sum to `train`)."""
+    names = ["uvqk", "attention", "output_projection"]
+    if model.family == "sasrec":
+        names.append("ffn")
+    if train.retrieval:
+        names.append("head")
+    if train.ranking:
+        names.append("ranking_head")
+    return names
 
 
 def block_params(model: ModelConfig) -> dict[str, int]:
-    """Non-embedding parameters of one HSTU block by tensor group (see `gr_core.hstu`'s names)."""
+    """Non-embedding parameters of one block of `model.family` by tensor group.
+
+    HSTU (`gr_core.hstu`): uvqk, output (with bias), rab. SASRec (`gr_core.sasrec`): qkv
+    (q_proj + kv_proj, with biases), output (out_proj), ffn (ffn_in + ffn_out).
+    """
     d, h = model.embedding_dim, model.num_heads
+    if model.family == "sasrec":
+        f = model.ffn_dim
+        return {
+            "qkv": (d * d + d) + (2 * d * d + 2 * d),
+            "output": d * d + d,
+            "ffn": (d * f + f) + (f * d + d),
+        }
     return {
         "uvqk": d * (2 * h * model.dv + 2 * h * model.dqk),
         "output": h * model.dv * d + d,
@@ -32,13 +61,13 @@ def block_params(model: ModelConfig) -> dict[str, int]:
     }
 
 
-def _breakdown(flops: dict[str, Any], epochs: int) -> dict[str, dict[str, float]]:
+def _breakdown(flops: dict[str, Any], epochs: int, components: list[str]) -> dict[str, dict[str, float]]:
     """Training matmul FLOPs per component: per run, per epoch, per step (mean) and per token."""
     steps_per_epoch = flops["steps_per_epoch"]
     tokens = flops["train_tokens"]
     rows: dict[str, dict[str, float]] = {}
-    for name, _, key in _MATMUL_COMPONENTS:
-        per_epoch = 3.0 * flops[key]
+    for name in components:
+        per_epoch = 3.0 * flops[_MATMUL_COMPONENTS[name][1]]
         rows[name] = {"per_epoch": per_epoch, "per_run": epochs * per_epoch}
     rows["total"] = {"per_epoch": flops["train"] / epochs, "per_run": flops["train"]}
     per_epoch_causal = 3.0 * flops["forward_per_epoch_attention_causal"]
@@ -51,18 +80,27 @@ def _breakdown(flops: dict[str, Any], epochs: int) -> dict[str, dict[str, float]
 
 
 def flops_summary(config: RunConfig) -> dict[str, Any]:
-    """Params by group and FLOPs by component of `config`, JSON-able."""
-    params = count_params(config.model, config.data.num_items)
+    """Params by group and FLOPs by component of `config`, JSON-able.
+
+    "dataset" holds the data set's real user and item counts (for a real source, the config's
+    num_users / num_items are only the synthetic generator's unused defaults).
+    """
+    params = run_params(config.data, config.model, config.train)
     flops = run_flops(config.data, config.model, config.train).to_dict()
     per_block = block_params(config.model)
     assert sum(per_block.values()) == params.per_block  # the two counts are written independently
     return {
         "run_id": config.run_id,
         "config": config.to_dict(),
+        "dataset": {
+            "source": config.data.source,
+            "num_users": int(len(dataset_event_counts(config.data))),
+            "num_items": dataset_num_items(config.data),
+        },
         "head_dims": {"dqk": config.model.dqk, "dv": config.model.dv},
         "params": {**params.to_dict(), "num_blocks": params.num_blocks, "per_block_groups": per_block},
         "flops": flops,
-        "train_breakdown": _breakdown(flops, config.train.epochs),
+        "train_breakdown": _breakdown(flops, config.train.epochs, _matmul_components(config.model, config.train)),
         "elementwise_train_breakdown": {
             name: 3.0 * config.train.epochs * flops[f"elementwise_forward_per_epoch_{name}"]
             for name in (f.name for f in dataclasses.fields(ElementwiseFlops))
@@ -76,13 +114,22 @@ def _fmt(x: float) -> str:
 
 def format_flops_summary(summary: dict[str, Any]) -> str:
     cfg, params, flops = summary["config"], summary["params"], summary["flops"]
-    m, d, t = cfg["model"], cfg["data"], cfg["train"]
+    m, t, dataset = cfg["model"], cfg["train"], summary["dataset"]
     per_block = params["per_block_groups"]
     dims = summary["head_dims"]
+    if m["family"] == "sasrec":
+        # SASRec's per-head widths are D / H; it has an FFN and no relative attention bias.
+        shape = f"{m['num_heads']} head(s), FFN {m['ffn_hidden_dim'] or m['embedding_dim']}"
+        extras = ""
+    else:
+        shape = f"{m['num_heads']} head(s) (dqk {dims['dqk']}, dv {dims['dv']})"
+        extras = f", rab {'on' if m['use_rab'] else 'off'}"
+    head = f" + ranking head {params['ranking_head']:,}" if params["ranking_head"] else ""
     lines = [
-        f"run {summary['run_id']}: HSTU {m['num_blocks']} blocks x D {m['embedding_dim']}, {m['num_heads']} head(s) "
-        f"(dqk {dims['dqk']}, dv {dims['dv']}), max_seq_len {m['max_seq_len']}, rab {'on' if m['use_rab'] else 'off'}",
-        f"data: {d['num_users']:,} users, {d['num_items']:,} items; train: {t['epochs']} epochs, "
+        f"run {summary['run_id']}: {FAMILY_NAMES[m['family']]} {m['num_blocks']} blocks x D {m['embedding_dim']}, "
+        f"{shape}, max_seq_len {m['max_seq_len']}{extras}",
+        f"data: {dataset['source']}, {dataset['num_users']:,} users, {dataset['num_items']:,} items; "
+        f"train: task {t['task']}, {t['epochs']} epochs, "
         f"batch {t['batch_size']}, {t['num_negatives']} negatives; {int(flops['steps']):,} steps, "
         f"{int(flops['train_tokens']):,} supervised tokens, mean training length {flops['mean_length']:.2f}",
         "",
@@ -90,13 +137,15 @@ def format_flops_summary(summary: dict[str, Any]) -> str:
         f"  embedding        {params['embedding']:>14,}  (items {params['item_embedding']:,}, "
         f"positions {params['position_embedding']:,})",
         f"  non-embedding    {params['non_embedding']:>14,}  ({params['num_blocks']} blocks x {params['per_block']:,}: "
-        + ", ".join(f"{k} {v:,}" for k, v in per_block.items()) + ")",
+        + ", ".join(f"{k} {v:,}" for k, v in per_block.items()) + f"){head}",
         f"  total            {params['total']:>14,}",
         "",
         "training FLOPs, matmuls (forward + backward = 3 x forward)",
         f"  {'component':<38}{'per run':>12}{'per epoch':>12}{'per step':>12}{'per token':>12}",
     ]
-    labels = {name: label for name, label, _ in _MATMUL_COMPONENTS}
+    labels = {name: label for name, (label, _) in _MATMUL_COMPONENTS.items()}
+    if m["family"] == "sasrec":
+        labels["uvqk"] = "QKV projection"
     labels.update(total="total (the x-axis)", attention_causal="attention, causal-exact",
                   total_causal="total, causal-exact")
     for name, row in summary["train_breakdown"].items():
@@ -133,7 +182,8 @@ def format_flops_summary(summary: dict[str, Any]) -> str:
 def format_measurement(measured: dict[str, Any]) -> str:
     lines = [
         "",
-        f"measured: one training step under FlopCounterMode ({measured['num_sequences']} sequences, "
+        f"measured: one training step of {FAMILY_NAMES[measured['family']]} on {measured['data_source']} "
+        f"({measured['num_items']:,} items) under FlopCounterMode ({measured['num_sequences']} sequences, "
         f"{measured['num_tokens']} tokens, sum n^2 = {measured['sum_squared_lengths']})",
         f"  measured matmul FLOPs   {measured['measured_matmul_flops']:.6e}",
         f"  analytic matmul FLOPs   {measured['analytic_matmul_flops']:.6e}",

@@ -16,7 +16,7 @@ import numpy as np
 from gr_core.config import RunConfig
 from gr_core.lengths import train_sequence_lengths
 from scaling.grid import data_for_budget
-from scaling.params import count_params
+from scaling.params import run_params
 from sweeps.spec import DesignConfig, SweepSpec
 
 MAX_LADDER_USERS = 50_000_000
@@ -61,7 +61,7 @@ def expand(spec: SweepSpec) -> tuple[list[tuple[dict[str, Any], RunConfig]], lis
 
 def _ladder_rung(config: RunConfig, multiplier: float, design: DesignConfig) -> RunConfig:
     """`config` with enough data for multiplier x tokens_per_param x non-embedding params tokens."""
-    params = count_params(config.model, config.data.num_items).non_embedding
+    params = run_params(config.data, config.model, config.train).non_embedding
     target = multiplier * design.tokens_per_param * params  # supervised tokens over the whole run
     if design.adjust == "epochs":
         per_epoch = int(train_sequence_lengths(config.data, config.model.max_seq_len).sum())

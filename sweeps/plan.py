@@ -9,7 +9,7 @@ import numpy as np
 
 from gr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gr_core.lengths import train_sequence_lengths
-from scaling import FLOPS_CONVENTION, count_params, run_flops
+from scaling import FLOPS_CONVENTION, run_flops, run_params
 from sweeps.ledger import PlannedRun
 from sweeps.designs import SkippedRun, expand
 from scaling.cost import CostEstimate, CostInputs
@@ -39,7 +39,7 @@ def plan_run(config: RunConfig, axis_values: dict) -> PlannedRun:
         axis_values=axis_values,
         config=config.to_dict(),
         flops=dict(_flops(config.data, config.model, flops_key)),
-        params=count_params(config.model, config.data.num_items).to_dict(),
+        params=run_params(config.data, config.model, config.train).to_dict(),
     )
 
 

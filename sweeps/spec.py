@@ -58,6 +58,13 @@ METRICS: dict[str, bool] = {
     "ndcg@10": True,
     "ndcg@50": True,
     "mrr": True,
+    "ne": False,  # normalized entropy of the ranking task; 1.0 is the base-rate predictor
+}
+# The train.task values whose runs report each metric: retrieval metrics need the retrieval
+# task, NE the ranking task ("both" reports all of them).
+METRIC_TASKS: dict[str, tuple[str, ...]] = {
+    **{metric: ("retrieval", "both") for metric in ("hr@10", "hr@50", "ndcg@10", "ndcg@50", "mrr")},
+    "ne": ("ranking", "both"),
 }
 
 
@@ -271,6 +278,25 @@ def _resolve_axis(name: str, values: Any, base: RunConfig, source: str) -> Axis:
     return Axis(name=name, path=dotted, values=tuple(values))
 
 
+def _check_metric_task(metric: str, base: RunConfig, axes: tuple[Axis, ...], source: str) -> None:
+    """Every run must report the sweep metric: its train.task (base or axis values) must produce it."""
+    task_axis = next((axis for axis in axes if axis.path == "train.task"), None)
+    tasks = task_axis.values if task_axis is not None else (base.train.task,)
+    wrong = [task for task in tasks if task not in METRIC_TASKS[metric]]
+    if not wrong:
+        return
+    allowed = " or ".join(repr(task) for task in METRIC_TASKS[metric])
+    if task_axis is None:
+        where, fix = "[base.train]", f"set [base.train] task = {allowed}"
+    else:
+        where, fix = f"axes.{task_axis.name}", f"keep only {allowed} in axes.{task_axis.name}"
+    reported = sorted(m for m, task_list in METRIC_TASKS.items() if wrong[0] in task_list)
+    raise ValueError(
+        f"{source}: sweep.metric = {metric!r} is not reported by runs with train.task = {wrong[0]!r} "
+        f"(from {where}); {fix}, or set sweep.metric to one that task reports: {reported}"
+    )
+
+
 def _dispatch_from_table(raw: dict[str, Any], source: str) -> DispatchConfig:
     # slurm_additional_parameters is a free-form table of sbatch options, which config_from_dict's
     # field types cannot describe; DispatchConfig checks its keys and values itself.
@@ -311,6 +337,7 @@ def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> SweepSpec:
             raise ValueError(f"{source}: tune.param: '{tuned_key}' is not a field of [{tuned_section}]; valid: {sorted(valid)}")
         if tune.param in {axis.path for axis in axes}:
             raise ValueError(f"{source}: tune.param = '{tune.param}' is tuned, so it cannot also be an axis")
+    _check_metric_task(settings.metric, base, axes, source)
     if design.kind != "grid" and design.adjusted_path in paths:
         raise ValueError(
             f"{source}: design.kind = '{design.kind}' solves {design.adjusted_path} for each run, so it "

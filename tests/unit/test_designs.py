@@ -104,3 +104,20 @@ def test_plan_estimates_cost_and_caps_device_hours() -> None:
         spec_from_dict({"cost": {"mfu": 1.5}}, source="c.toml")
     with pytest.raises(ValueError, match="cost.device must be one of"):
         spec_from_dict({"cost": {"device": "tpu"}}, source="c.toml")
+
+
+def test_ladder_counts_the_ranking_head_in_tokens_per_param() -> None:
+    base = {**BASE, "train": {**BASE["train"], "task": "both"}}
+    spec = spec_from_dict(
+        {"axes": {"width": [16]}, "base": base, "design": {"kind": "ladder", "multipliers": [1, 2]}},
+        source="ladder.toml",
+    )
+    for run in plan_sweep(spec).runs:
+        config = RunConfig.from_dict(run.config)
+        d = config.model.embedding_dim
+        non_embedding = count_params(config.model, config.data.num_items).non_embedding + 3 * d * d + 2 * d + 1
+        assert run.params["non_embedding"] == non_embedding
+        target = run.axis_values["multiplier"] * 20 * non_embedding
+        lengths = train_sequence_lengths(config.data, config.model.max_seq_len)
+        tokens = lengths.sum() * config.train.epochs
+        assert target <= tokens < target + max(lengths) * config.train.epochs

@@ -240,3 +240,35 @@ def test_run_flops_follow_the_task() -> None:
     )
     assert ranking.eval_per_pass == 0 and ranking.eval_ranking_per_evaluation > 0
     assert both.eval_total > retrieval.eval_total
+
+
+@pytest.mark.parametrize(("family", "task"), [("hstu", "retrieval"), ("hstu", "ranking"), ("sasrec", "both")])
+def test_run_params_count_the_real_data_sets_items_and_the_tasks_head(tiny_ml100k, family: str, task: str) -> None:
+    from gr_core.config import RunConfig
+    from gr_core.encoder import build_model
+    from gr_core.loaders import load_sequence_data
+    from scaling import run_params
+
+    # A real source keeps data.num_items at the synthetic default (1000); the file has 7 items.
+    config = RunConfig(
+        data=DataConfig(source="ml-100k", path=str(tiny_ml100k)),
+        model=ModelConfig(family=family, num_blocks=2, embedding_dim=8, num_heads=2, max_seq_len=6),
+        train=TrainConfig(task=task),
+    )
+    counted = run_params(config.data, config.model, config.train)
+    assert counted.item_embedding == (7 + 1) * 8
+    assert counted.ranking_head == (3 * 8 * 8 + 8 + 8 + 1 if task != "retrieval" else 0)
+    built = build_model(config.model, load_sequence_data(config.data).num_items, ranking_head=config.train.ranking)
+    actual = count_parameters(built)
+    assert (counted.embedding, counted.non_embedding, counted.total) == (
+        actual["embedding"], actual["non_embedding"], actual["total"]
+    )
+
+
+def test_run_params_on_the_real_movielens_100k(real_ml100k) -> None:
+    from scaling import run_params
+
+    data, model = DataConfig(source="ml-100k", path=str(real_ml100k)), ModelConfig(embedding_dim=16, num_heads=2)
+    counted = run_params(data, model, TrainConfig(task="both"))
+    assert counted.item_embedding == (1682 + 1) * 16
+    assert counted.to_dict() == count_params(model, 1682, task="both").to_dict()

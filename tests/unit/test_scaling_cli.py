@@ -95,3 +95,90 @@ def test_flops_measure_matches_the_flop_counter(capsys: pytest.CaptureFixture[st
     assert measured["achieved_flops_per_s"] == pytest.approx(measured["mfu"] * measured["cpu_peak_flops_per_s"])
     assert main(["flops", "--measure", *TINY]) == 0
     assert "ratio                   1.000000" in capsys.readouterr().out
+
+
+
+SASREC = ["--set", "model.family=sasrec", *TINY[:-2], "--set", "train.epochs=2"]
+
+
+def _config_from(args: list[str]) -> RunConfig:
+    config = RunConfig()
+    for item in args[1::2]:
+        key, _, value = item.partition("=")
+        config = replace_path(config, key, int(value) if value.isdigit() else value)
+    return config
+
+
+def test_flops_summarises_a_sasrec_model(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _run_json(capsys, *SASREC)
+    config = _config_from(SASREC)
+    assert config.model.family == "sasrec" and out["run_id"] == config.run_id
+    expected = run_flops(config.data, config.model, config.train)
+    assert out["flops"] == json.loads(json.dumps(expected.to_dict()))
+    d = f = 24  # the FFN is embedding_dim wide by default
+    assert out["params"]["per_block_groups"] == {"qkv": 3 * d * d + 3 * d, "output": d * d + d, "ffn": 2 * d * f + f + d}
+    assert out["params"]["per_block"] == 4 * d * d + 5 * d + 2 * d * f + f
+    assert out["params"]["non_embedding"] == 2 * out["params"]["per_block"]
+    breakdown = out["train_breakdown"]
+    assert breakdown["ffn"]["per_run"] == 3 * 2 * expected.forward_per_epoch.ffn > 0
+    parts = sum(breakdown[k]["per_run"] for k in ("uvqk", "attention", "output_projection", "ffn", "head"))
+    assert parts == pytest.approx(expected.train)
+    assert main(["flops", *SASREC]) == 0
+    text = capsys.readouterr().out
+    for needle in ("SASRec 2 blocks x D 24, 3 head(s), FFN 24, max_seq_len 12", "QKV projection", "FFN",
+                   f"qkv {3 * d * d + 3 * d:,}, output {d * d + d:,}, ffn {2 * d * f + f + d:,}",
+                   f"{expected.train:.3e}"):
+        assert needle in text, needle
+
+
+def _real_data_toml(tmp_path: Path, data_file: Path, *, family: str = "hstu", task: str = "both") -> Path:
+    path = tmp_path / "real.toml"
+    path.write_text(
+        f'[data]\nsource = "ml-100k"\npath = "{data_file}"\n\n'
+        f'[model]\nfamily = "{family}"\nnum_blocks = 2\nembedding_dim = 12\nnum_heads = 2\nmax_seq_len = 6\n\n'
+        f'[train]\ntask = "{task}"\nbatch_size = 8\nnum_negatives = 4\nepochs = 1\n'
+    )
+    return path
+
+
+def test_flops_on_real_data_counts_the_files_items(
+    tmp_path: Path, tiny_ml100k: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # data.num_items keeps its synthetic default (1000) for a real source; the file has 5 users, 7 items.
+    out = _run_json(capsys, str(_real_data_toml(tmp_path, tiny_ml100k)))
+    d = 12
+    assert out["params"]["item_embedding"] == (7 + 1) * d
+    assert out["params"]["ranking_head"] == 3 * d * d + 2 * d + 1
+    assert out["dataset"] == {"source": "ml-100k", "num_users": 5, "num_items": 7}
+    assert set(out["train_breakdown"]) >= {"head", "ranking_head"}
+    assert main(["flops", str(_real_data_toml(tmp_path, tiny_ml100k))]) == 0
+    text = capsys.readouterr().out
+    assert "data: ml-100k, 5 users, 7 items; train: task both" in text
+    assert f"+ ranking head {3 * d * d + 2 * d + 1:,}" in text
+
+
+@pytest.mark.parametrize(("family", "attention_op"), [
+    ("hstu", "gr_scaling.hstu_attention"), ("sasrec", "gr_core.jagged_softmax_attention"),
+])
+def test_flops_measure_runs_the_configured_family_and_data(
+    tmp_path: Path, tiny_ml100k: Path, capsys: pytest.CaptureFixture[str], family: str, attention_op: str
+) -> None:
+    out = _run_json(capsys, "--measure", str(_real_data_toml(tmp_path, tiny_ml100k, family=family)))
+    measured = out["measured_step"]
+    assert measured["num_sequences"] == 5  # every user of the file fits in one batch of 8
+    assert measured["num_tokens"] == 2 + 3 + 4 + 5 + 6  # 5..9 events, minus the 3 held back
+    assert measured["measured_matmul_flops"] == pytest.approx(measured["analytic_matmul_flops"], rel=1e-9)
+    assert (measured["family"], measured["data_source"], measured["num_items"]) == (family, "ml-100k", 7)
+    attention_ops = {"gr_scaling.hstu_attention", "gr_core.jagged_softmax_attention"}
+    assert {op for op in measured["by_op"] if op in attention_ops} == {attention_op}
+
+
+def test_train_reports_params_over_the_real_items(
+    tmp_path: Path, tiny_ml100k: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", str(_real_data_toml(tmp_path, tiny_ml100k, task="ranking"))]) == 0
+    out = json.loads(capsys.readouterr().out)
+    d = 12
+    assert out["params"]["item_embedding"] == (7 + 1) * d
+    assert out["params"]["ranking_head"] == 3 * d * d + 2 * d + 1
+    assert "ne" in out["metrics"]

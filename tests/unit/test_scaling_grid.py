@@ -92,3 +92,17 @@ def test_unreachable_budgets_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="FixedDepth.num_blocks must be >= 1"):
         FixedDepth(num_blocks=0)
     assert math.isfinite(configs_for_budget(1e11, BASE, FixedDepth(num_blocks=1, max_width=32))[0].train_flops)
+
+
+@pytest.mark.parametrize("task", ["ranking", "both"])
+def test_ranking_tasks_land_on_the_budget_and_count_their_head(task: str) -> None:
+    from scaling import count_params
+
+    config = dataclasses.replace(BASE, train=dataclasses.replace(BASE.train, task=task))
+    point = data_for_budget(2e11, config, adjust="num_users")
+    assert point.train_flops == _train_flops(point.config)  # run_flops counts the task's heads
+    assert abs(point.rel_error) < 1e-3
+    d = config.model.embedding_dim
+    retrieval_only = count_params(config.model, config.data.num_items).non_embedding
+    assert point.non_embedding_params == retrieval_only + 3 * d * d + 2 * d + 1
+    assert point.to_dict()["non_embedding_params"] == point.non_embedding_params

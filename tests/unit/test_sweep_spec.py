@@ -107,3 +107,70 @@ def test_bad_tune_table_names_the_field(tune: dict, fragment: str) -> None:
 def test_tuned_param_cannot_be_an_axis() -> None:
     with pytest.raises(ValueError, match="is tuned, so it cannot also be an axis"):
         spec_from_dict({"axes": {"lr": [0.1]}, "tune": {"trials": 2}}, source="t.toml")
+
+
+def _real_data_spec(path: Path, task: str, metric: str) -> dict:
+    return {
+        "sweep": {"name": "real", "metric": metric},
+        "axes": {"width": [8, 16]},
+        "base": {
+            "data": {"source": "ml-100k", "path": str(path)},
+            "model": {"max_seq_len": 6, "num_heads": 2},
+            "train": {"task": task, "epochs": 1},
+        },
+    }
+
+
+def test_plan_counts_params_over_the_real_items_and_the_ranking_head(tiny_ml100k: Path) -> None:
+    # data.num_items stays at the synthetic default (1000) for a real source; the file has 7 items.
+    plan = plan_sweep(spec_from_dict(_real_data_spec(tiny_ml100k, "both", "ndcg@10"), source="real.toml"))
+    assert len(plan.runs) == 2
+    for run in plan.runs:
+        d = run.axis_values["width"]
+        assert run.params["item_embedding"] == (7 + 1) * d
+        assert run.params["embedding"] == (7 + 1) * d + 6 * d
+        assert run.params["ranking_head"] == 3 * d * d + 2 * d + 1
+        per_block = d * 4 * d + (d * d + d) + (2 * 6 - 1) + (128 + 1)  # uvqk, output, rab
+        assert run.params["non_embedding"] == 2 * per_block + 3 * d * d + 2 * d + 1
+
+
+def test_plan_on_the_real_movielens_100k(real_ml100k: Path) -> None:
+    plan = plan_sweep(spec_from_dict(_real_data_spec(real_ml100k, "ranking", "ne"), source="real.toml"))
+    assert sorted(run.params["item_embedding"] for run in plan.runs) == [(1682 + 1) * 8, (1682 + 1) * 16]
+
+
+@pytest.mark.parametrize("task", ["ranking", "both"])
+def test_ne_metric_is_minimised_for_ranking_tasks(task: str) -> None:
+    spec = spec_from_dict({"sweep": {"metric": "ne"}, "base": {"train": {"task": task}}}, source="ne.toml")
+    assert spec.sweep.metric == "ne" and spec.sweep.higher_is_better is False
+    spec = spec_from_dict({"sweep": {"metric": "ne"}, "axes": {"train.task": ["ranking", "both"]}}, source="ne.toml")
+    assert [config.train.task for _, config in spec.run_configs()] == ["ranking", "both"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (
+            {"sweep": {"metric": "ne"}, "base": {"train": {"task": "retrieval"}}},
+            "ne.toml: sweep.metric = 'ne' is not reported by runs with train.task = 'retrieval' (from [base.train]); "
+            "set [base.train] task = 'ranking' or 'both'",
+        ),
+        (  # the default task is retrieval
+            {"sweep": {"metric": "ne"}},
+            "sweep.metric = 'ne' is not reported by runs with train.task = 'retrieval'",
+        ),
+        (
+            {"sweep": {"metric": "ne"}, "axes": {"train.task": ["ranking", "retrieval"]}},
+            "(from axes.train.task); keep only 'ranking' or 'both' in axes.train.task",
+        ),
+        (  # and the other way round: a ranking-only run reports no retrieval metric
+            {"sweep": {"metric": "ndcg@10"}, "base": {"train": {"task": "ranking"}}},
+            "sweep.metric = 'ndcg@10' is not reported by runs with train.task = 'ranking' (from [base.train]); "
+            "set [base.train] task = 'retrieval' or 'both', or set sweep.metric to one that task reports: ['ne']",
+        ),
+    ],
+)
+def test_metric_the_task_does_not_report_fails_naming_the_fix(raw: dict, fragment: str) -> None:
+    with pytest.raises(ValueError) as info:
+        spec_from_dict(raw, source="ne.toml")
+    assert fragment in str(info.value)
