@@ -29,12 +29,15 @@ def _parse_value(text: str) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from gr_core.trainer import train_run
     from scaling import run_flops, run_params
+    from sweeps.worker import train_in_job
 
     config = _load_config(args)
     flops = run_flops(config.data, config.model, config.train)
-    result = train_run(config)
+    if args.checkpoint_every is not None and not args.checkpoint_dir:
+        raise SystemExit("--checkpoint-every needs --checkpoint-dir (where the checkpoints go)")
+    # With --checkpoint-dir: resumes from it, checkpoints there every N steps and on SIGTERM/SIGUSR2.
+    result = train_in_job(config, checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every)
     out = {
         "run_id": config.run_id,
         "metrics": result.metrics,
@@ -42,6 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "params": run_params(config.data, config.model, config.train).to_dict(),
         "train_flops": flops.train,
         "wall_time_s": result.wall_time_s,
+        "resumed_from_step": result.resumed_from_step,
     }
     text = json.dumps(out, indent=2)
     if args.out:
@@ -302,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="run config TOML with [data], [model], [train] tables")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. model.num_blocks=4")
     p.add_argument("--out", help="also write the result JSON here")
+    p.add_argument("--checkpoint-dir", help="resume from and save checkpoints here (also on SIGTERM/SIGUSR2)")
+    p.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="steps between checkpoints")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("flops", help="print a run config's parameters and FLOPs by component")

@@ -182,3 +182,33 @@ def test_train_reports_params_over_the_real_items(
     assert out["params"]["item_embedding"] == (7 + 1) * d
     assert out["params"]["ranking_head"] == 3 * d * d + 2 * d + 1
     assert "ne" in out["metrics"]
+
+
+@pytest.mark.slow
+def test_train_stopped_by_sigterm_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    overrides = [
+        "--set", "data.num_users=1500", "--set", "model.embedding_dim=32", "--set", "train.epochs=4",
+        "--set", "train.batch_size=32", "--set", "train.num_negatives=32", "--set", "train.eval_every=2",
+    ]
+    command = [sys.executable, "-m", "gr_scaling", "train", *overrides]
+    reference = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+
+    checkpoints = tmp_path / "ckpt"
+    resumable = [*command, "--checkpoint-dir", str(checkpoints), "--checkpoint-every", "25"]
+    first = subprocess.Popen(resumable, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (checkpoints / "latest").exists():
+        assert first.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.1)
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode != 0 and "stopped by SIGTERM after a checkpoint" in err
+
+    resumed = json.loads(subprocess.run(resumable, capture_output=True, text=True, check=True).stdout)
+    assert resumed["resumed_from_step"] > 0
+    assert resumed["metrics"] == reference["metrics"]
