@@ -33,7 +33,7 @@ from gr_core.config import RunConfig
 from gr_core.data import EvalSplit, JaggedBatch, eval_batches, train_batches
 from gr_core.distributed import ProcessGroup, join_process_group, micro_batch_ranges
 from gr_core.encoder import build_model, count_parameters
-from gr_core.engines import TrainingEngine, build_engine
+from gr_core.engines import build_engine
 from gr_core.lengths import split_lengths, stochastic_length_subsampled, stochastic_length_target
 from gr_core.loaders import load_sequence_data
 from gr_core.losses import sample_negatives

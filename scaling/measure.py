@@ -88,8 +88,9 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
     (`gr_core.loaders.load_sequence_data`: generated or loaded), the encoder of `model.family`
     (`gr_core.encoder.build_model`, with the ranking head when train.task ranks), and the first
     batch of `gr_core.data.train_batches` shuffled by train.seed, with Stochastic Length. The step
-    is the forward pass, the task's losses (`sampled_softmax_loss` with R negatives and/or
-    `ranking_loss`) and backward. A second step on the same batch (not counted) is timed with the
+    is the forward pass, the task's losses as the trainer computes them
+    (`gr_core.objective.TrainingObjective`: sampled softmax with R negatives and/or the ranking
+    loss) and backward. A second step on the same batch (not counted) is timed with the
     optimizer for achieved FLOP/s and MFU against the measured CPU peak.
     Side effects: sets torch's thread count to train.num_threads and seeds torch's generator.
     """
@@ -98,14 +99,15 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
     from gr_core.encoder import build_model
     from gr_core.lengths import split_lengths, stochastic_length_subsampled, stochastic_length_target
     from gr_core.loaders import load_sequence_data
-    from gr_core.losses import sampled_softmax_loss
-    from gr_core.ranking import ranking_logits, ranking_loss
+    from gr_core.losses import sample_negatives
+    from gr_core.objective import TrainingObjective
 
     data_cfg, model_cfg, train_cfg = config.data, config.model, config.train
     torch.set_num_threads(train_cfg.num_threads)
     torch.manual_seed(train_cfg.seed)
     data = load_sequence_data(data_cfg)
     model = build_model(model_cfg, data.num_items, ranking_head=train_cfg.ranking)
+    objective = TrainingObjective(model, config)
     model.train()
     max_len, alpha = model_cfg.max_seq_len, data_cfg.stochastic_length_alpha
     subsampled = stochastic_length_subsampled(
@@ -122,17 +124,13 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
     negatives_gen = torch.Generator().manual_seed(train_cfg.seed)
 
     def step() -> None:
-        out_TD = model(batch.item_ids, batch.timestamps, batch.seq_offsets)
-        loss = torch.zeros(())
-        if train_cfg.retrieval:
-            loss = loss + sampled_softmax_loss(
-                out_TD, batch.target_ids, model.item_vectors(),
-                num_negatives=train_cfg.num_negatives, temperature=model_cfg.temperature, generator=negatives_gen,
-            )
-        if train_cfg.ranking:
-            assert batch.actions is not None  # train_batches always sets them
-            logits_T = ranking_logits(model, out_TD, batch.item_ids)
-            loss = loss + train_cfg.ranking_weight * ranking_loss(logits_T, batch.actions)
+        negatives = (
+            sample_negatives(batch.num_tokens, data.num_items, train_cfg.num_negatives, negatives_gen)
+            if train_cfg.retrieval
+            else None
+        )
+        parts = objective(batch, negatives)  # the trainer's losses, summed over positions
+        loss = (parts.get("retrieval", 0.0) + train_cfg.ranking_weight * parts.get("ranking", 0.0)) / batch.num_tokens
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
 
