@@ -195,6 +195,10 @@ class TrainConfig:
     engine: "torch" (a plain AdamW loop, one process) or "deepspeed" (a DeepSpeed engine with ZeRO
     stage `zero_stage`, one or more processes: `gr_core.engines`). grad_accumulation: micro-batches
     per optimizer step in each process. grad_clip: maximum global gradient norm (None: no clipping).
+    device: "auto" (the GPU when torch sees one, else the CPU), "cpu" or "cuda"; a process of a
+    multi-process run takes GPU LOCAL_RANK (`gr_core.devices`). precision: "fp32", or "bf16"
+    (torch autocast over the forward pass and the losses: bfloat16 matmuls, float32 weights,
+    optimizer state and gradients; evaluation scores are computed in float32 either way).
     """
 
     task: Literal["retrieval", "ranking", "both"] = "retrieval"
@@ -215,6 +219,8 @@ class TrainConfig:
     zero_stage: int = 0  # DeepSpeed ZeRO stage 0-3 (engine "deepspeed" only)
     grad_accumulation: int = 1
     grad_clip: float | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
@@ -246,6 +252,9 @@ class TrainConfig:
             self.grad_clip is None or self.grad_clip > 0,
             f"train.grad_clip must be > 0 or unset (no clipping), got {self.grad_clip}",
         )
+        _require(self.device in ("auto", "cpu", "cuda"),
+                 f"train.device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        _require(self.precision in ("fp32", "bf16"), f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
     @property
     def retrieval(self) -> bool:

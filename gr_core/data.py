@@ -81,6 +81,17 @@ class JaggedBatch:
             actions=self.actions[first:last] if self.actions is not None else None,
         )
 
+    def to(self, device: torch.device) -> JaggedBatch:
+        """This batch with every tensor on `device` (itself when they already are)."""
+        if self.item_ids.device == device:
+            return self
+        moved = {
+            f.name: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+            for f in dataclasses.fields(self)
+            for value in (getattr(self, f.name),)
+        }
+        return JaggedBatch(**moved)
+
     def positions(self) -> torch.Tensor:
         """[T] index of each token within its sequence."""
         lengths = self.seq_offsets[1:] - self.seq_offsets[:-1]

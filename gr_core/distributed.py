@@ -19,15 +19,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from gr_core.devices import collective_backend
+
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class ProcessGroup:
-    """This process's place in the run: rank in 0..world_size-1."""
+    """This process's place in the run: rank in 0..world_size-1; `device`: where its collectives'
+    tensors live (NCCL reduces GPU tensors only)."""
 
     rank: int = 0
     world_size: int = 1
+    device: str = "cpu"
 
     @property
     def is_main(self) -> bool:
@@ -41,7 +45,7 @@ class ProcessGroup:
         """True on every process when `flag` is true on any (a collective when distributed)."""
         if not self.distributed:
             return flag
-        value = torch.tensor([1.0 if flag else 0.0])
+        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item() > 0)
 
@@ -49,7 +53,7 @@ class ProcessGroup:
         """The sum of `value` over the processes (a collective when distributed)."""
         if not self.distributed:
             return value
-        total = torch.tensor([value], dtype=torch.float64)
+        total = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
         return float(total.item())
 
@@ -58,17 +62,20 @@ class ProcessGroup:
             dist.barrier()
 
 
-def join_process_group(backend: str = "gloo", timeout_s: float = 1800.0) -> ProcessGroup:
+def join_process_group(device: torch.device | None = None, timeout_s: float = 1800.0) -> ProcessGroup:
     """Join the run's process group from the environment (RANK, WORLD_SIZE, MASTER_ADDR/PORT).
 
-    Without WORLD_SIZE, or with WORLD_SIZE=1, the run is one process and nothing is initialised.
-    A group initialised earlier (by the caller or DeepSpeed) is used as it is.
+    device: where this process computes (NCCL for a GPU, gloo for the CPU). Without WORLD_SIZE,
+    or with WORLD_SIZE=1, the run is one process and nothing is initialised. A group initialised
+    earlier (by the caller or DeepSpeed) is used as it is.
     """
+    device = torch.device("cpu") if device is None else device
+    backend = collective_backend(device)
     if dist.is_available() and dist.is_initialized():
-        return ProcessGroup(rank=dist.get_rank(), world_size=dist.get_world_size())
+        return ProcessGroup(rank=dist.get_rank(), world_size=dist.get_world_size(), device=str(device))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return ProcessGroup()
+        return ProcessGroup(device=str(device))
     missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
     if missing:
         raise RuntimeError(
@@ -80,7 +87,7 @@ def join_process_group(backend: str = "gloo", timeout_s: float = 1800.0) -> Proc
         backend, init_method="env://", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s)
     )
     log.info("joined process group: rank %d of %d (%s)", rank, world_size, backend)
-    return ProcessGroup(rank=rank, world_size=world_size)
+    return ProcessGroup(rank=rank, world_size=world_size, device=str(device))
 
 
 def micro_batch_ranges(num_seqs: int, group: ProcessGroup, micro_batches: int) -> list[tuple[int, int]]:

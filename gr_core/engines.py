@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from gr_core.config import TrainConfig
+from gr_core.devices import collective_backend
 from gr_core.distributed import ProcessGroup
 
 log = logging.getLogger(__name__)
@@ -114,19 +115,21 @@ class TorchEngine:
 
 
 class DeepSpeedEngine:
-    """A DeepSpeed engine over the model: ZeRO stage `train.zero_stage`, fp32 on CPU (gloo).
-
-    GPU training (NCCL, bf16) needs the trainer to move batches and the model to the device,
-    which it does not do yet.
+    """A DeepSpeed engine over the model: ZeRO stage `train.zero_stage`, on the process's device
+    (DeepSpeed's CUDA accelerator and NCCL on a GPU; its CPU accelerator and gloo otherwise).
 
     The optimizer is torch's AdamW with the config's settings, handed to DeepSpeed (which
     partitions its state under ZeRO 1-3). Gradient accumulation and clipping are DeepSpeed's.
+    Weights, gradients and optimizer state stay float32 (`train.precision` "bf16" is the
+    trainer's autocast around the forward pass, not DeepSpeed's bf16 weights), so ZeRO reduces
+    float32 gradients whatever the precision.
     """
 
     def __init__(self, model: nn.Module, train: TrainConfig, group: ProcessGroup) -> None:
-        # The trainer runs on CPU (batches and models never move to a GPU yet), so DeepSpeed
-        # must too, even on a machine with one: its CPU accelerator, gloo, fp32.
-        os.environ["DS_ACCELERATOR"] = "cpu"
+        device = torch.device(group.device)
+        # Read by DeepSpeed when it first resolves its accelerator: the one the trainer uses,
+        # even on a machine with a GPU when the run trains on the CPU.
+        os.environ["DS_ACCELERATOR"] = "cuda" if device.type == "cuda" else "cpu"
         import deepspeed
 
         _skip_shm_comm_build()
@@ -138,7 +141,7 @@ class DeepSpeedEngine:
             os.environ.setdefault("RANK", "0")
             os.environ.setdefault("WORLD_SIZE", "1")
             os.environ.setdefault("LOCAL_RANK", "0")
-            deepspeed.init_distributed(dist_backend="gloo")
+            deepspeed.init_distributed(dist_backend=collective_backend(device))
         config = {
             "train_micro_batch_size_per_gpu": 1,  # bookkeeping only: a micro-batch is a jagged batch
             "gradient_accumulation_steps": train.grad_accumulation,

@@ -82,18 +82,28 @@ def stochastic_length_subsampled(
     return u < p_subsample
 
 
+def stochastic_length_plan(event_counts_U: np.ndarray, cfg: DataConfig, max_seq_len: int) -> tuple[np.ndarray, int]:
+    """(which users [U] Stochastic Length subsamples, the input length m they are cut to).
+
+    event_counts_U: each user's number of events. Without `cfg.stochastic_length_alpha`, no user
+    and m = 0. The one draw that training, FLOP planning and FLOP measurement all use.
+    """
+    lengths = split_lengths(event_counts_U, "train", max_seq_len)
+    alpha = cfg.stochastic_length_alpha
+    subsampled = stochastic_length_subsampled(lengths, max_seq_len, alpha, cfg.seed)
+    return subsampled, stochastic_length_target(max_seq_len, alpha) if alpha is not None else 0
+
+
 def train_sequence_lengths(cfg: DataConfig, max_seq_len: int) -> np.ndarray:
     """Per-user training input lengths [num_users], int64 (0 for a user with only 3 events).
 
     Each is also the number of supervised positions of that user per epoch, after Stochastic
     Length when `cfg.stochastic_length_alpha` is set.
     """
-    lengths = split_lengths(dataset_event_counts(cfg), "train", max_seq_len)
-    alpha = cfg.stochastic_length_alpha
-    if alpha is None:
-        return lengths
-    subsampled = stochastic_length_subsampled(lengths, max_seq_len, alpha, cfg.seed)
-    return np.where(subsampled, stochastic_length_target(max_seq_len, alpha), lengths).astype(np.int64)
+    counts = dataset_event_counts(cfg)
+    lengths = split_lengths(counts, "train", max_seq_len)
+    subsampled, m = stochastic_length_plan(counts, cfg, max_seq_len)
+    return np.where(subsampled, m, lengths).astype(np.int64)
 
 
 def stochastic_length_sparsity(lengths_before: np.ndarray, lengths_after: np.ndarray) -> float:

@@ -1,5 +1,7 @@
 """Full-ranking retrieval metrics: HR@K, NDCG@K and MRR over all items, history filtered.
 
+Scores are float32 dot products even under a bf16 autocast (`train.precision`).
+
 Ranks are 1-based and pessimistic on ties: an item scoring exactly as the target counts as
 ranked above it. A target that is itself in the filtered history scores -inf and so is ranked
 last (a miss), as in upstream's filtering.
@@ -12,6 +14,7 @@ from collections.abc import Iterable
 import torch
 
 from gr_core.data import JaggedBatch
+from gr_core.devices import full_precision
 from gr_core.encoder import SequenceEncoder
 
 KS: tuple[int, ...] = (10, 50)
@@ -63,7 +66,9 @@ def evaluate(model: SequenceEncoder, batches: Iterable[JaggedBatch], ks: Iterabl
             raise ValueError("evaluate needs eval batches (with history_ids); got a training batch")
         out_TD = model(batch.item_ids, batch.timestamps, batch.seq_offsets)
         last_BD = out_TD[batch.seq_offsets[1:] - 1]
-        scores = filter_history(last_BD @ items_ID.T, batch.history_ids, batch.history_offsets)
+        with full_precision(last_BD.device):  # bf16 scores would tie items within 2^-8 of the target
+            scores_BI = last_BD.float() @ items_ID.float().T
+        scores = filter_history(scores_BI, batch.history_ids, batch.history_offsets)
         all_ranks.append(target_ranks(scores, batch.target_ids))
     model.train(was_training)
     return ranking_metrics(torch.cat(all_ranks), ks)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gr_core.data import JaggedBatch
+from gr_core.devices import full_precision
 
 
 class RankingHead(nn.Module):
@@ -84,7 +85,8 @@ def evaluate_ranking(model: nn.Module, batches: Iterable[JaggedBatch]) -> dict[s
             raise ValueError("evaluate_ranking needs batches with actions")
         last = batch.seq_offsets[1:] - 1
         out_TD = model(batch.item_ids, batch.timestamps, batch.seq_offsets)
-        all_logits.append(ranking_logits(model, out_TD[last], batch.item_ids[last]))
+        with full_precision(out_TD.device):  # the head in float32 even under a bf16 autocast
+            all_logits.append(ranking_logits(model, out_TD[last].float(), batch.item_ids[last]))
         all_labels.append(batch.actions[last])
     model.train(was_training)
     if not all_logits:

@@ -31,10 +31,11 @@ import torch
 
 from gr_core.config import RunConfig
 from gr_core.data import EvalSplit, JaggedBatch, eval_batches, train_batches
+from gr_core.devices import autocast, describe, resolve_device, restore_rng_states, rng_states, use_device
 from gr_core.distributed import ProcessGroup, join_process_group, micro_batch_ranges
 from gr_core.encoder import build_model, count_parameters
 from gr_core.engines import build_engine
-from gr_core.lengths import split_lengths, stochastic_length_subsampled, stochastic_length_target
+from gr_core.lengths import stochastic_length_plan
 from gr_core.loaders import load_sequence_data
 from gr_core.losses import sample_negatives
 from gr_core.metrics import evaluate
@@ -60,6 +61,7 @@ class TrainResult:
     history: one dict per evaluation ("epoch", "train/loss", "val/<m>", "test/<m>").
     train_tokens: supervised positions processed in training, summed over the epochs run.
     epochs_run: epochs trained (fewer than train.epochs after an early stop).
+    device: where it trained ("cpu", or e.g. "cuda:0 (NVIDIA H100 80GB HBM3)").
     """
 
     metrics: dict[str, float]
@@ -71,6 +73,7 @@ class TrainResult:
     wall_time_s: float
     epochs_run: int = 0
     resumed_from_step: int | None = None
+    device: str = "cpu"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -129,20 +132,22 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _generators_state(negatives_gen: torch.Generator) -> dict[str, Any]:
+def _generators_state(negatives_gen: torch.Generator, device: torch.device) -> dict[str, Any]:
     return {
         "negatives": negatives_gen.get_state(),
         "torch": torch.get_rng_state(),
         "numpy": np.random.get_state(),
         "python": random.getstate(),
+        "device": rng_states(device),
     }
 
 
-def _restore_generators(state: dict[str, Any], negatives_gen: torch.Generator) -> None:
+def _restore_generators(state: dict[str, Any], negatives_gen: torch.Generator, device: torch.device) -> None:
     negatives_gen.set_state(state["negatives"])
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
+    restore_rng_states(state.get("device", {}), device)
 
 
 def train_run(
@@ -162,7 +167,9 @@ def train_run(
     (needs `checkpoint`). In a multi-process run (WORLD_SIZE > 1, engine "deepspeed") every
     process calls this; the callbacks run on rank 0 only, and every process returns the result.
     Process-wide side effects: seeds Python's, NumPy's and torch's global generators from
-    train.seed (dropout draws from torch's) and sets torch's intra-op thread count.
+    train.seed (dropout draws from torch's) and sets torch's intra-op thread count; on a GPU
+    (`train.device`), makes it the current device. Batches and negatives are drawn on the CPU
+    whatever the device, so a run sees the same data on either.
     """
     start = time.perf_counter()
     data_cfg, model_cfg, train_cfg = config.data, config.model, config.train
@@ -170,21 +177,23 @@ def train_run(
         raise ValueError("interrupt needs a checkpoint policy: an interrupted run must have somewhere to save")
     torch.set_num_threads(train_cfg.num_threads)
     _seed_everything(train_cfg.seed)
-    group = join_process_group()
+    device = resolve_device(train_cfg.device)
+    use_device(device)
+    group = join_process_group(device)
     if data is None:
         data = load_sequence_data(data_cfg)
     model = build_model(model_cfg, data.num_items, ranking_head=train_cfg.ranking)
     num_params = count_parameters(model)
-    logger.info("run %s: %d users, %d events, params %s", config.run_id, data.num_users, data.offsets[-1], num_params)
-    engine = build_engine(TrainingObjective(model, config), train_cfg, group)
+    logger.info("run %s: %d users, %d events, params %s, on %s in %s", config.run_id, data.num_users,
+                data.offsets[-1], num_params, describe(device), train_cfg.precision)
+    engine = build_engine(TrainingObjective(model, config).to(device), train_cfg, group)
     objective = engine.module
     model = objective.encoder
     shuffle_rng = np.random.default_rng(train_cfg.seed)
     negatives_gen = torch.Generator().manual_seed(train_cfg.seed)
-    max_len, alpha = model_cfg.max_seq_len, data_cfg.stochastic_length_alpha
+    max_len = model_cfg.max_seq_len
     # The same draw as `gr_core.lengths.train_sequence_lengths`, so planned FLOPs are what runs.
-    subsampled = stochastic_length_subsampled(split_lengths(data.lengths, "train", max_len), max_len, alpha, data_cfg.seed)
-    subsample_length = stochastic_length_target(max_len, alpha) if alpha is not None else 0
+    subsampled, subsample_length = stochastic_length_plan(data.lengths, data_cfg, max_len)
 
     progress = _Progress()
     resumed_from = None
@@ -193,7 +202,7 @@ def train_run(
         client_state = engine.load(checkpoint.directory)
         if client_state is not None:
             progress = _Progress(**client_state["progress"])
-            _restore_generators(client_state["generators"], negatives_gen)
+            _restore_generators(client_state["generators"], negatives_gen, device)
             resumed_from = progress.step
             logger.info("run %s: resumed from step %d (epoch %d)", config.run_id, progress.step, progress.epoch)
 
@@ -202,7 +211,7 @@ def train_run(
         progress.elapsed_s += time.perf_counter() - clock[0]
         clock[0] = time.perf_counter()
         tag = f"step-{progress.step:08d}"
-        state = {"progress": dataclasses.asdict(progress), "generators": _generators_state(negatives_gen)}
+        state = {"progress": dataclasses.asdict(progress), "generators": _generators_state(negatives_gen, device)}
         engine.save(checkpoint.directory, tag, state)
         group.barrier()
         if group.is_main:
@@ -213,26 +222,26 @@ def train_run(
     def run_eval(split: EvalSplit) -> dict[str, float]:
         out: dict[str, float] = {}
         size = train_cfg.eval_batch_size
-        with engine.evaluation() as evaluated:
+        with engine.evaluation() as evaluated, autocast(device, train_cfg.precision):
             eval_model = evaluated.encoder
             if train_cfg.retrieval:
                 batches = eval_batches(data, split=split, max_seq_len=max_len, batch_size=size, by_length=True)
-                out.update(evaluate(eval_model, batches))
+                out.update(evaluate(eval_model, (batch.to(device) for batch in batches)))
             if train_cfg.ranking:
                 batches = eval_batches(
                     data, split=split, max_seq_len=max_len, batch_size=size, target_aware=True, by_length=True
                 )
-                out.update(evaluate_ranking(eval_model, batches))
+                out.update(evaluate_ranking(eval_model, (batch.to(device) for batch in batches)))
         return out
 
     def train_step(batch: JaggedBatch) -> dict[str, float]:
         """One optimizer step on a global batch; its losses, averaged over the batch's positions."""
         negatives = (
-            sample_negatives(batch.num_tokens, data.num_items, train_cfg.num_negatives, negatives_gen)
+            sample_negatives(batch.num_tokens, data.num_items, train_cfg.num_negatives, negatives_gen).to(device)
             if train_cfg.retrieval
             else None
         )
-        sums = {"retrieval": 0.0, "ranking": 0.0}
+        sums: dict[str, float | torch.Tensor] = {"retrieval": 0.0, "ranking": 0.0}  # read once per step
         scale = engine.loss_multiplier / batch.num_tokens
         for first, stop in micro_batch_ranges(batch.num_seqs, group, train_cfg.grad_accumulation):
             weight = 1.0
@@ -240,15 +249,16 @@ def train_run(
                 first, stop, weight = 0, 1, 0.0
             micro = batch if (first, stop) == (0, batch.num_seqs) else batch.select_sequences(first, stop)
             tokens = slice(int(batch.seq_offsets[first]), int(batch.seq_offsets[stop]))
-            parts = objective(micro, negatives[tokens] if negatives is not None else None)
-            loss = parts.get("retrieval", 0.0) + train_cfg.ranking_weight * parts.get("ranking", 0.0)
+            with autocast(device, train_cfg.precision):
+                parts = objective(micro.to(device), negatives[tokens] if negatives is not None else None)
+                loss = parts.get("retrieval", 0.0) + train_cfg.ranking_weight * parts.get("ranking", 0.0)
             assert isinstance(loss, torch.Tensor)
             engine.backward(loss * (weight * scale))
             engine.step()
             for name, part in parts.items():
-                sums[name] += weight * part.item()
+                sums[name] = sums[name] + weight * part.detach()
         names = [name for name, on in (("retrieval", train_cfg.retrieval), ("ranking", train_cfg.ranking)) if on]
-        means = {name: group.sum(sums[name]) / batch.num_tokens for name in names}
+        means = {name: group.sum(float(sums[name])) / batch.num_tokens for name in names}
         logged = {"train/loss": means.get("retrieval", 0.0) + train_cfg.ranking_weight * means.get("ranking", 0.0)}
         if len(means) > 1:
             logged.update({f"train/{name}_loss": value for name, value in means.items()})
@@ -327,6 +337,7 @@ def train_run(
         wall_time_s=progress.elapsed_s + time.perf_counter() - clock[0],
         epochs_run=progress.epochs_run,
         resumed_from_step=resumed_from,
+        device=describe(device),
     )
 
 

@@ -1,8 +1,8 @@
-"""Measurements that need torch: the CPU's matmul peak and the FLOPs of one real training step.
+"""Measurements that need torch: matmul peaks (CPU, GPU) and the FLOPs of one real training step.
 
 The only module of `scaling` that imports torch (and gr_core's model); `scaling/__init__.py` does
 not import it, so planning stays torch-free. Used by `gr-scaling flops --measure`, by the sweep
-worker (CPU peak for MFU) and by tests.
+worker (the peak of a run's MFU: `run_peak_flops`) and by tests.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gr_core.config import RunConfig
 from scaling.flops import forward_flops
+from scaling.hardware import PEAKS, device_from_name, peak_flops
 
 logger = logging.getLogger(__name__)
 
 CPU_PEAK_MATMUL_SIZE = 1024
 _cpu_peaks: dict[tuple[int, int], float] = {}
+_gpu_peaks: dict[tuple[str, str, int], float] = {}
 
 
 def cpu_peak_flops(size: int = CPU_PEAK_MATMUL_SIZE, repeats: int = 5) -> float:
@@ -45,6 +47,54 @@ def cpu_peak_flops(size: int = CPU_PEAK_MATMUL_SIZE, repeats: int = 5) -> float:
         _cpu_peaks[key] = 2.0 * size**3 / best
         logger.info("measured CPU float32 matmul peak: %.3g FLOP/s at %d thread(s)", _cpu_peaks[key], key[1])
     return _cpu_peaks[key]
+
+
+def gpu_peak_flops(device: torch.device, dtype: torch.dtype, size: int = 8192, repeats: int = 10) -> float:
+    """Measured matmul FLOP/s of a GPU in `dtype` (best of `repeats` after a warm-up): the peak of
+    a GPU `scaling.hardware` has no datasheet figure for. Cached per (device, dtype, size)."""
+    key = (str(device), str(dtype), size)
+    if key not in _gpu_peaks:
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        torch.mm(a, b)
+        torch.cuda.synchronize(device)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - start)
+        _gpu_peaks[key] = 2.0 * size**3 / best
+    return _gpu_peaks[key]
+
+
+def run_peak_flops(device: str, precision: str, *, threads: int, processes: int = 1) -> tuple[float, str]:
+    """The peak FLOP/s a run's MFU is measured against (all its processes), and its source.
+
+    device: where the run trained, as `TrainResult.device` writes it ("cpu" or "cuda:N (<name>)").
+    A GPU that `scaling.hardware` knows gets its datasheet dense peak at the run's precision
+    (bf16: tensor cores; fp32: CUDA cores, as the trainer keeps TF32 off); another GPU, its
+    measured matmul peak in that dtype; the CPU, its measured float32 matmul peak at `threads`.
+    """
+    if device.startswith("cuda"):
+        name = device.partition("(")[2].rstrip(")")
+        precision_key = "bf16" if precision == "bf16" else "fp32"
+        known = device_from_name(name)
+        if known is not None:
+            peak, source = peak_flops(known, precision_key), f"{PEAKS[known].name} datasheet dense {precision_key}"
+        else:
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            peak = gpu_peak_flops(torch.device(device.partition(" ")[0]), dtype)
+            source = f"{name or device} measured {precision_key} matmul"
+    else:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            peak = cpu_peak_flops()
+        finally:
+            torch.set_num_threads(previous)
+        source = f"cpu float32 matmul, measured at {threads} thread(s)"
+    return peak * processes, f"{source}, x {processes} process(es)"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -97,7 +147,7 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
     # gr_core's torch modules load only when measuring.
     from gr_core.data import train_batches
     from gr_core.encoder import build_model
-    from gr_core.lengths import split_lengths, stochastic_length_subsampled, stochastic_length_target
+    from gr_core.lengths import stochastic_length_plan
     from gr_core.loaders import load_sequence_data
     from gr_core.losses import sample_negatives
     from gr_core.objective import TrainingObjective
@@ -109,13 +159,11 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
     model = build_model(model_cfg, data.num_items, ranking_head=train_cfg.ranking)
     objective = TrainingObjective(model, config)
     model.train()
-    max_len, alpha = model_cfg.max_seq_len, data_cfg.stochastic_length_alpha
-    subsampled = stochastic_length_subsampled(
-        split_lengths(data.lengths, "train", max_len), max_len, alpha, data_cfg.seed
-    )
+    max_len = model_cfg.max_seq_len
+    subsampled, subsample_length = stochastic_length_plan(data.lengths, data_cfg, max_len)
     batches = train_batches(
         data, max_seq_len=max_len, batch_size=train_cfg.batch_size, rng=np.random.default_rng(train_cfg.seed),
-        subsampled=subsampled, subsample_length=stochastic_length_target(max_len, alpha) if alpha is not None else 0,
+        subsampled=subsampled, subsample_length=subsample_length,
     )
     batch = next(iter(batches), None)
     if batch is None:

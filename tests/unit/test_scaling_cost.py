@@ -87,3 +87,29 @@ def test_measured_cpu_peak_is_plausible_and_cached() -> None:
     started = time.perf_counter()
     assert cpu_peak_flops(size=256) == first  # cached: no second measurement
     assert time.perf_counter() - started < 0.01
+
+
+def test_run_peak_is_the_datasheet_peak_of_a_known_gpu_at_the_run_precision() -> None:
+    from scaling.measure import run_peak_flops
+
+    peak, source = run_peak_flops("cuda:0 (NVIDIA H100 80GB HBM3)", "bf16", threads=4, processes=2)
+    assert peak == 2 * 989e12
+    assert source == "NVIDIA H100 SXM datasheet dense bf16, x 2 process(es)"
+    peak, source = run_peak_flops("cuda:1 (NVIDIA H100 PCIe)", "fp32", threads=4)
+    assert peak == 51e12 and source.startswith("NVIDIA H100 PCIe datasheet dense fp32")
+
+
+def test_run_peak_on_the_cpu_is_its_measured_matmul_peak_at_the_run_threads() -> None:
+    import torch
+
+    from scaling.measure import cpu_peak_flops, run_peak_flops
+
+    before = torch.get_num_threads()
+    peak, source = run_peak_flops("cpu", "bf16", threads=1, processes=3)
+    assert torch.get_num_threads() == before
+    torch.set_num_threads(1)
+    try:
+        assert peak == 3 * cpu_peak_flops()  # the cached measurement at 1 thread
+    finally:
+        torch.set_num_threads(before)
+    assert source == "cpu float32 matmul, measured at 1 thread(s), x 3 process(es)"
