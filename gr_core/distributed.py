@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from gr_core.devices import collective_backend
+from gr_core.devices import collective_backend, resolve_device, use_device
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,13 @@ def join_process_group(device: torch.device | None = None, timeout_s: float = 18
     )
     log.info("joined process group: rank %d of %d (%s)", rank, world_size, backend)
     return ProcessGroup(rank=rank, world_size=world_size, device=str(device))
+
+
+def join_on_device(requested_device: str) -> tuple[torch.device, ProcessGroup]:
+    """This process's device for `train.device` (made current), and its process group on it."""
+    device = resolve_device(requested_device)
+    use_device(device)
+    return device, join_process_group(device)
 
 
 def micro_batch_ranges(num_seqs: int, group: ProcessGroup, micro_batches: int) -> list[tuple[int, int]]:

@@ -31,8 +31,8 @@ import torch
 
 from gr_core.config import RunConfig
 from gr_core.data import EvalSplit, JaggedBatch, eval_batches, train_batches
-from gr_core.devices import autocast, describe, resolve_device, restore_rng_states, rng_states, use_device
-from gr_core.distributed import ProcessGroup, join_process_group, micro_batch_ranges
+from gr_core.devices import autocast, describe, restore_rng_states, rng_states
+from gr_core.distributed import ProcessGroup, join_on_device, micro_batch_ranges
 from gr_core.encoder import build_model, count_parameters
 from gr_core.engines import build_engine
 from gr_core.lengths import stochastic_length_plan
@@ -168,7 +168,7 @@ def train_run(
     process calls this; the callbacks run on rank 0 only, and every process returns the result.
     Process-wide side effects: seeds Python's, NumPy's and torch's global generators from
     train.seed (dropout draws from torch's) and sets torch's intra-op thread count; on a GPU
-    (`train.device`), makes it the current device. Batches and negatives are drawn on the CPU
+    (`train.device`), makes it the current device and turns TF32 matmuls off. Batches and negatives are drawn on the CPU
     whatever the device, so a run sees the same data on either.
     """
     start = time.perf_counter()
@@ -177,9 +177,7 @@ def train_run(
         raise ValueError("interrupt needs a checkpoint policy: an interrupted run must have somewhere to save")
     torch.set_num_threads(train_cfg.num_threads)
     _seed_everything(train_cfg.seed)
-    device = resolve_device(train_cfg.device)
-    use_device(device)
-    group = join_process_group(device)
+    device, group = join_on_device(train_cfg.device)
     if data is None:
         data = load_sequence_data(data_cfg)
     model = build_model(model_cfg, data.num_items, ranking_head=train_cfg.ranking)

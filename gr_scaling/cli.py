@@ -45,6 +45,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "params": run_params(config.data, config.model, config.train).to_dict(),
         "train_flops": flops.train,
         "wall_time_s": result.wall_time_s,
+        "device": result.device,
+        "precision": config.train.precision,
         "resumed_from_step": result.resumed_from_step,
     }
     text = json.dumps(out, indent=2)

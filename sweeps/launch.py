@@ -7,7 +7,9 @@ A sweep directory holds everything about one sweep:
     jobs/          submitit's pickles and logs
     wandb/         offline W&B runs
 Launching again with the same spec skips completed runs, fails attempts whose worker died, and
-retries failed runs until they have used `sweep.max_attempts`.
+retries failed runs until they have used `sweep.max_attempts`. On Slurm, an attempt whose worker
+went quiet is failed only once Slurm says its job has ended: a requeued job waiting in the queue
+keeps its attempt, and takes it back when it runs again.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import shutil
 import socket
 from pathlib import Path
 
-from slurm.dispatch import Task, TaskOutcome, run_tasks
+from slurm.dispatch import Task, TaskOutcome, resolve_executor, run_tasks
 from slurm.jobs import Requeueable
+from slurm.liveness import slurm_jobs_alive
 from sweeps import tuning
 from sweeps.ledger import Ledger, PlannedRun, RunRecord, storage_url_for
 from sweeps.plan import plan_sweep
@@ -102,8 +105,10 @@ def _launch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, planned: list[Plan
     already = sum(1 for r in before if r.state == "complete")
     log.info("%d runs registered, %d already complete", len(before), already)
 
+    # Local attempts have no scheduler to ask: their worker pid and heartbeat decide alone.
+    job_alive = slurm_jobs_alive if resolve_executor(spec.dispatch) == "slurm" else None
     while True:
-        requeued = ledger.recover(max_attempts=spec.sweep.max_attempts)
+        requeued = ledger.recover(max_attempts=spec.sweep.max_attempts, job_alive=job_alive)
         if requeued:
             log.info("retrying %d run(s): %s", len(requeued), ", ".join(requeued))
         if studies:
@@ -141,7 +146,12 @@ def _dispatch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, pending: list[Ru
         ledger.set_job(task.key, job_id, log_path)
 
     def on_done(outcome: TaskOutcome) -> None:
-        if outcome.ok:
+        if outcome.ok and isinstance(outcome.result, dict) and outcome.result.get("skipped"):
+            log.warning(
+                "job %s did not train run %s: its attempt was taken or had ended (see %s)",
+                outcome.job_id, run_ids[outcome.key], outcome.log_path,
+            )
+        elif outcome.ok:
             log.info("run %s finished (job %s)", run_ids[outcome.key], outcome.job_id)
         else:
             log.error("run %s failed (job %s): %s; log: %s", run_ids[outcome.key], outcome.job_id, outcome.error, outcome.log_path)

@@ -9,7 +9,9 @@ so `optuna-dashboard` can open a sweep. The mapping:
 - the run's state is its latest attempt's, except that one COMPLETE attempt makes it complete;
 - workers record Optuna heartbeats (a timestamp attr on storages without them, e.g. the
   journal); a RUNNING attempt whose heartbeat went stale, or whose local worker process is gone,
-  is failed on the next launch and retried until it has used `max_attempts`;
+  is failed on the next launch and retried until it has used `max_attempts`; unless the
+  scheduler (`recover(job_alive=...)`) says its job is still alive: a requeued Slurm job waits in
+  the queue with no process, then takes its attempt back (`reclaim`) under the same job id;
 - a cancelled attempt is failed with user attr "cancelled" and does not count as an attempt;
   `retry_failed` gives runs that used up their attempts a fresh round.
 """
@@ -20,20 +22,18 @@ import dataclasses
 import logging
 import os
 import socket
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from sweeps.storage import (
-    HEARTBEAT_GRACE_S,
     Heartbeat,
-    has_optuna_heartbeat,
     open_storage,
     pid_alive,
     record_heartbeat,
+    stale_heartbeats,
     storage_url_for,
 )
 
@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 # A run with an attempt in one of these states needs no retry: it finished (complete, or pruned by
 # the tuner) or an attempt is pending or running.
 _SETTLED_OR_ACTIVE = {TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING}
+
+# Asked about the job ids of attempts that look dead: for each id it could find out about, whether
+# the scheduler still has that job alive (queued, requeued, held, running...); ids it leaves out
+# are unknown. `slurm.liveness.slurm_jobs_alive` is the Slurm one.
+JobAlive = Callable[[list[str]], Mapping[str, bool]]
 
 _STATE_NAMES = {
     TrialState.WAITING: "pending",
@@ -179,12 +184,23 @@ class Ledger:
             )
         )
 
-    def recover(self, *, max_attempts: int) -> list[str]:
+    def recover(self, *, max_attempts: int, job_alive: JobAlive | None = None) -> list[str]:
         """Fail attempts whose worker died, and queue a retry for each failed run with attempts left.
 
-        Returns the run ids queued again.
+        A running attempt looks dead when its heartbeat is older than the grace period or its
+        worker process on this host is gone. With `job_alive` (a sweep on a scheduler), an attempt
+        that has a job id is failed only when the scheduler says its job has ended: a requeued
+        job is alive while it waits in the queue, and resumes the same attempt. Returns the run
+        ids queued again.
         """
-        self._fail_dead_workers()
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"recover(max_attempts=...) must be an int >= 1 (sweep.max_attempts), got {max_attempts!r}")
+        if job_alive is not None and not callable(job_alive):
+            raise TypeError(
+                f"recover(job_alive=...) must be None or a callable taking a list of job ids and returning "
+                f"{{job_id: alive}} (e.g. slurm.liveness.slurm_jobs_alive), got {type(job_alive).__name__}"
+            )
+        self._fail_dead_workers(job_alive)
         requeued = []
         for run_id, trials in self._trials_by_run().items():
             states = {t.state for t in trials}
@@ -225,17 +241,41 @@ class Ledger:
         """Pending and running attempts (for cancelling)."""
         return self.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
 
-    def _fail_dead_workers(self) -> None:
-        if has_optuna_heartbeat(self.storage):
-            optuna.storages.fail_stale_trials(self.study)  # heartbeat older than the grace period
-        host, now = socket.gethostname(), time.time()
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    def _fail_dead_workers(self, job_alive: JobAlive | None) -> None:
+        # Not optuna.storages.fail_stale_trials: it fails every quiet trial at once, including
+        # those whose requeued job is only waiting in the queue.
+        host = socket.gethostname()
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        quiet = stale_heartbeats(self.storage, self.study._study_id, running)
+        suspects: list[tuple[FrozenTrial, str]] = []
+        for trial in running:
             worker = trial.system_attrs.get("worker", {})
-            beat = trial.system_attrs.get("heartbeat_at")
             if worker.get("host") == host and not pid_alive(worker.get("pid", -1)):
-                self.fail(trial._trial_id, f"worker process {worker.get('pid')} on {host} died")
-            elif beat is not None and now - beat > HEARTBEAT_GRACE_S:
-                self.fail(trial._trial_id, f"no heartbeat from {worker} for {now - beat:.0f} s")
+                suspects.append((trial, f"worker process {worker.get('pid')} on {host} died"))
+            elif trial._trial_id in quiet:
+                suspects.append((trial, f"{quiet[trial._trial_id]} from {worker}"))
+        if not suspects:
+            return
+        job_ids = sorted({t.user_attrs["job_id"] for t, _ in suspects if t.user_attrs.get("job_id")})
+        alive = dict(job_alive(job_ids)) if job_alive is not None and job_ids else {}
+        for trial, reason in suspects:
+            job_id = trial.user_attrs.get("job_id")
+            if job_alive is None or not job_id:
+                self.fail(trial._trial_id, reason)
+            elif job_id not in alive:
+                # Failing it could start a second job on the run beside one that comes back.
+                log.warning(
+                    "attempt %d (run %s): %s, but the scheduler could not say whether its job %s is alive; "
+                    "leaving it running until the next recover can ask",
+                    trial._trial_id, trial.user_attrs.get("run_id"), reason, job_id,
+                )
+            elif alive[job_id]:
+                log.info(
+                    "attempt %d (run %s): %s, but its job %s is still queued or running (requeued?); leaving it running",
+                    trial._trial_id, trial.user_attrs.get("run_id"), reason, job_id,
+                )
+            else:
+                self.fail(trial._trial_id, f"{reason}; its job {job_id} has ended")
 
     def pending(self, run_ids: Sequence[str] | None = None) -> list[RunRecord]:
         wanted = set(run_ids) if run_ids is not None else None

@@ -16,10 +16,12 @@ import sqlite3
 import threading
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,28 @@ def record_heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Non
         storage.record_heartbeat(trial_id)
     else:
         storage.set_trial_system_attr(trial_id, "heartbeat_at", time.time())
+
+
+def stale_heartbeats(
+    storage: optuna.storages.BaseStorage, study_id: int, running: Iterable[FrozenTrial]
+) -> dict[int, str]:
+    """The running trials (of `running`, all in study `study_id`) whose last heartbeat is older
+    than HEARTBEAT_GRACE_S, each with how long it has been quiet. Nothing is failed here.
+
+    With Optuna's heartbeat this reads its heartbeat table the way `optuna.storages.fail_stale_trials`
+    does, but leaves the decision to the caller: a quiet attempt's Slurm job may be requeued and
+    waiting in the queue, to take the attempt back when it starts again.
+    """
+    if has_optuna_heartbeat(storage):
+        # The one query BaseHeartbeat exposes for this (fail_stale_trials uses it too).
+        stale = storage._get_stale_trial_ids(study_id)  # type: ignore[attr-defined]
+        return {trial_id: f"no heartbeat for more than {HEARTBEAT_GRACE_S} s" for trial_id in stale}
+    now, quiet = time.time(), {}
+    for trial in running:
+        beat = trial.system_attrs.get("heartbeat_at")
+        if beat is not None and now - beat > HEARTBEAT_GRACE_S:
+            quiet[trial._trial_id] = f"no heartbeat for {now - beat:.0f} s"
+    return quiet
 
 
 class Heartbeat:

@@ -95,6 +95,22 @@ def train_job(config: dict[str, Any], checkpoint_dir: str | None, checkpoint_eve
     }
 
 
+def _log_not_taken(ledger: Ledger, trial_id: int, job_id: str | None) -> None:
+    trial = ledger.storage.get_trial(trial_id)
+    state = trial.state.name.lower()
+    if job_id is not None and trial.user_attrs.get("job_id") == job_id:
+        # This job's earlier life held the attempt; since then it was failed (a driver gave up on
+        # it while the job waited in the queue, or the user cancelled it) and a newer attempt of
+        # the run may be training from the same checkpoints: this job must not train beside it.
+        log.warning(
+            "job %s was requeued, but its attempt %d of run %s is %s now (%s): not training it; "
+            "any retry of the run is a newer attempt",
+            job_id, trial_id, trial.user_attrs.get("run_id"), state, trial.user_attrs.get("error") or "no error recorded",
+        )
+    else:
+        log.info("attempt %d is already taken or finished (%s); nothing to do", trial_id, state)
+
+
 def execute_attempt(
     storage_url: str,
     sweep_name: str,
@@ -110,27 +126,28 @@ def execute_attempt(
     A tuned run (user attr "tune") also reports each validation value to its Optuna tuning trial,
     whose pruner may stop it early: the attempt then ends "pruned", not failed.
     """
-    from gr_core.distributed import join_process_group
+    from gr_core.distributed import join_on_device
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     place = export_distributed_env()
-    group = join_process_group()
     ledger = Ledger(storage_url, sweep_name)
+    # The run's config (fixed when it was planned) says where its processes compute, hence how
+    # they join (NCCL on GPUs), before rank 0 claims the attempt.
+    attrs = ledger.trial_attrs(trial_id)
+    config = RunConfig.from_dict(attrs["config"], where=f"ledger trial {trial_id}")
+    _, group = join_on_device(config.train.device)
     taken = False
     if group.is_main:
         taken = ledger.claim(trial_id) or (place.job_id is not None and ledger.reclaim(trial_id, place.job_id))
     if not group.any(taken):
-        log.info("attempt %d is already taken or finished; nothing to do", trial_id)
+        if group.is_main:
+            _log_not_taken(ledger, trial_id, place.job_id)
         return {"trial_id": trial_id, "skipped": True}
     if not group.is_main:
-        attrs = ledger.trial_attrs(trial_id)
-        config = RunConfig.from_dict(attrs["config"], where=f"ledger trial {trial_id}")
         checkpoints = run_dir_for(sweep_dir, attrs["run_id"]) / "checkpoints"
         train_in_job(config, checkpoint_dir=checkpoints, checkpoint_every=checkpoint_every)
         return {"trial_id": trial_id, "run_id": attrs["run_id"], "rank": group.rank}
-    attrs = ledger.trial_attrs(trial_id)
     run_id = attrs["run_id"]
-    config = RunConfig.from_dict(attrs["config"], where=f"ledger trial {trial_id}")
     run_dir = run_dir_for(sweep_dir, run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
@@ -190,15 +207,16 @@ def execute_attempt(
     flops = attrs.get("flops", {})
     # The trainer's wall time covers training and its evaluation passes (and data generation), so
     # achieved FLOP/s counts the analytic matmul FLOPs of both; ledgers planned before evaluation
-    # was counted (no "eval_total") fall back to training FLOPs alone. The trainer runs on CPU:
-    # MFU is against this CPU's measured float32 matmul peak at the run's thread count, times the
-    # run's processes.
+    # was counted (no "eval_total") fall back to training FLOPs alone. MFU is against the peak of
+    # the device the run trained on, at its precision, times its processes (`run_peak_flops`).
     from scaling.hardware import mfu as model_flops_utilisation
-    from scaling.measure import cpu_peak_flops
+    from scaling.measure import run_peak_flops
 
     executed = flops.get("train", 0.0) + flops.get("eval_total", 0.0)
     achieved = executed / result.wall_time_s if result.wall_time_s > 0 else 0.0
-    peak = cpu_peak_flops() * group.world_size
+    peak, peak_source = run_peak_flops(
+        result.device, config.train.precision, threads=config.train.num_threads, processes=group.world_size
+    )
     utilisation = model_flops_utilisation(executed, result.wall_time_s, peak) if result.wall_time_s > 0 else 0.0
     history = [h[f"val/{metric}"] for h in result.history if f"val/{metric}" in h]
     best_val = (max if maximize else min)(history) if history else None
@@ -214,9 +232,9 @@ def execute_attempt(
         "achieved_flops_per_s": achieved,
         "mfu": utilisation,
         "peak_flops_per_s": peak,
-        "peak_source": (
-            f"cpu float32 matmul, measured at {config.train.num_threads} thread(s), x {group.world_size} process(es)"
-        ),
+        "peak_source": peak_source,
+        "device": result.device,
+        "precision": config.train.precision,
         "history": result.history,
     }
     if result.resumed_from_step is not None:

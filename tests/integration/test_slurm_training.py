@@ -1,4 +1,5 @@
-"""Training jobs on the real local Slurm: DeepSpeed over two tasks, and preempted runs that resume.
+"""Training jobs on the real local Slurm: DeepSpeed over two tasks, preempted runs that resume, and
+requeued sweep jobs that keep (or, once given up on, leave alone) their ledger attempt.
 
 Jobs run `sweeps.worker.train_job` (wrapped by `slurm.jobs.Requeueable`, as sweeps wrap their
 attempts). Every comparison is against the same config trained without interruption.
@@ -6,6 +7,7 @@ attempts). Every comparison is against the same config trained without interrupt
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,11 +16,16 @@ from pathlib import Path
 import pytest
 import submitit
 import torch
+from optuna.trial import TrialState
 
 from gr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gr_core.trainer import train_run
 from slurm.jobs import Requeueable
-from sweeps.worker import train_job
+from slurm.liveness import parse_squeue_states, slurm_jobs_alive, squeue_command
+from sweeps.ledger import Ledger, PlannedRun, storage_url_for
+from sweeps.spec import TrackingConfig
+from sweeps.storage import pid_alive, stale_heartbeats
+from sweeps.worker import execute_attempt, train_job
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -158,8 +165,6 @@ checkpoint_every_steps = 5
 
 
 def test_two_task_sweep_run_survives_scontrol_requeue(tmp_path: Path) -> None:
-    from sweeps.ledger import Ledger, storage_url_for
-
     spec, sweep_dir = tmp_path / "spec.toml", tmp_path / "sweep"
     spec.write_text(SWEEP_SPEC)
     driver = subprocess.Popen(
@@ -188,3 +193,91 @@ def test_two_task_sweep_run_survives_scontrol_requeue(tmp_path: Path) -> None:
         [sys.executable, "-m", "gr_scaling", "sweep", "status", str(sweep_dir)], capture_output=True, text=True, check=True
     ).stdout
     assert "complete 1" in status and "requeued and resumed from a checkpoint: 1 run(s), 1 requeue(s)" in status
+
+
+# ---- a requeued sweep job waiting in the queue, while the ledger looks for dead workers ----------
+
+
+def _sweep_attempt_job(tmp_path: Path, sweep_name: str) -> tuple[Ledger, int, submitit.Job, Path]:
+    """A ledger with one run and the sweep's job for it (one array task, as sweeps submit them)."""
+    sweep_dir = tmp_path / "sweep"
+    ledger = Ledger(storage_url_for(sweep_dir), sweep_name)
+    ledger.register([PlannedRun(run_id="r", axis_values={}, config=RESUMABLE.to_dict(), flops={}, params={})])
+    trial_id = ledger.runs()["r"].trial_id
+    (job,) = _executor(tmp_path, 1).map_array(
+        Requeueable(execute_attempt), [ledger.url], [sweep_name], [trial_id], [str(sweep_dir)], ["ndcg@10"],
+        [TrackingConfig(mode="disabled")], [None], [10],
+    )
+    ledger.set_job(trial_id, job.job_id, str(job.paths.stderr))
+    return ledger, trial_id, job, sweep_dir / "runs" / "r" / "checkpoints"
+
+
+def _squeue_state(job_id: str) -> str | None:
+    out = subprocess.run(squeue_command([job_id]), capture_output=True, text=True, check=True).stdout
+    return parse_squeue_states(out).get(job_id)
+
+
+def _requeue_and_hold(ledger: Ledger, trial_id: int, job: submitit.Job, timeout_s: float = 60) -> None:
+    """`scontrol requeuehold`: the job goes back to the queue and stays there until released.
+    Returns once its worker process is gone and Slurm shows it pending."""
+    pid = ledger.storage.get_trial(trial_id).system_attrs["worker"]["pid"]
+    subprocess.run(["scontrol", "requeuehold", job.job_id], check=True)
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(pid) or _squeue_state(job.job_id) != "PENDING":
+        assert time.monotonic() < deadline, f"job {job.job_id} is {_squeue_state(job.job_id)} after requeuehold"
+        time.sleep(0.5)
+
+
+def _silence_heartbeat(ledger: Ledger, trial_id: int, seconds: int = 3600) -> None:
+    """Backdate the attempt's Optuna heartbeat, as if the job had waited in the queue an hour."""
+    with sqlite3.connect(ledger.url.removeprefix("sqlite:///")) as db:
+        db.execute(
+            "UPDATE trial_heartbeats SET heartbeat = datetime('now', ?) WHERE trial_id = ?", (f"-{seconds} seconds", trial_id)
+        )
+
+
+def test_requeued_job_waiting_in_the_queue_keeps_its_attempt_through_recover_and_resumes_it(tmp_path: Path) -> None:
+    ledger, trial_id, job, checkpoints = _sweep_attempt_job(tmp_path, "held")
+    _wait_for_checkpoint(checkpoints, job)
+    _requeue_and_hold(ledger, trial_id, job)
+    _silence_heartbeat(ledger, trial_id)
+    # Both signs of a dead worker are there: what recover failed the attempt on before.
+    running = ledger.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert trial_id in stale_heartbeats(ledger.storage, ledger.study._study_id, running)
+    assert slurm_jobs_alive([job.job_id]) == {job.job_id: True}
+
+    assert ledger.recover(max_attempts=2, job_alive=slurm_jobs_alive) == []
+    assert [a.state for a in ledger.attempts("r")] == ["running"]
+
+    subprocess.run(["scontrol", "release", job.job_id], check=True)
+    result = _result(job)
+    assert "skipped" not in result and result["run_id"] == "r"
+    (attempt,) = ledger.attempts("r")  # no second attempt was ever queued
+    assert attempt.state == "complete" and attempt.value == pytest.approx(result["ndcg@10"])
+    attrs = ledger.trial_attrs(trial_id)
+    assert attrs["requeued"] == 1 and attrs["resumed_from_step"] > 0
+    deadline = time.monotonic() + 60  # the result is written a moment before the job ends
+    while _squeue_state(job.job_id) in ("RUNNING", "COMPLETING") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _squeue_state(job.job_id) == "COMPLETED" and slurm_jobs_alive([job.job_id]) == {job.job_id: False}
+
+
+def test_requeued_job_whose_attempt_was_failed_meanwhile_does_not_train(tmp_path: Path) -> None:
+    ledger, trial_id, job, _ = _sweep_attempt_job(tmp_path, "given-up")
+    deadline = time.monotonic() + 120
+    while ledger.runs()["r"].state != "running":
+        assert not job.done() and time.monotonic() < deadline, f"the job never claimed its attempt; log: {job.paths.stderr}"
+        time.sleep(0.3)
+    _requeue_and_hold(ledger, trial_id, job)
+    # A driver without the scheduler check gives up on the quiet attempt and queues a new one.
+    _silence_heartbeat(ledger, trial_id)
+    assert ledger.recover(max_attempts=2) == ["r"]
+    newer = ledger.pending()[0].trial_id
+    assert ledger.claim(newer)  # the newer attempt is training now
+
+    subprocess.run(["scontrol", "release", job.job_id], check=True)
+    assert _result(job) == {"trial_id": trial_id, "skipped": True}
+    assert [a.state for a in ledger.attempts("r")] == ["failed", "running"]
+    assert ledger.trial_attrs(trial_id).get("requeued") is None  # never taken back
+    log = Path(job.paths.stderr).read_text()
+    assert f"job {job.job_id} was requeued, but its attempt {trial_id} of run r is fail now" in log

@@ -31,7 +31,8 @@ def test_worker_records_achieved_flops_and_mfu(tmp_path: Path) -> None:
     assert results["achieved_flops_per_s"] == pytest.approx(executed / results["train_time_s"])
     assert results["mfu"] == pytest.approx(results["achieved_flops_per_s"] / results["peak_flops_per_s"])
     assert 0 < results["mfu"] < 1
-    assert "cpu float32 matmul" in results["peak_source"]
+    assert results["peak_source"] == "cpu float32 matmul, measured at 1 thread(s), x 1 process(es)"
+    assert (results["device"], results["precision"]) == ("cpu", "fp32")
     assert ledger.runs()[config.run_id].state == "complete"
     stored = ledger.trial_attrs(trial_id)  # the ledger carries the same figures as result.json
     assert stored["mfu"] == results["mfu"] and stored["flops"]["train"] == planned.flops["train"]

@@ -161,9 +161,9 @@ from test_trainer_checkpoints import SMALL, _interrupt_after
 
 torch.set_num_threads(1)
 base = dataclasses.replace(SMALL, model=dataclasses.replace(SMALL.model, dropout=0.0))
-def train(stage, **kwargs):
+def train(stage, precision="fp32", **kwargs):
     train_cfg = dataclasses.replace(base.train, engine="deepspeed" if stage is not None else "torch",
-                                    zero_stage=stage or 0, epochs=2)
+                                    zero_stage=stage or 0, epochs=2, precision=precision)
     losses = []
     result = train_run(dataclasses.replace(base, train=train_cfg),
                        on_step=lambda s, logged: losses.append(logged["train/loss"]), **kwargs)
@@ -182,6 +182,12 @@ except TrainingInterrupted:
 resumed, resumed_losses = train(2, checkpoint=policy)
 out["resume"] = {"from": resumed.resumed_from_step, "losses_equal": resumed_losses == plain_losses[4:],
                  "same_metrics": resumed.metrics == plain.metrics}
+# bf16 is the trainer's autocast around the forward pass: ZeRO-2 takes the plain loop's bf16 steps.
+plain_bf16, plain_bf16_losses = train(None, "bf16")
+zero_bf16, zero_bf16_losses = train(2, "bf16")
+out["bf16"] = {"gap": max(abs(a - b) for a, b in zip(zero_bf16_losses, plain_bf16_losses)),
+               "gap_to_fp32": max(abs(a - b) for a, b in zip(plain_bf16_losses, plain_losses)),
+               "ndcg_gap": abs(zero_bf16.metrics["ndcg@10"] - plain_bf16.metrics["ndcg@10"])}
 print("RESULT " + json.dumps(out))
 """
 
@@ -204,3 +210,5 @@ def test_deepspeed_engine_matches_the_plain_loop_and_resumes(tmp_path: Path) -> 
     for stage in ("stage1", "stage3"):  # one process: the same arithmetic as the plain loop
         assert out[stage]["steps"] == 10 and out[stage]["gap"] < 1e-6 and out[stage]["same_metrics"], out
     assert out["resume"] == {"from": 4, "losses_equal": True, "same_metrics": True}
+    assert out["bf16"]["gap"] < 1e-5 and out["bf16"]["ndcg_gap"] < 1e-3, out
+    assert out["bf16"]["gap_to_fp32"] > out["bf16"]["gap"], out  # bf16 did change the arithmetic
