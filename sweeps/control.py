@@ -1,8 +1,8 @@
 """Operating a sweep after launch: detach, cancel, retry-failed, export, W&B sync.
 
 The driver records its pid in `<sweep dir>/driver.pid` while it runs; `cancel` stops it first (so
-nothing new is submitted), then the running workers (local pids, or Slurm job ids), and marks every
-pending or running attempt cancelled. A cancelled attempt does not count against max_attempts:
+nothing new is submitted), then the workers (Slurm jobs with `scancel`, which also takes a job that
+is queued or requeued; local workers by pid), and marks every pending or running attempt cancelled. A cancelled attempt does not count against max_attempts:
 `resume` (a launch with the sweep's stored spec) runs those runs again.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from slurm.cancel import cancel_slurm_jobs, kill_local_process
+from slurm.dispatch import resolve_executor
 from sweeps.launch import DRIVER_PID, SPEC_COPY, open_ledger
 from sweeps.ledger import RunRecord
 from sweeps.spec import load_spec
@@ -83,14 +84,17 @@ def cancel(sweep_dir: str | Path) -> CancelSummary:
     if driver is not None and driver != os.getpid():
         os.kill(driver, signal.SIGKILL)
     ledger = open_ledger(spec, sweep_dir)
+    on_slurm = resolve_executor(spec.dispatch) == "slurm"
     host, slurm_jobs, cancelled = socket.gethostname(), [], 0
     for trial in ledger.active_attempts():
         worker = trial.system_attrs.get("worker", {})
         job_id = trial.user_attrs.get("job_id")
-        if worker.get("host") == host and worker.get("pid"):
-            kill_local_process(int(worker["pid"]))
-        elif job_id and spec.dispatch.executor != "local":
+        if on_slurm and job_id:
+            # Not the worker's pid even when it runs here: a job whose process is gone may be
+            # queued again (requeued), and killing a task's process leaves the job to Slurm.
             slurm_jobs.append(job_id)
+        elif worker.get("host") == host and worker.get("pid"):
+            kill_local_process(int(worker["pid"]))
         cancelled += ledger.cancel(trial._trial_id)
     if slurm_jobs:
         cancel_slurm_jobs(slurm_jobs)

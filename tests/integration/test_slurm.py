@@ -105,6 +105,41 @@ def test_sweep_goes_through_one_job_array_into_the_ledger(tmp_path: Path, capsys
     assert "complete 4, running 0, pending 0, failed 0" in capsys.readouterr().out
 
 
+def test_cancel_scancels_the_running_and_the_queued_jobs_of_a_sweep(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`sweep cancel` on Slurm hands every active attempt's job to scancel, the running one too
+    (not a kill of its process, which Slurm records as a failed task and would not stop a job
+    that is queued again)."""
+    spec = _spec(tmp_path, "slurm-cancel", "epochs = [400]\nwidth = [8, 16, 32]")
+    text = spec.read_text().replace("max_parallel = 2", "max_parallel = 1")
+    spec.write_text(text)
+    sweep_dir = tmp_path / "sweep"
+    assert main(["sweep", "launch", str(spec), "--out", str(sweep_dir), "--detach"]) == 0
+    deadline = time.monotonic() + 120
+    running: list[str] = []
+    while not running:
+        assert time.monotonic() < deadline, "no run of the detached sweep started"
+        time.sleep(0.2)
+        if (sweep_dir / "ledger.db").exists():
+            runs = Ledger(storage_url_for(sweep_dir), "slurm-cancel").runs()
+            running = [r.job_id for r in runs.values() if r.state == "running"]
+    capsys.readouterr()
+    assert main(["sweep", "cancel", str(sweep_dir)]) == 0
+    printed = capsys.readouterr().out
+    runs = Ledger(storage_url_for(sweep_dir), "slurm-cancel").runs()
+    assert {r.state for r in runs.values()} == {"cancelled"}
+    array_id = next(iter(runs.values())).job_id.split("_")[0]
+    assert f"scancel {' '.join(sorted(r.job_id for r in runs.values()))}" in printed
+    deadline = time.monotonic() + 30
+    while subprocess.run(["squeue", "-h", "-j", array_id], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, f"array {array_id} still queued or running after sweep cancel"
+        time.sleep(0.5)
+    [running_task] = running
+    state = _sacct_states(array_id, 1).get(running_task, "")
+    assert state.startswith("CANCELLED"), (running_task, _sacct_states(array_id, 1))
+
+
 def test_failing_run_shows_its_exception_in_status_and_in_its_job_log(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
