@@ -55,7 +55,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     if not url.startswith("sqlite:///"):
-        return _rdb_storage(url, {})
+        return _server_storage(url)
     path = Path(url.removeprefix("sqlite:///"))
     # Creating the schema is not safe to race: two processes opening a new file at once (a driver
     # registering runs while `sweep status` polls it) both insert Optuna's schema version and one
@@ -64,6 +64,31 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         _use_wal(path)
         # Writers from several worker processes wait for the lock instead of failing at once.
         return _rdb_storage(url, {"connect_args": {"timeout": 60}})
+
+
+def _server_storage(url: str) -> optuna.storages.RDBStorage:
+    """A ledger on a database server (PostgreSQL, MySQL): a failure to reach it is the setting's."""
+    import sqlalchemy.exc
+
+    # pool_pre_ping: a long sweep outlives server-side idle timeouts of pooled connections.
+    try:
+        return _rdb_storage(url, {"pool_pre_ping": True})
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError, ModuleNotFoundError) as exc:
+        shown = _without_password(url)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise ValueError(
+            f"[ledger] url = {shown!r}: cannot connect to the ledger database ({reason}); check the host, "
+            "port, user and database name, that the server is running and the database exists "
+            "(e.g. `createdb <name>`), or leave [ledger] url unset for an SQLite file in the sweep directory"
+        ) from exc
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def _rdb_storage(url: str, engine_kwargs: dict) -> optuna.storages.RDBStorage:
