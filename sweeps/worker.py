@@ -245,7 +245,8 @@ def execute_attempt(
     if reporter is not None:
         reporter.finish(TrialState.COMPLETE, best_val)
     tracker.summary(
-        {**result.metrics, "flops/train": flops.get("train"), "achieved_flops_per_s": achieved, "mfu": utilisation}
+        {**result.metrics, "flops/train": flops.get("train"), "achieved_flops_per_s": achieved, "mfu": utilisation,
+         "device": result.device}
     )
     tracker.finish()
     log.info("run %s complete: %s=%.4f in %.1f s", run_id, metric, result.metrics[metric], wall)
