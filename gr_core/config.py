@@ -25,6 +25,22 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+# Metrics a run reports (`gr_core.trainer`); the bool says whether higher is better.
+METRICS: dict[str, bool] = {
+    "hr@10": True,
+    "hr@50": True,
+    "ndcg@10": True,
+    "ndcg@50": True,
+    "mrr": True,
+    "ne": False,  # normalized entropy of the ranking task; 1.0 is the base-rate predictor
+}
+# The train.task values whose runs report each metric: retrieval metrics need the retrieval
+# task, NE the ranking task ("both" reports all of them).
+METRIC_TASKS: dict[str, tuple[str, ...]] = {
+    **{metric: ("retrieval", "both") for metric in ("hr@10", "hr@50", "ndcg@10", "ndcg@50", "mrr")},
+    "ne": ("ranking", "both"),
+}
+
 DataSource = Literal["synthetic", "ml-100k", "ml-1m", "ml-20m", "amazon-books"]
 REAL_SOURCES: tuple[str, ...] = ("ml-100k", "ml-1m", "ml-20m", "amazon-books")
 # Fields that describe the synthetic generator; a real source must leave them at their defaults.
@@ -47,6 +63,11 @@ class DataConfig:
     of an event is rating >= 4. The synthetic-only fields (`SYNTHETIC_FIELDS`) must keep their
     defaults; use `gr_core.lengths.dataset_num_items` for a real set's item count.
 
+    candidates: the item set that is embedded, sampled as negatives and ranked in evaluation:
+    "rated" (items with at least one event in the file) or "catalogue" (every item of the data
+    set's item file beside `path`: ml-100k `u.item`, ml-1m `movies.dat`, ml-20m `movies.csv`, as
+    upstream ranks over). Synthetic data has one item set, so it takes "rated" only.
+
     stochastic_length_alpha: Stochastic Length (HSTU paper, section 3.3), off when None; see
     `gr_core.lengths.stochastic_length_subsampled`. `seed` also draws which users it subsamples.
     """
@@ -62,14 +83,22 @@ class DataConfig:
     zipf_exponent: float = 1.1  # item popularity within a cluster
     transition_strength: float = 0.7  # weight of the sequential (Markov) component
     stochastic_length_alpha: float | None = None  # in (1, 2]; None = every history whole
+    candidates: Literal["rated", "catalogue"] = "rated"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _require(self.candidates in ("rated", "catalogue"),
+                 f"data.candidates must be 'rated' or 'catalogue', got {self.candidates!r}")
         if self.source == "synthetic":
             _require(self.path is None, f"data.path is only read by real sources; got path={self.path!r} "
                      "with data.source='synthetic'")
+            _require(self.candidates == "rated", "data.candidates='catalogue' needs a real data.source with an "
+                     "item file (synthetic data has one item set); remove it")
+            
         else:
             _require(bool(self.path), f"data.source={self.source!r} needs data.path (the data file)")
+            _require(self.candidates == "rated" or self.source != "amazon-books",
+                     "data.candidates='catalogue' is not available for amazon-books (no item file); use 'rated'")
             changed = [
                 name for name in SYNTHETIC_FIELDS
                 if getattr(self, name) != _DATA_DEFAULTS[name]
@@ -184,12 +213,17 @@ _MODEL_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields
 class TrainConfig:
     """AdamW training of one or both tasks, evaluated every `eval_every` epochs.
 
-    task: "retrieval" (sampled-softmax next item, full-ranking HR/NDCG/MRR; model selection on
-    validation ndcg@10), "ranking" (target-aware action prediction, `gr_core.ranking`, NE;
-    selection on validation NE) or "both" (loss = retrieval + ranking_weight * ranking; selection
-    on ndcg@10, NE reported beside it).
+    task: "retrieval" (sampled-softmax next item, full-ranking HR/NDCG/MRR), "ranking"
+    (target-aware action prediction, `gr_core.ranking`, NE) or "both" (loss = retrieval +
+    ranking_weight * ranking; every metric reported).
+    selection_metric: the validation metric that picks the reported epoch and drives early
+    stopping (any of `METRICS` the task reports); "auto" = ndcg@10, or ne for task "ranking". A
+    sweep sets it to its `sweep.metric`, so the trainer, the tuner and the ledger agree.
     patience: stop when `patience` epochs have passed since the best validation value (checked at
     evaluations); None trains all epochs. Test metrics are those of the best validation epoch.
+    eval_filter: the items removed from a user's ranking in evaluation: "full" (every item of the
+    user's history before the target) or "window" (only the items of the truncated input window,
+    as upstream).
     batch_size is the global batch (sequences per optimizer step, over all processes); each step's
     loss is the mean over the global batch's supervised positions however it is split.
     engine: "torch" (a plain AdamW loop, one process) or "deepspeed" (a DeepSpeed engine with ZeRO
@@ -212,6 +246,8 @@ class TrainConfig:
     ranking_weight: float = 1.0  # weight of the ranking loss with task "both"
     eval_batch_size: int = 512
     eval_every: int = 1  # epochs between validation passes
+    selection_metric: str = "auto"  # one of METRICS, or "auto"
+    eval_filter: Literal["full", "window"] = "full"
     patience: int | None = None  # early stopping, in epochs without a better validation value
     seed: int = 0
     num_threads: int = 1  # torch intra-op threads per run
@@ -237,6 +273,17 @@ class TrainConfig:
         _require(self.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {self.eval_batch_size}")
         _require(self.eval_every >= 1, f"train.eval_every must be >= 1, got {self.eval_every}")
         _require(
+            self.selection_metric == "auto" or self.selection_metric in METRICS,
+            f"train.selection_metric must be 'auto' or one of {sorted(METRICS)}, got {self.selection_metric!r}",
+        )
+        _require(
+            self.task in METRIC_TASKS.get(self.selection, ()),
+            f"train.selection_metric={self.selection!r} is not reported by train.task={self.task!r}; choose one "
+            f"of {sorted(m for m, tasks in METRIC_TASKS.items() if self.task in tasks)}",
+        )
+        _require(self.eval_filter in ("full", "window"),
+                 f"train.eval_filter must be 'full' or 'window', got {self.eval_filter!r}")
+        _require(
             self.patience is None or self.patience >= 1, f"train.patience must be >= 1 or unset, got {self.patience}"
         )
         _require(self.num_threads >= 1, f"train.num_threads must be >= 1, got {self.num_threads}")
@@ -255,6 +302,13 @@ class TrainConfig:
         _require(self.device in ("auto", "cpu", "cuda"),
                  f"train.device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         _require(self.precision in ("fp32", "bf16"), f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+
+    @property
+    def selection(self) -> str:
+        """The validation metric that selects the reported epoch ("auto" resolved)."""
+        if self.selection_metric != "auto":
+            return self.selection_metric
+        return "ne" if self.task == "ranking" else "ndcg@10"
 
     @property
     def retrieval(self) -> bool:

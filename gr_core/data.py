@@ -31,6 +31,7 @@ from gr_core.lengths import CUTS, split_lengths, train_sequence_lengths
 from gr_core.sequences import SequenceData
 
 EvalSplit = Literal["val", "test"]
+HistoryFilter = Literal["full", "window"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, eq=False)
@@ -44,6 +45,10 @@ class JaggedBatch:
     (evaluation only): each user's whole history before the target, jagged [Th] / [B+1], for
     filtering. max_seq_len: the model's N (attention normalisation, positional bias), not the
     longest sequence of the batch. user_ids [B]: row of each sequence in `SequenceData`.
+    request_timestamps [B]: the time of the event each sequence's last position predicts (the
+    request time; DESIGN.md section 2): the last training target's timestamp, the evaluation
+    target's, or for target-aware batches the target's own (their last input). HSTU's time bias
+    scores query i at ts[i+1] and the last query at this time, in training and evaluation alike.
     """
 
     item_ids: torch.Tensor
@@ -52,6 +57,7 @@ class JaggedBatch:
     target_ids: torch.Tensor
     max_seq_len: int
     user_ids: torch.Tensor
+    request_timestamps: torch.Tensor
     actions: torch.Tensor | None = None
     history_ids: torch.Tensor | None = None
     history_offsets: torch.Tensor | None = None
@@ -78,6 +84,7 @@ class JaggedBatch:
             target_ids=self.target_ids[first:last],
             max_seq_len=self.max_seq_len,
             user_ids=self.user_ids[start:stop],
+            request_timestamps=self.request_timestamps[start:stop],
             actions=self.actions[first:last] if self.actions is not None else None,
         )
 
@@ -174,6 +181,8 @@ def train_batches(
             target_ids=torch.from_numpy(data.item_ids[target_flat]),
             max_seq_len=max_seq_len,
             user_ids=torch.from_numpy(rows.astype(np.int64)),
+            # Every training sequence is non-empty: its last target is the event after its input.
+            request_timestamps=torch.from_numpy(data.timestamps[target_flat[offsets[1:] - 1]]),
             actions=torch.from_numpy(data.actions[flat].astype(np.int64)),
         )
 
@@ -186,6 +195,7 @@ def eval_batches(
     batch_size: int,
     target_aware: bool = False,
     by_length: bool = False,
+    history: HistoryFilter = "full",
 ) -> Iterator[JaggedBatch]:
     """Validation or test batches in user order: last-position targets [B] plus histories to filter.
 
@@ -194,16 +204,21 @@ def eval_batches(
     the ranking task; the same users, the same target events.
     by_length: users in order of input length (stable) instead of user order, so that a batch
     pads little inside attention; the set of (user, target) pairs is the same.
+    history: the items a user's ranking filters out (`history_ids`): "full", every event before
+    the target; "window", only the (retrieval) input window of the last max_seq_len of them.
     """
     if split not in ("val", "test"):  # checked here, not at the first next()
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-    return _eval_batches(data, CUTS[split], max_seq_len, batch_size, target_aware, by_length)
+    if history not in ("full", "window"):
+        raise ValueError(f"history must be 'full' or 'window', got {history!r}")
+    return _eval_batches(data, CUTS[split], max_seq_len, batch_size, target_aware, by_length, history)
 
 
 def _eval_batches(
-    data: SequenceData, cut: int, max_seq_len: int, batch_size: int, target_aware: bool, by_length: bool
+    data: SequenceData, cut: int, max_seq_len: int, batch_size: int, target_aware: bool, by_length: bool,
+    history: HistoryFilter,
 ) -> Iterator[JaggedBatch]:
-    _, retrieval_lengths = _spans(data.lengths, data.offsets, cut, max_seq_len)
+    window_starts, retrieval_lengths = _spans(data.lengths, data.offsets, cut, max_seq_len)
     input_cut = cut - 1 if target_aware else cut
     starts, lengths = _spans(data.lengths, data.offsets, input_cut, max_seq_len)
     users = np.flatnonzero(retrieval_lengths > 0)
@@ -212,7 +227,10 @@ def _eval_batches(
     for first in range(0, users.size, batch_size):
         rows = users[first : first + batch_size]
         flat, offsets = _gather(starts[rows], lengths[rows])
-        hist_flat, hist_offsets = _gather(data.offsets[rows], data.lengths[rows] - cut)
+        if history == "full":
+            hist_flat, hist_offsets = _gather(data.offsets[rows], data.lengths[rows] - cut)
+        else:
+            hist_flat, hist_offsets = _gather(window_starts[rows], retrieval_lengths[rows])
         target_flat = data.offsets[rows] + data.lengths[rows] - cut
         yield JaggedBatch(
             item_ids=torch.from_numpy(data.item_ids[flat]),
@@ -221,6 +239,7 @@ def _eval_batches(
             target_ids=torch.from_numpy(data.item_ids[target_flat]),
             max_seq_len=max_seq_len,
             user_ids=torch.from_numpy(rows.astype(np.int64)),
+            request_timestamps=torch.from_numpy(data.timestamps[target_flat]),
             actions=torch.from_numpy(data.actions[flat].astype(np.int64)),
             history_ids=torch.from_numpy(data.item_ids[hist_flat]),
             history_offsets=torch.from_numpy(hist_offsets),

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gr_core.config import ModelConfig
+from kernels.per_sequence import per_sequence_attention  # noqa: F401 - the encoders' FLOP-counting switch
 
 EMBEDDING_STD = 0.02
 L2_NORM_EPS = 1e-6
@@ -31,7 +32,9 @@ def jagged_positions(seq_offsets: torch.Tensor, num_tokens: int) -> torch.Tensor
 class SequenceEncoder(nn.Module):
     """Base of the encoders: item ids [T] jagged by seq_offsets [B+1] -> unit vectors [T, D].
 
-    Subclasses implement `encode(x_TD, seq_offsets, timestamps_T) -> [T, D]` (the blocks).
+    Subclasses implement `encode(x_TD, seq_offsets, timestamps_T, request_timestamps_B) -> [T, D]`
+    (the blocks); request_timestamps_B [B] is the time of the event each sequence's last position
+    predicts (`gr_core.data.JaggedBatch`), None where unknown (the last position keeps its own).
     """
 
     def __init__(self, cfg: ModelConfig, num_items: int) -> None:
@@ -52,16 +55,20 @@ class SequenceEncoder(nn.Module):
             std = math.sqrt(1.0 / d)
             nn.init.trunc_normal_(self.position_embedding.weight, std=std, a=-2 * std, b=2 * std)
 
-    def encode(self, x_TD: torch.Tensor, seq_offsets: torch.Tensor, timestamps_T: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, x_TD: torch.Tensor, seq_offsets: torch.Tensor, timestamps_T: torch.Tensor,
+        request_timestamps_B: torch.Tensor | None,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(
-        self, item_ids_T: torch.Tensor, timestamps_T: torch.Tensor, seq_offsets: torch.Tensor
+        self, item_ids_T: torch.Tensor, timestamps_T: torch.Tensor, seq_offsets: torch.Tensor,
+        request_timestamps_B: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """item_ids_T, timestamps_T: [T] jagged by seq_offsets [B+1] -> [T, D], unit norm per row."""
         positions = jagged_positions(seq_offsets, item_ids_T.numel())
         x = self.item_embedding(item_ids_T) * math.sqrt(self.cfg.embedding_dim) + self.position_embedding(positions)
-        x = self.encode(self.input_dropout(x), seq_offsets, timestamps_T)
+        x = self.encode(self.input_dropout(x), seq_offsets, timestamps_T, request_timestamps_B)
         return F.normalize(x, dim=-1, eps=L2_NORM_EPS)
 
     def item_vectors(self) -> torch.Tensor:

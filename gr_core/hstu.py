@@ -56,7 +56,10 @@ class HSTUBlock(nn.Module):
         nn.init.normal_(self.uvqk.weight, 0.0, _UVQK_STD)
         nn.init.xavier_uniform_(self.output.weight)
 
-    def forward(self, x_TD: torch.Tensor, seq_offsets: torch.Tensor, timestamps_T: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x_TD: torch.Tensor, seq_offsets: torch.Tensor, timestamps_T: torch.Tensor,
+        request_timestamps_B: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         cfg = self.cfg
         num_tokens, h = x_TD.shape[0], cfg.num_heads
         x_hat = F.layer_norm(x_TD, (cfg.embedding_dim,), eps=_LN_EPS)
@@ -74,6 +77,7 @@ class HSTUBlock(nn.Module):
             timestamps=timestamps_T if self.ts_weights is not None else None,
             pos_weights=self.pos_weights,
             ts_weights=self.ts_weights,
+            request_timestamps=request_timestamps_B if self.ts_weights is not None else None,
             impl=cfg.attention_impl,
         )
         av = F.layer_norm(av_THD.reshape(num_tokens, h * cfg.dv), (h * cfg.dv,), eps=_LN_EPS)
@@ -89,7 +93,10 @@ class HSTU(SequenceEncoder):
         super().__init__(cfg, num_items)
         self.blocks = nn.ModuleList(HSTUBlock(cfg) for _ in range(cfg.num_blocks))
 
-    def encode(self, x_TD: torch.Tensor, seq_offsets: torch.Tensor, timestamps_T: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, x_TD: torch.Tensor, seq_offsets: torch.Tensor, timestamps_T: torch.Tensor,
+        request_timestamps_B: torch.Tensor | None,
+    ) -> torch.Tensor:
         for block in self.blocks:
-            x_TD = block(x_TD, seq_offsets, timestamps_T)
+            x_TD = block(x_TD, seq_offsets, timestamps_T, request_timestamps_B)
         return x_TD

@@ -13,6 +13,12 @@ Every source becomes the same `SequenceData`: users in order of their original i
 events sorted by timestamp with a stable sort (ties keep file order), item ids remapped to
 1..num_items in order of their original id (0 stays padding), action = rating >= 4.
 
+Candidate items (`DataConfig.candidates`): "rated" numbers the items that have events;
+"catalogue" numbers every item of the data set's item file beside the ratings (`CATALOGUE_FILES`:
+ml-100k `u.item`, ml-1m `movies.dat`, ml-20m `movies.csv`; first field = item id), in order of
+original id, so never-rated items are embedded, sampled as negatives and ranked too (upstream's
+full-ranking protocol ranks the whole catalogue).
+
 Parsing uses pandas' C reader; if it fails or sees a malformed value, a line-by-line pass finds
 the first bad line and raises ValueError naming the file and the 1-based line number. The parsed
 arrays are cached as .npz under `cache_dir` (default `$GR_SCALING_CACHE` or
@@ -39,9 +45,16 @@ from gr_core.sequences import SequenceData
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the original item keys are cached too (catalogue remapping)
 POSITIVE_RATING = 4.0  # action = 1 when rating >= this (MovieLens stars, Amazon stars)
 BOOKS_MIN_RATINGS = 5
+# The item file of each source with one, its separator and encoding (MovieLens titles are latin-1
+# in the older sets); only its first field, the item id, is read.
+CATALOGUE_FILES: dict[str, tuple[str, str, str, bool]] = {
+    "ml-100k": ("u.item", "|", "latin-1", False),
+    "ml-1m": ("movies.dat", "::", "latin-1", False),
+    "ml-20m": ("movies.csv", ",", "utf-8", True),  # header line
+}
 _HASH_CHUNK = 1 << 22
 
 
@@ -187,8 +200,13 @@ def min_count_filter(users: np.ndarray, items: np.ndarray, min_count: int) -> np
     return (np.bincount(user_inv)[user_inv] >= min_count) & (np.bincount(item_inv)[item_inv] >= min_count)
 
 
-def to_sequences(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, timestamps: np.ndarray) -> SequenceData:
-    """Group events by user (original id order), sort each user's by time (stable), remap items."""
+def to_sequences(
+    users: np.ndarray, items: np.ndarray, ratings: np.ndarray, timestamps: np.ndarray
+) -> tuple[SequenceData, np.ndarray]:
+    """Group events by user (original id order), sort each user's by time (stable), remap items.
+
+    Returns the sequences and the original key of each item id ([num_items]; id i is key i-1).
+    """
     if users.size == 0:
         raise ValueError("no events left to build sequences from")
     user_idx, _ = _factorize(users)
@@ -196,16 +214,61 @@ def to_sequences(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, time
     # Stable two-key sort: by timestamp within user; ties keep file order.
     order = np.lexsort((np.arange(users.size), timestamps, user_idx))
     counts = np.bincount(user_idx, minlength=int(user_idx.max()) + 1)
-    return SequenceData(
+    data = SequenceData(
         item_ids=(item_idx[order] + 1).astype(np.int64),
         timestamps=timestamps[order].astype(np.int64),
         actions=(ratings[order] >= POSITIVE_RATING).astype(np.int8),
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         num_items=int(item_keys.size),
     )
+    return data, np.asarray(item_keys)
 
 
-def build_sequences(source: str, path: Path) -> SequenceData:
+def catalogue_path(source: str, ratings_path: str | Path) -> Path:
+    """The item file beside a ratings file; ValueError naming the file when the source has none."""
+    if source not in CATALOGUE_FILES:
+        raise ValueError(f"data.candidates='catalogue' needs an item file, and {source} has none; use 'rated'")
+    return Path(ratings_path).expanduser().parent / CATALOGUE_FILES[source][0]
+
+
+def read_catalogue(source: str, ratings_path: str | Path) -> np.ndarray:
+    """Sorted unique item ids (int64) of the source's item file beside `ratings_path`."""
+    path = catalogue_path(source, ratings_path)
+    _, sep, encoding, header = CATALOGUE_FILES[source]
+    if not path.is_file():
+        raise ValueError(f"data.candidates='catalogue' reads the item file {path}, which does not exist; "
+                         f"put {path.name} beside data.path or use data.candidates='rated'")
+    ids = []
+    with open(path, encoding=encoding) as f:
+        for lineno, line in enumerate(f, start=1):
+            if (header and lineno == 1) or not line.strip():
+                continue
+            first = line.split(sep, 1)[0].strip()
+            try:
+                ids.append(int(first))
+            except ValueError:
+                raise ValueError(f"{path}, line {lineno}: item id {first!r} is not an integer") from None
+    if not ids:
+        raise ValueError(f"{path}: no items")
+    return np.unique(np.asarray(ids, dtype=np.int64))
+
+
+def with_catalogue(data: SequenceData, item_keys: np.ndarray, catalogue: np.ndarray, *, where: str) -> SequenceData:
+    """`data` renumbered over the catalogue's items (rated items missing from it are kept)."""
+    keys = item_keys.astype(np.int64)
+    missing = np.setdiff1d(keys, catalogue)
+    if missing.size:
+        logger.warning("%s: %d rated item(s) are not in the item file (e.g. %s); ranking them as well",
+                       where, missing.size, missing[:3].tolist())
+    universe = np.union1d(catalogue, keys)
+    new_id = np.searchsorted(universe, keys) + 1  # [rated items]: id in the catalogue numbering
+    return SequenceData(
+        item_ids=new_id[data.item_ids - 1].astype(np.int64), timestamps=data.timestamps, actions=data.actions,
+        offsets=data.offsets, num_items=int(universe.size),
+    )
+
+
+def build_sequences(source: str, path: Path) -> tuple[SequenceData, np.ndarray]:
     users, items, ratings, timestamps = parse_ratings(source, path)
     if source == "amazon-books":
         keep = min_count_filter(users, items, BOOKS_MIN_RATINGS)
@@ -218,38 +281,62 @@ def build_sequences(source: str, path: Path) -> SequenceData:
 # --- cache ------------------------------------------------------------------------------------
 
 
-def _save(data: SequenceData, target: Path) -> None:
+def _save(data: SequenceData, item_keys: np.ndarray, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename, so a concurrent reader never sees half a file.
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".npz.tmp")
     with os.fdopen(fd, "wb") as f:
         np.savez(
             f, item_ids=data.item_ids, timestamps=data.timestamps, actions=data.actions,
-            offsets=data.offsets, num_items=np.int64(data.num_items),
+            offsets=data.offsets, num_items=np.int64(data.num_items), item_keys=item_keys,
         )
     os.replace(tmp, target)
 
 
-def _load(target: Path) -> SequenceData:
+def _load(target: Path) -> tuple[SequenceData, np.ndarray]:
     with np.load(target) as z:
-        return SequenceData(
+        data = SequenceData(
             item_ids=z["item_ids"], timestamps=z["timestamps"], actions=z["actions"],
             offsets=z["offsets"], num_items=int(z["num_items"]),
         )
+        return data, z["item_keys"]
 
 
-def load_real(source: str, path: str | Path, *, cache_dir: str | Path | None = None) -> SequenceData:
-    """`SequenceData` of a public data set file, from the cache when its hash was seen before."""
+def load_real(
+    source: str, path: str | Path, *, candidates: str = "rated", cache_dir: str | Path | None = None
+) -> SequenceData:
+    """`SequenceData` of a public data set file, from the cache when its hash was seen before.
+
+    candidates: "rated" or "catalogue" (see the module docstring).
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise ValueError(f"data.path={str(path)!r} ({source}) is not a file")
     stat = path.stat()
-    return _load_cached(source, str(path.resolve()), stat.st_size, stat.st_mtime_ns,
-                        str(Path(cache_dir) if cache_dir is not None else default_cache_dir()))
+    key = (source, str(path.resolve()), stat.st_size, stat.st_mtime_ns,
+           str(Path(cache_dir) if cache_dir is not None else default_cache_dir()))
+    if candidates == "rated":
+        return _load_cached(*key)[0]
+    if candidates != "catalogue":
+        raise ValueError(f"data.candidates must be 'rated' or 'catalogue', got {candidates!r}")
+    item_file = catalogue_path(source, path)
+    if not item_file.is_file():
+        raise ValueError(f"data.candidates='catalogue' reads the item file {item_file}, which does not exist; "
+                         f"put {item_file.name} beside data.path or use data.candidates='rated'")
+    return _load_with_catalogue(*key, item_file.stat().st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(source: str, path: str, size: int, mtime_ns: int, cache_dir: str) -> SequenceData:
+def _load_with_catalogue(
+    source: str, path: str, size: int, mtime_ns: int, cache_dir: str, item_mtime_ns: int
+) -> SequenceData:
+    del item_mtime_ns  # part of the memo key only
+    data, keys = _load_cached(source, path, size, mtime_ns, cache_dir)
+    return with_catalogue(data, keys, read_catalogue(source, path), where=path)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(source: str, path: str, size: int, mtime_ns: int, cache_dir: str) -> tuple[SequenceData, np.ndarray]:
     # Memoised per process on (path, size, mtime): planners ask for the same lengths many times.
     del size, mtime_ns  # part of the memo key only
     digest = file_sha256(Path(path))
@@ -259,14 +346,14 @@ def _load_cached(source: str, path: str, size: int, mtime_ns: int, cache_dir: st
             return _load(target)
         except (OSError, ValueError, KeyError) as exc:
             logger.warning("ignoring unreadable cache %s (%s); rebuilding it", target, exc)
-    data = build_sequences(source, Path(path))
+    data, keys = build_sequences(source, Path(path))
     try:
-        _save(data, target)
+        _save(data, keys, target)
     except OSError as exc:
         logger.warning("could not write the data cache %s (%s); continuing without it", target, exc)
     logger.info("%s (%s): %d users, %d events, %d items; cached at %s", path, source, data.num_users,
                 data.offsets[-1], data.num_items, target)
-    return data
+    return data, keys
 
 
 def load_sequence_data(cfg: DataConfig, *, cache_dir: str | Path | None = None) -> SequenceData:
@@ -276,4 +363,4 @@ def load_sequence_data(cfg: DataConfig, *, cache_dir: str | Path | None = None) 
 
         return generate_synthetic(cfg)
     assert cfg.path is not None  # DataConfig requires it for real sources
-    return load_real(cfg.source, cfg.path, cache_dir=cache_dir)
+    return load_real(cfg.source, cfg.path, candidates=cfg.candidates, cache_dir=cache_dir)

@@ -64,7 +64,7 @@ def evaluate(model: SequenceEncoder, batches: Iterable[JaggedBatch], ks: Iterabl
     for batch in batches:
         if batch.history_ids is None or batch.history_offsets is None:
             raise ValueError("evaluate needs eval batches (with history_ids); got a training batch")
-        out_TD = model(batch.item_ids, batch.timestamps, batch.seq_offsets)
+        out_TD = model(batch.item_ids, batch.timestamps, batch.seq_offsets, batch.request_timestamps)
         last_BD = out_TD[batch.seq_offsets[1:] - 1]
         with full_precision(last_BD.device):  # bf16 scores would tie items within 2^-8 of the target
             scores_BI = last_BD.float() @ items_ID.float().T

@@ -32,7 +32,7 @@ class TrainingObjective(nn.Module):
     def forward(self, batch: JaggedBatch, negatives_TR: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Summed (not averaged) per-position losses of a training batch: "retrieval" (when
         negatives are given) and "ranking" (when the task ranks actions)."""
-        out_TD = self.encoder(batch.item_ids, batch.timestamps, batch.seq_offsets)
+        out_TD = self.encoder(batch.item_ids, batch.timestamps, batch.seq_offsets, batch.request_timestamps)
         parts: dict[str, torch.Tensor] = {}
         if negatives_TR is not None:
             parts["retrieval"] = sampled_softmax_loss(

@@ -84,7 +84,7 @@ def evaluate_ranking(model: nn.Module, batches: Iterable[JaggedBatch]) -> dict[s
         if batch.actions is None:
             raise ValueError("evaluate_ranking needs batches with actions")
         last = batch.seq_offsets[1:] - 1
-        out_TD = model(batch.item_ids, batch.timestamps, batch.seq_offsets)
+        out_TD = model(batch.item_ids, batch.timestamps, batch.seq_offsets, batch.request_timestamps)
         with full_precision(out_TD.device):  # the head in float32 even under a bf16 autocast
             all_logits.append(ranking_logits(model, out_TD[last].float(), batch.item_ids[last]))
         all_labels.append(batch.actions[last])

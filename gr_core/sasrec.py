@@ -83,8 +83,11 @@ class SASRec(SequenceEncoder):
         super().__init__(cfg, num_items)
         self.blocks = nn.ModuleList(SASRecBlock(cfg) for _ in range(cfg.num_blocks))
 
-    def encode(self, x_TD: torch.Tensor, seq_offsets: torch.Tensor, timestamps_T: torch.Tensor) -> torch.Tensor:
-        del timestamps_T  # SASRec has no time features
+    def encode(
+        self, x_TD: torch.Tensor, seq_offsets: torch.Tensor, timestamps_T: torch.Tensor,
+        request_timestamps_B: torch.Tensor | None,
+    ) -> torch.Tensor:
+        del timestamps_T, request_timestamps_B  # SASRec has no time features
         for block in self.blocks:
             x_TD = block(x_TD, seq_offsets)
         return x_TD

@@ -20,7 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
+
+from kernels.per_sequence import per_sequence_enabled
 
 
 def _layout(seq_offsets: torch.Tensor, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
@@ -145,5 +148,27 @@ def jagged_softmax_attention(
     if q.dim() != 3 or k.shape != q.shape or v.dim() != 3 or v.shape[:2] != q.shape[:2]:
         raise ValueError(f"expected q, k: [T, H, Dqk], v: [T, H, Dv]; got {tuple(q.shape)}, {tuple(k.shape)}, "
                          f"{tuple(v.shape)}")
+    if per_sequence_enabled():
+        return jagged_softmax_attention_per_sequence(q, k, v, seq_offsets, dropout_p=dropout_p)
     seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout_p > 0.0 else 0
     return jagged_softmax_attention_op(q, k, v, seq_offsets, q.shape[-1] ** -0.5, float(dropout_p), seed)
+
+
+def jagged_softmax_attention_per_sequence(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq_offsets: torch.Tensor, *, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """The same attention as per-sequence batched matmuls with autograd (`kernels.per_sequence`): what
+    `FlopCounterMode` counts under `per_sequence_attention()`, independently of the op's formula.
+    Its dropout mask comes from torch's generator, not the op's seed."""
+    outs = []
+    bounds = seq_offsets.tolist()
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        n = end - start
+        if n == 0:
+            continue
+        # torch.bmm, not einsum: einsum turns a length-1 contraction into an uncounted multiply.
+        s_HNN = torch.bmm(q[start:end].transpose(0, 1), k[start:end].permute(1, 2, 0)) * q.shape[-1] ** -0.5
+        causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+        p_HNN = F.dropout(torch.softmax(s_HNN.masked_fill(~causal, float("-inf")), dim=-1), dropout_p)
+        outs.append(torch.bmm(p_HNN, v[start:end].transpose(0, 1)).transpose(0, 1))
+    return torch.cat(outs) if outs else v.new_zeros((q.shape[0], q.shape[1], v.shape[2]))

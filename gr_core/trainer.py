@@ -1,10 +1,11 @@
 """One training run: data -> encoder (HSTU or SASRec) -> retrieval and/or ranking -> metrics.
 
-Selection: validation ndcg@10 (tasks "retrieval" and "both") or validation NE (task "ranking"),
-evaluated every `eval_every` epochs and after the last one; test metrics are computed at every
-evaluation and the ones at the best validation epoch are reported (the first such epoch on
-ties). With `train.patience`, training stops once that many epochs have passed since the best
-evaluation. Deterministic for a given config and thread count.
+Selection: the validation value of `train.selection_metric` (a sweep sets it to its metric;
+"auto" is ndcg@10, or NE for task "ranking"), evaluated every `eval_every` epochs and after the
+last one; test metrics are computed at every evaluation and the ones at the best validation
+epoch are reported (the first such epoch on ties), with that epoch's validation values and the
+supervised tokens trained up to it. With `train.patience`, training stops once that many epochs
+have passed since the best evaluation. Deterministic for a given config and thread count.
 
 A run may span several processes (`gr_core.distributed`): each draws the same global batch and
 trains on its share through the engine (`gr_core.engines`). With a `CheckpointPolicy` the run
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gr_core.config import RunConfig
+from gr_core.config import METRICS, RunConfig
 from gr_core.data import EvalSplit, JaggedBatch, eval_batches, train_batches
 from gr_core.devices import autocast, describe, restore_rng_states, rng_states
 from gr_core.distributed import ProcessGroup, join_on_device, micro_batch_ranges
@@ -45,8 +46,6 @@ from gr_core.sequences import SequenceData
 
 logger = logging.getLogger(__name__)
 
-SELECTION_METRIC = "ndcg@10"  # higher is better; task "ranking" selects on RANKING_SELECTION_METRIC
-RANKING_SELECTION_METRIC = "ne"  # lower is better
 StepCallback = Callable[[int, dict[str, float]], None]
 EvalCallback = Callable[[int, dict[str, float]], None]
 
@@ -56,10 +55,14 @@ class TrainResult:
     """Outcome of `train_run`.
 
     metrics: test metrics at the best validation epoch: "hr@10", "hr@50", "ndcg@10", "ndcg@50",
-    "mrr" (retrieval tasks) and "ne" (ranking tasks); the best validation value ("val_ndcg@10" or,
-    for task "ranking", "val_ne") and "final_train_loss" (mean loss over the last epoch run).
-    history: one dict per evaluation ("epoch", "train/loss", "val/<m>", "test/<m>").
-    train_tokens: supervised positions processed in training, summed over the epochs run.
+    "mrr" (retrieval tasks) and "ne" (ranking tasks); "val_<m>" the validation values of that
+    same epoch; "final_<m>" the test metrics of the last evaluation (the last epoch trained);
+    "final_train_loss" (mean loss over the last epoch run).
+    selection_metric: the validation metric that chose best_epoch.
+    history: one dict per evaluation ("epoch", "train_tokens" (cumulative supervised positions up
+    to that evaluation), "train/loss", "val/<m>", "test/<m>").
+    train_tokens: supervised positions processed in training, summed over the epochs run;
+    tokens_at_best: the same, up to the best validation epoch (the compute behind `metrics`).
     epochs_run: epochs trained (fewer than train.epochs after an early stop).
     device: where it trained ("cpu", or e.g. "cuda:0 (NVIDIA H100 80GB HBM3)").
     """
@@ -71,6 +74,8 @@ class TrainResult:
     train_tokens: int
     num_params: dict[str, int]
     wall_time_s: float
+    selection_metric: str
+    tokens_at_best: int
     epochs_run: int = 0
     resumed_from_step: int | None = None
     device: str = "cpu"
@@ -223,7 +228,8 @@ def train_run(
         with engine.evaluation() as evaluated, autocast(device, train_cfg.precision):
             eval_model = evaluated.encoder
             if train_cfg.retrieval:
-                batches = eval_batches(data, split=split, max_seq_len=max_len, batch_size=size, by_length=True)
+                batches = eval_batches(data, split=split, max_seq_len=max_len, batch_size=size, by_length=True,
+                                       history=train_cfg.eval_filter)
                 out.update(evaluate(eval_model, (batch.to(device) for batch in batches)))
             if train_cfg.ranking:
                 batches = eval_batches(
@@ -262,8 +268,8 @@ def train_run(
             logged.update({f"train/{name}_loss": value for name, value in means.items()})
         return logged
 
-    selection = SELECTION_METRIC if train_cfg.retrieval else RANKING_SELECTION_METRIC
-    sign = 1.0 if train_cfg.retrieval else -1.0  # compare sign * value, larger is better
+    selection = train_cfg.selection
+    sign = 1.0 if METRICS[selection] else -1.0  # compare sign * value, larger is better
     for epoch in range(progress.epoch, train_cfg.epochs + 1):
         objective.train()
         if progress.batch_in_epoch == 0:
@@ -302,7 +308,8 @@ def train_run(
         if epoch % train_cfg.eval_every != 0 and epoch != train_cfg.epochs:
             continue
         val, test = run_eval("val"), run_eval("test")
-        record: dict[str, Any] = {"epoch": epoch, "train/loss": progress.epoch_loss}
+        record: dict[str, Any] = {"epoch": epoch, "train_tokens": progress.train_tokens,
+                                  "train/loss": progress.epoch_loss}
         record.update({f"val/{k}": v for k, v in val.items()})
         record.update({f"test/{k}": v for k, v in test.items()})
         progress.history.append(record)
@@ -322,8 +329,10 @@ def train_run(
 
     best = progress.best
     assert best is not None  # the last epoch run is always evaluated
+    last = progress.history[-1]
     metrics = {k.removeprefix("test/"): v for k, v in best.items() if k.startswith("test/")}
-    metrics[f"val_{selection}"] = best[f"val/{selection}"]
+    metrics.update({f"val_{k.removeprefix('val/')}": v for k, v in best.items() if k.startswith("val/")})
+    metrics.update({f"final_{k.removeprefix('test/')}": v for k, v in last.items() if k.startswith("test/")})
     metrics["final_train_loss"] = progress.epoch_loss
     return TrainResult(
         metrics=metrics,
@@ -333,6 +342,8 @@ def train_run(
         train_tokens=progress.train_tokens,
         num_params=num_params,
         wall_time_s=progress.elapsed_s + time.perf_counter() - clock[0],
+        selection_metric=selection,
+        tokens_at_best=int(best["train_tokens"]),
         epochs_run=progress.epochs_run,
         resumed_from_step=resumed_from,
         device=describe(device),

@@ -140,8 +140,11 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
     batch of `gr_core.data.train_batches` shuffled by train.seed, with Stochastic Length. The step
     is the forward pass, the task's losses as the trainer computes them
     (`gr_core.objective.TrainingObjective`: sampled softmax with R negatives and/or the ranking
-    loss) and backward. A second step on the same batch (not counted) is timed with the
-    optimizer for achieved FLOP/s and MFU against the measured CPU peak.
+    loss) and backward. The counted step runs attention as plain per-sequence matmuls
+    (`gr_core.encoder.per_sequence_attention`, from `kernels.per_sequence`): the attention ops register the analytic formula as their FLOP
+    count, so counting them would check the formula against itself. A second step on the same
+    batch (not counted, the model's own attention) is timed with the optimizer for achieved
+    FLOP/s and MFU against the measured CPU peak.
     Side effects: sets torch's thread count to train.num_threads and seeds torch's generator.
     """
     # gr_core's torch modules load only when measuring.
@@ -151,6 +154,7 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
     from gr_core.loaders import load_sequence_data
     from gr_core.losses import sample_negatives
     from gr_core.objective import TrainingObjective
+    from gr_core.encoder import per_sequence_attention
 
     data_cfg, model_cfg, train_cfg = config.data, config.model, config.train
     torch.set_num_threads(train_cfg.num_threads)
@@ -182,7 +186,7 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
 
-    with FlopCounterMode(display=False) as counter:
+    with per_sequence_attention(), FlopCounterMode(display=False) as counter:
         step()
     optimizer.step()
     started = time.perf_counter()

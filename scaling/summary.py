@@ -184,7 +184,8 @@ def format_measurement(measured: dict[str, Any]) -> str:
         "",
         f"measured: one training step of {FAMILY_NAMES[measured['family']]} on {measured['data_source']} "
         f"({measured['num_items']:,} items) under FlopCounterMode ({measured['num_sequences']} sequences, "
-        f"{measured['num_tokens']} tokens, sum n^2 = {measured['sum_squared_lengths']})",
+        f"{measured['num_tokens']} tokens, sum n^2 = {measured['sum_squared_lengths']}); attention counted "
+        "from per-sequence matmuls, not from the attention op's own FLOP formula",
         f"  measured matmul FLOPs   {measured['measured_matmul_flops']:.6e}",
         f"  analytic matmul FLOPs   {measured['analytic_matmul_flops']:.6e}",
         f"  ratio                   {measured['ratio']:.6f}",

@@ -116,7 +116,9 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
 
 
 def export_rows(runs: dict[str, RunRecord]) -> list[dict[str, Any]]:
-    """One flat row per run: id, state, attempts, error, timing, then config.*, flops.*, params.*, metrics.*."""
+    """One flat row per run: id, state, attempts, error, timing, then config.*, planned.* (the plan's
+    FLOPs and tokens, all epochs), spent.* (what a completed run spent: through its last epoch, and
+    through the reported one, "*_at_best"), params.*, metrics.*."""
     rows = []
     for record in sorted(runs.values(), key=lambda r: r.flops.get("train", 0.0)):
         row: dict[str, Any] = {
@@ -130,7 +132,8 @@ def export_rows(runs: dict[str, RunRecord]) -> list[dict[str, Any]]:
         }
         _flatten("axis", record.axis_values, row)
         _flatten("config", record.config, row)
-        _flatten("flops", {k: v for k, v in record.flops.items() if not isinstance(v, str)}, row)
+        _flatten("planned", {k: v for k, v in record.flops.items() if not isinstance(v, str)}, row)
+        _flatten("spent", record.spent, row)
         _flatten("params", record.params, row)
         _flatten("metrics", record.metrics, row)
         rows.append(row)

@@ -90,6 +90,10 @@ class RunRecord:
     wall_time_s: float | None
     tune: dict[str, Any] | None = None
     requeued: int = 0  # times its job was requeued (timeout, preemption) and resumed
+    # Compute a completed run actually spent (`sweeps.worker.spent_compute`): "flops", "tokens"
+    # (through the last epoch), "flops_at_best", "tokens_at_best" (through the reported epoch).
+    # `flops` above is the plan. Empty for unfinished runs and ledgers written before it existed.
+    spent: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _to_record(trial: FrozenTrial, attempts: int) -> RunRecord:
@@ -114,6 +118,7 @@ def _to_record(trial: FrozenTrial, attempts: int) -> RunRecord:
         wall_time_s=attrs.get("wall_time_s"),
         tune=attrs.get("tune"),
         requeued=int(attrs.get("requeued", 0)),
+        spent=attrs.get("spent", {}) if trial.state == TrialState.COMPLETE else {},
     )
 
 

@@ -34,7 +34,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from gr_core.config import RunConfig, config_from_dict
+from gr_core.config import METRIC_TASKS, METRICS, RunConfig, config_from_dict
 from scaling.cost import CostInputs
 from slurm.config import DispatchConfig
 
@@ -50,23 +50,6 @@ AXIS_ALIASES: dict[str, str] = {
     "lr": "train.lr",
     "seed": "train.seed",
 }
-
-# Metrics a run reports (see gr_core.trainer); the bool says whether higher is better.
-METRICS: dict[str, bool] = {
-    "hr@10": True,
-    "hr@50": True,
-    "ndcg@10": True,
-    "ndcg@50": True,
-    "mrr": True,
-    "ne": False,  # normalized entropy of the ranking task; 1.0 is the base-rate predictor
-}
-# The train.task values whose runs report each metric: retrieval metrics need the retrieval
-# task, NE the ranking task ("both" reports all of them).
-METRIC_TASKS: dict[str, tuple[str, ...]] = {
-    **{metric: ("retrieval", "both") for metric in ("hr@10", "hr@50", "ndcg@10", "ndcg@50", "mrr")},
-    "ne": ("ranking", "both"),
-}
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class SweepSettings:
@@ -232,9 +215,11 @@ class SweepSpec:
         """Expand the axes' product: one (axis values, resolved RunConfig) per point, in spec order.
 
         This is the grid design's run list, and the model shapes of the other designs
-        (`sweeps.designs.expand` turns those into runs).
+        (`sweeps.designs.expand` turns those into runs). Every run selects its reported epoch on
+        the sweep's metric (train.selection_metric = sweep.metric).
         """
         base = self.base.to_dict()
+        base["train"]["selection_metric"] = self.sweep.metric
         runs = []
         for point in itertools.product(*(axis.values for axis in self.axes)):
             raw = {section: dict(fields) for section, fields in base.items()}
@@ -297,6 +282,19 @@ def _check_metric_task(metric: str, base: RunConfig, axes: tuple[Axis, ...], sou
     )
 
 
+def _check_selection(metric: str, base: RunConfig, axes: tuple[Axis, ...], source: str) -> None:
+    """Every run selects its epoch and early-stops on the sweep's metric (`SweepSpec.run_configs`
+    sets train.selection_metric): the ledger's value, the tuner and the analysis all read
+    `sweep.metric`, so a run selecting on another would report a value chosen by another rule."""
+    if any(axis.path == "train.selection_metric" for axis in axes):
+        raise ValueError(f"{source}: train.selection_metric follows sweep.metric and cannot be an axis; "
+                         "remove that axis (sweep a metric by running one sweep per metric)")
+    chosen = base.train.selection_metric
+    if chosen not in ("auto", metric):
+        raise ValueError(f"{source}: [base.train] selection_metric = {chosen!r} differs from sweep.metric = "
+                         f"{metric!r}; remove it (runs select on sweep.metric)")
+
+
 def _dispatch_from_table(raw: dict[str, Any], source: str) -> DispatchConfig:
     # slurm_additional_parameters is a free-form table of sbatch options, which config_from_dict's
     # field types cannot describe; DispatchConfig checks its keys and values itself.
@@ -338,6 +336,7 @@ def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> SweepSpec:
         if tune.param in {axis.path for axis in axes}:
             raise ValueError(f"{source}: tune.param = '{tune.param}' is tuned, so it cannot also be an axis")
     _check_metric_task(settings.metric, base, axes, source)
+    _check_selection(settings.metric, base, axes, source)
     if design.kind != "grid" and design.adjusted_path in paths:
         raise ValueError(
             f"{source}: design.kind = '{design.kind}' solves {design.adjusted_path} for each run, so it "

@@ -23,15 +23,25 @@ def load_sweep(sweep_dir: str | Path) -> tuple[SweepSpec, dict[str, RunRecord]]:
     return spec, open_ledger(spec, sweep_dir).runs()
 
 
+def spent_flops(record: RunRecord) -> float:
+    """Training FLOPs a completed run spent (its plan on ledgers that predate `RunRecord.spent`)."""
+    return float(record.spent.get("flops", record.flops.get("train", 0.0)))
+
+
 def format_status(spec: SweepSpec, runs: dict[str, RunRecord]) -> str:
     counts = collections.Counter(r.state for r in runs.values())
-    spent = sum(r.flops.get("train", 0.0) for r in runs.values() if r.state == "complete")
+    complete = [r for r in runs.values() if r.state == "complete"]
+    spent = sum(spent_flops(r) for r in complete)
+    planned_done = sum(r.flops.get("train", 0.0) for r in complete)
     planned = sum(r.flops.get("train", 0.0) for r in runs.values())
     lines = [
         f"sweep {spec.sweep.name}: {len(runs)} runs",
         "  " + ", ".join(f"{state} {counts.get(state, 0)}" for state in ("complete", "running", "pending", "failed")),
         f"  training FLOPs: {spent:.3e} spent of {planned:.3e} planned",
     ]
+    if spent < planned_done * (1 - 1e-9):
+        stopped = sum(1 for r in complete if r.spent and r.spent.get("epochs_run", 0) < r.config["train"]["epochs"])
+        lines[-1] += (f" (completed runs planned {planned_done:.3e}; {stopped} stopped early)")
     for extra in ("pruned", "cancelled"):
         if counts.get(extra):
             lines[1] += f", {extra} {counts[extra]}"
@@ -65,6 +75,12 @@ def format_status(spec: SweepSpec, runs: dict[str, RunRecord]) -> str:
 def completed_rows(spec: SweepSpec, runs: dict[str, RunRecord], *, best_tuned_only: bool = True) -> list[dict[str, Any]]:
     """One flat dict per completed run: id, FLOPs, tokens, params, shape and all metrics.
 
+    Compute, planned and spent kept apart: "flops_planned"/"tokens_planned" (all epochs of the
+    plan; "flops"/"train_tokens" are the same, for older readers), "flops_spent"/"tokens_spent"
+    (through the last epoch trained) and "flops_at_best"/"tokens_at_best" (through the best
+    validation epoch, whose test values "<metric>" are reported; "final_<metric>" are the last
+    epoch's). Ledgers written before spent compute was recorded have no spent keys.
+
     In a tuned sweep ([tune]) only the best run of each shape by validation metric is kept, so
     that each point of a scaling curve is its size's best-tuned run (`best_tuned_only=False`
     keeps them all).
@@ -74,12 +90,18 @@ def completed_rows(spec: SweepSpec, runs: dict[str, RunRecord], *, best_tuned_on
         if record.state != "complete":
             continue
         model, data, train = record.config["model"], record.config["data"], record.config["train"]
+        spent = record.spent
         rows.append(
             {
                 "run_id": record.run_id,
                 "flops": record.flops["train"],
+                "flops_planned": record.flops["train"],
                 "flops_causal": record.flops.get("train_causal"),
                 "train_tokens": record.flops.get("train_tokens"),  # supervised positions, all epochs
+                "tokens_planned": record.flops.get("train_tokens"),
+                **({"flops_spent": spent["flops"], "tokens_spent": spent["tokens"],
+                    "flops_at_best": spent["flops_at_best"], "tokens_at_best": spent["tokens_at_best"],
+                    "best_epoch": spent["best_epoch"], "epochs_run": spent["epochs_run"]} if spent else {}),
                 "shape": (record.tune or {}).get("shape"),
                 "params_non_embedding": record.params.get("non_embedding"),
                 "params_embedding": record.params.get("embedding"),

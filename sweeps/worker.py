@@ -95,6 +95,31 @@ def train_job(config: dict[str, Any], checkpoint_dir: str | None, checkpoint_eve
     }
 
 
+def spent_compute(planned: dict[str, Any], config: RunConfig, result: TrainResult) -> dict[str, Any]:
+    """Training FLOPs and tokens actually spent: through the last epoch, and through the best one.
+
+    Every epoch trains the same sequences (the Stochastic Length draw is fixed per run), so the
+    FLOPs of e epochs are exactly e / epochs of the planned total; the tokens are counted by the
+    trainer. An early-stopped run spends less than planned, and its reported metric (best
+    validation epoch) stands for the compute up to that epoch: the x-axis of a fit.
+    """
+    epochs = config.train.epochs
+    per_epoch = float(planned.get("train", 0.0)) / epochs
+    tokens_per_epoch = float(planned.get("train_tokens", 0.0)) / epochs
+    if tokens_per_epoch and abs(result.train_tokens - tokens_per_epoch * result.epochs_run) > 0.5:
+        log.warning("run %s trained %d tokens in %d epochs; the plan says %.0f per epoch", config.run_id,
+                    result.train_tokens, result.epochs_run, tokens_per_epoch)
+    return {
+        "flops": per_epoch * result.epochs_run,
+        "tokens": result.train_tokens,
+        "flops_at_best": per_epoch * result.best_epoch,
+        "tokens_at_best": result.tokens_at_best,
+        "flops_per_epoch": per_epoch,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+    }
+
+
 def _log_not_taken(ledger: Ledger, trial_id: int, job_id: str | None) -> None:
     trial = ledger.storage.get_trial(trial_id)
     state = trial.state.name.lower()
@@ -218,15 +243,22 @@ def execute_attempt(
         result.device, config.train.precision, threads=config.train.num_threads, processes=group.world_size
     )
     utilisation = model_flops_utilisation(executed, result.wall_time_s, peak) if result.wall_time_s > 0 else 0.0
-    history = [h[f"val/{metric}"] for h in result.history if f"val/{metric}" in h]
-    best_val = (max if maximize else min)(history) if history else None
+    spent = spent_compute(flops, config, result)
+    best_val = result.metrics.get(f"val_{metric}")
     results = {
-        # Test metrics at the best validation epoch, and the sweep metric's best validation value
-        # (what tuning selects on; test never steers a choice).
-        "metrics": {**result.metrics, f"val_{metric}": best_val},
+        # Test metrics at the best validation epoch of the sweep's metric (the trainer selects on
+        # it: train.selection_metric), that epoch's validation values, the last evaluation's test
+        # values ("final_<m>"), and the compute actually spent (`spent_compute`).
+        "metrics": result.metrics,
         "best_epoch": result.best_epoch,
         "steps": result.steps,
         "train_tokens": result.train_tokens,
+        "spent": spent,
+        "protocol": {
+            "selection_metric": result.selection_metric,
+            "eval_filter": config.train.eval_filter,
+            "candidates": config.data.candidates,
+        },
         "wall_time_s": wall,
         "train_time_s": result.wall_time_s,
         "achieved_flops_per_s": achieved,
@@ -235,7 +267,7 @@ def execute_attempt(
         "peak_source": peak_source,
         "device": result.device,
         "precision": config.train.precision,
-        "history": result.history,
+        "history": [{**h, "train_flops": spent["flops_per_epoch"] * h["epoch"]} for h in result.history],
     }
     if result.resumed_from_step is not None:
         results["resumed_from_step"] = result.resumed_from_step

@@ -12,6 +12,8 @@ from typing import Literal
 import torch
 
 from kernels.hstu_attention.op import hstu_attention_op
+from kernels.hstu_attention.per_sequence import hstu_attention_per_sequence
+from kernels.per_sequence import per_sequence_enabled
 from kernels.hstu_attention.reference import (
     Norm,
     dense_attention_flops,
@@ -50,18 +52,29 @@ def hstu_attention(
     timestamps: torch.Tensor | None = None,
     pos_weights: torch.Tensor | None = None,
     ts_weights: torch.Tensor | None = None,
+    request_timestamps: torch.Tensor | None = None,
     impl: Impl = "auto",
 ) -> torch.Tensor:
     """Causal jagged HSTU attention. q, k: [T, H, Dqk]; v: [T, H, Dv]; seq_offsets: [B+1] -> [T, H, Dv].
 
     Optional relative attention bias: pos_weights [2*max_seq_len-1] and ts_weights
-    [num_buckets+1] with timestamps [T] (seconds). Semantics: `reference.hstu_attention_reference`.
+    [num_buckets+1] with timestamps [T] (seconds) and request_timestamps [B] (the time each
+    sequence's last query is scored at). Semantics: `reference.hstu_attention_reference`.
+    Under `kernels.per_sequence.per_sequence_attention()` it runs as per-sequence matmuls (FLOP
+    counting), whatever `impl` says.
     """
+    if per_sequence_enabled():
+        return hstu_attention_per_sequence(
+            q, k, v, seq_offsets, max_seq_len, alpha=alpha, norm=norm, timestamps=timestamps,
+            pos_weights=pos_weights, ts_weights=ts_weights, request_timestamps=request_timestamps,
+        )
     name = _resolve(impl, q)
     if name not in _logged_impls:
         logger.info("hstu_attention: using the %r implementation (impl=%r, device %s)", name, impl, q.device)
         _logged_impls.add(name)
-    return hstu_attention_op(q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights, name)
+    return hstu_attention_op(
+        q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights, request_timestamps, name
+    )
 
 
 __all__ = [

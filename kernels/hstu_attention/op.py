@@ -4,7 +4,7 @@ Two custom ops, so that `FlopCounterMode` sees each direction as one op and neve
 matmuls inside it (a dispatch mode is not re-entered while it runs an op it counts):
 
 - ``gr_scaling::hstu_attention(q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps,
-  pos_weights, ts_weights) -> out [T, H, Dv]``
+  pos_weights, ts_weights, request_timestamps) -> out [T, H, Dv]``
 - ``gr_scaling::hstu_attention_backward(grad_out, <same inputs>) -> [dq, dk, dv, d_pos, d_ts]``;
   an absent bias weight gets an empty gradient tensor here and None in autograd.
 
@@ -43,6 +43,7 @@ def hstu_attention_op(
     timestamps: torch.Tensor | None,
     pos_weights: torch.Tensor | None,
     ts_weights: torch.Tensor | None,
+    request_timestamps: torch.Tensor | None = None,
     impl: str = "reference",
 ) -> torch.Tensor:
     """Jagged HSTU attention forward; see `reference.hstu_attention_reference`.
@@ -54,17 +55,19 @@ def hstu_attention_op(
         from kernels.hstu_attention.triton_fwd import hstu_attention_fwd_triton
 
         return hstu_attention_fwd_triton(
-            q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights
+            q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights,
+            request_timestamps=request_timestamps,
         )
     return hstu_attention_reference(
         q, k, v, seq_offsets, max_seq_len, alpha=alpha, norm=norm,  # type: ignore[arg-type]
-        timestamps=timestamps, pos_weights=pos_weights, ts_weights=ts_weights,
+        timestamps=timestamps, pos_weights=pos_weights, ts_weights=ts_weights, request_timestamps=request_timestamps,
     )
 
 
 @hstu_attention_op.register_fake
 def _hstu_attention_fake(
-    q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights, impl="reference"
+    q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights, request_timestamps=None,
+    impl="reference",
 ):
     return q.new_empty((q.shape[0], q.shape[1], v.shape[2]), dtype=v.dtype)
 
@@ -82,6 +85,7 @@ def hstu_attention_backward_op(
     timestamps: torch.Tensor | None,
     pos_weights: torch.Tensor | None,
     ts_weights: torch.Tensor | None,
+    request_timestamps: torch.Tensor | None = None,
     impl: str = "reference",
 ) -> list[torch.Tensor]:
     """[dq, dk, dv, d_pos_weights, d_ts_weights]; an absent bias weight gets an empty tensor."""
@@ -89,12 +93,14 @@ def hstu_attention_backward_op(
         from kernels.hstu_attention.triton_bwd import hstu_attention_bwd_triton
 
         grads = hstu_attention_bwd_triton(
-            grad_out, q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights
+            grad_out, q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights,
+            request_timestamps=request_timestamps,
         )
     else:
         grads = hstu_attention_reference_backward(
             grad_out, q, k, v, seq_offsets, max_seq_len, alpha=alpha, norm=norm,  # type: ignore[arg-type]
             timestamps=timestamps, pos_weights=pos_weights, ts_weights=ts_weights,
+            request_timestamps=request_timestamps,
         )
     # custom ops cannot return None; the autograd wrapper maps empty back to None.
     return [g if g is not None else q.new_empty(0) for g in grads]
@@ -102,7 +108,8 @@ def hstu_attention_backward_op(
 
 @hstu_attention_backward_op.register_fake
 def _hstu_attention_backward_fake(
-    grad_out, q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights, impl="reference"
+    grad_out, q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights,
+    request_timestamps=None, impl="reference",
 ):
     def like(w: torch.Tensor | None) -> torch.Tensor:
         return torch.empty_like(w) if w is not None else q.new_empty(0)
@@ -111,22 +118,22 @@ def _hstu_attention_backward_fake(
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-    q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights, impl = inputs
-    ctx.save_for_backward(q, k, v, seq_offsets, timestamps, pos_weights, ts_weights)
+    q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights, request_timestamps, impl = inputs
+    ctx.save_for_backward(q, k, v, seq_offsets, timestamps, pos_weights, ts_weights, request_timestamps)
     ctx.max_seq_len, ctx.alpha, ctx.norm, ctx.impl = max_seq_len, alpha, norm, impl
 
 
 def _backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-    q, k, v, seq_offsets, timestamps, pos_weights, ts_weights = ctx.saved_tensors
+    q, k, v, seq_offsets, timestamps, pos_weights, ts_weights, request_timestamps = ctx.saved_tensors
     dq, dk, dv, d_pos, d_ts = torch.ops.gr_scaling.hstu_attention_backward(
         grad_out.contiguous(), q, k, v, seq_offsets, ctx.max_seq_len, ctx.alpha, ctx.norm,
-        timestamps, pos_weights, ts_weights, ctx.impl,
+        timestamps, pos_weights, ts_weights, request_timestamps, ctx.impl,
     )
     return (
         dq, dk, dv, None, None, None, None, None,
         d_pos if pos_weights is not None else None,
         d_ts if ts_weights is not None else None,
-        None,
+        None, None,
     )
 
 

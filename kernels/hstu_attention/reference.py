@@ -8,8 +8,10 @@ and positions 0 <= j <= i < n_b (causal, diagonal included)::
     bucket(d) = clamp(floor(ln(max(|d|, 1)) / 0.301), 0, len(ts_weights) - 1)
 
 with ``n = max_seq_len`` (norm="max_len", upstream HSTU) or ``n = n_b`` (norm="seq_len"), and
-``ts[n_b] := ts[n_b - 1]``: query i is scored at the time of the next action (the request time);
-the last query reuses its own timestamp. Either bias term is skipped when its weights are None.
+``ts[n_b] := request_timestamps[b]``: query i is scored at the time of the next action, and the
+last query at the request time, the timestamp of the item it predicts (upstream writes the
+target's timestamp after the history for the same purpose). Without request_timestamps the last
+query reuses its own timestamp. Either bias term is skipped when its weights are None.
 
 The computation pads to [B, N, ...] with N the longest sequence of the batch and masks; this is
 the readable form, not a fast one. It is never edited to match a kernel: kernels are tested
@@ -91,7 +93,11 @@ def _layout(seq_offsets: torch.Tensor, num_tokens: int, max_seq_len: int) -> _La
 
 
 def _rab_indices(
-    layout: _Layout, max_seq_len: int, timestamps: torch.Tensor | None, num_ts_buckets: int | None
+    layout: _Layout,
+    max_seq_len: int,
+    timestamps: torch.Tensor | None,
+    request_timestamps: torch.Tensor | None,
+    num_ts_buckets: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Index of the positional weight [N, N] and of the time weight [B, N, N] for every (i, j)."""
     ar = torch.arange(layout.padded_len, device=layout.lengths.device)
@@ -100,11 +106,14 @@ def _rab_indices(
         return pos_idx, None
     assert timestamps is not None
     ts_BN = layout.pad(timestamps.to(torch.int64))
-    # next_ts[b, i] = ts[b, i + 1], and the last real position keeps its own timestamp.
+    # next_ts[b, i] = ts[b, i + 1]; the last real position takes the request time (or its own).
     next_ts = torch.cat([ts_BN[:, 1:], ts_BN[:, -1:]], dim=1)
     rows = torch.nonzero(layout.lengths > 0).flatten()
     last = layout.lengths[rows] - 1
-    next_ts[rows, last] = ts_BN[rows, last]
+    if request_timestamps is None:
+        next_ts[rows, last] = ts_BN[rows, last]
+    else:
+        next_ts[rows, last] = request_timestamps.to(torch.int64)[rows]
     ts_idx = time_buckets(next_ts[:, :, None] - ts_BN[:, None, :], num_ts_buckets)
     return pos_idx, ts_idx
 
@@ -118,6 +127,8 @@ def check_inputs(
     pos_weights: torch.Tensor | None,
     ts_weights: torch.Tensor | None,
     max_seq_len: int,
+    request_timestamps: torch.Tensor | None = None,
+    num_seqs: int | None = None,
 ) -> None:
     """Shapes and options every implementation requires (the Triton wrapper adds dtype checks)."""
     if q.dim() != 3 or k.shape != q.shape or v.dim() != 3 or v.shape[:2] != q.shape[:2]:
@@ -139,6 +150,13 @@ def check_inputs(
         if timestamps is None or timestamps.shape != (q.shape[0],):
             got = None if timestamps is None else tuple(timestamps.shape)
             raise ValueError(f"ts_weights needs timestamps of shape [T] = [{q.shape[0]}], got {got}")
+    if request_timestamps is not None and (
+        request_timestamps.dim() != 1 or (num_seqs is not None and request_timestamps.numel() != num_seqs)
+    ):
+        raise ValueError(
+            f"request_timestamps must be 1-D [B] = [{num_seqs}] (one per sequence), "
+            f"got shape {tuple(request_timestamps.shape)}"
+        )
 
 
 def _forward_parts(
@@ -149,6 +167,7 @@ def _forward_parts(
     alpha: float,
     norm: str,
     timestamps: torch.Tensor | None,
+    request_timestamps: torch.Tensor | None,
     pos_weights: torch.Tensor | None,
     ts_weights: torch.Tensor | None,
 ) -> tuple[_Layout, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -157,7 +176,7 @@ def _forward_parts(
     q_BNHD, k_BNHD = layout.pad(q), layout.pad(k)
     s = alpha * torch.einsum("bihd,bjhd->bhij", q_BNHD, k_BNHD)
     num_ts_buckets = None if ts_weights is None else ts_weights.numel() - 1
-    pos_idx, ts_idx = _rab_indices(layout, max_seq_len, timestamps, num_ts_buckets)
+    pos_idx, ts_idx = _rab_indices(layout, max_seq_len, timestamps, request_timestamps, num_ts_buckets)
     if pos_weights is not None:
         s = s + pos_weights.to(s.dtype)[pos_idx][None, None]
     if ts_weights is not None:
@@ -187,16 +206,20 @@ def hstu_attention_reference(
     timestamps: torch.Tensor | None = None,
     pos_weights: torch.Tensor | None = None,
     ts_weights: torch.Tensor | None = None,
+    request_timestamps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Jagged HSTU attention. q, k: [T, H, Dqk]; v: [T, H, Dv]; seq_offsets: [B+1]; returns [T, H, Dv].
 
-    timestamps: [T] int seconds, needed only with ts_weights [num_buckets+1];
+    timestamps: [T] int seconds, needed only with ts_weights [num_buckets+1]; request_timestamps:
+    [B] int seconds, the time each sequence's last query is scored at (default: its own);
     pos_weights: [2*max_seq_len-1]. Differentiable through ordinary autograd.
     """
-    check_inputs(q, k, v, norm, timestamps, pos_weights, ts_weights, max_seq_len)
+    check_inputs(q, k, v, norm, timestamps, pos_weights, ts_weights, max_seq_len, request_timestamps,
+                 seq_offsets.numel() - 1)
     dt = _compute_dtype(q)
     layout, s, _, _, scale = _forward_parts(
-        q.to(dt), k.to(dt), seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights
+        q.to(dt), k.to(dt), seq_offsets, max_seq_len, alpha, norm, timestamps, request_timestamps, pos_weights,
+        ts_weights,
     )
     attn_BHNN = F.silu(s) * scale
     out_BNHD = torch.einsum("bhij,bjhd->bihd", attn_BHNN, layout.pad(v.to(dt)))
@@ -216,6 +239,7 @@ def hstu_attention_reference_backward(
     timestamps: torch.Tensor | None = None,
     pos_weights: torch.Tensor | None = None,
     ts_weights: torch.Tensor | None = None,
+    request_timestamps: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Gradients (dq, dk, dv, d_pos_weights, d_ts_weights) of `hstu_attention_reference`.
 
@@ -223,11 +247,12 @@ def hstu_attention_reference_backward(
     With a = silu(s) * mask / n and out = a v:  dv = a^T dout,  ds = (dout v^T) * silu'(s) * mask / n,
     dq = alpha ds k,  dk = alpha ds^T q,  drab = sum over heads of ds, scattered into the weights.
     """
-    check_inputs(q, k, v, norm, timestamps, pos_weights, ts_weights, max_seq_len)
+    check_inputs(q, k, v, norm, timestamps, pos_weights, ts_weights, max_seq_len, request_timestamps,
+                 seq_offsets.numel() - 1)
     dt = _compute_dtype(q)
     q_, k_ = q.to(dt), k.to(dt)
     layout, s, pos_idx, ts_idx, scale = _forward_parts(
-        q_, k_, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights
+        q_, k_, seq_offsets, max_seq_len, alpha, norm, timestamps, request_timestamps, pos_weights, ts_weights
     )
     sig = torch.sigmoid(s)
     attn = s * sig * scale

@@ -36,7 +36,7 @@ import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
     INTERPRET, add_rab, as_triton_configs, block_d, check_inputs, dot_precision, fast_math,
-    last_dim_contiguous, pad_head_dim, rab_args, sigmoid, split_time, tune_key_len,
+    last_dim_contiguous, pad_head_dim, query_times, rab_args, sigmoid, split_time, tune_key_len,
 )
 
 
@@ -66,7 +66,7 @@ else:
 @triton.jit
 def _dkdv_tile(
     dk, dv, k, v, offs_n, tk_hi, tk_lo, ts_base, m_start, seq_len,
-    Q, DO, TS, POS_W, TS_W, THR,
+    Q, DO, TS, REQ_TS, POS_W, TS_W, THR,
     stride_qt, stride_dot, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     MASKED: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
@@ -86,8 +86,8 @@ def _dkdv_tile(
     # Transposed tile [keys, queries], so dk and dv come out of plain (not transposed) dots.
     s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * alpha
     if HAS_TS:
-        # Next-event rule as in the forward: query i is scored at ts[min(i + 1, n_b - 1)].
-        tq_hi, tq_lo = split_time(tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1)), ts_base)
+        # Next-event rule as in the forward: ts[i + 1], the request time for the last query.
+        tq_hi, tq_lo = split_time(query_times(TS, REQ_TS, offs_m, seq_len), ts_base)
         dt_hi = tq_hi[None, :] - tk_hi[:, None]
         dt_lo = tq_lo[None, :] - tk_lo[:, None]
     else:
@@ -110,7 +110,7 @@ def _dkdv_tile(
 
 @triton.jit
 def _dkdv_kernel(
-    Q, K, V, DO, DK, DV, SEQ_OFFSETS, TS, POS_W, TS_W, THR,
+    Q, K, V, DO, DK, DV, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
     stride_dkt, stride_dkh, stride_dvt, stride_dvh,
     H, max_seq_len, num_buckets, alpha, tune_len,
@@ -138,6 +138,7 @@ def _dkdv_kernel(
     DK += seq_start * stride_dkt + h * stride_dkh
     DV += seq_start * stride_dvt + h * stride_dvh
     TS += seq_start
+    REQ_TS += b
     # Timestamps are rebased to the sequence's first event before splitting (see split_time).
     if HAS_TS:
         ts_base = tl.load(TS)
@@ -164,11 +165,13 @@ def _dkdv_kernel(
     # Query blocks starting at or after the block's last key + 1 see every key: no causal mask.
     m_full = tl.minimum(tl.cdiv(n_start + BLOCK_N, BLOCK_M) * BLOCK_M, seq_len)
     for m_start in range(m_first, m_full, BLOCK_M):
-        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, tk_hi, tk_lo, ts_base, m_start, seq_len, Q, DO, TS, POS_W, TS_W, THR,
+        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, tk_hi, tk_lo, ts_base, m_start, seq_len,
+                            Q, DO, TS, REQ_TS, POS_W, TS_W, THR,
                             stride_qt, stride_dot, alpha, max_seq_len, num_buckets, D_QK, D_V,
                             True, HAS_POS, HAS_TS, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     for m_start in range(m_full, seq_len, BLOCK_M):
-        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, tk_hi, tk_lo, ts_base, m_start, seq_len, Q, DO, TS, POS_W, TS_W, THR,
+        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, tk_hi, tk_lo, ts_base, m_start, seq_len,
+                            Q, DO, TS, REQ_TS, POS_W, TS_W, THR,
                             stride_qt, stride_dot, alpha, max_seq_len, num_buckets, D_QK, D_V,
                             False, HAS_POS, HAS_TS, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
 
@@ -240,8 +243,8 @@ def _dq_tile(
             lo = tl.min(tl.where(valid, bucket, num_buckets))
             hi = tl.max(tl.where(valid, bucket, 0))
         else:
-            # Padded rows read the last event's time, so their buckets are those of the last
-            # real row: they cannot widen the range.
+            # Padded rows read the request time, so their buckets are those of the last real
+            # row: they cannot widen the range.
             lo = tl.min(bucket)
             hi = tl.max(bucket)
         for kb in range(lo, hi + 1):
@@ -252,7 +255,7 @@ def _dq_tile(
 
 @triton.jit
 def _dq_kernel(
-    Q, K, V, DO, DQ, SEQ_OFFSETS, TS, POS_W, TS_W, THR, DPOS, DTS,
+    Q, K, V, DO, DQ, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, DPOS, DTS,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
     stride_dqt, stride_dqh,
     H, max_seq_len, num_buckets, alpha, tune_len,
@@ -279,6 +282,7 @@ def _dq_kernel(
     DO += seq_start * stride_dot + h * stride_doh
     DQ += seq_start * stride_dqt + h * stride_dqh
     TS += seq_start
+    REQ_TS += b
     # Timestamps are rebased to the sequence's first event before splitting (see split_time).
     if HAS_TS:
         ts_base = tl.load(TS)
@@ -294,7 +298,7 @@ def _dq_kernel(
     do = tl.load(DO + offs_m[:, None] * stride_dot + offs_dv[None, :],
                  mask=m_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
     if HAS_TS:
-        tq_hi, tq_lo = split_time(tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1)), ts_base)
+        tq_hi, tq_lo = split_time(query_times(TS, REQ_TS, offs_m, seq_len), ts_base)
     else:
         tq_hi = 0.0  # unused
         tq_lo = 0.0
@@ -343,6 +347,7 @@ def hstu_attention_bwd_triton(
     pos_weights: torch.Tensor | None,
     ts_weights: torch.Tensor | None,
     *,
+    request_timestamps: torch.Tensor | None = None,
     dkdv_config: dict[str, int] | None = None,
     dq_config: dict[str, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -350,7 +355,7 @@ def hstu_attention_bwd_triton(
 
     The *_config arguments (block sizes, num_warps, num_stages) bypass the autotuner (tests).
     """
-    check_inputs(q, k, v, seq_offsets, max_seq_len, norm, timestamps, pos_weights, ts_weights)
+    check_inputs(q, k, v, seq_offsets, max_seq_len, norm, timestamps, pos_weights, ts_weights, request_timestamps)
     if dout.shape != v.shape:
         raise ValueError(f"dout must have v's shape {tuple(v.shape)}, got {tuple(dout.shape)}")
     dqk_out, dv_out = q.shape[2], v.shape[2]
@@ -365,7 +370,9 @@ def hstu_attention_bwd_triton(
     d_ts = q.new_zeros(ts_weights.shape if ts_weights is not None else (1,), dtype=torch.float32)
 
     if num_tokens > 0 and num_seqs > 0:
-        ts, pos_w, ts_w, thr, num_buckets = rab_args(q, timestamps, pos_weights, ts_weights)
+        ts, req_ts, pos_w, ts_w, thr, num_buckets = rab_args(
+            q, seq_offsets, timestamps, request_timestamps, pos_weights, ts_weights
+        )
         common = (num_heads, max_seq_len, num_buckets, float(alpha), tune_key_len(max_seq_len), dqk, dvd)
         meta = dict(
             NORM_MAX_LEN=norm == "max_len", HAS_POS=pos_weights is not None, HAS_TS=ts_weights is not None,
@@ -375,9 +382,9 @@ def hstu_attention_bwd_triton(
         in_strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                       dout.stride(0), dout.stride(1))
 
-        dkdv_args = (q, k, v, dout, dk, dv, seq_offsets, ts, pos_w, ts_w, thr, *in_strides,
+        dkdv_args = (q, k, v, dout, dk, dv, seq_offsets, ts, req_ts, pos_w, ts_w, thr, *in_strides,
                      dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), *common)
-        dq_args = (q, k, v, dout, dq, seq_offsets, ts, pos_w, ts_w, thr, d_pos, d_ts, *in_strides,
+        dq_args = (q, k, v, dout, dq, seq_offsets, ts, req_ts, pos_w, ts_w, thr, d_pos, d_ts, *in_strides,
                    dq.stride(0), dq.stride(1), *common)
         # One program per (block, sequence, head); blocks counted over max_seq_len (no host sync).
         for tuned, kernel, block, args, config in ((_dkdv_tuned, _dkdv_kernel, "BLOCK_N", dkdv_args, dkdv_config),

@@ -82,6 +82,18 @@ def split_time(ts, ts_base):
 
 
 @triton.jit
+def query_times(TS, REQ_TS, offs_m, seq_len):
+    """int64 time each query row is scored at: ts[i + 1], and the request time for the last row.
+
+    TS and REQ_TS point at the sequence's first timestamp and its request time. Padded rows
+    (i >= n_b) take the request time too, so their (never stored) logits stay finite and their
+    buckets are the last real row's.
+    """
+    nxt = tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1))
+    return tl.where(offs_m + 1 < seq_len, nxt, tl.load(REQ_TS))
+
+
+@triton.jit
 def time_bucket(dt_hi, dt_lo, THR, num_buckets):
     """Bucket (int32) of the gaps dt_hi * 2^23 + dt_lo (exact float32 parts); THR: `bucket_thresholds`."""
     gap = dt_hi * 8388608.0 + dt_lo  # rounded, but never changes sign
@@ -204,9 +216,11 @@ def check_inputs(
     timestamps: torch.Tensor | None,
     pos_weights: torch.Tensor | None,
     ts_weights: torch.Tensor | None,
+    request_timestamps: torch.Tensor | None = None,
 ) -> None:
     """The reference's input contract, without host syncs (offsets' values are not read)."""
-    check_shapes(q, k, v, norm, timestamps, pos_weights, ts_weights, max_seq_len)
+    check_shapes(q, k, v, norm, timestamps, pos_weights, ts_weights, max_seq_len, request_timestamps,
+                 seq_offsets.numel() - 1)
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"q, k, v must share one of float32/float16/bfloat16; got {q.dtype}, {k.dtype}, {v.dtype}")
     if seq_offsets.dim() != 1 or seq_offsets.numel() < 1 or seq_offsets.dtype not in (torch.int32, torch.int64):
@@ -217,22 +231,32 @@ def check_inputs(
 
 def rab_args(
     ref: torch.Tensor,
+    seq_offsets: torch.Tensor,
     timestamps: torch.Tensor | None,
+    request_timestamps: torch.Tensor | None,
     pos_weights: torch.Tensor | None,
     ts_weights: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """(timestamps int64, pos_weights, ts_weights, thresholds, num_buckets) for a launch.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(timestamps int64, request times int64 [B], pos_weights, ts_weights, thresholds, num_buckets).
 
     An absent term gets a 1-element placeholder (never read: HAS_POS / HAS_TS are constexpr).
+    Without request_timestamps each sequence's last query keeps its own time (the reference's
+    default): its last timestamp, gathered on the device (no host sync).
     """
     dummy = ref.new_zeros(1)
     pos = pos_weights.contiguous() if pos_weights is not None else dummy
     if ts_weights is None:
-        return dummy.long(), pos, dummy, dummy, 0
+        return dummy.long(), dummy.long(), pos, dummy, dummy, 0
     assert timestamps is not None
+    ts = timestamps.to(torch.int64).contiguous()
+    if request_timestamps is None:
+        last = (seq_offsets[1:].to(torch.int64) - 1).clamp(min=0, max=max(ts.numel() - 1, 0))
+        request = ts[last] if ts.numel() else seq_offsets.new_zeros(seq_offsets.numel() - 1, dtype=torch.int64)
+    else:
+        request = request_timestamps.to(device=ts.device, dtype=torch.int64).contiguous()
     num_buckets = ts_weights.numel() - 1
     thr = bucket_thresholds(num_buckets, ref.device)
-    return timestamps.to(torch.int64).contiguous(), pos, ts_weights.contiguous(), thr, num_buckets
+    return ts, request, pos, ts_weights.contiguous(), thr, num_buckets
 
 
 def fast_math(dtype: torch.dtype) -> bool:

@@ -25,7 +25,7 @@ import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
     INTERPRET, add_rab, as_triton_configs, block_d, check_inputs, dot_precision, fast_math,
-    last_dim_contiguous, pad_head_dim, rab_args, sigmoid, split_time, tune_key_len,
+    last_dim_contiguous, pad_head_dim, query_times, rab_args, sigmoid, split_time, tune_key_len,
 )
 
 
@@ -86,7 +86,7 @@ def _fwd_tile(
 
 @triton.jit
 def _hstu_fwd_kernel(
-    Q, K, V, OUT, SEQ_OFFSETS, TS, POS_W, TS_W, THR,
+    Q, K, V, OUT, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
     H, max_seq_len, num_buckets, alpha, tune_len,
     D_QK: tl.constexpr, D_V: tl.constexpr,
@@ -112,6 +112,7 @@ def _hstu_fwd_kernel(
     V += seq_start * stride_vt + h * stride_vh
     OUT += seq_start * stride_ot + h * stride_oh
     TS += seq_start
+    REQ_TS += b
     # Timestamps are rebased to the sequence's first event before splitting (see split_time).
     if HAS_TS:
         ts_base = tl.load(TS)
@@ -125,9 +126,8 @@ def _hstu_fwd_kernel(
     q = tl.load(Q + offs_m[:, None] * stride_qt + offs_dqk[None, :],
                 mask=m_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
     if HAS_TS:
-        # Query i is scored at the next event's time ts[i+1]; the last one keeps ts[n_b-1].
-        # Padded rows clamp to the last event too, so their (never stored) logits stay finite.
-        tq_hi, tq_lo = split_time(tl.load(TS + tl.minimum(offs_m + 1, seq_len - 1)), ts_base)
+        # Query i is scored at the next event's time ts[i+1]; the last one at the request time.
+        tq_hi, tq_lo = split_time(query_times(TS, REQ_TS, offs_m, seq_len), ts_base)
     else:
         tq_hi = 0.0  # unused
         tq_lo = 0.0
@@ -170,6 +170,7 @@ def hstu_attention_fwd_triton(
     pos_weights: torch.Tensor | None,
     ts_weights: torch.Tensor | None,
     *,
+    request_timestamps: torch.Tensor | None = None,
     config: dict[str, int] | None = None,
 ) -> torch.Tensor:
     """Jagged causal HSTU attention forward. q, k: [T, H, Dqk]; v: [T, H, Dv]; seq_offsets [B+1] -> [T, H, Dv].
@@ -178,7 +179,7 @@ def hstu_attention_fwd_triton(
     the reference raises). `config` (BLOCK_M, BLOCK_N, num_warps, num_stages) bypasses the
     autotuner; tests use it to check each tuning candidate.
     """
-    check_inputs(q, k, v, seq_offsets, max_seq_len, norm, timestamps, pos_weights, ts_weights)
+    check_inputs(q, k, v, seq_offsets, max_seq_len, norm, timestamps, pos_weights, ts_weights, request_timestamps)
     dv_out = v.shape[2]
     q, k, v = (last_dim_contiguous(pad_head_dim(x)) for x in (q, k, v))
     num_tokens, num_heads, dqk = q.shape
@@ -187,9 +188,11 @@ def hstu_attention_fwd_triton(
     out = torch.empty((num_tokens, num_heads, dv), dtype=v.dtype, device=v.device)
     if num_tokens == 0 or num_seqs == 0:
         return out[..., :dv_out].zero_()
-    ts, pos_w, ts_w, thr, num_buckets = rab_args(q, timestamps, pos_weights, ts_weights)
+    ts, req_ts, pos_w, ts_w, thr, num_buckets = rab_args(
+        q, seq_offsets, timestamps, request_timestamps, pos_weights, ts_weights
+    )
     args = (
-        q, k, v, out, seq_offsets, ts, pos_w, ts_w, thr,
+        q, k, v, out, seq_offsets, ts, req_ts, pos_w, ts_w, thr,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         num_heads, max_seq_len, num_buckets, float(alpha), tune_key_len(max_seq_len), dqk, dv,
     )

@@ -76,9 +76,12 @@ def test_diverging_run_is_retried_then_failed_and_the_rest_completes(tmp_path: P
     frame = pd.read_parquet(out)
     assert len(frame) == 4
     assert set(frame["state"]) == {"complete", "failed"}
-    assert {"config.model.embedding_dim", "flops.train", "metrics.ndcg@10", "params.non_embedding"} <= set(frame.columns)
+    assert {"config.model.embedding_dim", "planned.train", "spent.flops", "spent.flops_at_best", "metrics.ndcg@10",
+            "params.non_embedding"} <= set(frame.columns)
     complete = frame[frame["state"] == "complete"]
-    assert complete["metrics.ndcg@10"].between(0, 1).all() and (complete["flops.train"] > 0).all()
+    assert complete["metrics.ndcg@10"].between(0, 1).all() and (complete["planned.train"] > 0).all()
+    assert (complete["spent.flops_at_best"] <= complete["spent.flops"]).all()
+    assert (complete["spent.flops"] <= complete["planned.train"] * (1 + 1e-12)).all()
 
 
 @pytest.mark.slow

@@ -62,11 +62,12 @@ def test_jagged_batch_moves_every_tensor_and_keeps_the_rest() -> None:
     batch = JaggedBatch(
         item_ids=torch.tensor([3, 4, 5]), timestamps=torch.tensor([1, 2, 3]), seq_offsets=torch.tensor([0, 1, 3]),
         target_ids=torch.tensor([4, 5, 6]), max_seq_len=7, user_ids=torch.tensor([0, 1]),
+        request_timestamps=torch.tensor([2, 4]),
         actions=torch.tensor([1, 0, 1]),
     )
     assert batch.to(torch.device("cpu")) is batch
     moved = batch.to(torch.device("meta"))
-    for name in ("item_ids", "timestamps", "seq_offsets", "target_ids", "user_ids", "actions"):
+    for name in ("item_ids", "timestamps", "seq_offsets", "target_ids", "user_ids", "request_timestamps", "actions"):
         assert getattr(moved, name).is_meta, name
         assert getattr(moved, name).shape == getattr(batch, name).shape
     assert moved.max_seq_len == 7 and moved.history_ids is None

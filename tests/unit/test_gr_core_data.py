@@ -110,6 +110,27 @@ def test_leave_one_out_eval_sequences(split, inputs, targets, histories):
     assert b.target_ids.tolist() == targets
     assert [b.history_ids[hoff[i] : hoff[i + 1]].tolist() for i in range(3)] == histories
     assert b.user_ids.tolist() == [0, 1, 2]
+    # "window" filters only the truncated input itself (upstream's protocol).
+    (w,) = list(eval_batches(data, split=split, max_seq_len=2, batch_size=10, history="window"))
+    woff = w.history_offsets.tolist()
+    assert [w.history_ids[woff[i] : woff[i + 1]].tolist() for i in range(3)] == inputs
+    assert torch.equal(w.item_ids, b.item_ids) and torch.equal(w.target_ids, b.target_ids)
+
+
+def test_eval_history_filter_changes_the_metrics_as_the_protocol_says():
+    """A target seen early in the history (outside the window) is a miss with "full" filtering
+    (it scores -inf) and can be ranked with "window"."""
+    from gr_core.config import ModelConfig
+    from gr_core.hstu import HSTU
+    from gr_core.metrics import evaluate
+
+    data = SequenceData.from_sequences([[3, 1, 2, 4, 5, 3]], num_items=6)  # test target 3 seen at position 0
+    torch.manual_seed(0)
+    model = HSTU(ModelConfig(num_blocks=1, embedding_dim=8, max_seq_len=2, dropout=0.0), 6).eval()
+    full = evaluate(model, eval_batches(data, split="test", max_seq_len=2, batch_size=4))
+    window = evaluate(model, eval_batches(data, split="test", max_seq_len=2, batch_size=4, history="window"))
+    assert full["mrr"] == pytest.approx(1 / 6)  # ranked last of the 6 items (pessimistic)
+    assert window["mrr"] > full["mrr"]
 
 
 def test_eval_batches_cover_every_user_once():

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from gr_core.config import ModelConfig
+from gr_core.data import eval_batches, train_batches
 from gr_core.hstu import HSTU, count_parameters
+from gr_core.lengths import CUTS
+from gr_core.sequences import SequenceData
 from gr_core.losses import sampled_softmax_loss
 
 
@@ -134,8 +138,11 @@ def _bucket(d: int, num_buckets: int) -> int:
     return int(min(max(math.floor(math.log(max(abs(d), 1)) / 0.301), 0), num_buckets))
 
 
-def _loop_hstu(model: HSTU, items, ts, offsets) -> torch.Tensor:
-    """DESIGN.md section 2, one token and one pair at a time (no padding, no einsum)."""
+def _loop_hstu(model: HSTU, items, ts, offsets, request=None) -> torch.Tensor:
+    """DESIGN.md section 2, one token and one pair at a time (no padding, no einsum).
+
+    request[b]: the time of the event sequence b's last position predicts (None: its own time).
+    """
     cfg = model.cfg
     d, h, dqk, dv, big_n = cfg.embedding_dim, cfg.num_heads, cfg.dqk, cfg.dv, cfg.max_seq_len
     outs = []
@@ -151,7 +158,10 @@ def _loop_hstu(model: HSTU, items, ts, offsets) -> torch.Tensor:
             av = torch.zeros(n, h * dv)
             norm = big_n if cfg.attn_norm == "max_len" else n
             for i in range(n):
-                request_ts = int(ts[s + i + 1]) if i + 1 < n else int(ts[s + i])  # the next action's time
+                if i + 1 < n:  # the next action's time
+                    request_ts = int(ts[s + i + 1])
+                else:
+                    request_ts = int(ts[s + i]) if request is None else int(request[b])
                 for j in range(i + 1):
                     rab = 0.0
                     if cfg.use_rab:
@@ -195,6 +205,44 @@ def test_model_matches_a_loop_implementation_of_the_paper(cfg):
     with torch.no_grad():
         torch.testing.assert_close(model(items, ts, offsets), _loop_hstu(model, items, ts, offsets),
                                    rtol=1e-4, atol=1e-5)
+
+
+def _events() -> SequenceData:
+    """Three users whose events are spread over every time scale (seconds to months)."""
+    gaps = [[0, 1, 3, 40, 1000, 90_000, 2], [7, 500, 10**6, 5], [60, 3600, 10**7, 0, 1, 86_400]]
+    return SequenceData.from_sequences(
+        [[1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15, 16, 17]],
+        num_items=17, timestamps=[list(1_600_000_000 + np.cumsum(g)) for g in gaps],
+    )
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_every_position_is_scored_at_the_next_events_time(split):
+    """Query i of a user's input is scored at the time of the event after it, from the raw events:
+    for the last input position that is the training target's, validation item's or test item's
+    time (the request time), in training and evaluation alike."""
+    data = _events()
+    cfg = ModelConfig(num_blocks=1, embedding_dim=8, num_heads=2, max_seq_len=4, dropout=0.0, num_time_buckets=40)
+    torch.manual_seed(0)
+    model = HSTU(cfg, 17).eval()
+    with torch.no_grad():
+        model.blocks[0].ts_weights.normal_(0.0, 1.0)
+    if split == "train":
+        batch = next(train_batches(data, max_seq_len=4, batch_size=8, rng=np.random.default_rng(0)))
+    else:
+        batch = next(eval_batches(data, split=split, max_seq_len=4, batch_size=8))
+    # The loop's request times come from the raw events: the event right after each input.
+    cut = CUTS[split]
+    request = [int(data.timestamps[data.offsets[u] + data.lengths[u] - cut]) for u in batch.user_ids.tolist()]
+    with torch.no_grad():
+        got = model(batch.item_ids, batch.timestamps, batch.seq_offsets, batch.request_timestamps)
+        want = _loop_hstu(model, batch.item_ids, batch.timestamps, batch.seq_offsets, request)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    last = batch.seq_offsets[1:] - 1
+    # Scored at its own time instead, the last position would differ (the pre-fix behaviour).
+    with torch.no_grad():
+        own = _loop_hstu(model, batch.item_ids, batch.timestamps, batch.seq_offsets)
+    assert not torch.allclose(own[last], want[last], atol=1e-4)
 
 
 def test_attention_normalisation_options_differ_only_by_the_divisor():

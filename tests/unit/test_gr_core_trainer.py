@@ -53,13 +53,22 @@ def test_result_bookkeeping(tiny_result):
     assert [e for e, _ in evals] == [3, 6, 9, 10]  # every 3 epochs and the last
     assert set(evals[0][1]) == {"val/hr@10", "val/hr@50", "val/ndcg@10", "val/ndcg@50", "val/mrr"}
     assert [s for s, _ in steps] == list(range(1, result.steps + 1))
-    assert set(result.metrics) == {"hr@10", "hr@50", "ndcg@10", "ndcg@50", "mrr", "val_ndcg@10", "final_train_loss"}
+    names = {"hr@10", "hr@50", "ndcg@10", "ndcg@50", "mrr"}
+    assert set(result.metrics) == {*names, *(f"val_{m}" for m in names), *(f"final_{m}" for m in names),
+                                   "final_train_loss"}
     lengths = train_sequence_lengths(TINY.data, TINY.model.max_seq_len)
     assert result.train_tokens == TINY.train.epochs * int(lengths.sum())
+    # Cumulative tokens at each evaluation, and the tokens behind the reported (best) epoch.
+    assert [h["train_tokens"] for h in result.history] == [e * int(lengths.sum()) for e in (3, 6, 9, 10)]
+    assert result.tokens_at_best == result.best_epoch * int(lengths.sum())
+    assert result.selection_metric == "ndcg@10"
+    assert {f"final_{m}": result.history[-1][f"test/{m}"] for m in names} == {
+        k: v for k, v in result.metrics.items() if k.startswith("final_") and k != "final_train_loss"}
     assert result.steps == TINY.train.epochs * int(np.ceil((lengths > 0).sum() / TINY.train.batch_size))
     best = max(result.history, key=lambda h: h["val/ndcg@10"])
     assert result.best_epoch == best["epoch"]
     assert result.metrics["val_ndcg@10"] == best["val/ndcg@10"]
+    assert result.metrics["val_hr@10"] == best["val/hr@10"]  # validation values of the same epoch
     assert result.metrics["hr@10"] == best["test/hr@10"]
     assert result.num_params["total"] == result.num_params["embedding"] + result.num_params["non_embedding"]
     assert result.wall_time_s > 0
@@ -102,6 +111,50 @@ def test_early_stopping_reports_test_at_the_best_validation_epoch(monkeypatch):
     assert result.metrics["ndcg@10"] == 3.0 and result.metrics["val_ndcg@10"] == 0.3
     lengths = train_sequence_lengths(cfg.data, cfg.model.max_seq_len)
     assert result.train_tokens == 4 * int(lengths.sum())
+
+
+@pytest.mark.parametrize(
+    "selection, best_epoch, epochs_run",
+    [("ndcg@10", 2, 4), ("hr@10", 3, 5), ("mrr", 1, 3), ("auto", 2, 4)],
+)
+def test_selection_and_early_stopping_follow_the_selection_metric(monkeypatch, selection, best_epoch, epochs_run):
+    """Validation ndcg@10, hr@10 and mrr peak at different epochs: the trainer must choose its
+    reported epoch, and stop, on train.selection_metric (a sweep's metric), not on ndcg@10."""
+    import gr_core.trainer as trainer
+
+    # Per epoch (val, then test at 10x): ndcg@10 peaks at 2, hr@10 at 3, mrr at 1.
+    val = {"ndcg@10": [0.1, 0.5, 0.3, 0.2, 0.2, 0.1], "hr@10": [0.2, 0.3, 0.6, 0.4, 0.5, 0.1],
+           "mrr": [0.9, 0.1, 0.2, 0.3, 0.4, 0.5]}
+    calls = iter(range(100))
+
+    def fake_evaluate(model, batches):
+        list(batches)
+        call = next(calls)
+        epoch, is_test = call // 2, call % 2
+        return {m: v[epoch] * (10 if is_test else 1) for m, v in val.items()}
+
+    monkeypatch.setattr(trainer, "evaluate", fake_evaluate)
+    cfg = RunConfig(
+        data=DataConfig(num_users=60, num_items=30, num_clusters=3, max_events=10),
+        model=ModelConfig(num_blocks=1, embedding_dim=8, max_seq_len=8),
+        train=TrainConfig(epochs=6, batch_size=32, num_negatives=4, patience=2, selection_metric=selection),
+    )
+    result = train_run(cfg)
+    chosen = "ndcg@10" if selection == "auto" else selection
+    assert result.selection_metric == chosen
+    assert (result.best_epoch, result.epochs_run) == (best_epoch, epochs_run)
+    for m in val:  # test and validation values from the same (selected) epoch
+        assert result.metrics[m] == pytest.approx(10 * val[m][best_epoch - 1])
+        assert result.metrics[f"val_{m}"] == pytest.approx(val[m][best_epoch - 1])
+        assert result.metrics[f"final_{m}"] == pytest.approx(10 * val[m][epochs_run - 1])
+
+
+def test_selection_metric_is_validated_against_the_task():
+    with pytest.raises(ValueError, match=r"train.selection_metric='ne' is not reported by train.task='retrieval'"):
+        TrainConfig(selection_metric="ne")
+    with pytest.raises(ValueError, match="train.selection_metric must be"):
+        TrainConfig(selection_metric="auc")
+    assert TrainConfig(task="ranking").selection == "ne"
 
 
 def test_sasrec_trains_through_the_same_path():

@@ -18,7 +18,7 @@ def _bucket_loop(d: int, num_buckets: int) -> int:
     return int(min(max(math.floor(math.log(max(abs(d), 1)) / 0.301), 0), num_buckets))
 
 
-def _loop_attention(q, k, v, offsets, max_seq_len, alpha, norm, ts, pos_w, ts_w):
+def _loop_attention(q, k, v, offsets, max_seq_len, alpha, norm, ts, pos_w, ts_w, request=None):
     """Independent ground truth: per sequence, per query i, per key j <= i, in float64."""
     out = torch.zeros(q.shape[0], q.shape[1], v.shape[2], dtype=torch.float64)
     offsets = offsets.tolist()
@@ -27,8 +27,14 @@ def _loop_attention(q, k, v, offsets, max_seq_len, alpha, norm, ts, pos_w, ts_w)
         n = max_seq_len if norm == "max_len" else n_b
         for h in range(q.shape[1]):
             for i in range(n_b):
-                # The query's time is the next event's; the last event reuses its own.
-                next_ts = None if ts is None else ts[start + min(i + 1, n_b - 1)]
+                # The query's time is the next event's; the last query's is the request time
+                # (its own time when none is given).
+                if ts is None:
+                    next_ts = None
+                elif i + 1 < n_b:
+                    next_ts = ts[start + i + 1]
+                else:
+                    next_ts = ts[start + i] if request is None else request[b]
                 for j in range(i + 1):
                     logit = alpha * float(q[start + i, h].double() @ k[start + j, h].double())
                     if pos_w is not None:
@@ -58,18 +64,28 @@ def _case(lengths, heads=2, dqk=3, dv=4, max_seq_len=6, num_buckets=6, dtype=tor
 LENGTHS = [[0], [1], [3, 0, 1, 6], [0, 2, 0], [5, 5]]
 
 
+def _request_times(ts, offsets, seed=1):
+    """A request time per sequence, after its last event by a gap that crosses bucket edges."""
+    g = torch.Generator().manual_seed(seed)
+    last = torch.tensor([int(ts[e - 1]) if e > s else 1_600_000_000 for s, e in zip(offsets[:-1], offsets[1:])])
+    return last + torch.randint(0, 10**6, (last.numel(),), generator=g)
+
+
 @pytest.mark.parametrize("lengths", LENGTHS)
 @pytest.mark.parametrize("norm", ["max_len", "seq_len"])
 @pytest.mark.parametrize("rab", ["none", "pos", "ts", "both"])
-def test_reference_matches_loops(lengths, norm, rab):
+@pytest.mark.parametrize("with_request", [False, True])
+def test_reference_matches_loops(lengths, norm, rab, with_request):
     q, k, v, offsets, n, ts, pos_w, ts_w = _case(lengths)
     pos_w = pos_w if rab in ("pos", "both") else None
     ts_w = ts_w if rab in ("ts", "both") else None
+    request = _request_times(ts, offsets) if with_request else None
     alpha = 0.7
     got = hstu_attention_reference(
-        q, k, v, offsets, n, alpha=alpha, norm=norm, timestamps=ts, pos_weights=pos_w, ts_weights=ts_w
+        q, k, v, offsets, n, alpha=alpha, norm=norm, timestamps=ts, pos_weights=pos_w, ts_weights=ts_w,
+        request_timestamps=request,
     )
-    want = _loop_attention(q, k, v, offsets, n, alpha, norm, ts, pos_w, ts_w)
+    want = _loop_attention(q, k, v, offsets, n, alpha, norm, ts, pos_w, ts_w, request)
     assert got.shape == (sum(lengths), 2, 4)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
@@ -106,6 +122,12 @@ def test_time_bias_uses_next_timestamp_and_last_reuses_own():
     assert out[2, 0, 0].item() == pytest.approx(silu(b(1000 - 0)) / n)
     assert out[2, 0, 2].item() == pytest.approx(silu(b(0)) / n)
     assert out[1, 0, 2].item() == 0.0  # causal
+    # With a request time, the last query is scored at it: gaps 5000 - ts[j].
+    out = hstu_attention_reference(q, q, v, torch.tensor([0, n]), n, timestamps=ts, ts_weights=ts_w,
+                                   request_timestamps=torch.tensor([5000]))
+    assert out[2, 0, 0].item() == pytest.approx(silu(b(5000 - 0)) / n)
+    assert out[2, 0, 2].item() == pytest.approx(silu(b(5000 - 1000)) / n)
+    assert out[0, 0, 0].item() == pytest.approx(silu(b(10 - 0)) / n)  # other queries unchanged
 
 
 def _op_args(case, rab=True):
@@ -116,9 +138,10 @@ def _op_args(case, rab=True):
 def test_custom_op_gradcheck_float64():
     q, k, v, offsets, n, ts, pos_w, ts_w = _case([3, 0, 1, 2], heads=2, dqk=2, dv=2, max_seq_len=4, num_buckets=8)
     inputs = [x.clone().requires_grad_(True) for x in (q, k, v, pos_w, ts_w)]
+    request = _request_times(ts, offsets)
 
     def f(q_, k_, v_, pw, tw):
-        return hstu_attention_op(q_, k_, v_, offsets, n, 0.9, "seq_len", ts, pw, tw)
+        return hstu_attention_op(q_, k_, v_, offsets, n, 0.9, "seq_len", ts, pw, tw, request)
 
     assert torch.autograd.gradcheck(f, inputs)
 
@@ -183,3 +206,31 @@ def test_invalid_inputs_raise_actionable_errors():
         hstu_attention_reference(q, k, v, offsets, n, norm="sqrt")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="end at T"):
         hstu_attention_reference(q, k, v, torch.tensor([0, 3]), n)
+
+
+@pytest.mark.parametrize("rab", [True, False])
+def test_per_sequence_matmuls_match_the_reference_and_are_counted_not_asserted(rab):
+    """The per-sequence form (what `flops --measure` counts) computes the same attention and
+    gradients, and FlopCounterMode sees its matmuls (2 n^2 H (Dqk + Dv) forward, twice that
+    backward), not the op's registered formula."""
+    from kernels.per_sequence import per_sequence_attention
+
+    lengths = [5, 0, 1, 3]
+    q, k, v, offsets, n, ts, pos_w, ts_w = _case(lengths, heads=2, dqk=3, dv=4)
+    request = _request_times(ts, offsets)
+    leaves = [x.clone().requires_grad_(True) for x in ([q, k, v, pos_w, ts_w] if rab else [q, k, v])]
+    kw = dict(timestamps=ts, pos_weights=leaves[3] if rab else None, ts_weights=leaves[4] if rab else None,
+              request_timestamps=request)
+    grad_out = torch.randn(q.shape[0], 2, 4, dtype=torch.float64)
+    want = hstu_attention_reference(*leaves[:3], offsets, n, alpha=0.9, **kw)
+    want_grads = torch.autograd.grad(want, leaves, grad_out)
+    with per_sequence_attention(), FlopCounterMode(display=False) as counter:
+        got = kernels.hstu_attention(*leaves[:3], offsets, n, alpha=0.9, impl="reference", **kw)
+        got_grads = torch.autograd.grad(got, leaves, grad_out)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    counts = {str(key): value for key, value in counter.get_flop_counts()["Global"].items()}
+    assert not any(op.startswith("gr_scaling") for op in counts)
+    formula = sum(x * x for x in lengths) * 2 * (3 + 4) * 2
+    assert counter.get_total_flops() == 3 * formula

@@ -90,8 +90,17 @@ def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
     return err / scale if scale > 0 else err
 
 
+def request_times(ts, offsets, seed):
+    """Per sequence, a request time after its last event (up to ~1e6 s later), as the model passes."""
+    g = torch.Generator().manual_seed(seed)
+    ends = offsets.cpu()
+    last = torch.tensor([int(ts[e - 1]) if e > s else 1_600_000_000 for s, e in zip(ends[:-1], ends[1:])])
+    return (last + torch.exp(torch.rand(last.numel(), generator=g) * 14).long()).to(ts.device)
+
+
 def check_against_reference(lengths, heads, dqk, dv, max_seq_len, rab, norm, alpha=0.5, num_buckets=128,
-                            seed=0, dtype=torch.float32, device="cpu", tol=None, layout="contiguous"):
+                            seed=0, dtype=torch.float32, device="cpu", tol=None, layout="contiguous",
+                            request=False):
     q, k, v, dout, offsets, ts, pos_w, ts_w = make_case(
         lengths, heads, dqk, dv, max_seq_len, num_buckets, seed, dtype, device)
     if layout == "fused":
@@ -103,7 +112,8 @@ def check_against_reference(lengths, heads, dqk, dv, max_seq_len, rab, norm, alp
     pos_w = pos_w if rab in ("pos", "both") else None
     ts_w = ts_w if rab in ("ts", "both") else None
     args = (q, k, v, offsets, max_seq_len)
-    kw = dict(timestamps=ts, pos_weights=pos_w, ts_weights=ts_w)
+    kw = dict(timestamps=ts, pos_weights=pos_w, ts_weights=ts_w,
+              request_timestamps=request_times(ts, offsets, seed) if request else None)
     tol = TOLERANCE[dtype] if tol is None else tol
 
     out = hstu_attention_fwd_triton(*args, alpha, norm, **kw)
@@ -139,12 +149,13 @@ def _grid_cases(count: int, seed: int = 20240611) -> list[dict]:
             norm=("max_len", "seq_len")[(i // 2) % 2],
             alpha=rng.choice([0.25, 0.7, 1.0]),
             seed=i,
+            request=i % 2 == 1,
         ))
     return cases
 
 
 @pytest.mark.parametrize("case", _grid_cases(10), ids=lambda c: f"B{len(c['lengths'])}H{c['heads']}"
-                         f"d{c['dqk']}x{c['dv']}-{c['rab']}-{c['norm']}")
+                         f"d{c['dqk']}x{c['dv']}-{c['rab']}-{c['norm']}{'-request' if c['request'] else ''}")
 def test_matches_reference_on_random_grid(case):
     check_against_reference(device=DEVICE, **case)
 
@@ -161,6 +172,12 @@ def test_matches_reference_on_random_grid(case):
 )
 def test_edge_lengths(name, lengths, max_seq_len, rab, norm):
     check_against_reference(lengths, 2, 16, 32, max_seq_len, rab, norm, device=DEVICE)
+
+
+@pytest.mark.parametrize("lengths", [[0, 1, 2], EDGE_LENGTHS])
+def test_request_time_of_the_last_query(lengths):
+    # The last query of each sequence is scored at its request time, in every kernel.
+    check_against_reference(lengths, 2, 16, 16, 65, "ts", "max_len", device=DEVICE, request=True)
 
 
 def test_unpadded_head_dims_and_few_buckets():

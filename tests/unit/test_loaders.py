@@ -150,3 +150,41 @@ def test_config_rules_for_real_sources(raw, fragment):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="is not a file"):
         load_real("ml-1m", tmp_path / "nope.dat", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("source", ["ml-100k", "ml-1m", "ml-20m"])
+def test_catalogue_candidates_number_every_item_of_the_item_file(tmp_path, source):
+    """Items 5 and 25 are in the item file but never rated: with candidates = "catalogue" they get
+    ids too (in original-id order), so they are embedded, sampled and ranked."""
+    path = _write(tmp_path, source)
+    catalogue = [5, 10, 20, 25, 30, 40]
+    if source == "ml-100k":
+        (tmp_path / "u.item").write_bytes("".join(f"{i}|T\xe9tre ({i})|01-Jan-1995||\n" for i in catalogue).encode("latin-1"))
+    elif source == "ml-1m":
+        (tmp_path / "movies.dat").write_bytes("".join(f"{i}::T\xe9tre ({i})::Drama\n" for i in catalogue).encode("latin-1"))
+    else:
+        (tmp_path / "movies.csv").write_text("movieId,title,genres\n" + "".join(f'{i},"Title, The ({i})",Drama\n' for i in catalogue))
+    rated = load_real(source, path, cache_dir=tmp_path / "cache")
+    full = load_real(source, path, candidates="catalogue", cache_dir=tmp_path / "cache")
+    assert rated.num_items == 4 and full.num_items == 6
+    # 10->2, 20->3, 30->5, 40->6 in the catalogue numbering (5->1, 25->4 unrated).
+    assert _per_user(full, "item_ids") == [[2, 3, 6], [3, 5, 2]]
+    assert _per_user(full, "timestamps") == EXPECTED_TS
+    cfg = DataConfig(source=source, path=str(path), candidates="catalogue")
+    assert dataset_num_items(cfg) == 6
+
+
+def test_catalogue_candidates_need_the_item_file(tmp_path):
+    path = _write(tmp_path, "ml-1m")
+    with pytest.raises(ValueError, match=r"movies\.dat.*does not exist.*candidates='rated'"):
+        load_real("ml-1m", path, candidates="catalogue", cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="amazon-books"):
+        DataConfig(source="amazon-books", path="x.csv", candidates="catalogue")
+    with pytest.raises(ValueError, match="synthetic"):
+        DataConfig(candidates="catalogue")
+
+
+def test_real_ml100k_catalogue_equals_its_rated_items(real_ml100k):
+    # ML-100K's 1682 movies are all rated at least once, so both candidate sets agree there.
+    assert load_real("ml-100k", real_ml100k, candidates="catalogue").num_items == 1682
+    assert load_real("ml-100k", real_ml100k).num_items == 1682

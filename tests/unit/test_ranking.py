@@ -116,6 +116,6 @@ def test_ranking_only_task_selects_on_ne():
         train=TrainConfig(task="ranking", epochs=3, batch_size=64, lr=1e-2),
     )
     result = train_run(cfg)
-    assert set(result.metrics) == {"ne", "val_ne", "final_train_loss"}
+    assert set(result.metrics) == {"ne", "val_ne", "final_ne", "final_train_loss"}
     best = min(result.history, key=lambda h: h["val/ne"])
     assert result.best_epoch == best["epoch"] and result.metrics["ne"] == best["test/ne"]

@@ -131,3 +131,26 @@ def test_hstu_only_fields_are_rejected_for_sasrec():
         ModelConfig(family="sasrec", attention_dim=8)
     with pytest.raises(ValueError, match="model.ffn_hidden_dim do not apply to model.family='hstu'"):
         ModelConfig(ffn_hidden_dim=8)
+
+
+def test_per_sequence_softmax_attention_matches_the_op_and_is_counted_not_asserted():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gr_core.softmax_attention import jagged_softmax_attention
+    from kernels.per_sequence import per_sequence_attention
+
+    g = torch.Generator().manual_seed(0)
+    lengths = [4, 0, 1, 6]
+    offsets = torch.tensor([0, 4, 4, 5, 11])
+    q, k, v = (torch.randn(11, 2, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    grad = torch.randn(11, 2, 3, generator=g, dtype=torch.float64)
+    want = jagged_softmax_attention(q, k, v, offsets)
+    want_grads = torch.autograd.grad(want, (q, k, v), grad)
+    with per_sequence_attention(), FlopCounterMode(display=False) as counter:
+        got = jagged_softmax_attention(q, k, v, offsets)
+        got_grads = torch.autograd.grad(got, (q, k, v), grad)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(a, b)
+    assert not any(str(op).startswith("gr_core") for op in counter.get_flop_counts()["Global"])
+    assert counter.get_total_flops() == 3 * sum(n * n for n in lengths) * 2 * (3 + 3) * 2

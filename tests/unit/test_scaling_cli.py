@@ -90,7 +90,10 @@ def test_flops_measure_matches_the_flop_counter(capsys: pytest.CaptureFixture[st
     assert measured["ratio"] == pytest.approx(1.0, abs=0.01)
     assert measured["measured_matmul_flops"] == pytest.approx(measured["analytic_matmul_flops"], rel=1e-9)
     assert measured["num_sequences"] == 8  # one full batch
-    assert set(measured["by_op"]) >= {"aten.mm", "aten.bmm", "gr_scaling.hstu_attention"}
+    # Attention is counted from the matmuls that ran (per-sequence matmuls), never from the
+    # formula the attention op registers: a circular check would always give 1.000000.
+    assert set(measured["by_op"]) >= {"aten.mm", "aten.bmm"}
+    assert not {op for op in measured["by_op"] if op.startswith("gr_")}
     assert 0 < measured["mfu"] < 1
     assert measured["achieved_flops_per_s"] == pytest.approx(measured["mfu"] * measured["cpu_peak_flops_per_s"])
     assert main(["flops", "--measure", *TINY]) == 0
@@ -157,11 +160,9 @@ def test_flops_on_real_data_counts_the_files_items(
     assert f"+ ranking head {3 * d * d + 2 * d + 1:,}" in text
 
 
-@pytest.mark.parametrize(("family", "attention_op"), [
-    ("hstu", "gr_scaling.hstu_attention"), ("sasrec", "gr_core.jagged_softmax_attention"),
-])
+@pytest.mark.parametrize("family", ["hstu", "sasrec"])
 def test_flops_measure_runs_the_configured_family_and_data(
-    tmp_path: Path, tiny_ml100k: Path, capsys: pytest.CaptureFixture[str], family: str, attention_op: str
+    tmp_path: Path, tiny_ml100k: Path, capsys: pytest.CaptureFixture[str], family: str
 ) -> None:
     out = _run_json(capsys, "--measure", str(_real_data_toml(tmp_path, tiny_ml100k, family=family)))
     measured = out["measured_step"]
@@ -169,8 +170,7 @@ def test_flops_measure_runs_the_configured_family_and_data(
     assert measured["num_tokens"] == 2 + 3 + 4 + 5 + 6  # 5..9 events, minus the 3 held back
     assert measured["measured_matmul_flops"] == pytest.approx(measured["analytic_matmul_flops"], rel=1e-9)
     assert (measured["family"], measured["data_source"], measured["num_items"]) == (family, "ml-100k", 7)
-    attention_ops = {"gr_scaling.hstu_attention", "gr_core.jagged_softmax_attention"}
-    assert {op for op in measured["by_op"] if op in attention_ops} == {attention_op}
+    assert not {op for op in measured["by_op"] if op.startswith("gr_")}  # counted, not the op's formula
 
 
 def test_train_reports_params_over_the_real_items(

@@ -174,3 +174,17 @@ def test_metric_the_task_does_not_report_fails_naming_the_fix(raw: dict, fragmen
     with pytest.raises(ValueError) as info:
         spec_from_dict(raw, source="ne.toml")
     assert fragment in str(info.value)
+
+
+def test_every_run_selects_on_the_sweep_metric() -> None:
+    # The trainer picks the reported epoch (and early-stops) on the same metric the ledger records.
+    spec = spec_from_dict({"sweep": {"metric": "hr@50"}, "axes": {"width": [8, 16]}}, source="sel.toml")
+    assert {config.train.selection_metric for _, config in spec.run_configs()} == {"hr@50"}
+    plan = plan_sweep(spec)
+    assert {run.config["train"]["selection_metric"] for run in plan.runs} == {"hr@50"}
+    with pytest.raises(ValueError, match=r"sel.toml: \[base.train\] selection_metric = 'mrr' differs from "
+                                         r"sweep.metric = 'hr@50'; remove it"):
+        spec_from_dict({"sweep": {"metric": "hr@50"}, "base": {"train": {"selection_metric": "mrr"}}},
+                       source="sel.toml")
+    with pytest.raises(ValueError, match="cannot be an axis"):
+        spec_from_dict({"axes": {"train.selection_metric": ["hr@10", "mrr"]}}, source="sel.toml")
