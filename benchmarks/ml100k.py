@@ -1,182 +1,259 @@
-"""HSTU vs SASRec on MovieLens-100K: same budget, several seeds, test metrics at the best epoch.
+"""HSTU vs SASRec on MovieLens-100K: settings chosen on validation only, 5 seeds, paired test differences.
 
-    python benchmarks/ml100k.py                       # 3 seeds each, 2 processes, ~25 min on 2 cores
-    python benchmarks/ml100k.py --data PATH/u.data --seeds 0 --epochs 2   # a quick smoke run
+    python benchmarks/ml100k.py                     # the full protocol, ~70-90 min on 2 cores
+    python benchmarks/ml100k.py --seeds 0 1 --epochs 2 --lrs 1e-3 --dropouts 0.5   # a quick smoke run
 
-The defaults are configs/ml-100k-{hstu,sasrec}.toml (ML-1M's published shape with max length 100
-and dropout 0.5; see the comment there). Both models get the same budget: embedding dim, blocks,
-heads, max length, dropout, epochs,
-batch size, negatives, learning rate, evaluation schedule and task; each run trains retrieval and
-ranking jointly (`train.task = "both"`), is selected on validation NDCG@10 and reports test
-HR@10/50, NDCG@10/50, MRR and NE (ranking: action = rating >= 4) at that epoch. Runs use one
-torch thread each and run `--jobs` at a time in separate processes. Writes
-benchmarks/results/ml100k.json (every run, mean and sample std per model, the configs, the
-machine) and prints a markdown table. The data file is read in place and never copied.
+Protocol (the shape is ML-1M's published one with max length 100: D 50, 2 blocks, 1 head, batch
+128, 128 negatives, retrieval and ranking trained jointly, `train.task = "both"`):
+
+1. Search, validation only. For each model, every (learning rate, dropout) of `--lrs` x
+   `--dropouts` trains with seed `--seeds[0]`, up to `--epochs` epochs with early stopping
+   (`--patience` epochs without a better validation NDCG@10, evaluated every `--eval-every`); the
+   setting with the best validation NDCG@10 (at its selected epoch) is kept. Test metrics are
+   computed by the trainer at every evaluation but are never read here before the choice is made.
+2. Comparison. The chosen setting of each model trains with every seed of `--seeds` (the search
+   run is reused for the first); each run reports its test metrics at its best validation epoch.
+3. Statistics. For hr@10, hr@50, ndcg@10, ndcg@50, mrr and NE, the difference HSTU - SASRec with a
+   95% interval from `analysis.paired.paired_difference`: a paired bootstrap over the test users
+   of the seed-averaged per-user values, plus the seed-to-seed variance (coverage checked by
+   simulation in tests/unit/test_analysis_paired.py). Significant = the interval excludes 0.
+   Higher is better except for NE.
+
+Runs use one torch thread each and run `--jobs` at a time in separate processes. Writes
+benchmarks/results/ml100k.json (the search, every run, means and sample SDs, the paired
+differences, the machine, the command and wall time) and prints markdown tables. The data file is
+read in place and never copied.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing as mp
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from analysis.paired import PairedDifference, binary_cross_entropy, paired_difference, rank_metrics  # noqa: E402
 from gr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 
-DEFAULT_DATA = Path("/work/shared/data/ml-100k/u.data")
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-100k" / "u.data"
 METRICS = ("hr@10", "hr@50", "ndcg@10", "ndcg@50", "mrr", "ne")
 FAMILIES = ("hstu", "sasrec")
+LABELS = {"hstu": "HSTU", "sasrec": "SASRec"}
+SELECTION = "ndcg@10"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MovieLens-100K u.data")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3], help="learning rates searched")
+    p.add_argument("--dropouts", type=float, nargs="+", default=[0.2, 0.5], help="dropouts searched")
     p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--patience", type=int, default=20, help="epochs without a better validation ndcg@10")
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--embedding-dim", type=int, default=50)
     p.add_argument("--blocks", type=int, default=2)
     p.add_argument("--heads", type=int, default=1)
     p.add_argument("--max-seq-len", type=int, default=100)
-    p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--negatives", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--task", choices=["retrieval", "both"], default="both")
+    p.add_argument("--bootstrap", type=int, default=4000, help="bootstrap replicates of each difference")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ml100k.json")
     return p.parse_args(argv)
 
 
-def run_configs(args: argparse.Namespace) -> list[RunConfig]:
-    """One config per (family, seed); the families differ in `model.family` only."""
-    data = DataConfig(source="ml-100k", path=str(args.data))
-    configs = []
-    for seed in args.seeds:
-        for family in FAMILIES:
-            model = ModelConfig(
-                family=family, embedding_dim=args.embedding_dim, num_blocks=args.blocks, num_heads=args.heads,
-                max_seq_len=args.max_seq_len, dropout=args.dropout,
-            )
-            train = TrainConfig(
-                task=args.task, epochs=args.epochs, batch_size=args.batch_size, num_negatives=args.negatives,
-                lr=args.lr, eval_every=args.eval_every, eval_batch_size=128, seed=seed, num_threads=1,
-            )
-            configs.append(RunConfig(data=data, model=model, train=train))
-    return configs
+def make_config(args: argparse.Namespace, family: str, lr: float, dropout: float, seed: int) -> RunConfig:
+    """One run; the two families differ in `model.family` only, and share every other setting."""
+    return RunConfig(
+        data=DataConfig(source="ml-100k", path=str(args.data)),
+        model=ModelConfig(family=family, embedding_dim=args.embedding_dim, num_blocks=args.blocks,
+                          num_heads=args.heads, max_seq_len=args.max_seq_len, dropout=dropout),
+        train=TrainConfig(task="both", epochs=args.epochs, batch_size=args.batch_size, num_negatives=args.negatives,
+                          lr=lr, eval_every=args.eval_every, patience=args.patience, eval_batch_size=128, seed=seed,
+                          num_threads=1, selection_metric=SELECTION),
+    )
 
 
 def one_run(config: RunConfig) -> dict[str, Any]:
-    """Train one config (in a worker process) and return what the JSON keeps of it."""
+    """Train one config (in a worker process); its metrics, compute and per-user test outcomes."""
     from gr_core.lengths import dataset_num_items
     from gr_core.trainer import train_run
     from scaling import count_params, run_flops
 
     result = train_run(config)
     flops = run_flops(config.data, config.model, config.train)
+    per_user = result.test_per_user
+    assert np.array_equal(per_user["user_ids"], per_user["ranking_user_ids"]), "retrieval and ranking users differ"
     return {
         "family": config.model.family,
+        "lr": config.train.lr,
+        "dropout": config.model.dropout,
         "seed": config.train.seed,
         "run_id": config.run_id,
         "metrics": result.metrics,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "wall_time_s": result.wall_time_s,
-        "train_flops": flops.train,
-        "eval_flops": flops.eval_total,
+        "train_flops_planned": flops.train,
+        "train_flops_spent": flops.train * result.epochs_run / config.train.epochs,
         "params": count_params(config.model, dataset_num_items(config.data), task=config.train.task).to_dict(),
         "history": result.history,
+        "per_user": {k: v.tolist() for k, v in per_user.items()},
     }
 
 
+def run_all(configs: list[RunConfig], jobs: int) -> list[dict[str, Any]]:
+    # HSTU runs first: they are the longer ones, so the pool's tail is short.
+    configs = sorted(configs, key=lambda c: c.model.family != "hstu")
+    ctx = mp.get_context("spawn")
+    runs = []
+    with ctx.Pool(jobs, maxtasksperchild=1) as pool:
+        for run in pool.imap_unordered(one_run, configs):
+            m = run["metrics"]
+            print(f"{run['family']} lr {run['lr']:g} dropout {run['dropout']:g} seed {run['seed']}: val {SELECTION} "
+                  f"{m['val_' + SELECTION]:.4f} (epoch {run['best_epoch']} of {run['epochs_run']}), "
+                  f"{run['wall_time_s']:.0f} s", flush=True)
+            runs.append(run)
+    return runs
+
+
+def choose(search: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per family, the (lr, dropout) with the best validation ndcg@10: test values are not read."""
+    chosen = {}
+    for family in FAMILIES:
+        best = max((r for r in search if r["family"] == family), key=lambda r: r["metrics"][f"val_{SELECTION}"])
+        chosen[family] = {"lr": best["lr"], "dropout": best["dropout"]}
+    return chosen
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per family and metric (plus wall time and FLOPs): mean and sample std over seeds."""
+    """Per family and metric (plus wall time and spent FLOPs): mean and sample SD over seeds."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for family in FAMILIES:
         rows = [r for r in runs if r["family"] == family]
-        values = {m: [r["metrics"][m] for r in rows if m in r["metrics"]] for m in METRICS}
+        values = {m: [r["metrics"][m] for r in rows] for m in METRICS}
         values["wall_time_s"] = [r["wall_time_s"] for r in rows]
-        values["train_flops"] = [r["train_flops"] for r in rows]
+        values["train_flops_spent"] = [r["train_flops_spent"] for r in rows]
         out[family] = {
             name: {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
-            for name, v in values.items() if v
+            for name, v in values.items()
         }
     return out
 
 
-def markdown_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
-    cols = [m for m in METRICS if m in summary["hstu"]] + ["wall_time_s", "train_flops"]
-    header = "| model | " + " | ".join(c.replace("_s", " (s)").replace("train_flops", "train FLOPs") for c in cols) + " |"
-    lines = [header, "|" + "---|" * (len(cols) + 1)]
+def per_user_values(runs: list[dict[str, Any]], family: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """[seeds, users] per-user values of each metric (NE: per-user cross-entropy), and the labels."""
+    rows = sorted((r for r in runs if r["family"] == family), key=lambda r: r["seed"])
+    users = np.asarray(rows[0]["per_user"]["user_ids"])
+    labels = np.asarray(rows[0]["per_user"]["label"], dtype=np.float64)
+    for r in rows:
+        assert np.array_equal(r["per_user"]["user_ids"], users), "runs were evaluated on different users"
+    ranks = np.stack([np.asarray(r["per_user"]["rank"]) for r in rows])
+    values = rank_metrics(ranks)
+    values["ne"] = np.stack([binary_cross_entropy(r["per_user"]["logit"], labels) for r in rows])
+    return values, labels
+
+
+def compare(runs: list[dict[str, Any]], n_bootstrap: int) -> dict[str, PairedDifference]:
+    hstu, labels = per_user_values(runs, "hstu")
+    sasrec, labels_b = per_user_values(runs, "sasrec")
+    assert np.array_equal(labels, labels_b)
+    return {
+        m: paired_difference(m, hstu[m], sasrec[m], labels_U=labels if m == "ne" else None,
+                             n_bootstrap=n_bootstrap, seed=i)
+        for i, m in enumerate(METRICS)
+    }
+
+
+def tables(summary: dict[str, dict[str, dict[str, float]]], diffs: dict[str, PairedDifference]) -> str:
+    head = "| model | " + " | ".join(METRICS) + " | wall time (s) | train FLOPs spent |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 3)]
     for family in FAMILIES:
-        cells = []
-        for c in cols:
-            s = summary[family][c]
-            if c == "train_flops":
-                cells.append(f"{s['mean']:.3e}")
-            elif c == "wall_time_s":
-                cells.append(f"{s['mean']:.0f} ± {s['std']:.0f}")
-            else:
-                cells.append(f"{s['mean']:.4f} ± {s['std']:.4f}")
-        lines.append(f"| {family.upper() if family == 'hstu' else 'SASRec'} | " + " | ".join(cells) + " |")
+        s = summary[family]
+        cells = [f"{s[m]['mean']:.4f} ± {s[m]['std']:.4f}" for m in METRICS]
+        cells += [f"{s['wall_time_s']['mean']:.0f} ± {s['wall_time_s']['std']:.0f}",
+                  f"{s['train_flops_spent']['mean']:.3e}"]
+        lines.append(f"| {LABELS[family]} | " + " | ".join(cells) + " |")
+    cells = []
+    for m in METRICS:
+        d = diffs[m]
+        mark = "**" if d.significant else ""
+        cells.append(f"{mark}{d.estimate:+.4f}{mark} [{d.interval[0]:+.4f}, {d.interval[1]:+.4f}]")
+    lines.append("| HSTU - SASRec (95% CI) | " + " | ".join(cells) + " | | |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.data.is_file():
-        raise SystemExit(f"--data {args.data}: not a file (MovieLens-100K u.data)")
-    configs = run_configs(args)
+        raise SystemExit(f"error: --data {args.data}: not a file (MovieLens-100K u.data); pass --data PATH/u.data")
     start = time.perf_counter()
-    # HSTU runs first: they are the longer ones, so the pool's tail is short.
-    configs.sort(key=lambda c: c.model.family != "hstu")
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(args.jobs, maxtasksperchild=1) as pool:
-        runs = []
-        for run in pool.imap_unordered(one_run, configs):
-            m = run["metrics"]
-            print(f"{run['family']} seed {run['seed']}: test hr@10 {m['hr@10']:.4f} ndcg@10 {m['ndcg@10']:.4f} "
-                  f"(epoch {run['best_epoch']}), {run['wall_time_s']:.0f} s", flush=True)
-            runs.append(run)
+    grid = list(itertools.product(args.lrs, args.dropouts))
+    search_configs = [make_config(args, f, lr, p, args.seeds[0]) for f in FAMILIES for lr, p in grid]
+    print(f"search: {len(search_configs)} runs ({len(grid)} settings per model), seed {args.seeds[0]}", flush=True)
+    search = run_all(search_configs, args.jobs) if len(grid) > 1 else []
+    chosen = choose(search) if search else {f: {"lr": args.lrs[0], "dropout": args.dropouts[0]} for f in FAMILIES}
+    print(f"chosen on validation {SELECTION}: {chosen}", flush=True)
+    reused = [r for r in search if (r["lr"], r["dropout"]) == (chosen[r["family"]]["lr"], chosen[r["family"]]["dropout"])]
+    todo = [make_config(args, f, chosen[f]["lr"], chosen[f]["dropout"], s) for f in FAMILIES for s in args.seeds
+            if not (search and s == args.seeds[0])]
+    runs = reused + run_all(todo, args.jobs)
     total = time.perf_counter() - start
     runs.sort(key=lambda r: (r["family"], r["seed"]))
     summary = summarize(runs)
-    hstu, sasrec = summary["hstu"], summary["sasrec"]
-    acceptance = {
-        m: hstu[m]["mean"] > sasrec[m]["mean"] for m in ("hr@10", "ndcg@10")
-    }
+    diffs = compare(runs, args.bootstrap)
+    table = tables(summary, diffs)
     out = {
-        "benchmark": "ml100k: HSTU vs SASRec, same budget",
+        "benchmark": "ml100k: HSTU vs SASRec, settings chosen on validation, paired per-user test differences",
+        "command": "python benchmarks/ml100k.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "data": {"source": "ml-100k", "file": args.data.name},
-        "budget": {k: v for k, v in vars(args).items() if k not in ("data", "out")},
-        "configs": {c.model.family: c.to_dict() for c in configs if c.train.seed == args.seeds[0]},
-        "runs": runs,
-        "summary": summary,
-        "hstu_beats_sasrec": acceptance,
-        "table": markdown_table(summary),
-        "total_wall_time_s": total,
-        "machine": {
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "jobs": args.jobs, "torch_threads_per_run": 1,
+        "protocol": {
+            "search": {"lr": args.lrs, "dropout": args.dropouts, "seed": args.seeds[0],
+                       "selected_on": f"validation {SELECTION} at the run's best validation epoch"},
+            "seeds": args.seeds, "epochs": args.epochs, "patience": args.patience, "eval_every": args.eval_every,
+            "shape": {"embedding_dim": args.embedding_dim, "blocks": args.blocks, "heads": args.heads,
+                      "max_seq_len": args.max_seq_len, "batch_size": args.batch_size, "negatives": args.negatives},
+            "evaluation": {"split": "leave-one-out (last = test, second-to-last = validation)",
+                           "ranking": "full ranking over the rated items (data.candidates = 'rated'); "
+                                      "history filter 'full' (train.eval_filter)",
+                           "reported": "test metrics at each run's best validation ndcg@10 epoch"},
+            "comparison": diffs["ndcg@10"].to_dict()["test"],
         },
+        "search": [{k: r[k] for k in ("family", "lr", "dropout", "seed", "best_epoch", "epochs_run")}
+                   | {"val_ndcg@10": r["metrics"][f"val_{SELECTION}"]} for r in search],
+        "chosen": chosen,
+        "runs": [{k: v for k, v in r.items() if k != "per_user"} for r in runs],
+        "summary": summary,
+        "hstu_minus_sasrec": {m: d.to_dict() for m, d in diffs.items()},
+        "table": table,
+        "total_wall_time_s": total,
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "jobs": args.jobs, "torch_threads_per_run": 1},
     }
-    for config in out["configs"].values():
-        config["data"]["path"] = args.data.name  # no machine paths in the results
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print()
-    print(out["table"])
-    print(f"\nHSTU beats SASRec on mean test hr@10: {acceptance['hr@10']}, ndcg@10: {acceptance['ndcg@10']}; "
-          f"total wall time {total / 60:.1f} min; wrote {args.out}")
+    print(table)
+    print()
+    for m, d in diffs.items():
+        better = "lower" if m == "ne" else "higher"
+        print(f"  {m} ({better} is better): HSTU - SASRec = {d.estimate:+.4f}, 95% CI [{d.interval[0]:+.4f}, "
+              f"{d.interval[1]:+.4f}], p = {d.p_value:.3g}: {'significant' if d.significant else 'not significant'}")
+    print(f"\ntotal wall time {total / 60:.1f} min; wrote {args.out}")
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 
 from gr_core.data import JaggedBatch
@@ -55,12 +56,19 @@ def ranking_metrics(ranks_B: torch.Tensor, ks: Iterable[int] = KS) -> dict[str, 
 
 
 @torch.no_grad()
-def evaluate(model: SequenceEncoder, batches: Iterable[JaggedBatch], ks: Iterable[int] = KS) -> dict[str, float]:
-    """Rank every eval batch's target by the last position's scores against all items."""
+def evaluate(
+    model: SequenceEncoder, batches: Iterable[JaggedBatch], ks: Iterable[int] = KS,
+    *, per_user: dict[str, np.ndarray] | None = None,
+) -> dict[str, float]:
+    """Rank every eval batch's target by the last position's scores against all items.
+
+    per_user: when given, filled with "user_ids" [U] (sorted) and "rank" [U] (each user's target
+    rank), for paired per-user comparisons of two models (`benchmarks/ml100k.py`).
+    """
     was_training = model.training
     model.eval()
     items_ID = model.item_vectors()
-    all_ranks = []
+    all_ranks, all_users = [], []
     for batch in batches:
         if batch.history_ids is None or batch.history_offsets is None:
             raise ValueError("evaluate needs eval batches (with history_ids); got a training batch")
@@ -70,5 +78,11 @@ def evaluate(model: SequenceEncoder, batches: Iterable[JaggedBatch], ks: Iterabl
             scores_BI = last_BD.float() @ items_ID.float().T
         scores = filter_history(scores_BI, batch.history_ids, batch.history_offsets)
         all_ranks.append(target_ranks(scores, batch.target_ids))
+        all_users.append(batch.user_ids)
     model.train(was_training)
-    return ranking_metrics(torch.cat(all_ranks), ks)
+    ranks = torch.cat(all_ranks)
+    if per_user is not None:
+        users = torch.cat(all_users).cpu().numpy()
+        order = np.argsort(users, kind="stable")
+        per_user.update(user_ids=users[order], rank=ranks.cpu().numpy()[order])
+    return ranking_metrics(ranks, ks)

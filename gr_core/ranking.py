@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,11 +76,16 @@ def normalized_entropy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate_ranking(model: nn.Module, batches: Iterable[JaggedBatch]) -> dict[str, float]:
-    """{"ne"} over target-aware eval batches: the action on each sequence's last token."""
+def evaluate_ranking(
+    model: nn.Module, batches: Iterable[JaggedBatch], *, per_user: dict[str, np.ndarray] | None = None
+) -> dict[str, float]:
+    """{"ne"} over target-aware eval batches: the action on each sequence's last token.
+
+    per_user: when given, filled with "ranking_user_ids" [U] (sorted), "label" and "logit" [U].
+    """
     was_training = model.training
     model.eval()
-    all_logits, all_labels = [], []
+    all_logits, all_labels, all_users = [], [], []
     for batch in batches:
         if batch.actions is None:
             raise ValueError("evaluate_ranking needs batches with actions")
@@ -88,7 +94,14 @@ def evaluate_ranking(model: nn.Module, batches: Iterable[JaggedBatch]) -> dict[s
         with full_precision(out_TD.device):  # the head in float32 even under a bf16 autocast
             all_logits.append(ranking_logits(model, out_TD[last].float(), batch.item_ids[last]))
         all_labels.append(batch.actions[last])
+        all_users.append(batch.user_ids)
     model.train(was_training)
     if not all_logits:
         raise ValueError("no sequences to evaluate: the evaluation produced no users")
-    return {"ne": normalized_entropy(torch.cat(all_logits), torch.cat(all_labels))}
+    logits, labels = torch.cat(all_logits), torch.cat(all_labels)
+    if per_user is not None:
+        users = torch.cat(all_users).cpu().numpy()
+        order = np.argsort(users, kind="stable")
+        per_user.update(ranking_user_ids=users[order], label=labels.cpu().numpy()[order],
+                        logit=logits.double().cpu().numpy()[order])
+    return {"ne": normalized_entropy(logits, labels)}

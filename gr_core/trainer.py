@@ -63,6 +63,9 @@ class TrainResult:
     to that evaluation), "train/loss", "val/<m>", "test/<m>").
     train_tokens: supervised positions processed in training, summed over the epochs run;
     tokens_at_best: the same, up to the best validation epoch (the compute behind `metrics`).
+    test_per_user: each test user's outcome at the best validation epoch, sorted by user:
+    "user_ids" and "rank" (retrieval), "ranking_user_ids", "label" and "logit" (ranking); for
+    paired per-user comparisons of models (not written to the ledger).
     epochs_run: epochs trained (fewer than train.epochs after an early stop).
     device: where it trained ("cpu", or e.g. "cuda:0 (NVIDIA H100 80GB HBM3)").
     """
@@ -76,6 +79,7 @@ class TrainResult:
     wall_time_s: float
     selection_metric: str
     tokens_at_best: int
+    test_per_user: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     epochs_run: int = 0
     resumed_from_step: int | None = None
     device: str = "cpu"
@@ -128,6 +132,7 @@ class _Progress:
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
     best: dict[str, float] | None = None
     best_epoch: int = 0
+    best_test_per_user: dict[str, Any] = dataclasses.field(default_factory=dict)
     elapsed_s: float = 0.0
 
 
@@ -222,7 +227,7 @@ def train_run(
         logger.info("run %s: checkpoint %s", config.run_id, checkpoint.directory / tag)
         return checkpoint.directory / tag
 
-    def run_eval(split: EvalSplit) -> dict[str, float]:
+    def run_eval(split: EvalSplit, per_user: dict[str, np.ndarray] | None = None) -> dict[str, float]:
         out: dict[str, float] = {}
         size = train_cfg.eval_batch_size
         with engine.evaluation() as evaluated, autocast(device, train_cfg.precision):
@@ -230,12 +235,12 @@ def train_run(
             if train_cfg.retrieval:
                 batches = eval_batches(data, split=split, max_seq_len=max_len, batch_size=size, by_length=True,
                                        history=train_cfg.eval_filter)
-                out.update(evaluate(eval_model, (batch.to(device) for batch in batches)))
+                out.update(evaluate(eval_model, (batch.to(device) for batch in batches), per_user=per_user))
             if train_cfg.ranking:
                 batches = eval_batches(
                     data, split=split, max_seq_len=max_len, batch_size=size, target_aware=True, by_length=True
                 )
-                out.update(evaluate_ranking(eval_model, (batch.to(device) for batch in batches)))
+                out.update(evaluate_ranking(eval_model, (batch.to(device) for batch in batches), per_user=per_user))
         return out
 
     def train_step(batch: JaggedBatch) -> dict[str, float]:
@@ -307,7 +312,8 @@ def train_run(
         progress.epoch, progress.batch_in_epoch = epoch + 1, 0
         if epoch % train_cfg.eval_every != 0 and epoch != train_cfg.epochs:
             continue
-        val, test = run_eval("val"), run_eval("test")
+        test_per_user: dict[str, np.ndarray] = {}
+        val, test = run_eval("val"), run_eval("test", test_per_user)
         record: dict[str, Any] = {"epoch": epoch, "train_tokens": progress.train_tokens,
                                   "train/loss": progress.epoch_loss}
         record.update({f"val/{k}": v for k, v in val.items()})
@@ -318,6 +324,7 @@ def train_run(
         _report_eval(on_eval, epoch, {f"val/{k}": v for k, v in val.items()}, group)
         if progress.best is None or sign * val[selection] > sign * progress.best[f"val/{selection}"]:
             progress.best, progress.best_epoch = record, epoch
+            progress.best_test_per_user = test_per_user
         if (
             train_cfg.patience is not None
             and epoch - progress.best_epoch >= train_cfg.patience
@@ -344,6 +351,7 @@ def train_run(
         wall_time_s=progress.elapsed_s + time.perf_counter() - clock[0],
         selection_metric=selection,
         tokens_at_best=int(best["train_tokens"]),
+        test_per_user=progress.best_test_per_user,
         epochs_run=progress.epochs_run,
         resumed_from_step=resumed_from,
         device=describe(device),

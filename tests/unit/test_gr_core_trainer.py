@@ -94,7 +94,7 @@ def test_early_stopping_reports_test_at_the_best_validation_epoch(monkeypatch):
     # Scripted validation ndcg@10 per epoch (test values are 10x): best at epoch 2, then two worse.
     script = iter([0.1, 1.0, 0.3, 3.0, 0.2, 2.0, 0.25, 2.5, 0.9, 9.0])
 
-    def fake_evaluate(model, batches):
+    def fake_evaluate(model, batches, per_user=None):
         list(batches)
         value = next(script)
         return {"hr@10": value, "ndcg@10": value}
@@ -127,7 +127,7 @@ def test_selection_and_early_stopping_follow_the_selection_metric(monkeypatch, s
            "mrr": [0.9, 0.1, 0.2, 0.3, 0.4, 0.5]}
     calls = iter(range(100))
 
-    def fake_evaluate(model, batches):
+    def fake_evaluate(model, batches, per_user=None):
         list(batches)
         call = next(calls)
         epoch, is_test = call // 2, call % 2
