@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test venv clean slurm-packages
+.PHONY: demo test venv clean slurm-packages browser-packages
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,13 @@ demo: $(STAMP)
 slurm-packages: $(STAMP)
 	$(BIN)/python -m slurm.devcluster install --best-effort
 
-test: $(STAMP) slurm-packages
+# The report's browser test (tests/unit/test_report_browser.py) opens a real report in Debian's
+# headless chromium; this installs it when missing (root + apt-get). Where it cannot, that test
+# skips with the reason, except under CI=true, where it fails.
+browser-packages: $(STAMP)
+	$(BIN)/python tests/unit/headless_chromium.py install --best-effort
+
+test: $(STAMP) slurm-packages browser-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

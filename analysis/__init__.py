@@ -1,4 +1,4 @@
-"""Scaling-law analysis: fits with bootstrap intervals, evidence tests, plots and reports.
+"""Scaling-law analysis: fits with calibrated intervals, evidence tests, plots and reports.
 
 Imports flow `analysis -> sweeps -> ...`; nothing here imports torch. Plotting (matplotlib) is
 confined to `analysis.plots` and loaded only by `analysis.report`, so importing the fits stays fast.
@@ -19,6 +19,7 @@ from analysis.fit import (
     fit_log_linear,
     fit_pure_power_law,
     fit_saturating_power_law,
+    metric_bounds,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "fit_log_linear",
     "fit_pure_power_law",
     "fit_saturating_power_law",
+    "metric_bounds",
 ]

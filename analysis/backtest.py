@@ -3,10 +3,11 @@
 `backtest` holds out the runs with the most training FLOPs (a fraction or a count; runs tied at
 the threshold FLOPs, such as seed replicates, go together), fits a form on the rest and compares
 its predictions with the held-out metrics: absolute and relative errors, and whether each held-out
-run falls inside the prediction interval (bootstrap curve + a resampled residual, so the interval
-is for one new run, not for the mean). `choose_form` picks the form with the smallest mean
-|relative error| on the held-out runs and reports AIC and BIC beside it; without any backtest
-(too few runs) it falls back to AIC and says so.
+run falls inside the prediction interval for one new run (a curve draw plus new-run noise with a
+drawn SD, `FormFit.new_run_at`; the same calibrated interval the forecasts use). `choose_form`
+picks the form with the smallest mean |relative error| on the held-out runs and reports AIC and
+BIC beside it; without any backtest (too few runs) it falls back to AIC and says so. A form in
+`excluded` (e.g. its forecast leaves the metric's range) is tabulated but never chosen.
 """
 
 from __future__ import annotations
@@ -112,14 +113,12 @@ class Backtest:
         }
 
 
-def prediction_interval(draws_SM: Array, residuals: Array, level: float, seed: int) -> tuple[Array, Array]:
-    """Quantiles of bootstrap curve draws plus a resampled residual each -> (lo, hi) [M]."""
-    m = draws_SM.shape[1]
-    if draws_SM.shape[0] < 20 or residuals.size == 0:
+def prediction_interval(new_runs_SM: Array, level: float) -> tuple[Array, Array]:
+    """Quantiles of simulated new runs (curve draw + noise each) -> (lo, hi) [M]; NaN with < 20 draws."""
+    m = new_runs_SM.shape[1]
+    if new_runs_SM.shape[0] < 20 or not np.all(np.isfinite(new_runs_SM)):
         return np.full(m, np.nan), np.full(m, np.nan)
-    rng = np.random.default_rng(seed)
-    noisy = draws_SM + rng.choice(residuals, size=draws_SM.shape)
-    lo, hi = np.quantile(noisy, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    lo, hi = np.quantile(new_runs_SM, [(1 - level) / 2, (1 + level) / 2], axis=0)
     return lo, hi
 
 
@@ -138,7 +137,7 @@ def backtest(
         predicted = fitted.predict(test)
     except ValueError as exc:
         return Backtest(predicted=nan, interval=(nan, nan), converged=False, error=str(exc), **common)
-    interval = prediction_interval(fitted.draws_at(test), fitted.residuals, level, seed)
+    interval = prediction_interval(fitted.new_run_at(test, np.random.default_rng(seed)), level)
     return Backtest(predicted=predicted, interval=interval, converged=fitted.converged, error=None, **common)
 
 
@@ -154,16 +153,21 @@ class ModelChoice:
 
 
 def choose_form(
-    fits: Mapping[str, FormFit], backtests: Mapping[str, Backtest], candidates: Sequence[str] | None = None
+    fits: Mapping[str, FormFit], backtests: Mapping[str, Backtest], candidates: Sequence[str] | None = None,
+    excluded: Mapping[str, str] | None = None,
 ) -> ModelChoice:
     """The converged form with the smallest backtest mean |relative error|; AIC when none backtested.
 
-    All `fits` are tabulated; only `candidates` (default: all) can be chosen.
+    All `fits` are tabulated; only `candidates` (default: all) not in `excluded` (form -> why) can be chosen.
     """
+    excluded = dict(excluded or {})
     converged = {k: f for k, f in fits.items() if f.converged}
-    usable = {k: f for k, f in converged.items() if candidates is None or k in candidates}
+    usable = {k: f for k, f in converged.items() if (candidates is None or k in candidates) and k not in excluded}
     if not usable:
-        return ModelChoice(chosen=None, criterion="none", reason="no form could be fitted (or none converged)", table=())
+        why = "no form could be fitted (or none converged)"
+        if excluded:
+            why += "; excluded: " + "; ".join(f"{k}: {v}" for k, v in excluded.items())
+        return ModelChoice(chosen=None, criterion="none", reason=why, table=())
     aic_min = min(f.aic for f in converged.values())
     bic_min = min(f.bic for f in converged.values())
     table = []
@@ -177,7 +181,9 @@ def choose_form(
             "delta_aic": f.aic - aic_min if name in converged else None,
             "delta_bic": f.bic - bic_min if name in converged else None,
             "candidate": name in usable,
+            "excluded": excluded.get(name),
         })
+    skipped = "".join(f"; {LABELS[k]} not chosen: {why}" for k, why in excluded.items() if k in fits)
     scored = {k: backtests[k].mean_abs_rel_err for k in usable if k in backtests and backtests[k].ok}
     if scored:
         chosen = min(scored, key=lambda k: scored[k])
@@ -185,8 +191,9 @@ def choose_form(
                   f"{100 * scored[chosen]:.2f}%); AIC and BIC are listed beside it")
         if min(usable, key=lambda k: usable[k].aic) != chosen:
             reason += f", although AIC prefers {LABELS[min(usable, key=lambda k: usable[k].aic)]} in-sample"
-        return ModelChoice(chosen=chosen, criterion="backtest mean |relative error|", reason=reason, table=tuple(table))
+        return ModelChoice(chosen=chosen, criterion="backtest mean |relative error|", reason=reason + skipped,
+                           table=tuple(table))
     chosen = min(usable, key=lambda k: usable[k].aic)
     return ModelChoice(chosen=chosen, criterion="AIC (no backtest was possible)",
                        reason=f"no form could be backtested, so the lowest AIC ({LABELS[chosen]}) is used; "
-                              "in-sample fit says little about extrapolation", table=tuple(table))
+                              "in-sample fit says little about extrapolation" + skipped, table=tuple(table))

@@ -129,6 +129,7 @@ class ChinchillaFit:
     seed: int
     theta: Array = dataclasses.field(repr=False, compare=False)  # [5] normalised (a', b', e, alpha, beta)
     bootstrap_theta: Array = dataclasses.field(repr=False, compare=False)  # [B_used, 5] normalised
+    not_identified: dict[str, str] = dataclasses.field(default_factory=dict)  # parameter -> why (no interval)
 
     @property
     def bootstrap_params(self) -> Array:
@@ -167,7 +168,9 @@ class ChinchillaFit:
             "metric": self.metric_name,
             "higher_is_better": self.higher_is_better,
             "params": {k: float(v) for k, v in self.params.items()},
-            "param_intervals": {k: [_float_or_none(lo), _float_or_none(hi)] for k, (lo, hi) in self.param_intervals.items()},
+            "param_intervals": {k: None if k in self.not_identified else [_float_or_none(lo), _float_or_none(hi)]
+                                for k, (lo, hi) in self.param_intervals.items()},
+            "not_identified": dict(self.not_identified),
             "level": self.level,
             "n0": self.n0,
             "d0": self.d0,
@@ -302,6 +305,8 @@ def fit_chinchilla(
     at_bounds = tuple(
         k for k, t, lo, hi in zip(names, theta, LOWER, UPPER) if t <= lo + 1e-6 * max(1.0, abs(lo)) or t >= hi * (1 - 1e-6)
     )
+    unidentified = _not_identified(params, intervals, at_bounds)
+    intervals = {k: (math.nan, math.nan) if k in unidentified else iv for k, iv in intervals.items()}
     lhs = f"1 - {metric_name}" if higher_is_better else metric_name
     return ChinchillaFit(
         formula=f"{lhs} = E + A / N^alpha + B / D^beta",
@@ -328,7 +333,25 @@ def fit_chinchilla(
         seed=int(seed),
         theta=theta,
         bootstrap_theta=boot,
+        not_identified=unidentified,
     )
+
+
+def _not_identified(
+    params: dict[str, float], intervals: dict[str, tuple[float, float]], at_bounds: tuple[str, ...]
+) -> dict[str, str]:
+    """Parameters reported without an interval -> why: on an optimiser bound (an exponent takes its
+    amplitude with it), or with a percentile interval that excludes the estimate itself."""
+    out: dict[str, str] = {}
+    for k in at_bounds:
+        why = f"{k} is at its optimiser bound: the data do not determine it"
+        out[k] = why
+        if k in ("alpha", "beta"):
+            out.setdefault("A" if k == "alpha" else "B", why)
+    for k, (lo, hi) in intervals.items():
+        if k not in out and math.isfinite(lo) and not lo <= params[k] <= hi:
+            out[k] = f"the bootstrap interval [{lo:.4g}, {hi:.4g}] excludes the estimate {params[k]:.4g}"
+    return out
 
 
 def _bootstrap(

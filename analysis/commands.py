@@ -1,7 +1,10 @@
 """What `gr-scaling fit`, `report` and `forecast` do, apart from parsing: load runs, run, format.
 
 Runs come from a sweep directory (`sweeps.status.completed_rows`) or from `--csv FILE` with column
-options (`analysis.csv_input`). The argument names used here are the CLI's (an argparse Namespace
+options (`analysis.csv_input`); `--selection` picks each run's reported checkpoint and the compute
+spent up to it (`analysis.dataset.select_runs`). The default output directory is per metric and
+selection (SWEEP_DIR/report/<metric>/, <metric>-final/ for `final`), so reports of different
+metrics never overwrite each other. The argument names used here are the CLI's (an argparse Namespace
 from `gr_scaling.cli`); missing attributes take their defaults, so scripts can pass a
 `types.SimpleNamespace` with only what they need.
 """
@@ -10,10 +13,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from analysis.dataset import data_from_runs
+from analysis.dataset import Selection, data_from_runs, select_runs
 from analysis.report import ReportPaths, plain_json, split_rows, write_report
 from analysis.study import Study, StudyOptions, run_study
 from scaling.cost import CostInputs
@@ -24,10 +29,17 @@ def _get(args: Any, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+def report_dir_name(metric: str, selection: str = "best_val") -> str:
+    """The per-metric folder of a report: the metric as a file name, "-final" for that selection."""
+    slug = re.sub(r"[^\w@.+-]+", "_", metric).strip("._") or "metric"
+    return slug if selection == "best_val" else f"{slug}-{selection}"
+
+
 def load_rows(args: Any) -> tuple[list[dict[str, Any]], str, bool, str, str, Path]:
     """-> (rows, metric, higher_is_better, FLOPs convention, title, default output directory)."""
     from sweeps.spec import METRICS
 
+    selection = _get(args, "selection", "best_val")
     csv_path, sweep_dir = _get(args, "csv"), _get(args, "sweep_dir")
     hib_flag = getattr(args, "higher_is_better", None)
     if csv_path and sweep_dir:
@@ -52,7 +64,8 @@ def load_rows(args: Any) -> tuple[list[dict[str, Any]], str, bool, str, str, Pat
         convention = _get(args, "flops_convention") or derived or (
             f"as given in column {_get(args, 'x_col', 'flops')!r} of {Path(csv_path).name}")
         p = Path(csv_path)
-        return rows, metric, hib, convention, f"{p.name}: {metric} vs training FLOPs", p.with_name(p.stem + "-report")
+        return (rows, metric, hib, convention, f"{p.name}: {metric} vs training FLOPs",
+                p.with_name(p.stem + "-report") / report_dir_name(metric, selection))
     if not sweep_dir:
         raise ValueError("give a sweep directory or --csv FILE")
     from scaling import FLOPS_CONVENTION
@@ -64,7 +77,7 @@ def load_rows(args: Any) -> tuple[list[dict[str, Any]], str, bool, str, str, Pat
         raise ValueError(f"--metric must be one of {sorted(METRICS)}, got {metric!r}")
     hib = METRICS[metric] if hib_flag is None else bool(hib_flag)
     return (completed_rows(spec, runs), metric, hib, FLOPS_CONVENTION, f"{spec.sweep.name}: {metric} vs training FLOPs",
-            Path(sweep_dir) / "report")
+            Path(sweep_dir) / "report" / report_dir_name(metric, selection))
 
 
 def study_options(args: Any) -> StudyOptions:
@@ -74,7 +87,7 @@ def study_options(args: Any) -> StudyOptions:
     )
     return StudyOptions(
         form=_get(args, "form", "auto"), holdout=_get(args, "holdout", 0.2), n_bootstrap=int(_get(args, "bootstrap", 500)),
-        seed=int(_get(args, "seed", 0)), flops_per_nd=_get(args, "flops_per_nd", 6.0),
+        seed=int(_get(args, "seed", 0)), flops_per_nd=_get(args, "flops_per_nd", "auto"),
         forecast_at=tuple(_get(args, "at", ())), targets=tuple(_get(args, "target", ())), cost=cost,
     )
 
@@ -86,21 +99,41 @@ def write_analysis_report(args: Any) -> ReportPaths:
     return write_report(
         Path(_get(args, "out") or default_out), rows, metric=metric, higher_is_better=hib, flops_convention=convention,
         title=title, n_bootstrap=opts.n_bootstrap, seed=opts.seed, options=opts,
+        selection=_get(args, "selection", "best_val"),
     )
 
 
-def forecast_study(args: Any) -> tuple[Study, str]:
-    """`forecast`: the study without figures or files -> (study, FLOPs convention)."""
-    rows, metric, hib, convention, _, _ = load_rows(args)
-    runs, excluded = split_rows(rows, metric)
+def study_of_rows(
+    rows: Sequence[Mapping[str, Any]], *, metric: str, higher_is_better: bool, selection: str = "best_val",
+    options: StudyOptions | None = None,
+) -> tuple[Study, Selection]:
+    """The study of the selected checkpoint of each usable run (what `forecast` prints)."""
+    selected, sel = select_runs(rows, metric=metric, selection=selection)
+    runs, excluded = split_rows(selected, metric)
     if not runs:
         raise ValueError(f"no usable runs to forecast from ({len(excluded)} excluded)")
-    return run_study(data_from_runs(runs, metric=metric, higher_is_better=hib), study_options(args)), convention
+    return run_study(data_from_runs(runs, metric=metric, higher_is_better=higher_is_better), options), sel
 
 
-def study_json(study: Study, convention: str) -> str:
-    """Strict JSON (NaN and inf as null) of the whole analysis, with the FLOPs convention."""
-    return json.dumps(plain_json({"flops_convention": convention, **study.to_dict()}), indent=2, allow_nan=False) + "\n"
+def forecast_study(args: Any) -> tuple[Study, str, Selection]:
+    """`forecast`: the study without figures or files -> (study, FLOPs convention, selection)."""
+    rows, metric, hib, convention, _, _ = load_rows(args)
+    study, sel = study_of_rows(rows, metric=metric, higher_is_better=hib, selection=_get(args, "selection", "best_val"),
+                               options=study_options(args))
+    return study, convention, sel
+
+
+def study_json(study: Study, convention: str, selection: Selection | None = None) -> str:
+    """Strict JSON (NaN and inf as null) of the whole analysis, with the FLOPs convention and selection."""
+    doc = {"flops_convention": convention, "selection": None if selection is None else selection.to_dict(),
+           **study.to_dict()}
+    return json.dumps(plain_json(doc), indent=2, allow_nan=False) + "\n"
+
+
+def selection_line(sel: Mapping[str, Any]) -> str:
+    """One line: the checkpoint each run reports and the x-axis (plus the fallback, if any)."""
+    line = f"selection {sel['name']}: {sel['y_key']} at {sel['checkpoint']}; x = {sel['x_axis']}"
+    return line + (f"\n  note: {sel['fallback']}" if sel.get("fallback") else "")
 
 
 def _g(v: Any, fmt: str = ".4g") -> str:
@@ -118,6 +151,8 @@ def _iv(pair: Any, fmt: str = ".4g") -> str:
 def format_fit(summary: dict[str, Any]) -> str:
     """The `fit` printout from fit.json: power law (as before), then forms, backtest, L(N, D), frontier."""
     lines = [f"{summary['metric']} vs training FLOPs ({len(summary['points'])} runs)"]
+    if summary.get("selection"):
+        lines.append(f"  {selection_line(summary['selection'])}")
     power_law = summary.get("power_law") or {}
     if power_law:
         lines.append(f"  {power_law['formula']}")
@@ -151,7 +186,7 @@ def format_fit(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def format_forecast(study: Study, convention: str) -> str:
+def format_forecast(study: Study, convention: str, selection: Selection | None = None) -> str:
     fc = study.forecast
     if fc is None:
         return f"no forecast: {study.forecast_error}"
@@ -159,6 +194,7 @@ def format_forecast(study: Study, convention: str) -> str:
     lines = [
         f"{metric}: forecast with {fc.form} ({study.choice.criterion}): {fc.description}",
         f"FLOPs convention: {convention}",
+        *([selection_line(selection.to_dict())] if selection is not None else []),
         f"largest observed run {fc.max_observed_flops:.3g} FLOPs; run-to-run residual sd {_g(fc.residual_sd, '.3g')}",
     ]
     bt = study.backtests.get(fc.form)

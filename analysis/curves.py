@@ -8,9 +8,12 @@ and inverted in closed form for all bootstrap rows at once:
   log_linear:  y = p0 + p1 * ln C
   pure_power:  y = exp(p0 + p1 * ln(C / c0))
 
-A `CurveFamily` holds the point-estimate row, the bootstrap rows and the fit's residuals (metric
-units, observed - fitted), so forecasts can give both the interval of the fitted curve and the
-wider interval for one new run (curve draw + a resampled residual).
+A `CurveFamily` holds the point-estimate row, the resampled rows (parametric draws for the
+one-variable forms, bootstrap refits for the two-variable law), the new-run noise SD paired with
+each row, and the fit's residuals (metric units, observed - fitted), so forecasts can give both the
+interval of the fitted curve and the wider interval for one new run: each curve draw plus Gaussian
+noise with its own SD (`analysis.noise`), never a resampled raw residual, whose spread ignores
+the degrees of freedom the fit used. Values are clipped to the metric's range (`analysis.bounds`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from analysis.bounds import UNBOUNDED, MetricBounds
+from analysis.noise import NoiseModel, estimate_noise
 
 Array = npt.NDArray[np.float64]
 Kind = Literal["saturating", "log_linear", "pure_power"]
@@ -35,6 +41,34 @@ class CurveFamily:
     higher_is_better: bool = True
     residuals: Array = dataclasses.field(default_factory=lambda: np.empty(0))
     description: str = ""
+    # New-run noise SD per draw [S] (metric units; ln units when noise_space is "log"). Empty: derived
+    # from the residuals with ddof = P and a chi-square draw of the SD per row (`new_run`).
+    noise_sd: Array = dataclasses.field(default_factory=lambda: np.empty(0))
+    noise_space: Literal["metric", "log"] = "metric"
+    bounds: MetricBounds = UNBOUNDED
+    n_params: int = 0  # parameters the fit used (0: the curve's own P; the frontier curve's fit has 5)
+    noise: NoiseModel | None = None  # the fit's noise model (replicate-aware); None: from the residuals
+
+    @property
+    def fit_params(self) -> int:
+        return self.n_params or self.point.size
+
+    def new_run(self, flops_M: Array, rng: np.random.Generator) -> Array:
+        """One simulated new run per draw at each FLOPs -> [S, M], clipped to the metric's range."""
+        curves = self.values(self.draws, flops_M)
+        sd = self.noise_sd
+        if sd.size != self.draws.shape[0]:
+            if self.residuals.size <= self.fit_params:
+                return np.full(curves.shape, np.nan)
+            sd = estimate_noise(self.residuals, self.fit_params).draw_sd(self.draws.shape[0], rng)[1]
+        z = sd[:, None] * rng.normal(size=curves.shape)
+        with np.errstate(over="ignore", invalid="ignore"):
+            noisy = curves * np.exp(z) if self.noise_space == "log" else curves + z
+        return self.bounds.clip(noisy)
+
+    def in_bounds(self, flops_M: Array) -> npt.NDArray[np.bool_]:
+        """Whether the point-estimate curve stays inside the metric's range at each FLOPs -> [M]."""
+        return self.bounds.contains(self.values(self.point[None, :], flops_M)[0])
 
     def values(self, rows_SP: Array, flops_M: Array) -> Array:
         """Metric for parameter rows at FLOPs -> [S, M]."""

@@ -1,7 +1,8 @@
 """Compute-optimal allocation from a fitted L(N, D) = E + A/N^alpha + B/D^beta.
 
-With C = k N D (k = 6 by default: 2 FLOPs per multiply-add x (forward + 2x backward) per
-parameter per token; pass the FLOPs-per-(N x D) factor your accounting implies), minimising L at
+With C = k N D (k = 6 here by default: 2 FLOPs per multiply-add x (forward + 2x backward) per
+parameter per token; `analysis.study` defaults to the runs' own median C / (N D), 9.9 for HSTU on
+ML-100K, and records where k came from), minimising L at
 fixed C gives (Hoffmann et al. 2022, eq. 4):
   N_opt(C) = G (C/k)^a,  D_opt(C) = G^-1 (C/k)^b,  G = (alpha A / (beta B))^(1 / (alpha + beta)),
   a = beta / (alpha + beta),  b = alpha / (alpha + beta),
@@ -70,6 +71,7 @@ class Frontier:
     level: float
     higher_is_better: bool
     fit: ChinchillaFit = dataclasses.field(repr=False, compare=False)
+    flops_per_nd_source: str = "given"  # e.g. "the runs' median C / (N D) over 24 runs (...)"
 
     def n_opt(self, flops: Array | float) -> Array:
         return self.G * (np.asarray(flops, np.float64) / self.flops_per_nd) ** self.a
@@ -104,6 +106,7 @@ class Frontier:
         return {
             "convention": f"C = {self.flops_per_nd:g} N D",
             "flops_per_nd": self.flops_per_nd,
+            "flops_per_nd_source": self.flops_per_nd_source,
             "G": self.G,
             "a": self.a,
             "b": self.b,

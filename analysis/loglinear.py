@@ -34,7 +34,19 @@ class LogLinearFit:
     n_points: int
     cov: tuple[tuple[float, float], tuple[float, float]]  # covariance of (a, b)
     df_resid: float
-    summary_text: str = dataclasses.field(repr=False, compare=False)
+    # statsmodels results, for the summary table; rendering it costs ~10 ms, so only on demand.
+    ols: Any = dataclasses.field(default=None, repr=False, compare=False)
+    summary_names: tuple[str, ...] = dataclasses.field(default=(), repr=False, compare=False)
+
+    @property
+    def summary_text(self) -> str:
+        """statsmodels' OLS summary table."""
+        if self.ols is None:
+            return ""
+        with warnings.catch_warnings():
+            # The summary's normality tests warn below 8 (kurtosis: 20) points; the fit is still valid.
+            warnings.simplefilter("ignore")
+            return str(self.ols.summary(yname=self.summary_names[0], xname=list(self.summary_names[1:])))
 
     @property
     def gain_per_decade(self) -> float:
@@ -82,10 +94,6 @@ def fit_log_linear(flops: ArrayLike, y: ArrayLike, *, level: float = 0.95, metri
     design = sm.add_constant(np.log(c), has_constant="add")
     res = sm.OLS(v, design).fit()
     ci = res.conf_int(alpha=1 - level)
-    with warnings.catch_warnings():
-        # The summary's normality tests warn below 8 (kurtosis: 20) points; the fit is still valid.
-        warnings.simplefilter("ignore")
-        summary = str(res.summary(yname=metric_name, xname=["a (const)", "b (ln C)"]))
     cov = res.cov_params()
     return LogLinearFit(
         formula=f"{metric_name} = a + b * ln(C)",
@@ -97,5 +105,6 @@ def fit_log_linear(flops: ArrayLike, y: ArrayLike, *, level: float = 0.95, metri
         n_points=int(c.size),
         cov=((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))),
         df_resid=float(res.df_resid),
-        summary_text=summary,
+        ols=res,
+        summary_names=(metric_name, "a (const)", "b (ln C)"),
     )

@@ -11,6 +11,7 @@ import math
 import textwrap
 from collections.abc import Hashable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -43,10 +44,20 @@ def plot_metric_vs_flops(
     flops: ArrayLike,
     y: ArrayLike,
     *,
+    path: str | Path,
+    **kwargs: Any,
+) -> Path:
+    """`metric_vs_flops_figure` saved as a PNG at `path`; returns the path."""
+    return _save(metric_vs_flops_figure(flops, y, **kwargs), path)
+
+
+def metric_vs_flops_figure(
+    flops: ArrayLike,
+    y: ArrayLike,
+    *,
     fit: PowerLawFit | None,
     metric_name: str,
     flops_convention: str,
-    path: str | Path,
     labels: Sequence[str] | None = None,
     groups: Sequence[Hashable] | None = None,
     group_name: str = "group",
@@ -54,13 +65,16 @@ def plot_metric_vs_flops(
     replicate_means: tuple[ArrayLike, ArrayLike] | None = None,
     title: str | None = None,
     backtest: Backtest | None = None,
-) -> Path:
+    x_label: str = "training FLOPs",
+    x_note: str = "",
+) -> Figure:
     """Scatter one point per run against training FLOPs (log x), with the fit and its band.
 
     `fit=None` draws the points only (used when no fit is possible). `groups` colours points by
     a per-run value such as model depth; `replicate_means` (flops, mean) marks seed-averaged
-    configs; `backtest` rings the held-out runs and draws what the fit on the smaller runs
-    predicted for them (with its prediction interval). Returns the PNG path.
+    configs; `backtest` rings the held-out runs and marks, at their FLOPs, what the fit on the
+    smaller runs predicted for them, each a point with its prediction interval as an error bar.
+    `x_note` (e.g. which checkpoint each run reports) follows the FLOPs convention under the axes.
     """
     c = np.asarray(flops, dtype=np.float64)
     v = np.asarray(y, dtype=np.float64)
@@ -98,12 +112,10 @@ def plot_metric_vs_flops(
     if backtest is not None and backtest.ok:
         ax.scatter(backtest.flops, backtest.observed, s=110, facecolors="none", edgecolors="tab:red", lw=1.2,
                    label=f"held out ({len(backtest.run_ids)} largest runs)", zorder=4)
-        lo, hi = backtest.interval
-        err = None
-        if np.all(np.isfinite(lo)):
-            err = np.vstack([backtest.predicted - lo, hi - backtest.predicted]).clip(min=0)
-        ax.errorbar(backtest.flops * 1.04, backtest.predicted, yerr=err, fmt="x", color="tab:purple", ms=7, capsize=3,
-                    label=f"backtest: {backtest.form} fitted on smaller runs", zorder=4)
+        at, predicted, err = _backtest_points(backtest)
+        ax.errorbar(at, predicted, yerr=err, fmt="x", color="tab:purple", ms=7, capsize=3,
+                    label=f"backtest: {backtest.form} fitted on smaller runs, {round(100 * backtest.level)}% interval",
+                    zorder=4)
 
     grid = _curve_range(c)
     if fit is not None:
@@ -128,13 +140,23 @@ def plot_metric_vs_flops(
         ax.set_ylabel(f"{metric_name} ({'higher' if fit.higher_is_better else 'lower'} is better)")
     else:
         ax.set_ylabel(metric_name)
-    ax.set_xlabel("training FLOPs")
-    fig.text(0.01, 0.0, textwrap.fill(f"FLOPs convention: {flops_convention}", 120), fontsize=7, va="bottom", alpha=0.8)
+    ax.set_xlabel(x_label)
+    note = f"FLOPs convention: {flops_convention}" + (f". {x_note}" if x_note else "")
+    fig.text(0.01, 0.0, textwrap.fill(note, 120), fontsize=7, va="bottom", alpha=0.8)
     fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
     ax.set_title(title or f"{metric_name} vs training compute")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return fig
+
+
+def _backtest_points(bt: Backtest) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(FLOPs, prediction, [2, n] error bar to the interval) of each held-out run; no bar without an interval."""
+    lo, hi = bt.interval
+    err = None
+    if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)):
+        err = np.vstack([bt.predicted - lo, hi - bt.predicted]).clip(min=0)
+    return np.asarray(bt.flops, dtype=np.float64), np.asarray(bt.predicted, dtype=np.float64), err
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -144,11 +166,21 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return out
 
 
-def plot_residuals(
-    flops: ArrayLike, residuals: dict[str, ArrayLike], *, metric_name: str, path: str | Path,
-    held_out: ArrayLike | None = None,
-) -> Path:
-    """Residuals (observed - fitted, metric units) of each form against training FLOPs."""
+def plot_residuals(flops: ArrayLike, residuals: dict[str, ArrayLike], *, path: str | Path, **kwargs: Any) -> Path:
+    """`residuals_figure` saved as a PNG at `path`; returns the path."""
+    return _save(residuals_figure(flops, residuals, **kwargs), path)
+
+
+def residuals_figure(
+    flops: ArrayLike, residuals: dict[str, ArrayLike], *, metric_name: str, backtest: Backtest | None = None,
+    x_label: str = "training FLOPs",
+) -> Figure:
+    """Residuals (observed - fitted, metric units) of each form against training FLOPs.
+
+    With `backtest`, each held-out run is also a point at its FLOPs: observed minus what the fit on
+    the smaller runs predicted, its bar the prediction interval seen from the observation (observed
+    - interval), so the bar crosses 0 exactly when the run fell inside the interval.
+    """
     c = np.asarray(flops, dtype=np.float64)
     if not residuals:
         raise ValueError("residuals is empty: pass at least one fitted form")
@@ -163,14 +195,19 @@ def plot_residuals(
         if r.shape != c.shape:
             raise ValueError(f"residuals[{name!r}] has shape {r.shape}; expected {c.shape}")
         ax.scatter(c, r, s=18, marker=marker, alpha=0.75, label=name)
-    if held_out is not None:
-        ax.axvline(float(np.min(np.asarray(held_out))), color="tab:red", ls=":", lw=1, label="backtest threshold")
-    ax.set_xlabel("training FLOPs")
+    if backtest is not None and backtest.ok:
+        at, predicted, err = _backtest_points(backtest)
+        observed = np.asarray(backtest.observed, dtype=np.float64)
+        ax.errorbar(at, observed - predicted, yerr=None if err is None else err[::-1], fmt="x", color="tab:purple",
+                    ms=7, capsize=3, zorder=4,
+                    label=f"backtest ({backtest.form}): observed - predicted from smaller runs, "
+                          f"{round(100 * backtest.level)}% interval")
+    ax.set_xlabel(x_label)
     ax.set_ylabel(f"{metric_name}: observed - fitted")
     ax.set_title("Residuals of each form (fitted on all runs)")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return fig
 
 
 def plot_isoflop_frontier(

@@ -36,7 +36,19 @@ class PurePowerFit:
     cov: tuple[tuple[float, float], tuple[float, float]]  # covariance of (k = ln K, b)
     df_resid: float
     sigma_log: float  # residual standard deviation of ln y
-    summary_text: str = dataclasses.field(repr=False, compare=False)
+    # statsmodels results, for the summary table; rendering it costs ~10 ms, so only on demand.
+    ols: Any = dataclasses.field(default=None, repr=False, compare=False)
+    summary_names: tuple[str, ...] = dataclasses.field(default=(), repr=False, compare=False)
+
+    @property
+    def summary_text(self) -> str:
+        """statsmodels' OLS summary table."""
+        if self.ols is None:
+            return ""
+        with warnings.catch_warnings():
+            # The summary's normality tests warn below 8 (kurtosis: 20) points; the fit is still valid.
+            warnings.simplefilter("ignore")
+            return str(self.ols.summary(yname=self.summary_names[0], xname=list(self.summary_names[1:])))
 
     def predict(self, flops: ArrayLike | float) -> Array:
         x = _ln_x(flops, self.c0)
@@ -85,9 +97,6 @@ def fit_pure_power_law(flops: ArrayLike, y: ArrayLike, *, level: float = 0.95, m
     design = sm.add_constant(np.log(c / c0), has_constant="add")
     res = sm.OLS(np.log(v), design).fit()
     ci = res.conf_int(alpha=1 - level)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # normality tests warn below 8 points; the fit is still valid
-        summary = str(res.summary(yname=f"ln {metric_name}", xname=["k = ln K (const)", "b (ln C/C0)"]))
     cov = res.cov_params()
     return PurePowerFit(
         formula=f"{metric_name} = K * (C / C0)^b, C0 = {c0:.4g} FLOPs",
@@ -100,5 +109,6 @@ def fit_pure_power_law(flops: ArrayLike, y: ArrayLike, *, level: float = 0.95, m
         cov=((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))),
         df_resid=float(res.df_resid),
         sigma_log=float(math.sqrt(res.scale)),
-        summary_text=summary,
+        ols=res,
+        summary_names=(f"ln {metric_name}", "k = ln K (const)", "b (ln C/C0)"),
     )

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.dataset import CONFIG_KEYS, D_KEY, GROUP_KEY, data_from_runs
+from analysis.dataset import D_KEY, GROUP_KEY, X_AXIS_SPENT, Selection, config_key, data_from_runs, select_runs
 from analysis.evidence import ImprovementEvidence, assess_improvement
 from analysis.loglinear import LogLinearFit
 from analysis.plots import plot_isoflop_frontier, plot_metric_vs_flops, plot_residuals
@@ -39,7 +39,11 @@ log = logging.getLogger(__name__)
 REQUIRED_KEYS = ("run_id", "flops")
 OPTIONAL_KEYS = (
     "params_non_embedding", "num_blocks", "embedding_dim", "num_users", "seed", "wall_time_s", D_KEY, GROUP_KEY,
+    "flops_planned", "tokens_planned", "reported_epoch", "epochs_run",
 )
+# The x-axis label of each figure: spent compute, or the rows' "flops" when none carry it.
+X_LABELS = {X_AXIS_SPENT: "training FLOPs spent (to the reported checkpoint)"}
+X_LABEL_AS_GIVEN = "training FLOPs (as recorded: planned for all epochs, not spent)"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -110,7 +114,7 @@ def split_rows(rows: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[dic
 def _replicate_means(runs: list[dict[str, Any]], metric: str) -> tuple[list[float], list[float], int]:
     groups: dict[Any, list[tuple[float, float]]] = defaultdict(list)
     for r in runs:
-        key = r[GROUP_KEY] if GROUP_KEY in r else tuple(r.get(k) for k in CONFIG_KEYS)
+        key = r[GROUP_KEY] if GROUP_KEY in r else config_key(r)
         groups[key].append((r["flops"], r[metric]))
     replicated = [v for v in groups.values() if len(v) > 1]
     flops = [float(np.exp(np.mean(np.log([c for c, _ in v])))) for v in replicated]
@@ -156,14 +160,18 @@ def write_report(
     n_bootstrap: int = 500,
     seed: int = 0,
     options: StudyOptions | None = None,
+    selection: str = "best_val",
 ) -> ReportPaths:
     """Fit `metric` against training FLOPs over the completed runs in `rows` and write the report.
 
     Each row needs "run_id", "flops" and `metric`; "params_non_embedding" (N), "train_tokens" (D),
     "num_blocks", "embedding_dim", "num_users", "seed" and "wall_time_s" are shown when present
-    (N and D enable the two-variable law). Other keys are ignored. `options` sets the backtest,
-    forecast and cost (its n_bootstrap and seed are replaced by the arguments here). Bad arguments
-    raise ValueError; an impossible fit does not (the report says why).
+    (N and D enable the two-variable law). `selection` ("best_val" or "final") picks each run's
+    checkpoint and places it at the compute spent up to it (`analysis.dataset.select_runs`: the
+    rows' "flops_at_best"/"flops_spent", ...; "flops" where a row has none). Other keys are
+    ignored. `options` sets the backtest, forecast and cost (its n_bootstrap and seed are replaced
+    by the arguments here). Bad arguments raise ValueError; an impossible fit does not (the
+    report says why).
     """
     if not isinstance(metric, str) or not metric:
         raise ValueError("metric must name the row key to fit, e.g. metric='ndcg@10'")
@@ -174,7 +182,8 @@ def write_report(
     higher_is_better = bool(higher_is_better)
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
         raise ValueError(f"rows must be a list of dicts (one per completed run), got {type(rows).__name__}")
-    runs, excluded = split_rows(rows, metric)
+    selected, sel = select_runs(rows, metric=metric, selection=selection)
+    runs, excluded = split_rows(selected, metric)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -208,14 +217,18 @@ def write_report(
             replicate_means=(mean_flops, means) if n_replicated else None,
             title=title,
             backtest=None if study is None else study.backtests.get(study.forecast_form or ""),
+            x_label=x_label(sel),
+            x_note=f"Selection {sel.name}: each run's {metric} at {sel.checkpoint}, at the FLOPs spent up to it"
+            if sel.x_axis == X_AXIS_SPENT else f"Selection {sel.name}; x as recorded, not the FLOPs spent",
         )
-    residuals_png, frontier_png = _extra_figures(study, out, flops_convention)
+    residuals_png, frontier_png = _extra_figures(study, out, flops_convention, x_label(sel))
 
     summary = {
         "title": title,
         "metric": metric,
         "higher_is_better": higher_is_better,
         "flops_convention": flops_convention,
+        "selection": sel.to_dict(),
         "verdict": verdict,
         "improves": None if evidence is None else evidence.improves,
         "power_law": None if fit is None else fit.to_dict(),
@@ -249,6 +262,7 @@ def write_report(
         study=study,
         residuals_png=None if residuals_png is None else residuals_png.read_bytes(),
         frontier_png=None if frontier_png is None else frontier_png.read_bytes(),
+        selection=sel,
     )
     report_html = out / "report.html"
     report_html.write_text(render_html(content), encoding="utf-8")
@@ -263,7 +277,13 @@ def _bootstrap_unit(study: Study | None) -> str:
     return f"replicate group: {study.data.n_replicated_groups} config(s) with several seeds are resampled whole"
 
 
-def _extra_figures(study: Study | None, out: Path, flops_convention: str) -> tuple[Path | None, Path | None]:
+def x_label(sel: Selection) -> str:
+    return X_LABELS.get(sel.x_axis, X_LABEL_AS_GIVEN)
+
+
+def _extra_figures(
+    study: Study | None, out: Path, flops_convention: str, x_axis_label: str
+) -> tuple[Path | None, Path | None]:
     """Residuals and IsoFLOP/frontier figures; stale copies from an earlier report are removed."""
     res_path, front_path = out / "residuals.png", out / "isoflop_frontier.png"
     for stale in (res_path, front_path):
@@ -274,7 +294,7 @@ def _extra_figures(study: Study | None, out: Path, flops_convention: str) -> tup
     held = study.backtests.get(study.forecast_form or "")
     residuals = plot_residuals(
         study.data.flops, {name: f.residuals for name, f in study.fits.items()}, metric_name=study.data.metric,
-        path=res_path, held_out=held.flops if held is not None and held.ok else None,
+        path=res_path, backtest=held, x_label=x_axis_label,
     )
     frontier = None
     if study.frontier is not None and "chinchilla" in study.fits:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from analysis import report_sections as sections
+from analysis.dataset import X_AXIS_SPENT, Selection
 from analysis.evidence import ImprovementEvidence
 from analysis.loglinear import LogLinearFit
 from analysis.powerlaw import PowerLawFit
@@ -28,6 +29,9 @@ RUN_COLUMNS = (
     ("embedding_dim", "dim"),
     ("num_users", "users"),
     ("seed", "seed"),
+    ("reported_epoch", "reported epoch"),
+    ("epochs_run", "epochs run"),
+    ("flops_planned", "planned FLOPs"),
     ("flops", "training FLOPs"),
 )
 WALL_COLUMN = ("wall_time_s", "wall time (s)")
@@ -39,7 +43,8 @@ h1{font-size:1.5em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid
 .improves{background:#e6f4ea;border-left:6px solid #2e7d32}
 .no-evidence{background:#fff4e5;border-left:6px solid #ef6c00}
 .no-fit{background:#fdecea;border-left:6px solid #c62828}
-.warn{background:#fdecea;border-left:6px solid #c62828;padding:.5em 1em;margin:.5em 0}
+#caveats{margin:.3em 0 1em;padding-left:1.4em;font-size:.92em;color:#5d4037}
+.note{font-size:.9em;color:#555}
 table{border-collapse:collapse;font-size:.9em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right} th{background:#f5f5f5}
 td:first-child,th:first-child{text-align:left}
@@ -67,6 +72,7 @@ class ReportContent:
     study: Study | None = None
     residuals_png: bytes | None = None
     frontier_png: bytes | None = None
+    selection: Selection | None = None  # None: rows used as given (no selection recorded)
 
 
 def _e(value: Any) -> str:
@@ -85,25 +91,41 @@ def _interval(lo: float, hi: float) -> str:
     return "not available" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo:.4g}, {hi:.4g}]"
 
 
-def _warnings(content: ReportContent) -> list[str]:
-    out = []
-    fit = content.power_law
-    if fit is None:
-        out.append(f"No power-law fit: {content.power_law_error}")
-    elif not fit.converged:
-        out.append(f"The power-law fit did NOT converge: {fit.message}. Its parameters are not reliable.")
+def _caveats(content: ReportContent) -> list[str]:
+    """Every caveat once, for one short list under the verdict.
+
+    The verdict states the finding; why to doubt it is listed here only. Without a fit the verdict
+    already says why and that no claim is made, so that is not repeated. The study's note that the
+    power law did not converge repeats the evidence's caveat, so only the latter is kept.
+    """
+    out: list[str] = []
+    fit, evidence = content.power_law, content.evidence
+    if evidence is not None:
+        out.extend(evidence.caveats)
+    elif fit is not None and not fit.converged:
+        out.append(f"the power-law fit did not converge ({fit.message}): its parameters are not reliable")
     if fit is not None and fit.n_bootstrap_used < 20:
-        out.append(f"Only {fit.n_bootstrap_used} usable bootstrap resamples: no intervals or band.")
+        out.append(f"only {fit.n_bootstrap_used} usable bootstrap resamples: no intervals or band")
     if content.study is not None:
-        out.extend(content.study.notes)
-    if content.evidence is None:
-        out.append("No evidence test was run, so no claim is made about improvement with compute.")
-    else:
-        out.extend(f"Caveat: {c}." for c in content.evidence.caveats)
+        out.extend(n for n in content.study.notes if not (fit is not None and n.startswith("the power_law fit ")))
+    sel = content.selection
+    if sel is not None and sel.fallback:
+        out.append(sel.fallback)
     if content.excluded:
         listed = "; ".join(f"{run_id}: {why}" for run_id, why in content.excluded)
         out.append(f"{len(content.excluded)} run(s) excluded from the fit: {listed}")
     return out
+
+
+def _selection_line(content: ReportContent) -> str:
+    sel = content.selection
+    if sel is None:
+        return ""
+    spent = sel.x_axis == X_AXIS_SPENT
+    where = f"the {_e(sel.x_axis)}" + (f" ({_e(sel.x_key)}; D = {_e(sel.d_key)})" if spent else "")
+    return (f"<b>Selection:</b> <span id='selection'>{_e(sel.name)}</span>: each run's {_e(content.metric)} is "
+            f"{'its test value' if spent else 'as recorded'} at {_e(sel.checkpoint)} ({_e(sel.y_key)}), plotted and "
+            f"fitted at {where}. ")
 
 
 def _power_law_section(fit: PowerLawFit) -> str:
@@ -143,13 +165,15 @@ def _log_linear_section(ll: LogLinearFit) -> str:
 
 def _runs_table(content: ReportContent) -> str:
     present = [col for col in RUN_COLUMNS if col[0] in ("run_id", "flops") or any(col[0] in r for r in content.runs)]
+    if content.selection is not None and content.selection.x_axis == X_AXIS_SPENT:
+        present = [(k, "FLOPs spent to the checkpoint" if k == "flops" else h) for k, h in present]
     cols = [*present, (content.metric, content.metric)]
     if any(WALL_COLUMN[0] in r for r in content.runs):
         cols.append(WALL_COLUMN)
     head = "".join(f"<th>{_e(h)}</th>" for _, h in cols)
     body = "".join(
         "<tr>" + "".join(
-            f"<td>{_num(r.get(k), '.3e' if k == 'flops' else '.4g')}</td>" for k, _ in cols
+            f"<td>{_num(r.get(k), '.3e' if k in ('flops', 'flops_planned') else '.4g')}</td>" for k, _ in cols
         ) + "</tr>"
         for r in content.runs
     )
@@ -172,11 +196,14 @@ def render_html(content: ReportContent) -> str:
         f"<title>{_e(content.title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(content.title)}</h1>",
         f"<div class='verdict {klass}' id='verdict'>{_e(content.verdict)}</div>",
-        *(f"<div class='warn'>{_e(w)}</div>" for w in _warnings(content)),
-        f"<p><b>Metric:</b> {_e(content.metric)} ({direction} is better). "
-        f"<b>FLOPs convention:</b> <span id='flops-convention'>{_e(content.flops_convention)}</span>. "
-        f"<b>Runs:</b> {len(content.runs)} used, {len(content.excluded)} excluded.</p>",
     ]
+    caveats = _caveats(content)
+    if caveats:
+        parts.append("<ul id='caveats'>" + "".join(f"<li>{_e(c)}</li>" for c in caveats) + "</ul>")
+    parts.append(
+        f"<p><b>Metric:</b> {_e(content.metric)} ({direction} is better). {_selection_line(content)}"
+        f"<b>FLOPs convention:</b> <span id='flops-convention'>{_e(content.flops_convention)}</span>. "
+        f"<b>Runs:</b> {len(content.runs)} used, {len(content.excluded)} excluded.</p>")
     if content.png is not None:
         parts.append(_img(content.png, f"{content.metric} vs training FLOPs"))
     parts.append("<h2>Saturating power law</h2>")

@@ -163,5 +163,5 @@ def forecast_section(study: Study, flops_convention: str) -> str:
             f"gain per {'unit of money' if unit == 'money' else unit}: {_g(nx[f'gain_per_{key}'])}; marginal gain "
             f"per {'unit of money' if unit == 'money' else unit} at the larger run: "
             f"{_g(nx[f'marginal_gain_per_{key}_at_to'])}.</p>")
-    parts.extend(f"<div class='warn'>{_e(n)}</div>" for n in fc.notes)
+    parts.extend(f"<p class='note'>Note: {_e(n)}</p>" for n in fc.notes)
     return "".join(parts)

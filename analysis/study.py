@@ -6,9 +6,15 @@ log-space form) is recorded with its reason and the rest go on; nothing here rai
 data, only for bad options.
 
 Which curve answers the forecast: with `form="auto"`, the one-variable form (in C) that predicts
-the held-out largest runs best. The two-variable law is a candidate only when asked for by name
-(`form="chinchilla"`), because its curve in C is the metric at the compute-optimal (N, D), a
-different question from "what will the next run of this sweep's shape reach".
+the held-out largest runs best, among those whose point forecast stays inside the metric's range
+(`analysis.bounds`: a log-linear NDCG that passes 1 at 100x is flagged and not chosen). The
+two-variable law is a candidate only when asked for by name (`form="chinchilla"`), because its
+curve in C is the metric at the compute-optimal (N, D), a different question from "what will the
+next run of this sweep's shape reach".
+
+The frontier's k in C = k N D defaults to "auto": the runs' own median C / (N D) (HSTU's exact
+FLOPs are about 9.9 N D on the ML-100K config, not 6 N D), so N_opt and D_opt are on the same
+x-axis as the fits; `to_dict()["flops_per_nd"]` says which k was used and where it came from.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ class StudyOptions:
     backtest_bootstrap: int = 200
     seed: int = 0
     level: float = 0.95
-    flops_per_nd: float | str = DEFAULT_FLOPS_PER_ND  # k in C = k N D, or "auto": the runs' median C / (N D)
+    flops_per_nd: float | str = "auto"  # k in C = k N D, or "auto": the runs' median C / (N D)
     forecast_at: tuple[float, ...] = ()  # default: 10x and 100x the largest run
     targets: tuple[float, ...] = ()
     cost: CostInputs | None = dataclasses.field(default_factory=CostInputs)
@@ -77,6 +83,7 @@ class Study:
     frontier: Frontier | None
     isoflop: IsoFlopResult | None
     notes: tuple[str, ...]
+    flops_per_nd_source: str = ""  # where the frontier's k came from
 
     def to_dict(self) -> dict[str, Any]:
         opts = dataclasses.asdict(self.options)
@@ -89,6 +96,7 @@ class Study:
             "replicate_groups": self.data.n_replicated_groups,
             "bootstrap_unit": "replicate group (config)" if self.data.groups is not None else "run",
             "options": opts,
+            "flops_per_nd": {"value": self.options.flops_per_nd, "source": self.flops_per_nd_source},
             "fits": {k: f.to_dict() for k, f in self.fits.items()},
             "fit_errors": dict(self.errors),
             "backtests": {k: b.to_dict() for k, b in self.backtests.items()},
@@ -108,29 +116,48 @@ class Study:
         return np.array([top, 10 * top, 100 * top])
 
 
-def _resolve_flops_per_nd(data: ScalingData, requested: float | str, notes: list[str]) -> float:
-    """k for the frontier; "auto" takes the runs' median C / (N D). Notes a k the runs contradict."""
+def _resolve_flops_per_nd(data: ScalingData, requested: float | str, notes: list[str]) -> tuple[float, str]:
+    """k for the frontier and where it came from; "auto" takes the runs' median C / (N D).
+
+    Notes a given k the runs contradict (outside 0.8-1.25x of their median).
+    """
     if not data.has_nd:
-        return DEFAULT_FLOPS_PER_ND if requested == "auto" else float(requested)
+        if requested == "auto":
+            return DEFAULT_FLOPS_PER_ND, f"default {DEFAULT_FLOPS_PER_ND:g} (no N and D per run to take it from)"
+        return float(requested), "given (--flops-per-nd)"
     n, d = data.require_nd("compare FLOPs with N D")
     ratio = data.flops / (n * d)
     median = float(np.median(ratio))
     if requested == "auto":
-        notes.append(f"frontier uses C = k N D with k = {median:.4g}, the runs' median C / (N D) "
-                     f"(range {ratio.min():.3g} to {ratio.max():.3g})")
-        return median
+        source = (f"the runs' median C / (N D) over {ratio.size} runs (range {ratio.min():.3g} to {ratio.max():.3g})")
+        notes.append(f"frontier uses C = k N D with k = {median:.4g}, {source}")
+        return median, source
     k = float(requested)
     if not 0.8 <= median / k <= 1.25:
         notes.append(f"the runs' FLOPs are C = k N D with k from {ratio.min():.3g} to {ratio.max():.3g} (median "
                      f"{median:.3g}), not the frontier's k = {k:g}: N_opt and D_opt refer to C = {k:g} N D; "
                      "pass --flops-per-nd auto (or the k of your convention) to match the x-axis")
-    return k
+    return k, f"given (--flops-per-nd); the runs' median C / (N D) is {median:.4g}"
+
+
+def _out_of_bounds(fits: dict[str, FormFit], at: np.ndarray) -> dict[str, str]:
+    """Forms whose point forecast at the budgets `at` leaves the metric's range -> why."""
+    out = {}
+    for name, f in fits.items():
+        curve = f.curve()
+        inside = curve.in_bounds(at)
+        if not inside.all():
+            values = curve.values(curve.point[None, :], at)[0]
+            out[name] = (f"its forecast leaves the metric's range {f.bounds.text()} ({f.bounds.why}): "
+                         + ", ".join(f"{v:.4g} at {c:.3g} FLOPs" for c, v, ok in zip(at, values, inside) if not ok))
+    return out
 
 
 def run_study(data: ScalingData, options: StudyOptions | None = None) -> Study:
     opts = options or StudyOptions()
     notes: list[str] = []
-    opts = dataclasses.replace(opts, flops_per_nd=_resolve_flops_per_nd(data, opts.flops_per_nd, notes))
+    k, k_source = _resolve_flops_per_nd(data, opts.flops_per_nd, notes)
+    opts = dataclasses.replace(opts, flops_per_nd=k)
     forms = [f for f in FORM_NAMES if f != "chinchilla" or data.has_nd]
     errors: dict[str, str] = {}
     if not data.has_nd:
@@ -157,11 +184,17 @@ def run_study(data: ScalingData, options: StudyOptions | None = None) -> Study:
         backtest_error = str(exc)
         backtests = {}
     candidates = [opts.form] if opts.form != "auto" else list(ONE_VARIABLE)
-    choice = choose_form(fits, backtests, candidates=candidates)
+    top = float(data.flops.max())
+    at = np.asarray(opts.forecast_at or (10 * top, 100 * top), np.float64)
+    leaving = _out_of_bounds({k: f for k, f in fits.items() if f.converged}, at)
+    notes += [f"the {name} form is flagged: {why}" for name, why in leaving.items()]
+    # A form asked for by name is still used (its forecast is clipped and flagged); "auto" avoids it.
+    choice = choose_form(fits, backtests, candidates=candidates, excluded=leaving if opts.form == "auto" else None)
 
     frontier = isoflop = None
     if "chinchilla" in fits:
-        frontier = compute_frontier(fits["chinchilla"].fit, opts.flops_per_nd)
+        frontier = dataclasses.replace(compute_frontier(fits["chinchilla"].fit, opts.flops_per_nd),
+                                       flops_per_nd_source=k_source)
     if data.has_nd:
         isoflop = fit_isoflop(data, rel_tol=opts.isoflop_rel_tol, level=opts.level)
 
@@ -169,10 +202,8 @@ def run_study(data: ScalingData, options: StudyOptions | None = None) -> Study:
     fc_form = choice.chosen
     if fc_form is None:
         fc_error = (f"the requested form {opts.form!r} could not be fitted: {errors.get(opts.form, 'did not converge')}"
-                    if opts.form != "auto" else "no one-variable form could be fitted")
+                    if opts.form != "auto" else f"no one-variable form could be used: {choice.reason}")
     else:
-        top = float(data.flops.max())
-        at = opts.forecast_at or (10 * top, 100 * top)
         try:
             fc = forecast(fits[fc_form].curve(), form=fc_form, max_observed_flops=top, at_flops=at,
                           targets=opts.targets, cost_inputs=opts.cost, seed=opts.seed)
@@ -180,4 +211,4 @@ def run_study(data: ScalingData, options: StudyOptions | None = None) -> Study:
             fc_error = str(exc)
     return Study(data=data, options=opts, fits=fits, errors=errors, backtests=backtests, backtest_error=backtest_error,
                  choice=choice, forecast_form=fc_form, forecast=fc, forecast_error=fc_error, frontier=frontier,
-                 isoflop=isoflop, notes=tuple(notes))
+                 isoflop=isoflop, notes=tuple(notes), flops_per_nd_source=k_source)

@@ -1,15 +1,17 @@
 """Vectorised variable-projection least squares for y = asym + sign * A * x^(-alpha).
 
-For fixed alpha the model is linear in (asym, A), so with A >= 0 the best (asym, A) and the
-residual sum of squares have a closed form; what is left is a 1-D search over alpha. Doing that
-search for B weighted data sets at once (a log grid of alpha, then golden-section refinement in
-the bracketing grid cells) refits B bootstrap resamples in a few numpy array operations, where a
-`least_squares` call per resample would cost ~10 ms each. It minimises the same objective as the
+For fixed alpha the model is linear in (asym, A), so with A >= 0 (and, for a bounded metric, the
+asymptote on the right side of the metric's bound: y_max <= 1 for HR/NDCG, E >= 0 for NE) the
+best (asym, A) and the residual sum of squares have a closed form; what is left is a 1-D search
+over alpha. Doing that search for B data sets at once (a log grid of alpha, then golden-section
+refinement in the bracketing grid cells) refits B resamples in a few numpy array operations, where
+a `least_squares` call per resample would cost ~10 ms each. It minimises the same objective as the
 main fit; `analysis.powerlaw` also uses it as one of its starting points.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -26,60 +28,117 @@ Array = npt.NDArray[np.float64]
 ALPHA_BOUNDS = (1e-4, 5.0)
 MIN_BOOTSTRAP_FOR_INTERVALS = 20
 _PROFILE_GRID = np.geomspace(*ALPHA_BOUNDS, 121)
-_GOLDEN_ITERS = 48  # shrinks the bracket by 0.618^48 ~ 1e-10
+_GOLDEN_ITERS = 44  # shrinks the bracket (two grid cells, x1.18 each) by 0.618^44 ~ 6e-10
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
-def _solve_linear(
-    sw: Array, swy: Array, syy: Array, swz: Array, swzz: Array, swyz: Array, sign: float
-) -> tuple[Array, Array, Array]:
-    """Closed-form (asym, A, rss) for fixed alpha from weighted sums of y and z (broadcasting).
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Data:
+    """The alpha-independent parts of the weighted problem, for arrays that broadcast to [..., n]."""
 
-    z = x^-alpha - 1 (computed with expm1, which keeps precision at small alpha), so the model
-    is y = (asym + sign A) + sign A z.
+    w: Array
+    yc: Array  # y - weighted mean
+    ybar: Array
+    sw: Array
+    syy: Array  # sum w yc^2
+    yb: Array | None  # y - bound (None without a bound)
+    sbb: Array | None  # sum w yb^2
+
+    def rows(self, sl: slice) -> _Data:
+        """Rows `sl`, with a grid axis inserted before the points: arrays [rows, 1, (n)]."""
+        def pick(a: Array | None) -> Array | None:
+            return None if a is None else a[sl, None]
+
+        return _Data(w=self.w[sl, None], yc=self.yc[sl, None], ybar=self.ybar[sl, None], sw=self.sw[sl, None],
+                     syy=self.syy[sl, None], yb=pick(self.yb), sbb=pick(self.sbb))
+
+    @classmethod
+    def of(cls, w: Array, y: Array, bound: float | None) -> _Data:
+        sw = w.sum(-1)
+        ybar = (w * y).sum(-1) / sw
+        yc = y - ybar[..., None]
+        yb = None if bound is None else y - bound
+        return cls(w=w, yc=yc, ybar=ybar, sw=sw, syy=(w * yc * yc).sum(-1), yb=yb,
+                   sbb=None if yb is None else (w * yb * yb).sum(-1))
+
+
+def _solve_linear(d: _Data, z: Array, sign: float, asym_bound: float | None) -> tuple[Array, Array, Array]:
+    """Constrained (asym, A, rss) for fixed alpha; `z` broadcasts against d's [..., n].
+
+    z = x^-alpha - 1 (computed with expm1, which keeps precision at small alpha), so the model is
+    y = (asym + sign A) + sign A z. The feasible set is A >= 0 and, with `asym_bound`,
+    sign * (asym - bound) >= 0 (sign -1: y rises to asym <= bound; +1: falls to asym >= bound).
+    The minimiser over A >= 0 alone (A = 0 is the flat line at the mean) is optimal if it also
+    respects the bound; otherwise the optimum of this convex problem lies on the bound, where A
+    is fitted alone. The RSS uses centred sums: rss = syy - syz^2 / szz can lose relative (never
+    absolute) precision, because by Cauchy-Schwarz the subtracted term never exceeds syy.
     """
-    syz = swyz - swy * swz / sw
-    szz = np.maximum(swzz - swz**2 / sw, np.finfo(np.float64).tiny)
-    amp = np.maximum(sign * syz / szz, 0.0)  # A >= 0: a wrong-signed trend gives a flat curve
-    rss = np.maximum(syy - amp * sign * syz, 0.0)
-    asym = swy / sw - sign * amp * swz / sw - sign * amp
-    return asym, amp, rss
+    w = d.w
+    zbar = (w * z).sum(-1) / d.sw
+    dz = z - zbar[..., None]
+    szz = np.maximum((w * dz * dz).sum(-1), np.finfo(np.float64).tiny)
+    syz = sign * (w * d.yc * dz).sum(-1)
+    amp = np.maximum(syz / szz, 0.0)
+    rss = np.maximum(d.syy - amp * syz, 0.0)
+    asym = d.ybar - sign * amp * (zbar + 1.0)
+    if asym_bound is None or d.yb is None or d.sbb is None:
+        return asym, amp, rss
+    u = z + 1.0
+    sbu = sign * (w * d.yb * u).sum(-1)
+    amp_b = np.maximum(sbu / np.maximum((w * u * u).sum(-1), np.finfo(np.float64).tiny), 0.0)
+    rss_b = np.maximum(d.sbb - amp_b * sbu, 0.0)
+    edge = sign * (asym - asym_bound) < 0.0
+    return np.where(edge, asym_bound, asym), np.where(edge, amp_b, amp), np.where(edge, rss_b, rss)
 
 
-def profile_fit(lnx_n: Array, y_n: Array, w_Bn: Array, sign: float) -> Array:
-    """Least squares for B weightings of the n points -> params [B, 3] = (asym, A, alpha).
+def profile_fit(lnx_n: Array, y_n: Array, w_Bn: Array, sign: float, asym_bound: float | None = None) -> Array:
+    """Least squares for B data sets of the n points -> params [B, 3] = (asym, A, alpha).
 
-    lnx_n: ln(C / C0) per point; w_Bn: non-negative weights (bootstrap multiplicities, or ones).
+    lnx_n: ln(C / C0) per point; y_n: [n] shared values or [B, n] one data set per row (a
+    parametric resample); w_Bn: non-negative weights (bootstrap multiplicities, or ones), [B, n]
+    or [1, n]. `asym_bound` constrains the asymptote (see `_solve_linear`).
     """
-    sw, swy = w_Bn.sum(1), w_Bn @ y_n
-    syy = w_Bn @ y_n**2 - swy**2 / sw
-    wy = w_Bn * y_n
+    y_Bn = np.atleast_2d(np.asarray(y_n, np.float64))
+    n_rows = max(y_Bn.shape[0], w_Bn.shape[0])
+    data = _Data.of(np.broadcast_to(w_Bn, (n_rows, lnx_n.size)), np.broadcast_to(y_Bn, (n_rows, lnx_n.size)),
+                    asym_bound)
+    # Grid pass, chunked over rows so [rows, grid, n] stays a few MB.
+    k = np.empty(n_rows, dtype=np.intp)
+    rss_grid = np.empty(n_rows)
     z_Gn = np.expm1(-_PROFILE_GRID[:, None] * lnx_n[None, :])
-    _, _, rss_BG = _solve_linear(
-        sw[:, None], swy[:, None], syy[:, None], w_Bn @ z_Gn.T, w_Bn @ (z_Gn**2).T, wy @ z_Gn.T, sign
-    )
-    k = np.argmin(rss_BG, axis=1)
+    step = max(1, 2**18 // (_PROFILE_GRID.size * lnx_n.size))
+    for s in range(0, n_rows, step):
+        sl = slice(s, s + step)
+        chunk = data.rows(sl)
+        _, _, rss_bg = _solve_linear(chunk, z_Gn[None], sign, asym_bound)
+        k[sl] = np.argmin(rss_bg, axis=1)
+        rss_grid[sl] = rss_bg[np.arange(k[sl].size), k[sl]]
 
-    def profile(alpha_B: Array) -> tuple[Array, Array, Array]:
-        z = np.expm1(-alpha_B[:, None] * lnx_n[None, :])
-        return _solve_linear(sw, swy, syy, (w_Bn * z).sum(1), (w_Bn * z**2).sum(1), (wy * z).sum(1), sign)
+    def rss_at(alpha_B: Array) -> Array:
+        return _solve_linear(data, np.expm1(-alpha_B[:, None] * lnx_n[None, :]), sign, asym_bound)[2]
 
+    # Golden-section search in the bracketing grid cells, one new evaluation per iteration.
     lo = _PROFILE_GRID[np.maximum(k - 1, 0)]
     hi = _PROFILE_GRID[np.minimum(k + 1, _PROFILE_GRID.size - 1)]
+    c, d = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
+    fc, fd = rss_at(c), rss_at(d)
     for _ in range(_GOLDEN_ITERS):
-        c, d = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
-        left = profile(c)[2] < profile(d)[2]
+        left = fc < fd  # the minimum is in [lo, d]
         hi, lo = np.where(left, d, hi), np.where(left, lo, c)
+        new = np.where(left, hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo))
+        fnew = rss_at(new)
+        c, d, fc, fd = (np.where(left, new, d), np.where(left, c, new),
+                        np.where(left, fnew, fd), np.where(left, fc, fnew))
     alpha = 0.5 * (lo + hi)
     # Where the bracket was not unimodal the search can lose to its own grid point; keep the better.
-    alpha = np.where(profile(alpha)[2] <= rss_BG[np.arange(k.size), k], alpha, _PROFILE_GRID[k])
-    asym, amp, _ = profile(alpha)
+    alpha = np.where(rss_at(alpha) <= rss_grid, alpha, _PROFILE_GRID[k])
+    asym, amp, _ = _solve_linear(data, np.expm1(-alpha[:, None] * lnx_n[None, :]), sign, asym_bound)
     return np.stack([asym, amp, alpha], axis=1)
 
 
 def bootstrap_fits(
     lnx_n: Array, c_n: Array, y_n: Array, sign: float, n_bootstrap: int, seed: int,
-    group_idx: npt.NDArray[np.intp] | None = None,
+    group_idx: npt.NDArray[np.intp] | None = None, asym_bound: float | None = None,
 ) -> tuple[Array, int]:
     """Refit `n_bootstrap` resamples of the runs -> (params [B_used, 3], number skipped).
 
@@ -106,4 +165,4 @@ def bootstrap_fits(
         )
     if not ok.any():
         return np.empty((0, 3)), n_degenerate
-    return profile_fit(lnx_n, y_n, w_Bn[ok], sign), n_degenerate
+    return profile_fit(lnx_n, y_n, w_Bn[ok], sign, asym_bound), n_degenerate

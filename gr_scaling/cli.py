@@ -220,10 +220,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_forecast(args: argparse.Namespace) -> int:
     from analysis.commands import forecast_study, format_forecast, study_json
 
-    study, convention = forecast_study(args)
-    print(format_forecast(study, convention))
+    study, convention, selection = forecast_study(args)
+    print(format_forecast(study, convention, selection))
     if args.json:
-        Path(args.json).write_text(study_json(study, convention))
+        Path(args.json).write_text(study_json(study, convention, selection))
         print(f"wrote {args.json}")
     return 0
 
@@ -251,9 +251,10 @@ def _add_analysis_args(p: argparse.ArgumentParser) -> None:
     direction.add_argument("--higher-is-better", dest="higher_is_better", action="store_true", default=None)
     direction.add_argument("--lower-is-better", dest="higher_is_better", action="store_false")
     p.add_argument("--flops-convention", help="how the CSV's FLOPs were counted (shown in the report)")
-    p.add_argument("--flops-per-nd", type=_flops_per_nd, default=6.0,
-                   help="k in C = k N D for the frontier (and C when the CSV has only N and D); default 6; "
-                        "'auto': the runs' median FLOPs / (N D)")
+    p.add_argument("--flops-per-nd", type=_flops_per_nd, default="auto",
+                   help="k in C = k N D for the frontier's N_opt and D_opt; default 'auto': the runs' own median "
+                        "FLOPs / (N D) (HSTU's exact FLOPs are far from 6 N D at small widths); a number, e.g. 6, "
+                        "for a convention (needed to derive C when a CSV has only N and D)")
     p.add_argument("--form", default="auto", choices=("auto", "power_law", "log_linear", "pure_power", "chinchilla"),
                    help="curve for the forecast (auto: the best backtest among the one-variable forms)")
     p.add_argument("--holdout", type=_holdout, default=0.2,
@@ -265,6 +266,9 @@ def _add_analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation for the cost model")
     p.add_argument("--price", type=float, default=0.0, help="price per device-hour (0: ROI per device-hour)")
     p.add_argument("--num-devices", type=int, default=1)
+    p.add_argument("--selection", choices=("best_val", "final"), default="best_val",
+                   help="each run's checkpoint: best_val (test metric at the best validation epoch, at the FLOPs "
+                        "spent up to it; default) or final (the last epoch's metric, at all the FLOPs spent)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -353,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("sweep_dir", nargs="?", help="sweep directory (or give --csv FILE)")
         p.add_argument("--metric", help="metric to fit (default: the spec's sweep.metric)")
-        p.add_argument("--out", help="report directory (default: SWEEP_DIR/report)")
+        p.add_argument("--out", help="report directory (default: SWEEP_DIR/report/METRIC, or METRIC-final with "
+                                     "--selection final; CSV: FILE-report/METRIC)")
         p.add_argument("--bootstrap", type=int, default=500)
         if name == "fit":
             p.add_argument("--json", help="write the fit JSON here")

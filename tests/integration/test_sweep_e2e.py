@@ -89,7 +89,7 @@ def test_sweep_runs_records_tracks_and_reports(tmp_path: Path, capsys: pytest.Ca
     assert main(["sweep", "status", str(sweep_dir)]) == 0
     assert "complete 4, running 0, pending 0, failed 0" in capsys.readouterr().out
     assert main(["report", str(sweep_dir), "--bootstrap", "50"]) == 0
-    assert (sweep_dir / "report" / "report.html").exists()
+    assert (sweep_dir / "report" / "ndcg@10" / "report.html").exists()
 
 
 @pytest.mark.slow
@@ -126,3 +126,69 @@ def test_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path: Path) ->
     for run_id, numbers in before.items():
         assert after[run_id] == numbers  # finished runs were not run again
     assert summary.skipped_complete == len(before)
+
+
+EARLY_STOP_SPEC = """
+[sweep]
+name = "early"
+metric = "ndcg@10"
+
+[axes]
+width = [8, 16]
+seed = [0, 1, 2]
+
+[base.data]
+num_users = 60
+num_items = 40
+num_clusters = 4
+min_events = 6
+max_events = 16
+
+[base.model]
+num_blocks = 1
+max_seq_len = 12
+
+[base.train]
+epochs = 12
+patience = 1
+lr = 0.03
+batch_size = 16
+num_negatives = 8
+
+[dispatch]
+executor = "local"
+max_parallel = 2
+poll_interval_s = 0.2
+"""
+
+
+@pytest.mark.slow
+def test_early_stopped_runs_are_fitted_at_the_flops_they_spent(tmp_path: Path) -> None:
+    """Runs that stop at different epochs record the compute they spent, planned stays apart, and
+    the report places each run at the FLOPs up to its reported (best validation) epoch."""
+    spec = tmp_path / "early.toml"
+    spec.write_text(EARLY_STOP_SPEC)
+    sweep_dir = tmp_path / "sweep"
+    assert main(["sweep", "launch", str(spec), "--out", str(sweep_dir)]) == 0
+    runs = Ledger(storage_url_for(sweep_dir), "early").runs()
+    assert {r.state for r in runs.values()} == {"complete"}
+    epochs_run = set()
+    for run in runs.values():
+        spent, planned, epochs = run.spent, run.flops["train"], run.config["train"]["epochs"]
+        assert spent["flops"] == pytest.approx(planned * spent["epochs_run"] / epochs, rel=1e-12)
+        assert spent["flops_at_best"] == pytest.approx(planned * spent["best_epoch"] / epochs, rel=1e-12)
+        assert spent["tokens"] == run.flops["train_tokens"] * spent["epochs_run"] // epochs
+        assert spent["tokens_at_best"] == run.flops["train_tokens"] * spent["best_epoch"] // epochs
+        result = json.loads((sweep_dir / "runs" / run.run_id / "result.json").read_text())
+        assert [h["train_flops"] for h in result["history"]] == pytest.approx(
+            [planned * h["epoch"] / epochs for h in result["history"]])
+        epochs_run.add(spent["epochs_run"])
+    assert len(epochs_run) >= 2 and min(epochs_run) < 12, f"runs should stop at different epochs: {epochs_run}"
+
+    assert main(["report", str(sweep_dir), "--bootstrap", "50"]) == 0
+    fit = json.loads((sweep_dir / "report" / "ndcg@10" / "fit.json").read_text())
+    assert fit["selection"]["name"] == "best_val"
+    at_best = {run.run_id: run.spent["flops_at_best"] for run in runs.values()}
+    points = {p["run_id"]: p["flops"] for p in fit["points"]}
+    assert points == pytest.approx(at_best)
+    assert any(points[r] < runs[r].flops["train"] for r in points)  # not at the planned FLOPs

@@ -182,3 +182,18 @@ def test_bad_options_raise() -> None:
         fit_chinchilla(N6, D6, Y6, n_bootstrap=-5)
     with pytest.raises(TypeError, match="higher_is_better must be a bool"):
         fit_chinchilla(N6, D6, Y6, higher_is_better="no")
+
+
+def test_a_parameter_at_its_bound_is_not_identified_and_gets_no_interval() -> None:
+    # The loss does not depend on D: beta runs to its lower bound and takes B with it.
+    n, d = grid(4, 4)
+    y = (1.69 + 406.4 / n**0.34) * np.exp(np.random.default_rng(0).normal(0.0, 0.002, n.size))
+    fit = fit_chinchilla(n, d, y, n_bootstrap=100, seed=0)
+    assert "beta" in fit.params_at_bounds and set(fit.not_identified) == {"beta", "B"}
+    assert all(math.isnan(v) for v in (*fit.param_intervals["beta"], *fit.param_intervals["B"]))
+    out = json.loads(json.dumps(fit.to_dict(), allow_nan=False))
+    assert out["param_intervals"]["beta"] is None and out["param_intervals"]["B"] is None
+    assert "optimiser bound" in out["not_identified"]["beta"]
+    for name in ("E", "A", "alpha"):  # the identified ones keep intervals that contain their estimates
+        lo, hi = fit.param_intervals[name]
+        assert lo <= fit.params[name] <= hi

@@ -75,7 +75,7 @@ def test_fit_csv_writes_json_with_every_analysis(tmp_path, capsys) -> None:
     assert a["model_choice"]["chosen"] in ("power_law", "log_linear", "pure_power")
     assert a["forecast"]["next_10x"]["cost"]["inputs"]["device"] == "h100-sxm"
     assert "frontier (C = 6 N D): N_opt ~ C^" in printed and "chinchilla  backtest |rel err|" in printed
-    assert (tmp_path / "ext-report" / "report.html").is_file()  # default output beside the CSV
+    assert (tmp_path / "ext-report" / "loss" / "report.html").is_file()  # default: beside the CSV, per metric
 
 
 def test_report_csv_html_has_every_section_and_figure(tmp_path) -> None:
@@ -168,7 +168,7 @@ def test_flops_per_nd_auto_matches_the_runs_and_a_mismatch_is_noted(tmp_path) ->
     rows, _ = load_csv(_write_csv(tmp_path / "k.csv", nan_row=False), y_col="loss", n_col="params", d_col="tokens",
                        id_col="run", flops_per_nd=9)  # this "accounting" counts 9 FLOPs per parameter-token
     data = data_from_runs(rows, metric="loss", higher_is_better=False)
-    fixed = run_study(data, StudyOptions(n_bootstrap=50, backtest_bootstrap=0, cost=None))
+    fixed = run_study(data, StudyOptions(n_bootstrap=50, backtest_bootstrap=0, cost=None, flops_per_nd=6.0))
     assert fixed.frontier.flops_per_nd == 6.0
     assert any("not the frontier's k = 6" in n and "median 9" in n for n in fixed.notes)
     auto = run_study(data, StudyOptions(n_bootstrap=50, backtest_bootstrap=0, cost=None, flops_per_nd="auto"))
@@ -178,3 +178,97 @@ def test_flops_per_nd_auto_matches_the_runs_and_a_mismatch_is_noted(tmp_path) ->
         StudyOptions(flops_per_nd=-1.0)
     with pytest.raises(ValueError, match="holdout must be"):
         StudyOptions(holdout=0)
+
+
+SMALL_SPEC = """
+[sweep]
+name = "per-metric"
+metric = "ndcg@10"
+
+[axes]
+users = [100, 200, 400, 800]
+width = [8, 16]
+
+[base.data]
+num_items = 50
+min_events = 4
+max_events = 12
+
+[base.model]
+num_blocks = 1
+max_seq_len = 12
+
+[base.train]
+epochs = 10
+
+[tracking]
+mode = "disabled"
+"""
+
+
+@pytest.fixture
+def sweep_dir(tmp_path: Path) -> Path:
+    """A sweep directory whose ledger holds 8 completed runs that early-stopped at different epochs
+    (metrics and spent compute written here in the worker's format, not trained)."""
+    from sweeps.launch import SPEC_COPY, open_ledger
+    from sweeps.plan import plan_sweep
+    from sweeps.spec import load_spec
+
+    d = tmp_path / "sweep"
+    d.mkdir()
+    (d / SPEC_COPY).write_text(SMALL_SPEC)
+    spec = load_spec(d / SPEC_COPY)
+    ledger = open_ledger(spec, d)
+    plan = plan_sweep(spec)
+    ledger.register(plan.runs)
+    rng = np.random.default_rng(0)
+    for run, best in zip(plan.runs, (2, 7, 4, 9, 3, 6, 5, 8)):
+        record = ledger.runs()[run.run_id]
+        assert ledger.claim(record.trial_id)
+        per_epoch, tokens_per_epoch, last = run.flops["train"] / 10, run.flops["train_tokens"] / 10, min(best + 3, 10)
+        spent = {"flops": per_epoch * last, "tokens": tokens_per_epoch * last, "flops_at_best": per_epoch * best,
+                 "tokens_at_best": tokens_per_epoch * best, "flops_per_epoch": per_epoch, "epochs_run": last,
+                 "best_epoch": best}
+        ndcg = 0.2 - 0.05 * (spent["flops_at_best"] / 1e9) ** -0.3 + rng.normal(0.0, 1e-3)
+        metrics = {"ndcg@10": ndcg, "hr@10": 2.5 * ndcg, "val_ndcg@10": ndcg + 0.01,
+                   "final_ndcg@10": ndcg - 0.001 * (last - best), "final_hr@10": 2.5 * ndcg - 0.002 * (last - best)}
+        ledger.complete(record.trial_id, value=ndcg,
+                        results={"metrics": metrics, "spent": spent, "best_epoch": best, "wall_time_s": 1.0})
+    return d
+
+
+def test_fit_and_report_of_another_metric_never_overwrite_the_first(sweep_dir: Path, capsys) -> None:
+    fast = ["--bootstrap", "20", "--holdout", "2"]
+    assert main(["report", str(sweep_dir), *fast]) == 0  # the spec's metric
+    first = sweep_dir / "report" / "ndcg@10"
+    before = {name: (first / name).read_bytes() for name in ("report.html", "fit.json", "metric_vs_flops.png")}
+    assert json.loads(before["fit.json"])["metric"] == "ndcg@10"
+    assert f"report: {first / 'report.html'}" in capsys.readouterr().out
+
+    assert main(["fit", str(sweep_dir), "--metric", "hr@10", *fast]) == 0
+    second = sweep_dir / "report" / "hr@10"
+    assert json.loads((second / "fit.json").read_text())["metric"] == "hr@10"
+    assert "hr@10" in (second / "report.html").read_text()
+    assert main(["report", str(sweep_dir), "--selection", "final", *fast]) == 0
+    third = sweep_dir / "report" / "ndcg@10-final"
+    assert json.loads((third / "fit.json").read_text())["selection"]["name"] == "final"
+    assert {name: (first / name).read_bytes() for name in before} == before  # untouched by the other two
+
+
+def test_a_sweep_report_places_each_run_at_the_flops_it_spent(sweep_dir: Path) -> None:
+    """Through the ledger and `sweeps.status.completed_rows`: best_val at flops_at_best, final at flops_spent."""
+    from sweeps.status import load_sweep
+
+    _, records = load_sweep(sweep_dir)
+    fast = ["--bootstrap", "20", "--holdout", "2"]
+    for selection, key, metric_key in (("best_val", "flops_at_best", "ndcg@10"), ("final", "flops", "final_ndcg@10")):
+        out = sweep_dir / selection
+        assert main(["fit", str(sweep_dir), "--selection", selection, "--out", str(out), *fast]) == 0
+        points = json.loads((out / "fit.json").read_text())["points"]
+        assert len(points) == len(records) == 8
+        for p in points:
+            record = records[p["run_id"]]
+            assert p["flops"] == pytest.approx(record.spent[key]) and p["flops"] <= record.flops["train"]
+            assert p["flops_planned"] == pytest.approx(record.flops["train"])
+            assert p["ndcg@10"] == pytest.approx(record.metrics[metric_key])
+        assert sum(p["flops"] < p["flops_planned"] for p in points) == (8 if selection == "best_val" else 5)  # 3 ran all 10 epochs

@@ -163,3 +163,73 @@ def test_forecast_rejects_bad_requests() -> None:
         forecast(SAT, form="power_law", max_observed_flops=0.0)
     with pytest.raises(ValueError, match="finite"):
         forecast(SAT, form="power_law", max_observed_flops=1e15, targets=[float("nan")])
+
+
+def _log_linear_data(n: int = 10, seed: int = 3) -> ScalingData:
+    c = np.geomspace(1e13, 1e15, n)
+    y = 0.10 + 0.012 * np.log(c / 1e13) + np.random.default_rng(seed).normal(0.0, 2e-3, n)
+    return ScalingData(metric="hr@50", higher_is_better=True, flops=c, y=y, run_ids=tuple(map(str, range(n))))
+
+
+def test_log_linear_new_run_interval_is_the_exact_t_prediction_interval() -> None:
+    # For a model linear in its parameters the draws (noise SD from its chi-square, then the
+    # refitted line) reproduce the textbook intervals; 20,000 draws pin the quantiles to ~1%.
+    from scipy import stats
+
+    from analysis.forms import fit_form
+
+    d = _log_linear_data()
+    fitted = fit_form("log_linear", d, n_bootstrap=20_000, seed=1)
+    x0 = np.array([3e14, 1e16])
+    fc = forecast(fitted.curve(), form="log_linear", max_observed_flops=1e15, at_flops=x0, seed=2)
+    u, u0 = np.log(d.flops), np.log(x0)
+    b, a = np.polyfit(u, d.y, 1)
+    s = math.sqrt(np.sum((d.y - a - b * u) ** 2) / (u.size - 2))
+    lever = 1 / u.size + (u0 - u.mean()) ** 2 / np.sum((u - u.mean()) ** 2)
+    t = stats.t.ppf(0.975, u.size - 2)
+    for j, row in enumerate(fc.at):
+        centre = a + b * u0[j]
+        for kind, var in (("new_run", 1 + lever[j]), ("curve", lever[j])):
+            half = t * s * math.sqrt(var)
+            lo, hi = row[kind]["95%"]
+            assert lo == pytest.approx(centre - half, abs=0.03 * half), (kind, j)
+            assert hi == pytest.approx(centre + half, abs=0.03 * half), (kind, j)
+    # The run-to-run SD uses ddof = the number of parameters (2), not 1.
+    assert fc.residual_sd == pytest.approx(s) and fc.residual_df == u.size - 2
+
+
+def test_noise_model_with_replicates_uses_configuration_means() -> None:
+    from analysis.noise import estimate_noise
+
+    r = np.array([0.01, 0.03, -0.02, -0.01, 0.0, 0.004, 0.02, 0.01, -0.03, -0.02])
+    g = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+    noise = estimate_noise(r, 2, g)
+    means = [(r[2 * k] + r[2 * k + 1]) / 2 for k in range(5)]
+    within = sum((r[i] - means[g[i]]) ** 2 for i in range(10)) / (10 - 5)
+    assert noise.unit == "replicate group (config)" and noise.df == 5 - 2
+    assert noise.sd_curve == pytest.approx(math.sqrt(sum(m * m for m in means) / 3))
+    assert noise.sd_new_run == pytest.approx(math.sqrt(sum(m * m for m in means) / 3 + within / 2))
+    assert estimate_noise(r, 2).sd_curve == pytest.approx(math.sqrt(np.sum(r**2) / 8))
+    ystar, sd = noise.resample(np.zeros(10), g, 4, np.random.default_rng(0))
+    assert np.allclose(ystar[:, 0::2], ystar[:, 1::2]) and sd.shape == (4,)  # one draw per config
+
+
+def test_study_frontier_uses_the_runs_own_flops_per_nd_by_default() -> None:
+    from analysis.study import StudyOptions, run_study
+
+    assert StudyOptions().flops_per_nd == "auto"
+    n = np.repeat(np.geomspace(1e6, 1e8, 4), 4)
+    d = np.tile(np.geomspace(1e8, 1e10, 4), 4)
+    y = law(n, d) * np.exp(np.random.default_rng(0).normal(0.0, 0.002, n.size))
+    data = ScalingData(metric="loss", higher_is_better=False, flops=9.9 * n * d, y=y,
+                       run_ids=tuple(map(str, range(n.size))), n_params=n, tokens=d)
+    study = run_study(data, StudyOptions(n_bootstrap=50, backtest_bootstrap=0, cost=None))
+    assert study.frontier.flops_per_nd == pytest.approx(9.9)
+    out = study.to_dict()
+    assert out["flops_per_nd"]["value"] == pytest.approx(9.9)
+    assert out["flops_per_nd"]["source"].startswith("the runs' median C / (N D) over 16 runs")
+    assert out["frontier"]["convention"] == "C = 9.9 N D"
+    assert out["frontier"]["flops_per_nd_source"] == out["flops_per_nd"]["source"]
+    assert any("k = 9.9" in note for note in study.notes)
+    given = run_study(data, StudyOptions(n_bootstrap=50, backtest_bootstrap=0, cost=None, flops_per_nd=6.0))
+    assert given.frontier.flops_per_nd == 6.0 and given.to_dict()["flops_per_nd"]["source"].startswith("given")

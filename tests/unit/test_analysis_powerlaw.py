@@ -120,7 +120,7 @@ def test_vectorised_profile_solver_matches_least_squares_optimum() -> None:
 def test_degenerate_resamples_are_skipped_and_counted() -> None:
     c = np.array([1e13, 1e14, 1e15, 1e15])
     y = np.array([0.10, 0.15, 0.17, 0.171])
-    fit = fit_saturating_power_law(c, y, higher_is_better=True, n_bootstrap=2000, seed=0)
+    fit = fit_saturating_power_law(c, y, higher_is_better=True, n_bootstrap=2000, seed=0, resampling="runs")
     # Independent count: a resample of 4 (with replacement) from points whose FLOPs are a, b, c, c
     # is degenerate when it misses a or b or both copies of c.
     groups = [0, 1, 2, 2]

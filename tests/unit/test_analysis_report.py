@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from matplotlib.container import ErrorbarContainer
+
+from analysis.backtest import Backtest
 from analysis.fit import fit_saturating_power_law
-from analysis.plots import DPI, plot_metric_vs_flops
+from analysis.plots import DPI, metric_vs_flops_figure, plot_metric_vs_flops, residuals_figure
 from analysis.evidence import assess_improvement
 from analysis.report import write_report
 from analysis.report_html import ReportContent, render_html
@@ -57,7 +60,8 @@ def test_report_writes_three_files_with_verdict_convention_and_image(tmp_path) -
     page = paths.report_html.read_text()
 
     assert summary["improves"] is True
-    assert summary["verdict"].startswith("Quality improves with compute: ndcg@10 rises")
+    assert summary["verdict"].startswith("ndcg@10 improves with compute: +")
+    assert not re.search(r"[.;:]\s+[A-Z]", summary["verdict"]) and "Caveat" not in summary["verdict"]  # one sentence
     assert html.escape(summary["verdict"]) in page
     assert CONVENTION in page and summary["flops_convention"] == CONVENTION
     assert "HSTU &lt;test&gt; scaling" in page  # user strings are escaped
@@ -125,7 +129,7 @@ def test_html_flags_a_fit_that_did_not_converge() -> None:
         fit_saturating_power_law(c, y, higher_is_better=True, n_bootstrap=50), converged=False, message="max_nfev"
     )
     evidence = assess_improvement(fit, c, y, metric_name="ndcg@10")
-    assert "did not converge (max_nfev)" in evidence.verdict
+    assert "the power-law fit did not converge (max_nfev)" in evidence.caveats
     content = ReportContent(
         title="t", metric="ndcg@10", higher_is_better=True, flops_convention=CONVENTION,
         runs=[{"run_id": f"r{i}", "flops": ci, "ndcg@10": yi} for i, (ci, yi) in enumerate(zip(c, y))],
@@ -133,7 +137,7 @@ def test_html_flags_a_fit_that_did_not_converge() -> None:
         evidence=evidence, verdict=evidence.verdict, n_replicated_configs=0, png=None,
     )
     page = render_html(content)
-    assert "The power-law fit did NOT converge: max_nfev" in page
+    assert page.count("the power-law fit did not converge (max_nfev)") == 1  # in the caveats, once
     assert "converged: <b>NO</b>" in page
 
 
@@ -148,6 +152,90 @@ def test_plot_without_fit_and_with_groups(tmp_path) -> None:
     assert out.read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(ValueError, match="groups has 2 entries for 5 points"):
         plot_metric_vs_flops(c, y, fit=None, metric_name="m", flops_convention="x", path=tmp_path / "c.png", groups=[1, 2])
+
+
+
+def _backtest() -> Backtest:
+    return Backtest(
+        form="power_law", holdout=2, threshold_flops=1e15, n_train=4, run_ids=("big1", "big2"),
+        flops=np.array([1e15, 3e15]), observed=np.array([0.180, 0.190]), predicted=np.array([0.175, 0.182]),
+        interval=(np.array([0.170, 0.175]), np.array([0.181, 0.192])), level=0.95, converged=True, error=None,
+    )
+
+
+def _errorbars(ax, label_start: str) -> ErrorbarContainer:
+    (container,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer) and c.get_label().startswith(label_start)]
+    return container
+
+
+def _vertical_lines(ax) -> list:
+    """Lines drawn at one x across the axis (axvline and the like)."""
+    return [line for line in ax.lines if len(line.get_xdata()) >= 2 and len(set(np.asarray(line.get_xdata()).tolist())) == 1]
+
+
+def test_backtest_is_drawn_as_points_with_their_intervals_not_as_a_line() -> None:
+    c = np.array([1e13, 3e13, 1e14, 3e14, 1e15, 3e15])
+    y = np.array([0.10, 0.13, 0.15, 0.165, 0.180, 0.190])
+    bt = _backtest()
+    fig = metric_vs_flops_figure(c, y, fit=None, metric_name="ndcg@10", flops_convention=CONVENTION, backtest=bt)
+    (ax,) = fig.axes
+    bars = _errorbars(ax, "backtest")
+    np.testing.assert_allclose(bars.lines[0].get_xydata(), [[1e15, 0.175], [3e15, 0.182]])
+    np.testing.assert_allclose(bars.lines[2][0].get_segments(), [[[1e15, 0.170], [1e15, 0.181]],
+                                                                 [[3e15, 0.175], [3e15, 0.192]]])
+    assert _vertical_lines(ax) == []
+
+    fig = residuals_figure(c, {"power_law": y - 0.15}, metric_name="ndcg@10", backtest=bt)
+    (ax,) = fig.axes
+    bars = _errorbars(ax, "backtest")
+    # observed - predicted at each held-out run; the bar is observed - interval: it covers 0 iff the run is inside.
+    np.testing.assert_allclose(bars.lines[0].get_xydata(), [[1e15, 0.005], [3e15, 0.008]], atol=1e-12)
+    np.testing.assert_allclose(bars.lines[2][0].get_segments(), [[[1e15, -0.001], [1e15, 0.010]],
+                                                                 [[3e15, -0.002], [3e15, 0.015]]], atol=1e-12)
+    assert _vertical_lines(ax) == []
+
+
+def test_verdict_is_shown_once_and_the_caveats_once_as_a_short_list() -> None:
+    c = np.geomspace(1e13, 1e15, 6)
+    y = 0.2 - 0.05 * (c / 1e14) ** -0.4
+    fit = fit_saturating_power_law(c, y, higher_is_better=True, n_bootstrap=50)
+    evidence = dataclasses.replace(
+        assess_improvement(fit, c, y, metric_name="ndcg@10"), verdict="ndcg@10 improves with compute.",
+        caveats=("alpha is at its lower bound", "3 of 50 resamples skipped"),
+    )
+    content = ReportContent(
+        title="t", metric="ndcg@10", higher_is_better=True, flops_convention=CONVENTION,
+        runs=[{"run_id": f"r{i}", "flops": ci, "ndcg@10": yi} for i, (ci, yi) in enumerate(zip(c, y))],
+        excluded=[("bad", "ndcg@10 is nan")], power_law=fit, power_law_error=None, log_linear=None,
+        log_linear_error="skipped", evidence=evidence, verdict=evidence.verdict, n_replicated_configs=0, png=None,
+    )
+    page = render_html(content)
+    assert page.count("ndcg@10 improves with compute.") == 1
+    assert "class='warn'" not in page  # no red boxes
+    caveats = re.search(r"<ul id='caveats'>(.*?)</ul>", page, re.S)
+    assert caveats is not None
+    items = re.findall(r"<li>(.*?)</li>", caveats.group(1))
+    assert items == ["alpha is at its lower bound", "3 of 50 resamples skipped",
+                     "1 run(s) excluded from the fit: bad: ndcg@10 is nan"]
+    for item in items:
+        assert page.count(item) == 1, item
+    assert page.index("id='verdict'") < page.index("id='caveats'") < page.index("<h2>")
+
+
+def test_a_report_states_each_caveat_once(tmp_path) -> None:
+    """Saturation not resolved (alpha at its bound): the caveat is in the list, not also in the verdict."""
+    c = np.geomspace(1e12, 1e16, 9)
+    rows = [{"run_id": f"r{i}", "flops": ci, "ndcg@10": 0.02 + 0.01 * np.log10(ci / 1e12) + 1e-4 * (-1) ** i}
+            for i, ci in enumerate(c)]
+    paths = write_report(tmp_path, rows, metric="ndcg@10", higher_is_better=True, flops_convention=CONVENTION,
+                         title="log-linear", n_bootstrap=100)
+    summary = json.loads(paths.fit_json.read_text())
+    page = paths.report_html.read_text()
+    caveats = summary["evidence"]["caveats"]
+    assert caveats and page.count(html.escape(summary["verdict"])) == 1
+    for caveat in caveats:
+        assert caveat not in summary["verdict"]
+        assert page.count(html.escape(caveat)) == 1, caveat
 
 
 def _imported_modules(path: Path) -> set[str]:
