@@ -34,6 +34,7 @@ from scipy.optimize import minimize
 
 from analysis.inputs import ArrayLike, validate_level, validate_nd_points
 from analysis.lbfgs import minimize_batch
+from analysis.progress import batches
 from analysis.resample import group_index, group_weights
 from analysis.varpro import MIN_BOOTSTRAP_FOR_INTERVALS
 
@@ -55,6 +56,7 @@ DEFAULT_GRID: dict[str, tuple[float, ...]] = {
 }
 DEFAULT_POLISH = 32  # L-BFGS runs from the best grid points
 AGREE_RTOL = 1e-6
+BOOTSTRAP_BATCH = 250  # refits per minimize_batch call: a progress step, and bounded memory
 
 
 def objective(theta_KP: Array, lnn: Array, lnd: Array, logy: Array, w_Kn: Array, delta: float = HUBER_DELTA) -> tuple[Array, Array]:
@@ -373,13 +375,22 @@ def _bootstrap(
     if w.shape[0] == 0:
         return np.empty((0, 5)), n_degenerate, 0
 
-    def fg(x: Array, rows: npt.NDArray[np.intp]) -> tuple[Array, Array]:
-        return objective(x, lnn, lnd, logy, w[rows], delta)
+    # Batches only to show progress: the refits are independent rows of minimize_batch, so a row's
+    # result does not depend on which batch it is in (each batch also stops at its own slowest row).
+    thetas, converged = [], []
+    for rows_sl in batches(w.shape[0], BOOTSTRAP_BATCH, desc="chinchilla bootstrap", unit="refit"):
+        w_b = w[rows_sl]
 
-    res = minimize_batch(fg, np.tile(theta, (w.shape[0], 1)), LOWER, UPPER, max_iter=2000, gtol=1e-9, ftol=1e-13)
-    n_failed = int((~res.converged).sum())
+        def fg(x: Array, rows: npt.NDArray[np.intp], w_b: Array = w_b) -> tuple[Array, Array]:
+            return objective(x, lnn, lnd, logy, w_b[rows], delta)
+
+        res = minimize_batch(fg, np.tile(theta, (w_b.shape[0], 1)), LOWER, UPPER, max_iter=2000, gtol=1e-9, ftol=1e-13)
+        thetas.append(res.x)
+        converged.append(res.converged)
+    x_all, ok_all = np.concatenate(thetas), np.concatenate(converged)
+    n_failed = int((~ok_all).sum())
     if n_failed:
         log.warning("bootstrap: %d of %d refits did not converge and are dropped", n_failed, w.shape[0])
     if n_degenerate:
         log.info("bootstrap: skipped %d of %d resamples with < 3 distinct N or D", n_degenerate, n_bootstrap)
-    return res.x[res.converged], n_degenerate, n_failed
+    return x_all[ok_all], n_degenerate, n_failed

@@ -11,17 +11,25 @@ from `gr_scaling.cli`); missing attributes take their defaults, so scripts can p
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from analysis.dataset import Selection, data_from_runs, select_runs
+from analysis.bounds import metric_bounds
+from analysis.dataset import D_KEY, N_KEY, Selection, data_from_runs, select_runs
+from analysis.inputs import validate_nd_points, validate_points
 from analysis.report import ReportPaths, plain_json, split_rows, write_report
 from analysis.study import Study, StudyOptions, run_study
 from scaling.cost import CostInputs
+
+# The fewest runs any curve in C is fitted on: the log-linear and pure power forms have 2
+# parameters, plus one residual degree of freedom (`analysis.inputs.validate_points`).
+MIN_RUNS = 3
 
 
 def _get(args: Any, name: str, default: Any = None) -> Any:
@@ -80,6 +88,60 @@ def load_rows(args: Any) -> tuple[list[dict[str, Any]], str, bool, str, str, Pat
             Path(sweep_dir) / "report" / report_dir_name(metric, selection))
 
 
+def _source(args: Any) -> str:
+    return str(_get(args, "csv") or _get(args, "sweep_dir") or "the runs")
+
+
+@contextlib.contextmanager
+def _quiet(name: str = "analysis") -> Iterator[None]:
+    """Silence the analysis warnings of a dry pass: the real pass logs them once."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def require_fittable(rows: Sequence[Mapping[str, Any]], *, metric: str, selection: str, source: str) -> None:
+    """ValueError naming `source` unless some form can be fitted to the usable runs.
+
+    `fit`, `report` and `forecast` on one or two runs used to exit 0 with every form "not fitted";
+    that is a user error (run more, or fix the excluded runs), refused before anything is written.
+    """
+    with _quiet():
+        selected, _ = select_runs(rows, metric=metric, selection=selection)
+        runs, excluded = split_rows(selected, metric)
+    if len(runs) < MIN_RUNS:
+        shown = "; ".join(f"{run_id}: {why}" for run_id, why in excluded[:3]) + ("; ..." if len(excluded) > 3 else "")
+        detail = f" ({len(excluded)} excluded: {shown})" if excluded else ""
+        raise ValueError(
+            f"{source}: {len(runs)} usable run(s) of {metric}{detail}; a fit needs at least {MIN_RUNS} runs at 2 or "
+            "more compute budgets: finish more runs (or fix the excluded ones) and run it again"
+        )
+    try:  # the least demanding curve in C; if it cannot be fitted, none of them can
+        validate_points([r["flops"] for r in runs], [r[metric] for r in runs], min_points=MIN_RUNS,
+                        min_distinct_flops=2, model="log-linear fit (the least demanding form)")
+    except ValueError as exc:
+        try:  # the two-variable law may still fit runs that share one C
+            validate_nd_points([r.get(N_KEY, math.nan) for r in runs], [r.get(D_KEY, math.nan) for r in runs],
+                               [r[metric] for r in runs], min_points=6, min_distinct=3, model="L(N, D)")
+        except ValueError:
+            raise ValueError(f"{source}: no form can be fitted to {len(runs)} run(s) of {metric}: {exc}") from None
+
+
+def check_points(args: Any, metric: str) -> None:
+    """--at must be FLOPs (finite, > 0) and --target a value the metric can take."""
+    for value in _get(args, "at", ()):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--at {value:g}: forecast FLOPs must be a finite number > 0, e.g. --at 1e18")
+    bounds = metric_bounds(metric)
+    for value in _get(args, "target", ()):
+        if not math.isfinite(value) or not bool(bounds.contains(value)):
+            raise ValueError(f"--target {value:g}: must be a finite value of {metric}, which lies in {bounds.text()}")
+
+
 def study_options(args: Any) -> StudyOptions:
     cost = CostInputs(
         device=_get(args, "device", "h100-sxm"), mfu=float(_get(args, "mfu", 0.4)),
@@ -93,8 +155,13 @@ def study_options(args: Any) -> StudyOptions:
 
 
 def write_analysis_report(args: Any) -> ReportPaths:
-    """`fit` and `report`: the full report (fit.json, figures, report.html) for a sweep or a CSV."""
+    """`fit` and `report`: the full report (fit.json, figures, report.html) for a sweep or a CSV.
+
+    Too few usable runs, or --at/--target out of range, raise ValueError before anything is written.
+    """
     rows, metric, hib, convention, title, default_out = load_rows(args)
+    check_points(args, metric)
+    require_fittable(rows, metric=metric, selection=_get(args, "selection", "best_val"), source=_source(args))
     opts = study_options(args)
     return write_report(
         Path(_get(args, "out") or default_out), rows, metric=metric, higher_is_better=hib, flops_convention=convention,
@@ -116,10 +183,18 @@ def study_of_rows(
 
 
 def forecast_study(args: Any) -> tuple[Study, str, Selection]:
-    """`forecast`: the study without figures or files -> (study, FLOPs convention, selection)."""
+    """`forecast`: the study without figures or files -> (study, FLOPs convention, selection).
+
+    ValueError (a user error) when the runs cannot be fitted or no form gives a forecast.
+    """
     rows, metric, hib, convention, _, _ = load_rows(args)
-    study, sel = study_of_rows(rows, metric=metric, higher_is_better=hib, selection=_get(args, "selection", "best_val"),
+    check_points(args, metric)
+    selection = _get(args, "selection", "best_val")
+    require_fittable(rows, metric=metric, selection=selection, source=_source(args))
+    study, sel = study_of_rows(rows, metric=metric, higher_is_better=hib, selection=selection,
                                options=study_options(args))
+    if study.forecast is None:
+        raise ValueError(f"{_source(args)}: no forecast of {metric}: {study.forecast_error}")
     return study, convention, sel
 
 

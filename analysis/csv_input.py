@@ -9,7 +9,7 @@ Rows come back in the shape of `sweeps.status.completed_rows`: "run_id", "flops"
 "params_non_embedding" (N) and "train_tokens" (D), so they go through the same checks as a
 sweep's. Empty, "nan" or "inf" metric cells are kept as NaN, so the report lists those runs as
 excluded (diverged runs are data, not a reason to refuse the file); any other text where a
-number belongs is an error naming the line and column.
+number belongs is an error naming the file, the line and the column.
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ from analysis.dataset import D_KEY, GROUP_KEY, N_KEY
 _MISSING = {"", "nan", "na", "n/a", "null", "none"}  # lower-cased; "inf" parses as a float
 
 
-def _number(text: str | None, line: int, col: str) -> float:
+def _number(text: str | None, path: Path, line: int, col: str) -> float:
     t = (text or "").strip()
     if t.lower() in _MISSING:
         return math.nan
     try:
         return float(t)
     except ValueError:
-        raise ValueError(f"line {line}, column {col!r}: {text!r} is not a number") from None
+        raise ValueError(f"{path}, line {line}, column {col!r}: {text!r} is not a number; correct it, or leave "
+                         "the cell empty to list that run as excluded") from None
 
 
 def load_csv(
@@ -54,10 +55,13 @@ def load_csv(
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"--csv {p}: no such file")
-    with p.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = list(reader.fieldnames or [])
-        lines = list(reader)
+    try:
+        with p.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = list(reader.fieldnames or [])
+            lines = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{p}: not a readable UTF-8 CSV file ({exc}); export it as CSV with a header line") from None
     if not columns:
         raise ValueError(f"{p} is empty: it needs a header line naming the columns")
     derive = x_col not in columns
@@ -80,15 +84,15 @@ def load_csv(
     for i, raw in enumerate(lines):
         line = i + 2  # 1-based, after the header
         row: dict[str, Any] = {"run_id": ((raw[id_col] or "").strip() if id_col else f"row{line}")}
-        row[y_col] = _number(raw[y_col], line, y_col)
+        row[y_col] = _number(raw[y_col], p, line, y_col)
         if n_col:
-            row[N_KEY] = _number(raw[n_col], line, n_col)
+            row[N_KEY] = _number(raw[n_col], p, line, n_col)
         if d_col:
-            row[D_KEY] = _number(raw[d_col], line, d_col)
+            row[D_KEY] = _number(raw[d_col], p, line, d_col)
         if derive:
             row["flops"] = float(flops_per_nd) * row[N_KEY] * row[D_KEY]  # type: ignore[arg-type]
         else:
-            row["flops"] = _number(raw[x_col], line, x_col)
+            row["flops"] = _number(raw[x_col], p, line, x_col)
         if group_cols:
             row[GROUP_KEY] = "|".join((raw[c] or "").strip() for c in group_cols)
         rows.append(row)

@@ -45,7 +45,7 @@ from analysis.bounds import UNBOUNDED, MetricBounds, check_in_bounds, metric_bou
 from analysis.inputs import ArrayLike, validate_level, validate_points
 from analysis.noise import NoiseModel, estimate_noise
 from analysis.resample import group_index
-from analysis.varpro import ALPHA_BOUNDS, MIN_BOOTSTRAP_FOR_INTERVALS, bootstrap_fits, profile_fit
+from analysis.varpro import ALPHA_BOUNDS, MIN_BOOTSTRAP_FOR_INTERVALS, bootstrap_fits, profile_fit, profile_fit_batches
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +308,8 @@ def fit_saturating_power_law(
     n_degenerate = 0
     if resampling == "parametric":
         ystar, noise_sd = noise.resample(ys - resid_s, gidx, n_bootstrap, rng)
-        boot = profile_fit(lnx, ystar, np.ones((1, n)), form.sign, asym_bound) if n_bootstrap else np.empty((0, 3))
+        boot = (profile_fit_batches(lnx, ystar, np.ones((1, n)), form.sign, asym_bound) if n_bootstrap
+                else np.empty((0, 3)))
     else:
         boot, n_degenerate = bootstrap_fits(lnx, c, ys, form.sign, n_bootstrap, seed, gidx, asym_bound)
         noise_sd = noise.draw_sd(boot.shape[0], rng)[1]

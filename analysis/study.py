@@ -31,6 +31,7 @@ from analysis.forecast import Forecast, forecast
 from analysis.forms import FORM_NAMES, FormFit, fit_form
 from analysis.frontier import DEFAULT_FLOPS_PER_ND, Frontier, compute_frontier
 from analysis.isoflop import DEFAULT_REL_TOL, IsoFlopResult, fit_isoflop
+from analysis.progress import track
 from analysis.inputs import validate_level
 from scaling.cost import CostInputs
 
@@ -163,7 +164,8 @@ def run_study(data: ScalingData, options: StudyOptions | None = None) -> Study:
     if not data.has_nd:
         errors["chinchilla"] = f"no N and D per run ({data.nd_missing or 'not given'})"
     fits: dict[str, FormFit] = {}
-    for name in forms:
+    for name in track(forms, desc=f"fitting {data.metric} ({opts.n_bootstrap} bootstrap draws)", unit="form",
+                      label=str):
         try:
             fits[name] = fit_form(name, data, n_bootstrap=opts.n_bootstrap, seed=opts.seed, level=opts.level,
                                   flops_per_nd=opts.flops_per_nd)
@@ -177,7 +179,8 @@ def run_study(data: ScalingData, options: StudyOptions | None = None) -> Study:
     backtests: dict[str, Backtest] = {}
     backtest_error = None
     try:
-        for name in fits:
+        for name in track(list(fits), desc=f"backtesting {data.metric} ({opts.backtest_bootstrap} bootstrap draws)",
+                          unit="form", label=str):
             backtests[name] = backtest(name, data, holdout=opts.holdout, n_bootstrap=opts.backtest_bootstrap,
                                        seed=opts.seed, level=opts.level, flops_per_nd=opts.flops_per_nd)
     except ValueError as exc:  # the holdout leaves nothing to fit on

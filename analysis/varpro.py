@@ -18,6 +18,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from analysis.progress import batches
 from analysis.resample import group_weights
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ MIN_BOOTSTRAP_FOR_INTERVALS = 20
 _PROFILE_GRID = np.geomspace(*ALPHA_BOUNDS, 121)
 _GOLDEN_ITERS = 44  # shrinks the bracket (two grid cells, x1.18 each) by 0.618^44 ~ 6e-10
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+BOOTSTRAP_BATCH = 500  # data sets per profile_fit call in `profile_fit_batches`: one progress step
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -136,6 +138,27 @@ def profile_fit(lnx_n: Array, y_n: Array, w_Bn: Array, sign: float, asym_bound: 
     return np.stack([asym, amp, alpha], axis=1)
 
 
+def profile_fit_batches(
+    lnx_n: Array, y_n: Array, w_Bn: Array, sign: float, asym_bound: float | None = None, *,
+    desc: str = "power-law bootstrap",
+) -> Array:
+    """`profile_fit` of many data sets in batches of rows, with progress (`analysis.progress`).
+
+    The rows are independent problems (the golden-section search runs per row), so batching
+    changes nothing in the result; it only gives the progress bar steps and bounds the memory.
+    """
+    y_Bn = np.atleast_2d(np.asarray(y_n, np.float64))
+    if y_Bn.shape[0] == 0 or w_Bn.shape[0] == 0:
+        return np.empty((0, 3))
+    n_rows = max(y_Bn.shape[0], w_Bn.shape[0])
+    parts = [
+        profile_fit(lnx_n, y_Bn[sl] if y_Bn.shape[0] > 1 else y_Bn, w_Bn[sl] if w_Bn.shape[0] > 1 else w_Bn,
+                    sign, asym_bound)
+        for sl in batches(n_rows, BOOTSTRAP_BATCH, desc=desc, unit="refit")
+    ]
+    return np.concatenate(parts) if parts else np.empty((0, 3))
+
+
 def bootstrap_fits(
     lnx_n: Array, c_n: Array, y_n: Array, sign: float, n_bootstrap: int, seed: int,
     group_idx: npt.NDArray[np.intp] | None = None, asym_bound: float | None = None,
@@ -165,4 +188,4 @@ def bootstrap_fits(
         )
     if not ok.any():
         return np.empty((0, 3)), n_degenerate
-    return profile_fit(lnx_n, y_n, w_Bn[ok], sign, asym_bound), n_degenerate
+    return profile_fit_batches(lnx_n, y_n, w_Bn[ok], sign, asym_bound), n_degenerate

@@ -8,21 +8,35 @@ milliseconds. Each component receives only its own sub-config (`DataConfig`, `Mo
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
-import tomllib
-import types
-import typing
+import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-T = TypeVar("T")
+# config_from_dict is re-exported: sweeps.spec, slurm.config and scaling.cost build theirs with it.
+from gr_core.config_io import apply_overrides, config_from_dict, describe_overrides, read_toml
+
+__all__ = [
+    "METRICS", "METRIC_TASKS", "REAL_SOURCES", "SYNTHETIC_FIELDS", "DataConfig", "ModelConfig", "RunConfig",
+    "TrainConfig", "apply_overrides", "config_from_dict", "read_toml", "replace_path", "replace_paths",
+]
 
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
+
+
+def _require_finite(config: Any, section: str) -> None:
+    """Every float field of `config` is finite (or None). Checked first in each `__post_init__`:
+    range rules written as `x > 0` let inf through and read oddly for nan (`lr = inf` trained to a
+    NaN loss before this), and a config built in Python skips the TOML type check."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{section}.{field.name} must be a finite number, got {value!r}")
 
 
 # Metrics a run reports (`gr_core.trainer`); the bool says whether higher is better.
@@ -87,6 +101,7 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _require_finite(self, "data")
         _require(self.candidates in ("rated", "catalogue"),
                  f"data.candidates must be 'rated' or 'catalogue', got {self.candidates!r}")
         if self.source == "synthetic":
@@ -118,6 +133,11 @@ class DataConfig:
             3 <= self.min_events <= self.max_events,
             "data.min_events must be >= 3 (train, validation and test items) and <= "
             f"data.max_events; got min_events={self.min_events}, max_events={self.max_events}",
+        )
+        _require(
+            self.max_events >= 4,
+            f"data.max_events must be >= 4, got {self.max_events}: leave-one-out holds out each user's last 2 "
+            "events, so only a user with 4 or more has a training target",
         )
         _require(self.dirichlet_alpha > 0, f"data.dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
         _require(self.zipf_exponent >= 0, f"data.zipf_exponent must be >= 0, got {self.zipf_exponent}")
@@ -167,6 +187,7 @@ class ModelConfig:
     attention_impl: Literal["auto", "reference", "triton"] = "auto"
 
     def __post_init__(self) -> None:
+        _require_finite(self, "model")
         defaults = _MODEL_DEFAULTS
         foreign = SASREC_ONLY_FIELDS if self.family == "hstu" else HSTU_ONLY_FIELDS
         changed = [name for name in foreign if getattr(self, name) != defaults[name]]
@@ -259,6 +280,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
+        _require_finite(self, "train")
         _require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
@@ -345,94 +367,20 @@ class RunConfig:
         return config_from_dict(cls, raw, where=where)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> RunConfig:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-        return cls.from_dict(raw, where=str(path))
+    def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+        """The config of a TOML file, with `overrides` ({"model.num_blocks": 4, ...}) applied to the
+        file's values before the whole is validated once (see `apply_overrides`)."""
+        raw = read_toml(path, what="run config")
+        where = str(path) if not overrides else f"{path} with {describe_overrides(overrides)}"
+        return cls.from_dict(apply_overrides(raw, overrides or {}), where=where)
 
 
-def _check_type(value: Any, annotation: Any, where: str, label: str) -> Any:
-    """Check (and lightly coerce int -> float) a TOML value against a field annotation."""
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        allowed = typing.get_args(annotation)
-        if value not in allowed:
-            raise ValueError(f"{where}: {label} must be one of {list(allowed)}, got {value!r}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _check_type(value, option, where, label)
-            except (TypeError, ValueError) as exc:
-                errors.append(str(exc))
-        raise TypeError(errors[0] if errors else f"{where}: {label}: unexpected value {value!r}")
-    if origin is tuple:  # tuple[X, ...] fields take a TOML array
-        (item_type, ellipsis) = typing.get_args(annotation)
-        assert ellipsis is Ellipsis, f"only tuple[X, ...] config fields are supported, not {annotation}"
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{where}: {label} must be a list, got {value!r}")
-        return tuple(_check_type(item, item_type, where, f"{label}[{i}]") for i, item in enumerate(value))
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"{where}: {label} must be true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{where}: {label} must be an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{where}: {label} must be a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise TypeError(f"{where}: {label} must be a string, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise TypeError(f"{where}: {label} must be a table, got {value!r}")
-        return config_from_dict(annotation, value, where=where, prefix=f"{label}.")
-    raise TypeError(f"{where}: {label}: unsupported field type {annotation!r}")  # internal: a new field type
-
-
-@functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
-    # typing.get_type_hints re-evaluates the string annotations on every call (slow at 10k configs).
-    return typing.get_type_hints(cls)
-
-
-def config_from_dict(cls: type[T], raw: dict[str, Any], *, where: str = "config", prefix: str = "") -> T:
-    """Build a config dataclass from a plain dict, rejecting unknown keys and wrong types.
-
-    Errors name the dotted field (e.g. ``spec.toml: model.embedding_dim``) and the valid keys;
-    `prefix` is the dotted path of `raw` inside a larger file (e.g. ``"base."``).
-    """
-    hints = _type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        table = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
-        raise ValueError(f"{where}: unknown key(s) {unknown} in {table}; valid keys are {sorted(fields)}")
-    values = {name: _check_type(value, hints[name], where, f"{prefix}{name}") for name, value in raw.items()}
-    try:
-        return cls(**values)
-    except ValueError as exc:
-        if str(exc).startswith(f"{where}:"):
-            raise
-        raise ValueError(f"{where}: {exc}") from None
+def replace_paths(config: RunConfig, overrides: Mapping[str, Any], *, where: str | None = None) -> RunConfig:
+    """`config` with several dotted fields set, validated once together like TOML input."""
+    raw = apply_overrides(config.to_dict(), overrides)
+    return RunConfig.from_dict(raw, where=where or (describe_overrides(overrides) if overrides else "config"))
 
 
 def replace_path(config: RunConfig, dotted: str, value: Any) -> RunConfig:
     """Return `config` with one field (e.g. ``"model.embedding_dim"``) set, validated like TOML input."""
-    section, _, name = dotted.partition(".")
-    if section not in ("data", "model", "train") or not name:
-        raise ValueError(f"{dotted!r}: expected 'data.<key>', 'model.<key>' or 'train.<key>'")
-    raw = config.to_dict()
-    raw[section][name] = value
-    return RunConfig.from_dict(raw, where="config")
+    return replace_paths(config, {dotted: value}, where="config")

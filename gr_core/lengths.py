@@ -58,9 +58,11 @@ def dataset_num_items(cfg: DataConfig) -> int:
     """Items of the data set (ids 1..num_items): `cfg.num_items` for synthetic, else the file's."""
     if cfg.source == "synthetic":
         return cfg.num_items
-    from gr_core.loaders import load_sequence_data
+    from gr_core.loaders import load_real
 
-    return load_sequence_data(cfg).num_items
+    assert cfg.path is not None  # DataConfig requires it for real sources
+    # load_real, not load_sequence_data: counting items needs no user a split can train on.
+    return load_real(cfg.source, cfg.path, candidates=cfg.candidates).num_items
 
 
 def stochastic_length_target(max_seq_len: int, alpha: float) -> int:

@@ -356,11 +356,41 @@ def _load_cached(source: str, path: str, size: int, mtime_ns: int, cache_dir: st
     return data, keys
 
 
+# Leave-one-out (`gr_core.data`) holds out each user's last event for test and the one before for
+# validation, so a user is validated with >= 3 events and has a training target with >= 4.
+EVAL_MIN_EVENTS = 3
+TRAIN_MIN_EVENTS = 4
+
+
+def check_leave_one_out(data: SequenceData, *, where: str, fix: str) -> None:
+    """ValueError naming `where` when no user could be trained or validated on, before any torch op
+    (training would run zero steps and evaluation would concatenate nothing)."""
+    lengths = data.lengths
+    validated = int((lengths >= EVAL_MIN_EVENTS).sum())
+    trained = int((lengths >= TRAIN_MIN_EVENTS).sum())
+    if trained and validated:
+        return
+    longest = int(lengths.max()) if lengths.size else 0
+    raise ValueError(
+        f"{where}: leave-one-out needs >= {EVAL_MIN_EVENTS} events per user (the last two are the test and "
+        f"validation targets) and >= {TRAIN_MIN_EVENTS} for a training target; {validated} of {data.num_users} "
+        f"users have >= {EVAL_MIN_EVENTS} events and {trained} of {data.num_users} users have >= "
+        f"{TRAIN_MIN_EVENTS} (the longest history has {longest}): {fix}"
+    )
+
+
 def load_sequence_data(cfg: DataConfig, *, cache_dir: str | Path | None = None) -> SequenceData:
-    """The run's `SequenceData`: generated (synthetic) or loaded (a real source)."""
+    """The run's `SequenceData`: generated (synthetic) or loaded (a real source), checked to have
+    users that leave-one-out can train and validate on."""
     if cfg.source == "synthetic":
         from gr_core.synthetic import generate_synthetic
 
-        return generate_synthetic(cfg)
+        data = generate_synthetic(cfg)
+        check_leave_one_out(data, where=f"synthetic data (data.max_events={cfg.max_events})",
+                            fix="raise data.min_events or data.max_events")
+        return data
     assert cfg.path is not None  # DataConfig requires it for real sources
-    return load_real(cfg.source, cfg.path, candidates=cfg.candidates, cache_dir=cache_dir)
+    data = load_real(cfg.source, cfg.path, candidates=cfg.candidates, cache_dir=cache_dir)
+    check_leave_one_out(data, where=f"data.path={cfg.path} ({cfg.source})",
+                        fix="use a file with longer user histories")
+    return data

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from importlib import resources
@@ -35,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _load_config(args)
     flops = run_flops(config.data, config.model, config.train)
     if args.checkpoint_every is not None and not args.checkpoint_dir:
-        raise SystemExit("--checkpoint-every needs --checkpoint-dir (where the checkpoints go)")
+        raise ValueError("--checkpoint-every needs --checkpoint-dir (where the checkpoints go)")
     # With --checkpoint-dir: resumes from it, checkpoints there every N steps and on SIGTERM/SIGUSR2.
     result = train_in_job(config, checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every)
     out = {
@@ -58,16 +60,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_config(args: argparse.Namespace) -> Any:
-    """RunConfig from an optional TOML path and `--set key=value` overrides."""
-    from gr_core.config import RunConfig, replace_path
+    """RunConfig from an optional TOML file (`FILE` or `--config FILE`) and `--set key=value` overrides.
 
-    config = RunConfig.from_toml(args.config) if args.config else RunConfig()
+    Every override is applied before the config is validated, once: fields that are only valid
+    together (data.source and data.path) can then be set in either order.
+    """
+    from gr_core.config import RunConfig, replace_paths
+
+    positional, option = getattr(args, "config_path", None), getattr(args, "config", None)
+    if positional and option:
+        raise ValueError(f"give the run config once: {positional} or --config {option}, not both")
+    overrides: dict[str, Any] = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set {item!r}: expected key=value, e.g. --set model.num_blocks=4")
-        config = replace_path(config, key.strip(), _parse_value(value.strip()))
-    return config
+        overrides[key.strip()] = _parse_value(value.strip())
+    path = option or positional
+    if path:
+        return RunConfig.from_toml(path, overrides)
+    return replace_paths(RunConfig(), overrides) if overrides else RunConfig()
 
 
 def cmd_flops(args: argparse.Namespace) -> int:
@@ -88,33 +100,38 @@ def cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _max_runs(args: argparse.Namespace) -> int | None:
+    """The run-count limit of `sweep plan/launch/resume`: none with --allow-large."""
+    from sweeps.spec import MAX_RUNS
+
+    return None if getattr(args, "allow_large", False) else MAX_RUNS
+
+
 def cmd_sweep_plan(args: argparse.Namespace) -> int:
-    from sweeps.plan import format_plan, plan_sweep
+    from sweeps.plan import format_plan, summarize_plan
     from sweeps.spec import load_spec
 
-    print(format_plan(plan_sweep(load_spec(args.spec))))
+    max_runs = _max_runs(args)  # counted before anything is expanded; the runs are streamed, not held
+    print(format_plan(summarize_plan(load_spec(args.spec, max_runs=max_runs), max_runs=max_runs)))
     return 0
-
-
-def _default_sweep_dir(spec_path: str) -> Path:
-    from sweeps.spec import load_spec
-
-    return Path("sweeps-out") / load_spec(spec_path).sweep.name
 
 
 def cmd_sweep_launch(args: argparse.Namespace) -> int:
     from sweeps.launch import launch_sweep
+    from sweeps.spec import load_spec
     from sweeps.status import format_status, load_sweep
 
-    sweep_dir = Path(args.out) if args.out else _default_sweep_dir(args.spec)
+    max_runs = _max_runs(args)
+    spec = load_spec(args.spec, max_runs=max_runs)  # an oversized grid is refused here, before anything exists
+    sweep_dir = Path(args.out) if args.out else Path("sweeps-out") / spec.sweep.name
     if args.detach:
         from sweeps.control import DRIVER_LOG, detach
 
-        pid = detach(args.spec, sweep_dir)
+        pid = detach(args.spec, sweep_dir, max_runs=max_runs)
         print(f"launched in the background (driver pid {pid}); log: {sweep_dir / DRIVER_LOG}")
         print(f"follow with: gr-scaling sweep status {sweep_dir}")
         return 0
-    summary = launch_sweep(args.spec, sweep_dir)
+    summary = launch_sweep(args.spec, sweep_dir, max_runs=max_runs)
     print(format_status(*load_sweep(sweep_dir)))
     print(f"sweep directory: {sweep_dir}")
     return 1 if summary.failed else 0
@@ -169,9 +186,22 @@ def cmd_sweep_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_status(args: argparse.Namespace) -> int:
+    from sweeps.driver import read_driver
     from sweeps.status import format_status, load_sweep
 
-    print(format_status(*load_sweep(args.sweep_dir)))
+    print(format_status(*load_sweep(args.sweep_dir), driver=read_driver(args.sweep_dir)))
+    return 0
+
+
+def cmd_sweep_rebuild_ledger(args: argparse.Namespace) -> int:
+    from sweeps.rebuild import rebuild_ledger
+
+    summary = rebuild_ledger(args.sweep_dir, force=args.force)
+    if summary.moved_aside is not None:
+        print(f"kept the previous ledger as {summary.moved_aside}")
+    print(f"rebuilt {summary.ledger}: {summary.complete} complete, {summary.failed} failed, {summary.pending} pending"
+          + (f" ({summary.unplanned} run directories not in the current plan, kept)" if summary.unplanned else ""))
+    print(f"continue with: gr-scaling sweep resume {args.sweep_dir}")
     return 0
 
 
@@ -308,41 +338,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals")
     p.set_defaults(func=cmd_demo)
 
+    config_help = "run config TOML with [data], [model], [train] tables (default: the built-in defaults)"
+    set_help = "override, e.g. model.num_blocks=4; all are applied, then the config is checked once"
     p = sub.add_parser("train", help="train one run from a run config TOML")
-    p.add_argument("config", nargs="?", help="run config TOML with [data], [model], [train] tables")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. model.num_blocks=4")
+    p.add_argument("config_path", nargs="?", metavar="FILE", help=f"{config_help}; same as --config FILE")
+    p.add_argument("--config", metavar="FILE", help=config_help)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     p.add_argument("--out", help="also write the result JSON here")
     p.add_argument("--checkpoint-dir", help="resume from and save checkpoints here (also on SIGTERM/SIGUSR2)")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="steps between checkpoints")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("flops", help="print a run config's parameters and FLOPs by component")
-    p.add_argument("config", nargs="?", help="run config TOML (default: the built-in defaults)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. model.num_blocks=4")
+    p.add_argument("config_path", nargs="?", metavar="FILE", help=f"{config_help}; same as --config FILE")
+    p.add_argument("--config", metavar="FILE", help=config_help)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--measure", action="store_true",
                    help="also count one real training step with torch's FlopCounterMode (needs torch)")
     p.set_defaults(func=cmd_flops)
 
     sweep = sub.add_parser("sweep", help="plan, launch and inspect sweeps").add_subparsers(dest="sweep_command", required=True)
+    large_help = "plan or launch a spec of more than 100,000 runs (refused without it, as a likely typo)"
     p = sweep.add_parser("plan", help="print the runs of a spec with params and FLOPs")
     p.add_argument("spec")
+    p.add_argument("--allow-large", action="store_true", help=large_help)
     p.set_defaults(func=cmd_sweep_plan)
     p = sweep.add_parser("launch", help="run every run of a spec not yet complete")
     p.add_argument("spec")
     p.add_argument("--out", help="sweep directory (default: sweeps-out/<sweep name>)")
     p.add_argument("--detach", action="store_true", help="submit from a background driver and return at once")
+    p.add_argument("--allow-large", action="store_true", help=large_help)
     p.set_defaults(func=cmd_sweep_launch)
     for name, func, text in (
         ("resume", cmd_sweep_resume, "launch a sweep directory again with its stored spec"),
         ("cancel", cmd_sweep_cancel, "stop the driver and running workers; cancel pending runs"),
         ("retry-failed", cmd_sweep_retry_failed, "give runs that used up their attempts a fresh round"),
         ("sync", cmd_sweep_sync, "upload the sweep's offline W&B runs"),
+        ("rebuild-ledger", cmd_sweep_rebuild_ledger,
+         "rebuild a deleted or damaged ledger from the run directories (nothing finished is trained again)"),
     ):
         p = sweep.add_parser(name, help=text)
         p.add_argument("sweep_dir")
         if name == "resume":
             p.add_argument("--detach", action="store_true", help="run the driver in the background")
+            p.add_argument("--allow-large", action="store_true", help=large_help)
+        if name == "rebuild-ledger":
+            p.add_argument("--force", action="store_true",
+                           help="rebuild even a readable ledger (its file is kept beside the new one)")
         p.set_defaults(func=func)
     p = sweep.add_parser("export", help="write every run (config, FLOPs, metrics, timing) to CSV or Parquet")
     p.add_argument("sweep_dir")
@@ -379,6 +422,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_reader_gone() -> bool:
+    """True when stdout is a pipe whose reading end has closed (poll reports POLLERR on it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real file descriptor (captured), or no poll()
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -387,12 +442,33 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `gr-scaling flops | head -1`: the reader is gone, so stop quietly, with the status of a
+        # Unix tool killed by SIGPIPE (128 + 13; what `set -o pipefail` sees from `yes | head -1`).
+        # SIGPIPE itself stays ignored (Python's default) rather than reset to kill: a sweep driver
+        # writing to a closed socket must get an exception it can handle, not die; and a broken
+        # pipe that is not stdout's is a real failure, so it keeps its traceback. stdout goes to
+        # /dev/null so the interpreter's final flush does not raise again.
+        if not _stdout_reader_gone():
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (ValueError, TypeError, CommandFailed) as exc:  # user errors: one clear line, no traceback
         if args.verbose:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path the user gave (--out, --json, a CSV) cannot be opened or written
+        if args.verbose or exc.filename is None:
+            raise  # not about a file: an internal failure, keep its traceback
+        print(f"error: {exc.filename}: {exc.strerror}; check the path and its permissions", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the sweep driver cancelled its attempts
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

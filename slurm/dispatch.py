@@ -10,14 +10,17 @@ task does: the callable writes its own results (to the ledger), so a dead driver
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import re
 import shutil
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +121,25 @@ def array_chunks(tasks: Sequence[Task], max_array_size: int) -> list[Sequence[Ta
     return [tasks[i : i + size] for i in range(0, len(tasks), size)]
 
 
+@contextlib.contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Start local jobs with SIGINT ignored (a disposition they inherit, and Python keeps).
+
+    Ctrl-C signals the whole foreground process group: submitit's local job controllers would
+    die with a KeyboardInterrupt traceback on the driver's terminal, and their workers would stop
+    mid-write. The driver alone handles the interrupt: it cancels the attempts and stops the
+    workers (`sweeps.stopping`).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _outcome(task: Task, job: submitit.Job) -> TaskOutcome:
     log_path = str(job.paths.stderr)
     try:
@@ -196,7 +218,8 @@ def run_tasks(
     while queue or in_flight:
         while queue and len(in_flight) < config.max_parallel:
             task = queue.pop(0)
-            job = executor.submit(fn, *task.args)
+            with _children_ignore_sigint():
+                job = executor.submit(fn, *task.args)
             if on_submit is not None:
                 on_submit(task, job.job_id, str(job.paths.stderr))
             in_flight.append((task, job))

@@ -1,9 +1,11 @@
 """Operating a sweep after launch: detach, cancel, retry-failed, export, W&B sync.
 
-The driver records its pid in `<sweep dir>/driver.pid` while it runs; `cancel` stops it first (so
-nothing new is submitted), then the workers (Slurm jobs with `scancel`, which also takes a job that
-is queued or requeued; local workers by pid), and marks every pending or running attempt cancelled. A cancelled attempt does not count against max_attempts:
-`resume` (a launch with the sweep's stored spec) runs those runs again.
+The live driver holds `<sweep dir>/driver.lock` (`sweeps.driver`); `cancel` stops it first (so
+nothing new is submitted), then marks every pending or running attempt cancelled and stops the
+workers (`sweeps.stopping`: Slurm jobs with `scancel`, which also takes a job that is queued or
+requeued; local workers by pid). A cancelled attempt does not count against max_attempts:
+`resume` (a launch with the sweep's stored spec) runs those runs again. None of these commands
+creates a ledger: a missing or damaged one is reported with the way out (`rebuild-ledger`).
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from slurm.cancel import cancel_slurm_jobs, kill_local_process
 from slurm.dispatch import resolve_executor
-from sweeps.launch import DRIVER_PID, SPEC_COPY, open_ledger
+from sweeps.driver import SweepBusy, read_driver
+from sweeps.launch import SPEC_COPY, open_ledger
 from sweeps.ledger import RunRecord
-from sweeps.spec import load_spec
+from sweeps.spec import MAX_RUNS, load_spec
+from sweeps.stopping import stop_active_attempts
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +40,22 @@ def stored_spec(sweep_dir: str | Path) -> Path:
     return path
 
 
-def detach(spec_path: str | Path, sweep_dir: str | Path) -> int:
-    """Start the launch in a new session that outlives this process; returns the driver's pid."""
+def detach(spec_path: str | Path, sweep_dir: str | Path, *, max_runs: int | None = MAX_RUNS) -> int:
+    """Start the launch in a new session that outlives this process; returns the driver's pid.
+
+    max_runs: the grid-size guard (`sweeps.spec.MAX_RUNS`); None (`--allow-large`) is passed on.
+    """
     sweep_dir = Path(sweep_dir)
+    load_spec(spec_path, max_runs=max_runs)  # fail here, in the foreground, on a bad spec
+    driver = read_driver(sweep_dir)
+    if driver is not None and driver.alive:  # the background driver would refuse too, unseen
+        raise SweepBusy(f"{sweep_dir} is already being driven by pid {driver.pid} on {driver.host}; follow it "
+                        f"with `gr-scaling sweep status {sweep_dir}` or stop it with `gr-scaling sweep cancel {sweep_dir}`")
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    load_spec(spec_path)  # fail here, in the foreground, on a bad spec
     with open(sweep_dir / DRIVER_LOG, "ab") as out:
         driver = subprocess.Popen(
-            [sys.executable, "-m", "gr_scaling", "sweep", "launch", str(spec_path), "--out", str(sweep_dir)],
+            [sys.executable, "-m", "gr_scaling", "sweep", "launch", str(spec_path), "--out", str(sweep_dir),
+             *(["--allow-large"] if max_runs is None else [])],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -52,22 +64,29 @@ def detach(spec_path: str | Path, sweep_dir: str | Path) -> int:
     return driver.pid
 
 
-def _driver_pid(sweep_dir: Path) -> int | None:
-    try:
-        host, pid = (sweep_dir / DRIVER_PID).read_text().split()
-    except (OSError, ValueError):
+def _live_driver_pid(sweep_dir: Path) -> int | None:
+    """The pid of this sweep's live driver on this host (it holds the driver lock), else None."""
+    driver = read_driver(sweep_dir)
+    if driver is None or not driver.alive:
         return None
-    if host != socket.gethostname():
-        log.warning("the driver of %s runs on %s; stop it there", sweep_dir, host)
+    if driver.host != socket.gethostname():
+        log.warning("the driver of %s runs on %s (pid %d); stop it there", sweep_dir, driver.host, driver.pid)
         return None
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-        if b"gr_scaling" not in cmdline and b"gr-scaling" not in cmdline:
-            return None  # the pid was reused by something else
-    except OSError:
-        return None
-    return int(pid)
+    return driver.pid
+
+
+def _stop_driver(pid: int, timeout_s: float = 30.0) -> None:
+    """SIGTERM the driver (it cancels its attempts and stops its workers), SIGKILL if it lingers."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    log.warning("driver %d did not stop within %.0f s of SIGTERM; killing it", pid, timeout_s)
+    os.kill(pid, signal.SIGKILL)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -80,25 +99,12 @@ class CancelSummary:
 def cancel(sweep_dir: str | Path) -> CancelSummary:
     sweep_dir = Path(sweep_dir)
     spec = load_spec(stored_spec(sweep_dir))
-    driver = _driver_pid(sweep_dir)
+    driver = _live_driver_pid(sweep_dir)
     if driver is not None and driver != os.getpid():
-        os.kill(driver, signal.SIGKILL)
+        _stop_driver(driver)
     ledger = open_ledger(spec, sweep_dir)
-    on_slurm = resolve_executor(spec.dispatch) == "slurm"
-    host, slurm_jobs, cancelled = socket.gethostname(), [], 0
-    for trial in ledger.active_attempts():
-        worker = trial.system_attrs.get("worker", {})
-        job_id = trial.user_attrs.get("job_id")
-        if on_slurm and job_id:
-            # Not the worker's pid even when it runs here: a job whose process is gone may be
-            # queued again (requeued), and killing a task's process leaves the job to Slurm.
-            slurm_jobs.append(job_id)
-        elif worker.get("host") == host and worker.get("pid"):
-            kill_local_process(int(worker["pid"]))
-        cancelled += ledger.cancel(trial._trial_id)
-    if slurm_jobs:
-        cancel_slurm_jobs(slurm_jobs)
-    return CancelSummary(driver_stopped=driver is not None, cancelled=cancelled, slurm_jobs=slurm_jobs)
+    stopped = stop_active_attempts(ledger, on_slurm=resolve_executor(spec.dispatch) == "slurm")
+    return CancelSummary(driver_stopped=driver is not None, cancelled=stopped.cancelled, slurm_jobs=stopped.slurm_jobs)
 
 
 def retry_failed(sweep_dir: str | Path) -> list[str]:
@@ -161,7 +167,8 @@ def sync_wandb(sweep_dir: str | Path) -> list[Path]:
     """Upload the sweep's offline W&B runs with `wandb sync`; returns the run folders synced."""
     runs = sorted((Path(sweep_dir) / "wandb").glob("offline-run-*"))
     if not runs:
-        raise ValueError(f"{sweep_dir} has no offline W&B runs under wandb/ (tracking.mode = 'offline' writes them)")
+        raise ValueError(f"{sweep_dir} has no offline W&B runs under wandb/ (tracking.mode = 'offline' writes them, "
+                         "and so does an online run that could not reach W&B)")
     wandb_cli = Path(sys.executable).with_name("wandb")
     result = subprocess.run([str(wandb_cli), "sync", *map(str, runs)], capture_output=True, text=True)
     if result.returncode != 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -30,32 +31,44 @@ class SkippedRun:
     reason: str
 
 
-def expand(spec: SweepSpec) -> tuple[list[tuple[dict[str, Any], RunConfig]], list[SkippedRun]]:
-    """The spec's runs as (axis values, resolved config), and the points it had to skip."""
-    shapes = spec.run_configs()
+def iter_expand(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], RunConfig] | SkippedRun]:
+    """The spec's runs as (axis values, resolved config), or a `SkippedRun` for a point the design
+    could not place, one at a time (so a large grid is never held whole), in `expand`'s order."""
     design = spec.design
     if design.kind == "grid":
-        return shapes, []
-    runs: list[tuple[dict[str, Any], RunConfig]] = []
-    skipped: list[SkippedRun] = []
+        yield from spec.iter_run_configs()
+        return
     if design.kind == "isoflop":
         for budget in design.budgets:
-            for axis_values, config in shapes:
+            for axis_values, config in spec.iter_run_configs():  # re-expanded per budget: nothing held
                 point = {**axis_values, "budget": budget}
                 try:
                     grid_point = data_for_budget(budget, config, adjust=design.adjust, tolerance=design.tolerance)
                 except ValueError as exc:
-                    skipped.append(SkippedRun(axis_values=point, reason=str(exc)))
+                    yield SkippedRun(axis_values=point, reason=str(exc))
                     continue
-                runs.append((point, grid_point.config))
-        return runs, skipped
+                yield point, grid_point.config
+        return
     for multiplier in design.multipliers:
-        for axis_values, config in shapes:
+        for axis_values, config in spec.iter_run_configs():
             point = {**axis_values, "multiplier": multiplier}
             try:
-                runs.append((point, _ladder_rung(config, multiplier, design)))
+                rung = _ladder_rung(config, multiplier, design)
             except ValueError as exc:
-                skipped.append(SkippedRun(axis_values=point, reason=str(exc)))
+                yield SkippedRun(axis_values=point, reason=str(exc))
+                continue
+            yield point, rung
+
+
+def expand(spec: SweepSpec) -> tuple[list[tuple[dict[str, Any], RunConfig]], list[SkippedRun]]:
+    """The spec's runs as (axis values, resolved config), and the points it had to skip."""
+    runs: list[tuple[dict[str, Any], RunConfig]] = []
+    skipped: list[SkippedRun] = []
+    for item in iter_expand(spec):
+        if isinstance(item, SkippedRun):
+            skipped.append(item)
+        else:
+            runs.append(item)
     return runs, skipped
 
 

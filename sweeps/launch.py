@@ -1,39 +1,58 @@
 """Launching a sweep: plan, register in the ledger, dispatch what is not done, retry failures.
 
 A sweep directory holds everything about one sweep:
-    spec.toml      the spec it was launched with
+    spec.toml      the spec it was launched with (earlier ones kept as spec.<time>.toml)
     ledger.db      the Optuna storage (the durable record)
     runs/<id>/     each run's resolved config.json, result.json or error.txt
     jobs/          submitit's pickles and logs
     wandb/         offline W&B runs
+    driver.lock    held by the one live driver (`sweeps.driver`)
 Launching again with the same spec skips completed runs, fails attempts whose worker died, and
 retries failed runs until they have used `sweep.max_attempts`. On Slurm, an attempt whose worker
 went quiet is failed only once Slurm says its job has ended: a requeued job waiting in the queue
 keeps its attempt, and takes it back when it runs again.
+
+Nothing is written before everything is checked: the spec, its plan, that no other driver holds
+the directory, that a relaunch keeps the sweep's ledger and grid (other settings may change; the
+earlier spec is kept beside the new one), that the ledger opens, and that a sweep whose ledger is
+gone but whose runs finished is rebuilt first (`sweeps.rebuild`) rather than trained again.
+SIGINT or SIGTERM to the driver cancels the active attempts (they do not count as attempts),
+stops their workers and raises `SweepInterrupted`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 import logging
-import os
-import shutil
-import socket
+import signal
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from slurm.dispatch import Task, TaskOutcome, resolve_executor, run_tasks
 from slurm.jobs import Requeueable
 from slurm.liveness import slurm_jobs_alive
 from sweeps import tuning
+from sweeps.driver import DriverLock
 from sweeps.ledger import Ledger, PlannedRun, RunRecord, storage_url_for
 from sweeps.plan import plan_sweep
-from sweeps.spec import SweepSpec, load_spec
+from sweeps.progress import SweepProgress
+from sweeps.spec import MAX_RUNS, SweepSpec, load_spec
+from sweeps.stopping import stop_active_attempts
+from sweeps.storage import REBUILD_HINT, ledger_file
 from sweeps.worker import execute_attempt
 
 log = logging.getLogger(__name__)
 
 SPEC_COPY = "spec.toml"
-DRIVER_PID = "driver.pid"
+RUNS_DIR = "runs"
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """The driver was stopped by SIGINT or SIGTERM; its active attempts were cancelled."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,25 +64,109 @@ class LaunchSummary:
     failed: list[RunRecord]  # out of attempts
 
 
-def open_ledger(spec: SweepSpec, sweep_dir: str | Path) -> Ledger:
+def open_ledger(spec: SweepSpec, sweep_dir: str | Path, *, create: bool = False) -> Ledger:
+    """The sweep's ledger; create=True (launching) makes it when missing, else it must exist."""
     return Ledger(
-        storage_url_for(sweep_dir, spec.ledger.url), spec.sweep.name, higher_is_better=spec.sweep.higher_is_better
+        storage_url_for(sweep_dir, spec.ledger.url), spec.sweep.name, higher_is_better=spec.sweep.higher_is_better,
+        create=create,
     )
 
 
-def _store_spec(spec_path: Path, sweep_dir: Path) -> None:
+def _identity(spec: SweepSpec, sweep_dir: Path) -> dict[str, object]:
+    """What makes a sweep this sweep: its ledger, name, metric and the runs its grid defines."""
+    return {
+        "[ledger] url": storage_url_for(sweep_dir, spec.ledger.url),
+        "sweep.name": spec.sweep.name,
+        "sweep.metric": spec.sweep.metric,
+        "[axes]": spec.axes,
+        "[base]": spec.base,
+        "[design]": spec.design,
+        "[tune]": spec.tune,
+    }
+
+
+def check_relaunch(spec_path: Path, spec: SweepSpec, sweep_dir: Path) -> bool:
+    """Refuse a relaunch that would change an existing sweep's ledger or grid; True if the stored
+    spec differs in other settings (it is then kept beside the new one). Writes nothing."""
+    stored_path = sweep_dir / SPEC_COPY
+    if not stored_path.exists() or stored_path.read_bytes() == spec_path.read_bytes():
+        return False
+    try:
+        stored = load_spec(stored_path)
+    except ValueError as exc:  # an unreadable stored spec must not lock the sweep: keep it beside
+        log.warning("the stored spec %s does not load (%s); it will be kept beside the new one", stored_path, exc)
+        return True
+    old, new = _identity(stored, sweep_dir), _identity(spec, sweep_dir)
+    changed = [key for key in old if old[key] != new[key]]
+    if changed:
+        diff = difflib.unified_diff(
+            stored_path.read_text().splitlines(), spec_path.read_text().splitlines(),
+            fromfile=str(stored_path), tofile=str(spec_path), lineterm="", n=1,
+        )
+        shown = "\n".join(list(diff)[:40])
+        raise ValueError(
+            f"{spec_path} changes {', '.join(changed)} of the sweep in {sweep_dir}, which would make it another "
+            f"sweep; nothing was changed. Launch it into a new directory (--out), or relaunch with the stored spec "
+            f"(`gr-scaling sweep resume {sweep_dir}`). Difference:\n{shown}"
+        )
+    return True
+
+
+def _store_spec(spec_path: Path, sweep_dir: Path, keep_earlier: bool) -> None:
     copy = sweep_dir / SPEC_COPY
-    if copy.exists() and copy.read_bytes() != spec_path.read_bytes():
-        log.warning("%s differs from the spec this sweep was launched with; keeping the new one", spec_path)
+    if keep_earlier:
+        earlier = sweep_dir / f"spec.{time.strftime('%Y%m%d-%H%M%S', time.localtime(copy.stat().st_mtime))}.toml"
+        copy.replace(earlier)
+        log.info("the sweep's settings changed: the earlier spec is kept as %s", earlier)
     if not copy.exists() or copy.resolve() != spec_path.resolve():
-        shutil.copyfile(spec_path, copy)
+        tmp = copy.with_name(copy.name + ".tmp")
+        tmp.write_bytes(spec_path.read_bytes())
+        tmp.replace(copy)  # atomic: a reader never sees half a spec
 
 
-def launch_sweep(spec_path: str | Path, sweep_dir: str | Path) -> LaunchSummary:
-    """Run every planned run that is not complete yet; blocks until the sweep is done."""
+def _refuse_retraining(url: str, sweep_dir: Path) -> None:
+    """A sweep whose ledger file is gone (or empty) but whose runs finished must be rebuilt, not
+    retrained: a new empty ledger would queue every finished run again."""
+    path = ledger_file(url)
+    if path is None or (path.is_file() and path.stat().st_size > 0):
+        return
+    finished = sorted((sweep_dir / RUNS_DIR).glob("*/result.json"))
+    if finished:
+        state = "is empty" if path.exists() else "is missing"
+        raise ValueError(
+            f"the ledger {path} {state} but {len(finished)} run(s) of {sweep_dir} finished (runs/*/result.json); "
+            f"launching would train them again. Rebuild the ledger from the run directories first: "
+            f"`{REBUILD_HINT} {sweep_dir}`"
+        )
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM (and SIGINT) raise SweepInterrupted in the driver, so it can stop cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SweepInterrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def launch_sweep(spec_path: str | Path, sweep_dir: str | Path, *, max_runs: int | None = MAX_RUNS) -> LaunchSummary:
+    """Run every planned run that is not complete yet; blocks until the sweep is done.
+
+    Raises SweepInterrupted after a SIGINT/SIGTERM (active attempts cancelled, workers stopped),
+    SweepBusy when another driver holds the directory, ValueError for a bad spec or relaunch.
+    """
     spec_path, sweep_dir = Path(spec_path), Path(sweep_dir)
     spec = load_spec(spec_path)  # validated in full before anything starts
-    plan = plan_sweep(spec)
+    plan = plan_sweep(spec, max_runs=max_runs)  # max_runs: None with --allow-large
     for skip in plan.skipped:
         log.warning("design skipped %s: %s", skip.axis_values, skip.reason)
     planned = plan.within_budget()
@@ -72,15 +175,38 @@ def launch_sweep(spec_path: str | Path, sweep_dir: str | Path) -> LaunchSummary:
             "budget %s: launching %d of %d planned runs (%.3e FLOPs); the next would exceed it",
             spec.budget, len(planned), len(plan.runs), sum(r.flops["train"] for r in planned),
         )
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    _store_spec(spec_path, sweep_dir)
-    ledger = open_ledger(spec, sweep_dir)
-    pid_file = sweep_dir / DRIVER_PID
-    pid_file.write_text(f"{socket.gethostname()} {os.getpid()}\n")  # for `sweep cancel`
+    url = storage_url_for(sweep_dir, spec.ledger.url)
+    keep_earlier = check_relaunch(spec_path, spec, sweep_dir)
+    _refuse_retraining(url, sweep_dir)
+    with DriverLock(sweep_dir):  # creates the directory; SweepBusy if another driver lives
+        ledger = open_ledger(spec, sweep_dir, create=True)  # a bad [ledger] url fails here, before the spec is stored
+        _store_spec(spec_path, sweep_dir, keep_earlier)
+        with _signals_interrupt():
+            try:
+                return _launch(spec, sweep_dir, ledger, planned)
+            except KeyboardInterrupt as exc:
+                how = exc.args[0] if isinstance(exc, SweepInterrupted) and exc.args else "SIGINT"
+                with _signals_ignored():
+                    stopped = stop_active_attempts(ledger, on_slurm=resolve_executor(spec.dispatch) == "slurm")
+                raise SweepInterrupted(
+                    f"{how}: stopped; {stopped.running} running and {stopped.cancelled - stopped.running} pending "
+                    f"attempt(s) cancelled (they do not count as attempts); continue with `gr-scaling sweep "
+                    f"resume {sweep_dir}`"
+                ) from None
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """A second Ctrl-C while stopping must not leave attempts half cancelled."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _launch(spec, sweep_dir, ledger, planned)
+        yield
     finally:
-        pid_file.unlink(missing_ok=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _launch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, planned: list[PlannedRun]) -> LaunchSummary:
@@ -104,7 +230,38 @@ def _launch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, planned: list[Plan
     before = [r for r in ledger.runs().values() if in_sweep(r)]
     already = sum(1 for r in before if r.state == "complete")
     log.info("%d runs registered, %d already complete", len(before), already)
+    _say_what_stays_failed(before, spec, sweep_dir)
+    progress = SweepProgress(
+        total=len(before), complete=already, metric=spec.sweep.metric,
+        to_run_flops=sum(r.flops.get("train", 0.0) for r in before if r.state != "complete"),
+    )
+    try:
+        _run_waves(spec, sweep_dir, ledger, planned, studies, in_sweep, progress)
+    finally:
+        progress.close()
 
+    after = [r for r in ledger.runs().values() if in_sweep(r)]
+    done = sum(1 for r in after if r.state == "complete")
+    failed = [r for r in after if r.state == "failed"]
+    return LaunchSummary(
+        sweep_dir=sweep_dir, planned=len(after), skipped_complete=already, completed=done - already, failed=failed
+    )
+
+
+def _say_what_stays_failed(records: list[RunRecord], spec: SweepSpec, sweep_dir: Path) -> None:
+    """Runs that used all their attempts are not retried by a launch: say so, and what retries them."""
+    spent = [r for r in records if r.state == "failed" and r.attempts >= spec.sweep.max_attempts]
+    if spent:
+        log.warning(
+            "%d run(s) failed %d time(s) (sweep.max_attempts = %d) and are not retried by a launch: %s; give them "
+            "a fresh round with `gr-scaling sweep retry-failed %s`, then `gr-scaling sweep resume %s`",
+            len(spent), spec.sweep.max_attempts, spec.sweep.max_attempts,
+            ", ".join(r.run_id for r in spent[:5]) + (", ..." if len(spent) > 5 else ""), sweep_dir, sweep_dir,
+        )
+
+
+def _run_waves(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, planned: list[PlannedRun], studies: dict,
+               in_sweep, progress: SweepProgress) -> None:  # type: ignore[no-untyped-def]
     # Local attempts have no scheduler to ask: their worker pid and heartbeat decide alone.
     job_alive = slurm_jobs_alive if resolve_executor(spec.dispatch) == "slurm" else None
     while True:
@@ -119,17 +276,12 @@ def _launch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, planned: list[Plan
         )
         if not pending:
             break
-        _dispatch(spec, sweep_dir, ledger, pending)
-
-    after = [r for r in ledger.runs().values() if in_sweep(r)]
-    done = sum(1 for r in after if r.state == "complete")
-    failed = [r for r in after if r.state == "failed"]
-    return LaunchSummary(
-        sweep_dir=sweep_dir, planned=len(after), skipped_complete=already, completed=done - already, failed=failed
-    )
+        progress.total = max(progress.total, progress.done + progress.failed + len(pending))  # tuning adds runs
+        _dispatch(spec, sweep_dir, ledger, pending, progress)
 
 
-def _dispatch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, pending: list[RunRecord]) -> None:
+def _dispatch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, pending: list[RunRecord],
+              progress: SweepProgress) -> None:
     tasks = [
         Task(
             key=record.trial_id,
@@ -140,22 +292,35 @@ def _dispatch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, pending: list[Ru
         )
         for record in pending
     ]
-    run_ids = {record.trial_id: record.run_id for record in pending}
+    records = {record.trial_id: record for record in pending}
 
     def on_submit(task: Task, job_id: str, log_path: str) -> None:
         ledger.set_job(task.key, job_id, log_path)
+        progress.started()
 
     def on_done(outcome: TaskOutcome) -> None:
-        if outcome.ok and isinstance(outcome.result, dict) and outcome.result.get("skipped"):
+        record = records[outcome.key]
+        result = outcome.result if isinstance(outcome.result, dict) else {}
+        if outcome.ok and result.get("skipped"):
+            progress.running = max(0, progress.running - 1)
             log.warning(
                 "job %s did not train run %s: its attempt was taken or had ended (see %s)",
-                outcome.job_id, run_ids[outcome.key], outcome.log_path,
+                outcome.job_id, record.run_id, outcome.log_path,
             )
-        elif outcome.ok:
-            log.info("run %s finished (job %s)", run_ids[outcome.key], outcome.job_id)
-        else:
-            log.error("run %s failed (job %s): %s; log: %s", run_ids[outcome.key], outcome.job_id, outcome.error, outcome.log_path)
+            return
+        if result.get("wandb_fallback") and not progress.wandb_told:
+            progress.wandb_told = True
+            progress.note(f"W&B: {result['wandb_fallback']}")
+        if not outcome.ok:
             ledger.fail_unfinished(outcome.key, f"job {outcome.job_id} ended without a result: {outcome.error}")
+            log.debug("run %s: job %s failed; log: %s", record.run_id, outcome.job_id, outcome.log_path)
+        progress.finished(
+            run_id=record.run_id, axis_values=record.axis_values, flops=record.flops.get("train", 0.0),
+            value=result.get(spec.sweep.metric), seconds=result.get("wall_time_s"),
+            ok=outcome.ok and not result.get("pruned"),
+            error=outcome.error if not outcome.ok else "pruned by the tuner",
+            retrying=not outcome.ok and record.attempts < spec.sweep.max_attempts,
+        )
 
     run_tasks(
         Requeueable(execute_attempt), tasks, config=spec.dispatch, folder=sweep_dir / "jobs",

@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from sweeps.storage import (
     Heartbeat,
+    open_existing_storage,
     open_storage,
     pid_alive,
     record_heartbeat,
@@ -123,18 +124,26 @@ def _to_record(trial: FrozenTrial, attempts: int) -> RunRecord:
 
 
 class Ledger:
-    """A sweep's runs in one Optuna study (one study per sweep name)."""
+    """A sweep's runs in one Optuna study (one study per sweep name).
 
-    def __init__(self, url: str, sweep_name: str, *, higher_is_better: bool = True) -> None:
+    create=False opens an existing ledger only (read-only commands, `cancel`, `retry-failed`): a
+    missing, empty or damaged one raises `sweeps.storage.LedgerUnavailable` naming the file and
+    `gr-scaling sweep rebuild-ledger`, and nothing is created.
+    """
+
+    def __init__(self, url: str, sweep_name: str, *, higher_is_better: bool = True, create: bool = True) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.url = url
-        self.storage = open_storage(url)
-        self.study = optuna.create_study(
-            study_name=sweep_name,
-            storage=self.storage,
-            direction="maximize" if higher_is_better else "minimize",
-            load_if_exists=True,
-        )
+        if create:
+            self.storage = open_storage(url)
+            self.study = optuna.create_study(
+                study_name=sweep_name,
+                storage=self.storage,
+                direction="maximize" if higher_is_better else "minimize",
+                load_if_exists=True,
+            )
+        else:
+            self.storage, self.study = open_existing_storage(url, sweep_name)
 
     # ---- reading -------------------------------------------------------------------------
     def _trials_by_run(self) -> dict[str, list[FrozenTrial]]:
@@ -188,6 +197,25 @@ class Ledger:
                 },
             )
         )
+
+    def restore(
+        self, run: PlannedRun, *, results: dict[str, Any] | None = None, value: float | None = None,
+        error: str | None = None, source: str,
+    ) -> None:
+        """Record a finished attempt read back from its run directory (`sweeps.rebuild`): complete
+        with its results, or failed with its error line; `source` names the file it came from."""
+        attrs: dict[str, Any] = {
+            "run_id": run.run_id, "attempt": 1, "axes": run.axis_values, "config": run.config,
+            "flops": run.flops, "params": run.params, "restored_from": source,
+            **({"tune": run.tune} if run.tune is not None else {}),
+        }
+        if results is not None:
+            if value is None:
+                raise ValueError(f"{source}: no value of the sweep's metric in its results")
+            self.study.add_trial(create_trial(state=TrialState.COMPLETE, value=float(value),
+                                              user_attrs={**attrs, **results}))
+        else:
+            self.study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={**attrs, "error": error}))
 
     def recover(self, *, max_attempts: int, job_alive: JobAlive | None = None) -> list[str]:
         """Fail attempts whose worker died, and queue a retry for each failed run with attempts left.
@@ -289,7 +317,16 @@ class Ledger:
         ]
 
     def set_job(self, trial_id: int, job_id: str, log_path: str) -> None:
-        """Record where an attempt was dispatched (before it can finish: Optuna freezes finished trials)."""
+        """Record where an attempt was dispatched (before it can finish: Optuna freezes finished trials).
+
+        A running attempt that already has a job keeps it: only that job may take the attempt back
+        after a requeue (`reclaim`), so a second dispatch of the same attempt never inherits it.
+        """
+        trial = self.storage.get_trial(trial_id)
+        held_by = trial.user_attrs.get("job_id")
+        if trial.state == TrialState.RUNNING and held_by not in (None, job_id):
+            log.warning("attempt %d is running under job %s; not recording job %s for it", trial_id, held_by, job_id)
+            return
         try:
             self.storage.set_trial_user_attr(trial_id, "job_id", job_id)
             self.storage.set_trial_user_attr(trial_id, "log_path", log_path)
@@ -310,9 +347,17 @@ class Ledger:
 
     def reclaim(self, trial_id: int, job_id: str) -> bool:
         """Take back a running attempt after Slurm requeued its job: True when the attempt is still
-        running and was dispatched as `job_id` (Slurm never runs two lives of one job at once)."""
+        running, was dispatched as `job_id` (Slurm never runs two lives of one job at once) and the
+        process that held it is not alive on this host (another live process keeps it)."""
         trial = self.storage.get_trial(trial_id)
         if trial.state != TrialState.RUNNING or trial.user_attrs.get("job_id") != job_id:
+            return False
+        holder = trial.system_attrs.get("worker", {})
+        if holder.get("host") == socket.gethostname() and holder.get("pid") != os.getpid() and pid_alive(
+            int(holder.get("pid", -1))
+        ):
+            log.warning("attempt %d is held by live process %s on this host; job %s does not take it over",
+                        trial_id, holder.get("pid"), job_id)
             return False
         self.storage.set_trial_system_attr(trial_id, "worker", {"host": socket.gethostname(), "pid": os.getpid()})
         self.storage.set_trial_user_attr(trial_id, "requeued", int(trial.user_attrs.get("requeued", 0)) + 1)

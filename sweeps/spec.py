@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import tomllib
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from gr_core.config import METRIC_TASKS, METRICS, RunConfig, config_from_dict
+from gr_core.config import METRIC_TASKS, METRICS, RunConfig, config_from_dict, read_toml
 from scaling.cost import CostInputs
 from slurm.config import DispatchConfig
 
@@ -50,6 +51,14 @@ AXIS_ALIASES: dict[str, str] = {
     "lr": "train.lr",
     "seed": "train.seed",
 }
+
+# Runs a spec may describe before `sweep plan` / `sweep launch` refuse it without --allow-large.
+# Planning costs about 0.1 ms and launching (ledger registration) about 5 ms per run on 2 cores, so
+# 100,000 runs is minutes of planning and hours of registration: beyond that a typo in an axis
+# (range(1000) for range(10)) is likelier than intent. `--allow-large` lifts it; `sweep plan`
+# then streams the runs in bounded memory (`sweeps.plan.summarize_plan`).
+MAX_RUNS = 100_000
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class SweepSettings:
@@ -79,6 +88,13 @@ class TrackingConfig:
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "gr-scaling"
     entity: str | None = None
+    # Seconds a run waits for the W&B server before logging offline instead (W&B's own default
+    # is 90 s, paid by every run while the host is unreachable).
+    init_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.init_timeout_s > 0:
+            raise ValueError(f"tracking.init_timeout_s must be > 0 seconds, got {self.init_timeout_s}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -206,21 +222,22 @@ class SweepSpec:
 
     @property
     def num_grid_points(self) -> int:
-        total = 1
-        for axis in self.axes:
-            total *= len(axis.values)
-        return total
+        return math.prod(len(axis.values) for axis in self.axes)
 
-    def run_configs(self) -> list[tuple[dict[str, Any], RunConfig]]:
-        """Expand the axes' product: one (axis values, resolved RunConfig) per point, in spec order.
+    @property
+    def num_runs(self) -> int:
+        """Runs the design makes of the grid (isoFLOP and ladder points it cannot place included)."""
+        return self.num_grid_points * _design_factor(self.design)
+
+    def iter_run_configs(self) -> Iterator[tuple[dict[str, Any], RunConfig]]:
+        """Expand the axes' product lazily: one (axis values, resolved RunConfig) per point, in spec order.
 
         This is the grid design's run list, and the model shapes of the other designs
-        (`sweeps.designs.expand` turns those into runs). Every run selects its reported epoch on
-        the sweep's metric (train.selection_metric = sweep.metric).
+        (`sweeps.designs.iter_expand` turns those into runs). Every run selects its reported epoch
+        on the sweep's metric (train.selection_metric = sweep.metric).
         """
         base = self.base.to_dict()
         base["train"]["selection_metric"] = self.sweep.metric
-        runs = []
         for point in itertools.product(*(axis.values for axis in self.axes)):
             raw = {section: dict(fields) for section, fields in base.items()}
             for axis, value in zip(self.axes, point):
@@ -228,8 +245,40 @@ class SweepSpec:
                 raw[section][key] = value
             axis_values = {axis.name: value for axis, value in zip(self.axes, point)}
             described = ", ".join(f"{k}={v}" for k, v in axis_values.items())
-            runs.append((axis_values, RunConfig.from_dict(raw, where=f"{self.source} (grid point {described})")))
-        return runs
+            yield axis_values, RunConfig.from_dict(raw, where=f"{self.source} (grid point {described})")
+
+    def run_configs(self) -> list[tuple[dict[str, Any], RunConfig]]:
+        """`iter_run_configs` as a list (every point held at once: fine below `MAX_RUNS`)."""
+        return list(self.iter_run_configs())
+
+
+def _design_factor(design: DesignConfig) -> int:
+    if design.kind == "isoflop":
+        return len(design.budgets)
+    if design.kind == "ladder":
+        return len(design.multipliers)
+    return 1
+
+
+def check_run_count(
+    counts: list[tuple[str, int]], design: DesignConfig, *, source: str, max_runs: int | None
+) -> None:
+    """Refuse a spec of more than `max_runs` runs (None: no limit), before anything is expanded.
+
+    counts: (axis name, number of values) in spec order; the error shows the product, so a
+    mistyped axis stands out.
+    """
+    total = math.prod(n for _, n in counts) * _design_factor(design)
+    if max_runs is None or total <= max_runs:
+        return
+    factors = [f"{name} {n:,}" for name, n in counts]
+    if design.kind != "grid":
+        factors.append(f"{_design_factor(design)} design.{'budgets' if design.kind == 'isoflop' else 'multipliers'}")
+    raise ValueError(
+        f"{source}: the spec describes {total:,} runs (axes {' x '.join(factors) or '(none)'}), more than the "
+        f"{max_runs:,} that `sweep plan` and `sweep launch` take without --allow-large; shrink the axes, or "
+        "pass --allow-large if the grid is meant (`sweep plan` then streams it; `sweep launch` registers every run)"
+    )
 
 
 _TOP_LEVEL = ("sweep", "axes", "base", "dispatch", "tracking", "design", "budget", "ledger", "tune", "cost")
@@ -307,8 +356,13 @@ def _dispatch_from_table(raw: dict[str, Any], source: str) -> DispatchConfig:
         raise type(exc)(f"{source}: {exc}") from None
 
 
-def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> SweepSpec:
-    """Validate a parsed spec; every error names the offending field and how to fix it."""
+def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>", max_runs: int | None = None) -> SweepSpec:
+    """Validate a parsed spec; every error names the offending field and how to fix it.
+
+    max_runs: refuse a spec of more runs (`check_run_count`) before its axis values are validated
+    one by one, which alone takes minutes for a million-value axis; None (the default, for
+    reading back a launched sweep's spec) sets no limit.
+    """
     unknown = sorted(set(raw) - set(_TOP_LEVEL))
     if unknown:
         raise ValueError(f"{source}: unknown table(s) {unknown}; valid tables are {list(_TOP_LEVEL)}")
@@ -316,6 +370,9 @@ def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> SweepSpec:
     axes_raw = raw.get("axes", {})
     if not isinstance(axes_raw, dict):
         raise ValueError(f"{source}: [axes] must be a table of lists")
+    design = config_from_dict(DesignConfig, raw.get("design", {}), where=source, prefix="design.")
+    counts = [(name, len(values)) for name, values in axes_raw.items() if isinstance(values, list)]
+    check_run_count(counts, design, source=source, max_runs=max_runs)
     base = config_from_dict(RunConfig, raw.get("base", {}), where=source, prefix="base.")
     axes = tuple(_resolve_axis(name, values, base, source) for name, values in axes_raw.items())
     paths = [axis.path for axis in axes]
@@ -323,7 +380,6 @@ def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> SweepSpec:
         raise ValueError(f"{source}: two axes set the same field: {paths}")
     dispatch = _dispatch_from_table(raw.get("dispatch", {}), source)
     tracking = config_from_dict(TrackingConfig, raw.get("tracking", {}), where=source, prefix="tracking.")
-    design = config_from_dict(DesignConfig, raw.get("design", {}), where=source, prefix="design.")
     budget = config_from_dict(BudgetConfig, raw.get("budget", {}), where=source, prefix="budget.")
     ledger = config_from_dict(LedgerConfig, raw.get("ledger", {}), where=source, prefix="ledger.")
     tune = config_from_dict(TuneConfig, raw.get("tune", {}), where=source, prefix="tune.")
@@ -352,13 +408,6 @@ def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> SweepSpec:
     return spec
 
 
-def load_spec(path: str | Path) -> SweepSpec:
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"sweep spec {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
-    return spec_from_dict(raw, source=str(path))
+def load_spec(path: str | Path, *, max_runs: int | None = None) -> SweepSpec:
+    """The validated spec of a TOML file; `max_runs` as in `spec_from_dict`."""
+    return spec_from_dict(read_toml(path, what="sweep spec"), source=str(path), max_runs=max_runs)

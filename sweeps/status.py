@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.cost import cost as estimate_cost
+from sweeps.driver import DriverInfo
 from sweeps.launch import SPEC_COPY, open_ledger
 from sweeps.ledger import RunRecord
 from sweeps.spec import SweepSpec, load_spec
@@ -28,7 +29,8 @@ def spent_flops(record: RunRecord) -> float:
     return float(record.spent.get("flops", record.flops.get("train", 0.0)))
 
 
-def format_status(spec: SweepSpec, runs: dict[str, RunRecord]) -> str:
+def format_status(spec: SweepSpec, runs: dict[str, RunRecord], driver: DriverInfo | None = None) -> str:
+    """The sweep's progress; with `driver` (`sweeps.driver.read_driver`), whether its driver lives."""
     counts = collections.Counter(r.state for r in runs.values())
     complete = [r for r in runs.values() if r.state == "complete"]
     spent = sum(spent_flops(r) for r in complete)
@@ -45,6 +47,8 @@ def format_status(spec: SweepSpec, runs: dict[str, RunRecord]) -> str:
     for extra in ("pruned", "cancelled"):
         if counts.get(extra):
             lines[1] += f", {extra} {counts[extra]}"
+    if driver is not None:
+        lines.append(f"  {driver.describe()}")
     if spec.budget.max_flops is not None:
         lines.append(f"  budget: {spent:.3e} of {spec.budget.max_flops:.3e} FLOPs spent ({spent / spec.budget.max_flops:.1%})")
     if spec.budget.max_device_hours is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import sqlite3
@@ -29,6 +30,11 @@ HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_GRACE_S = 60
 
 JOURNAL_PREFIX = "journal:"
+REBUILD_HINT = "gr-scaling sweep rebuild-ledger"
+
+
+class LedgerUnavailable(ValueError):
+    """A ledger that should exist is missing, empty or unreadable (a user error, with the way out)."""
 
 
 def storage_url_for(sweep_dir: str | Path, configured: str | None = None) -> str:
@@ -45,25 +51,95 @@ def storage_url_for(sweep_dir: str | Path, configured: str | None = None) -> str
     return configured
 
 
+def ledger_file(url: str) -> Path | None:
+    """The file of a file-backed ledger URL (SQLite, journal), else None (a database server)."""
+    if url.startswith(JOURNAL_PREFIX):
+        return Path(url.removeprefix(JOURNAL_PREFIX))
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
+def _require_directory(path: Path) -> None:
+    # A ledger URL naming a directory that does not exist is a typo, not a request to create a
+    # tree (a leading "/" too many would mkdir at the filesystem root).
+    if not path.parent.is_dir():
+        raise ValueError(f"[ledger] url: the directory {path.parent} of the ledger file {path.name} does not exist; "
+                         "create it first or fix the path (leave [ledger] url unset for ledger.db in the sweep directory)")
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for a ledger URL: "journal:PATH" (JournalFileBackend) or any RDB URL."""
+    """An Optuna storage for a ledger URL: "journal:PATH" (JournalFileBackend) or any RDB URL.
+
+    Creates the ledger (file and schema) when it does not exist; its directory must exist.
+    """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    path = ledger_file(url)
+    if path is not None:
+        _require_directory(path)
     if url.startswith(JOURNAL_PREFIX):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        path = Path(url.removeprefix(JOURNAL_PREFIX))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    if not url.startswith("sqlite:///"):
+        return _damage_reported(lambda: JournalStorage(JournalFileBackend(str(path))), path)
+    if path is None:
         return _server_storage(url)
-    path = Path(url.removeprefix("sqlite:///"))
     # Creating the schema is not safe to race: two processes opening a new file at once (a driver
     # registering runs while `sweep status` polls it) both insert Optuna's schema version and one
     # fails. An advisory lock beside the file serializes the opening; afterwards it is free.
     with _exclusive_lock(path.with_name(path.name + ".open-lock")):
-        _use_wal(path)
+        _damage_reported(lambda: _use_wal(path), path)
         # Writers from several worker processes wait for the lock instead of failing at once.
-        return _rdb_storage(url, {"connect_args": {"timeout": 60}})
+        return _damage_reported(lambda: _rdb_storage(url, {"connect_args": {"timeout": 60}}), path)
+
+
+def open_existing_storage(url: str, study_name: str) -> tuple[optuna.storages.BaseStorage, optuna.Study]:
+    """Storage and study of a ledger that must already exist; creates and changes nothing.
+
+    A missing, empty or damaged ledger file raises LedgerUnavailable naming the file and the way
+    out; so does a ledger that has no study of this sweep.
+    """
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    path = ledger_file(url)
+    if path is not None and (not path.is_file() or path.stat().st_size == 0):
+        state = "is empty" if path.is_file() else "does not exist"
+        raise LedgerUnavailable(
+            f"the ledger {path} {state}; nothing was created. If the sweep has finished runs (runs/*/result.json), "
+            f"rebuild it from them with `{REBUILD_HINT} {path.parent}`; otherwise launch the sweep first"
+        )
+    if url.startswith(JOURNAL_PREFIX):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        storage: optuna.storages.BaseStorage = _damage_reported(
+            lambda: JournalStorage(JournalFileBackend(str(path))), path)
+    elif path is None:
+        storage = _server_storage(url)
+    else:
+        storage = _damage_reported(lambda: _rdb_storage(url, {"connect_args": {"timeout": 60}}), path)
+    try:
+        study = _damage_reported(lambda: optuna.load_study(study_name=study_name, storage=storage), path)
+    except KeyError:
+        raise LedgerUnavailable(
+            f"the ledger {path or url} has no study {study_name!r} (no run of this sweep was ever registered in it)"
+            + (f"; rebuild it from the run directories with `{REBUILD_HINT} {path.parent}`" if path else "")
+        ) from None
+    return storage, study
+
+
+def _damage_reported(open_fn, path: Path | None):  # type: ignore[no-untyped-def]
+    """Run `open_fn`; a corrupt ledger file becomes LedgerUnavailable naming it and the way out."""
+    import sqlalchemy.exc
+
+    try:
+        return open_fn()
+    except (sqlite3.DatabaseError, sqlalchemy.exc.DatabaseError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if path is None:
+            raise
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise LedgerUnavailable(
+            f"the ledger {path} is damaged ({reason}); the runs' own files are intact: move it aside and rebuild it "
+            f"from runs/ with `{REBUILD_HINT} {path.parent}` (it keeps the damaged file as "
+            f"{path.name}.damaged-<time>)"
+        ) from exc
 
 
 def _server_storage(url: str) -> optuna.storages.RDBStorage:
@@ -119,7 +195,6 @@ def _use_wal(path: Path) -> None:
     what makes registering a 10,000-run sweep bearable. WAL commits survive a killed process.
     WAL needs shared memory between the processes, so not on NFS: use "journal:PATH" there.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
 

@@ -185,6 +185,8 @@ def execute_attempt(
         run_key=f"{run_id}-a{attrs.get('attempt', 1)}",
         config={**config.to_dict(), "flops": attrs.get("flops", {}), "params": attrs.get("params", {})},
     )
+    if tracker.fallback is not None:  # the driver says so once (`sweeps.launch`)
+        ledger.storage.set_trial_user_attr(trial_id, "wandb_fallback", tracker.fallback)
 
     maximize = METRICS[metric]
     links = attrs.get("tune")
@@ -212,6 +214,14 @@ def execute_attempt(
             result = train_in_job(config, checkpoint_dir=checkpoints, checkpoint_every=checkpoint_every, on_eval=on_eval)
     except SystemExit:  # handed over for a requeue: the attempt stays running, its job comes back
         tracker.finish(exit_code=1)
+        raise
+    except KeyboardInterrupt:
+        # Ctrl-C reaches the workers of a foreground driver too: the user stopped the sweep, so
+        # the attempt is cancelled (rerun by `resume`, not counted), never failed.
+        ledger.cancel(trial_id)
+        if reporter is not None:
+            reporter.finish(TrialState.FAIL)
+        tracker.finish(exit_code=130)
         raise
     except optuna.TrialPruned as exc:
         ledger.prune(trial_id, last_value=last["value"], epoch=last["epoch"])
@@ -282,4 +292,5 @@ def execute_attempt(
     )
     tracker.finish()
     log.info("run %s complete: %s=%.4f in %.1f s", run_id, metric, result.metrics[metric], wall)
-    return {"trial_id": trial_id, "run_id": run_id, metric: result.metrics[metric]}
+    return {"trial_id": trial_id, "run_id": run_id, metric: result.metrics[metric], "wall_time_s": wall,
+            "wandb_fallback": tracker.fallback}

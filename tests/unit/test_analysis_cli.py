@@ -218,7 +218,7 @@ def sweep_dir(tmp_path: Path) -> Path:
     d.mkdir()
     (d / SPEC_COPY).write_text(SMALL_SPEC)
     spec = load_spec(d / SPEC_COPY)
-    ledger = open_ledger(spec, d)
+    ledger = open_ledger(spec, d, create=True)
     plan = plan_sweep(spec)
     ledger.register(plan.runs)
     rng = np.random.default_rng(0)

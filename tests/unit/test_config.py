@@ -29,6 +29,9 @@ def test_run_id_is_stable_and_changes_with_any_field() -> None:
         ({"train": {"epochs": 2.5}}, TypeError, "train.epochs must be an integer"),
         ({"model": {"embedding_dim": 30, "num_heads": 4}}, ValueError, "not divisible by model.num_heads=4"),
         ({"data": {"min_events": 2}}, ValueError, "data.min_events must be >= 3"),
+        ({"data": {"min_events": 3, "max_events": 3}}, ValueError, "data.max_events must be >= 4"),
+        ({"train": {"lr": float("inf")}}, ValueError, "train.lr must be a finite number, got inf"),
+        ({"train": {"grad_clip": float("nan")}}, ValueError, "train.grad_clip must be a finite number, got nan"),
     ],
 )
 def test_bad_config_names_the_field(raw: dict, exc: type, fragment: str) -> None:

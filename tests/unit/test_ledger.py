@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -93,6 +94,26 @@ def test_a_requeued_job_takes_its_running_attempt_back(ledger: Ledger) -> None:
     assert not ledger.reclaim(trial_id, "77_3")
     assert not ledger.fail_unfinished(trial_id, "job ended")  # a settled attempt keeps its state
     assert ledger.runs()["a"].state == "complete"
+
+
+def test_a_second_dispatch_never_takes_over_a_live_attempt(ledger: Ledger) -> None:
+    """Two drivers once dispatched the same attempt: the second job's id overwrote the first's and
+    its worker 'reclaimed' the live attempt as if it were a requeue, so the run trained twice."""
+    ledger.register([_planned("a")])
+    trial_id = ledger.runs()["a"].trial_id
+    ledger.set_job(trial_id, "4001", "/logs/4001.err")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert ledger.claim(trial_id)
+        ledger.storage.set_trial_system_attr(trial_id, "worker", {"host": socket.gethostname(), "pid": holder.pid})
+        ledger.set_job(trial_id, "4002", "/logs/4002.err")  # a second driver's job for the same attempt
+        assert ledger.trial_attrs(trial_id)["job_id"] == "4001"
+        assert not ledger.reclaim(trial_id, "4002")
+        assert not ledger.reclaim(trial_id, "4001")  # even its own job id, while the holder lives
+    finally:
+        holder.kill()
+        holder.wait()
+    assert ledger.reclaim(trial_id, "4001")  # the holder is gone: the same job back from a requeue
 
 
 def test_a_job_that_ended_without_settling_its_attempt_fails_it(ledger: Ledger) -> None:

@@ -132,6 +132,19 @@ def test_real_source_through_the_config(tmp_path, monkeypatch):
     assert list(tmp_path.joinpath("cache").glob("ml-100k-*.npz"))
 
 
+def test_a_file_no_user_can_be_trained_on_is_refused_before_training(tmp_path, monkeypatch):
+    """EVENTS gives each user 3 events: validation and test targets, but no training target."""
+    monkeypatch.setenv("GR_SCALING_CACHE", str(tmp_path / "cache"))
+    path = _write(tmp_path, "ml-100k")
+    cfg = DataConfig(source="ml-100k", path=str(path))
+    with pytest.raises(ValueError, match=r"u\.data \(ml-100k\): leave-one-out needs >= 3 events per user") as info:
+        load_sequence_data(cfg)
+    assert "2 of 2 users have >= 3 events and 0 of 2 users have >= 4" in str(info.value)
+    with pytest.raises(ValueError, match="leave-one-out"):
+        train_sequence_lengths(cfg, 8)  # the planner's FLOPs count refuses it too
+    assert dataset_num_items(cfg) == 4  # counting items needs no trainable user
+
+
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
