@@ -117,8 +117,10 @@ def one_run(config: RunConfig) -> dict[str, Any]:
 
 
 def run_all(configs: list[RunConfig], jobs: int) -> list[dict[str, Any]]:
-    # HSTU runs first: they are the longer ones, so the pool's tail is short.
-    configs = sorted(configs, key=lambda c: c.model.family != "hstu")
+    # The most expensive runs first (planned FLOPs), so the pool's tail is short.
+    from scaling import run_flops
+
+    configs = sorted(configs, key=lambda c: -run_flops(c.data, c.model, c.train).train)
     ctx = mp.get_context("spawn")
     runs = []
     with ctx.Pool(jobs, maxtasksperchild=1) as pool:

@@ -10,33 +10,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 # config_from_dict is re-exported: sweeps.spec, slurm.config and scaling.cost build theirs with it.
-from gr_core.config_io import apply_overrides, config_from_dict, describe_overrides, read_toml
+from gr_core.config_io import apply_overrides, check_value, config_from_dict, construct, describe_overrides
+from gr_core.config_io import read_toml, require, require_finite, typed_values
+from gr_core.families import FAMILIES, OPTION_DEFAULTS, FamilyName, FamilyOptions
 
 __all__ = [
-    "METRICS", "METRIC_TASKS", "REAL_SOURCES", "SYNTHETIC_FIELDS", "DataConfig", "ModelConfig", "RunConfig",
-    "TrainConfig", "apply_overrides", "config_from_dict", "read_toml", "replace_path", "replace_paths",
+    "METRICS", "METRIC_TASKS", "REAL_SOURCES", "SHARED_MODEL_FIELDS", "SYNTHETIC_FIELDS", "DataConfig", "ModelConfig",
+    "RunConfig", "TrainConfig", "apply_overrides", "config_from_dict", "read_toml", "replace_path", "replace_paths",
+    "table_keys",
 ]
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
-
-
-def _require_finite(config: Any, section: str) -> None:
-    """Every float field of `config` is finite (or None). Checked first in each `__post_init__`:
-    range rules written as `x > 0` let inf through and read oddly for nan (`lr = inf` trained to a
-    NaN loss before this), and a config built in Python skips the TOML type check."""
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{section}.{field.name} must be a finite number, got {value!r}")
+_require = require
+_require_finite = require_finite
 
 
 # Metrics a run reports (`gr_core.trainer`); the bool says whether higher is better.
@@ -153,81 +144,100 @@ class DataConfig:
 
 
 _DATA_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(DataConfig)}
-HSTU_ONLY_FIELDS: tuple[str, ...] = (
-    "attention_dim", "linear_dim", "attn_norm", "use_rab", "num_time_buckets", "attention_impl",
-)
-SASREC_ONLY_FIELDS: tuple[str, ...] = ("ffn_hidden_dim", "ffn_activation")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class ModelConfig:
-    """The sequence encoder: HSTU (DESIGN.md section 2) or the SASRec baseline (`gr_core.sasrec`).
+    """The sequence encoder: the fields every family shares, and the family's own `options`.
 
-    Both share the input (x = E[id] * sqrt(D) + P[pos], dropout), the L2-normalised output, the
-    loss and the evaluation. Per-head widths default to embedding_dim // num_heads.
-    HSTU-only fields (`HSTU_ONLY_FIELDS`) must keep their defaults with family "sasrec", and
-    SASRec-only ones (`SASREC_ONLY_FIELDS`) with family "hstu": nothing is silently ignored.
+    family names an entry of `gr_core.families.FAMILIES` (HSTU, DESIGN.md section 2; the SASRec
+    baseline, `gr_core.sasrec`). All families share the input (x = E[id] * sqrt(D) + P[pos],
+    dropout), the L2-normalised output, the loss and the evaluation. `options` holds the keys only
+    that family reads (the options dataclass of its module in `gr_core.families`); None means the
+    family's defaults. In TOML, `--set` and sweep axes they are plain [model] keys beside the
+    shared ones (`from_table`, `to_dict`), so a run id is a hash of one flat table. A key of
+    another family is rejected unless it has that family's default: nothing is silently ignored,
+    and switching `model.family` in a sweep keeps working.
     """
 
-    family: Literal["hstu", "sasrec"] = "hstu"
+    family: FamilyName = "hstu"
     num_blocks: int = 2
     embedding_dim: int = 32
     num_heads: int = 1
-    attention_dim: int | None = None  # dqk per head (HSTU)
-    linear_dim: int | None = None  # dv per head (HSTU)
     max_seq_len: int = 50  # histories are truncated to their most recent max_seq_len items
     dropout: float = 0.2
-    attn_norm: Literal["max_len", "seq_len"] = "max_len"  # divide SiLU attention by N or by n_b
-    use_rab: bool = True  # relative attention bias (positional + time buckets)
-    num_time_buckets: int = 128
-    ffn_hidden_dim: int | None = None  # SASRec pointwise FFN width; None = embedding_dim (as published)
-    ffn_activation: Literal["relu", "gelu"] = "relu"  # SASRec FFN
     temperature: float = 0.05
-    # HSTU attention kernel (kernels.hstu_attention): "auto" = Triton on CUDA, reference on CPU.
-    attention_impl: Literal["auto", "reference", "triton"] = "auto"
+    options: FamilyOptions | None = None  # the family's own keys; None = its defaults
 
     def __post_init__(self) -> None:
         _require_finite(self, "model")
-        defaults = _MODEL_DEFAULTS
-        foreign = SASREC_ONLY_FIELDS if self.family == "hstu" else HSTU_ONLY_FIELDS
-        changed = [name for name in foreign if getattr(self, name) != defaults[name]]
+        family = FAMILIES.get(self.family)
+        _require(family is not None, f"model.family must be one of {sorted(FAMILIES)}, got {self.family!r}")
+        assert family is not None  # for type checkers; _require raised otherwise
+        if self.options is None:
+            object.__setattr__(self, "options", family.options())  # frozen: set once, here
         _require(
-            not changed,
-            f"model.{', model.'.join(changed)} do not apply to model.family={self.family!r}; remove them",
+            isinstance(self.options, family.options),
+            f"model.options is a {type(self.options).__name__}, but model.family={self.family!r} takes "
+            f"{family.options.__name__}",
         )
         _require(self.num_blocks >= 1, f"model.num_blocks must be >= 1, got {self.num_blocks}")
         _require(self.embedding_dim >= 1, f"model.embedding_dim must be >= 1, got {self.embedding_dim}")
         _require(self.num_heads >= 1, f"model.num_heads must be >= 1, got {self.num_heads}")
-        if self.attention_dim is None or self.linear_dim is None:
-            _require(
-                self.embedding_dim % self.num_heads == 0,
-                f"model.embedding_dim={self.embedding_dim} is not divisible by "
-                f"model.num_heads={self.num_heads}; set attention_dim and linear_dim explicitly"
-                + (" (HSTU only)" if self.family == "sasrec" else ""),
-            )
-        for name in ("attention_dim", "linear_dim", "ffn_hidden_dim"):
-            value = getattr(self, name)
-            _require(value is None or value >= 1, f"model.{name} must be >= 1, got {value}")
+        family.validate(self)
         _require(self.max_seq_len >= 2, f"model.max_seq_len must be >= 2, got {self.max_seq_len}")
         _require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
-        _require(self.num_time_buckets >= 1, f"model.num_time_buckets must be >= 1, got {self.num_time_buckets}")
         _require(self.temperature > 0, f"model.temperature must be > 0, got {self.temperature}")
 
     @property
-    def ffn_dim(self) -> int:
-        """SASRec's FFN hidden width (embedding_dim unless set)."""
-        return self.ffn_hidden_dim if self.ffn_hidden_dim is not None else self.embedding_dim
-
-    @property
     def dqk(self) -> int:
-        return self.attention_dim if self.attention_dim is not None else self.embedding_dim // self.num_heads
+        """Per-head query/key width, as the family resolves it."""
+        return FAMILIES[self.family].head_dims(self)[0]
 
     @property
     def dv(self) -> int:
-        return self.linear_dim if self.linear_dim is not None else self.embedding_dim // self.num_heads
+        """Per-head value width, as the family resolves it."""
+        return FAMILIES[self.family].head_dims(self)[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat [model] table: the shared fields, then the family's options (the run id hashes it)."""
+        assert self.options is not None  # set by __post_init__
+        out = {name: getattr(self, name) for name in SHARED_MODEL_FIELDS}
+        out.update((f.name, getattr(self.options, f.name)) for f in dataclasses.fields(self.options))
+        return out
+
+    @classmethod
+    def from_table(cls, raw: Mapping[str, Any], *, where: str = "config", prefix: str = "model.") -> ModelConfig:
+        """A [model] table (flat: shared and family keys together) -> ModelConfig.
+
+        Errors name the file and dotted key: a wrong type, an unknown key (listing the valid keys
+        of the family), or a key of another family set away from that family's default.
+        """
+        name = check_value(raw.get("family", _DEFAULT_FAMILY), FamilyName, where, f"{prefix}family")
+        family = FAMILIES[name]
+        own = {f.name for f in dataclasses.fields(family.options)}
+        shared = {k: v for k, v in raw.items() if k in SHARED_MODEL_FIELDS}
+        rest = {k: v for k, v in raw.items() if k not in SHARED_MODEL_FIELDS and k not in own}
+        unknown = sorted(k for k in rest if k not in OPTION_DEFAULTS)
+        if unknown:
+            table = f"[{prefix.rstrip('.')}]"
+            raise ValueError(
+                f"{where}: unknown key(s) {unknown} in {table}; valid keys are {sorted([*SHARED_MODEL_FIELDS, *own])}"
+            )
+        changed = [k for k, v in rest.items() if not any(v == default for default in OPTION_DEFAULTS[k])]
+        if changed:
+            raise ValueError(
+                f"{where}: {prefix}{f', {prefix}'.join(changed)} do not apply to {prefix}family={name!r}; remove them"
+            )
+        options = config_from_dict(
+            family.options, {k: v for k, v in raw.items() if k in own}, where=where, prefix=prefix
+        )
+        values = typed_values(cls, shared, where=where, prefix=prefix)
+        return construct(cls, {**values, "options": options}, where=where)
 
 
-_MODEL_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+SHARED_MODEL_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "options")
+_DEFAULT_FAMILY: str = next(f.default for f in dataclasses.fields(ModelConfig) if f.name == "family")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -351,10 +361,12 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         # Hand-rolled rather than dataclasses.asdict (which deep-copies): planning a 10,000-run
-        # grid calls this twice per run. The sections are flat configs of scalars.
+        # grid calls this twice per run. Every section is a flat table of scalars (the model's
+        # family options inline, `ModelConfig.to_dict`).
         return {
-            section.name: {f.name: getattr(getattr(self, section.name), f.name) for f in dataclasses.fields(getattr(self, section.name))}
-            for section in dataclasses.fields(self)
+            "data": {f.name: getattr(self.data, f.name) for f in dataclasses.fields(self.data)},
+            "model": self.model.to_dict(),
+            "train": {f.name: getattr(self.train, f.name) for f in dataclasses.fields(self.train)},
         }
 
     @property
@@ -384,3 +396,14 @@ def replace_paths(config: RunConfig, overrides: Mapping[str, Any], *, where: str
 def replace_path(config: RunConfig, dotted: str, value: Any) -> RunConfig:
     """Return `config` with one field (e.g. ``"model.embedding_dim"``) set, validated like TOML input."""
     return replace_paths(config, {dotted: value}, where="config")
+
+
+def table_keys(section: str) -> tuple[str, ...]:
+    """The keys a run config's [section] table accepts; for [model], the shared keys and every
+    family's (which of them a given family takes is checked with the whole table)."""
+    if section == "model":
+        return (*SHARED_MODEL_FIELDS, *OPTION_DEFAULTS)
+    tables: dict[str, type] = {"data": DataConfig, "train": TrainConfig}
+    if section not in tables:
+        raise ValueError(f"{section!r} is not a section of a run config; use one of ['data', 'model', 'train']")
+    return tuple(f.name for f in dataclasses.fields(tables[section]))

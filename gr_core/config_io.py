@@ -21,7 +21,7 @@ T = TypeVar("T")
 SECTIONS: tuple[str, ...] = ("data", "model", "train")  # the tables of a run config
 
 
-def _check_type(value: Any, annotation: Any, where: str, label: str) -> Any:
+def check_value(value: Any, annotation: Any, where: str, label: str) -> Any:
     """Check (and lightly coerce int -> float) a TOML value against a field annotation."""
     origin = typing.get_origin(annotation)
     if origin is Literal:
@@ -38,7 +38,7 @@ def _check_type(value: Any, annotation: Any, where: str, label: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _check_type(value, option, where, label)
+                return check_value(value, option, where, label)
             except (TypeError, ValueError) as exc:
                 errors.append(exc)
         if not errors:
@@ -49,7 +49,7 @@ def _check_type(value: Any, annotation: Any, where: str, label: str) -> Any:
         assert ellipsis is Ellipsis, f"only tuple[X, ...] config fields are supported, not {annotation}"
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"{where}: {label} must be a list, got {value!r}")
-        return tuple(_check_type(item, item_type, where, f"{label}[{i}]") for i, item in enumerate(value))
+        return tuple(check_value(item, item_type, where, f"{label}[{i}]") for i, item in enumerate(value))
     if annotation is bool:
         if not isinstance(value, bool):
             raise TypeError(f"{where}: {label} must be true or false, got {value!r}")
@@ -81,25 +81,56 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def config_from_dict(cls: type[T], raw: dict[str, Any], *, where: str = "config", prefix: str = "") -> T:
-    """Build a config dataclass from a plain dict, rejecting unknown keys and wrong types.
+def require(condition: bool, message: str) -> None:
+    """A user error (ValueError) with `message` unless `condition`: the config classes' rule checks."""
+    if not condition:
+        raise ValueError(message)
 
-    Errors name the dotted field (e.g. ``spec.toml: model.embedding_dim``) and the valid keys;
-    `prefix` is the dotted path of `raw` inside a larger file (e.g. ``"base."``).
-    """
+
+def require_finite(config: Any, section: str) -> None:
+    """Every float field of `config` is finite (or None). Checked first in each `__post_init__`:
+    range rules written as `x > 0` let inf through and read oddly for nan (`lr = inf` trained to a
+    NaN loss before this), and a config built in Python skips the TOML type check."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{section}.{field.name} must be a finite number, got {value!r}")
+
+
+def typed_values(cls: type, raw: Mapping[str, Any], *, where: str, prefix: str = "") -> dict[str, Any]:
+    """`raw`'s values checked (and lightly coerced) against `cls`'s field annotations; an unknown
+    key is a ValueError naming the table and listing the valid keys."""
     hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         table = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
         raise ValueError(f"{where}: unknown key(s) {unknown} in {table}; valid keys are {sorted(fields)}")
-    values = {name: _check_type(value, hints[name], where, f"{prefix}{name}") for name, value in raw.items()}
+    return {name: check_value(value, hints[name], where, f"{prefix}{name}") for name, value in raw.items()}
+
+
+def construct(cls: type[T], values: Mapping[str, Any], *, where: str) -> T:
+    """`cls(**values)`, its rule errors (ValueError from `__post_init__`) prefixed with `where`."""
     try:
         return cls(**values)
     except ValueError as exc:
         if str(exc).startswith(f"{where}:"):
             raise
         raise ValueError(f"{where}: {exc}") from None
+
+
+def config_from_dict(cls: type[T], raw: dict[str, Any], *, where: str = "config", prefix: str = "") -> T:
+    """Build a config dataclass from a plain dict, rejecting unknown keys and wrong types.
+
+    Errors name the dotted field (e.g. ``spec.toml: model.embedding_dim``) and the valid keys;
+    `prefix` is the dotted path of `raw` inside a larger file (e.g. ``"base."``). A class whose
+    TOML table is flatter than its fields (`gr_core.config.ModelConfig`: the family's options
+    sit in the same [model] table) reads its table with its own `from_table` classmethod.
+    """
+    from_table = getattr(cls, "from_table", None)
+    if from_table is not None:
+        return from_table(raw, where=where, prefix=prefix)  # type: ignore[no-any-return]
+    return construct(cls, typed_values(cls, raw, where=where, prefix=prefix), where=where)
 
 
 def read_toml(path: str | Path, *, what: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What HSTU and SASRec share: the input embedding, the L2-normalised output, model building.
+"""What every model family shares: the input embedding, the L2-normalised output, model building.
 
 x0 = E[id] * sqrt(D) + P[pos] (learned absolute positions), then dropout; the item table is
 shared by inputs, positives and negatives. Outputs and item vectors are L2-normalised with
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gr_core.config import ModelConfig
+from gr_core.families import FAMILIES
 from kernels.per_sequence import per_sequence_attention  # noqa: F401 - the encoders' FLOP-counting switch
 
 EMBEDDING_STD = 0.02
@@ -77,13 +78,11 @@ class SequenceEncoder(nn.Module):
 
 
 def build_model(cfg: ModelConfig, num_items: int, *, ranking_head: bool = False) -> SequenceEncoder:
-    """The encoder of `cfg.family`, with a `ranking_head` submodule when the task ranks actions."""
-    from gr_core.hstu import HSTU
+    """The encoder of `cfg.family` (built by its `gr_core.families` entry), with a `ranking_head`
+    submodule when the task ranks actions."""
     from gr_core.ranking import RankingHead
-    from gr_core.sasrec import SASRec
 
-    families: dict[str, type[SequenceEncoder]] = {"hstu": HSTU, "sasrec": SASRec}
-    model = families[cfg.family](cfg, num_items)
+    model = FAMILIES[cfg.family].build(cfg, num_items)
     if ranking_head:
         model.ranking_head = RankingHead(cfg.embedding_dim)
     return model

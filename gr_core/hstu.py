@@ -1,6 +1,8 @@
 """HSTU encoder (DESIGN.md section 2) over jagged batches.
 
-Parameter names (stable: `scaling/params.py` counts them analytically; D = embedding_dim,
+The torch module of the HSTU family; its options, parameter and FLOP formulas are in
+`gr_core.families.hstu`, which builds it. Parameter names (stable: the family module counts
+them analytically; D = embedding_dim,
 H = num_heads, N = max_seq_len, I = num_items):
 
 embedding (counted as "embedding" by `count_parameters`):
@@ -30,6 +32,7 @@ from torch import nn
 import kernels
 from gr_core.config import ModelConfig
 from gr_core.encoder import EMBEDDING_PARAMS, SequenceEncoder, count_parameters
+from gr_core.families.hstu import head_dims, options_of
 
 _LN_EPS = 1e-6
 _UVQK_STD = 0.02
@@ -44,15 +47,17 @@ class HSTUBlock(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.opts = options_of(cfg)
+        self.dqk, self.dv = head_dims(cfg)
         d, h = cfg.embedding_dim, cfg.num_heads
-        self.uvqk = nn.Linear(d, 2 * h * cfg.dv + 2 * h * cfg.dqk, bias=False)
-        self.output = nn.Linear(h * cfg.dv, d)
+        self.uvqk = nn.Linear(d, 2 * h * self.dv + 2 * h * self.dqk, bias=False)
+        self.output = nn.Linear(h * self.dv, d)
         self.dropout = nn.Dropout(cfg.dropout)
         self.pos_weights: nn.Parameter | None = None
         self.ts_weights: nn.Parameter | None = None
-        if cfg.use_rab:
+        if self.opts.use_rab:
             self.pos_weights = nn.Parameter(torch.empty(2 * cfg.max_seq_len - 1).normal_(0.0, _RAB_STD))
-            self.ts_weights = nn.Parameter(torch.empty(cfg.num_time_buckets + 1).normal_(0.0, _RAB_STD))
+            self.ts_weights = nn.Parameter(torch.empty(self.opts.num_time_buckets + 1).normal_(0.0, _RAB_STD))
         nn.init.normal_(self.uvqk.weight, 0.0, _UVQK_STD)
         nn.init.xavier_uniform_(self.output.weight)
 
@@ -60,27 +65,25 @@ class HSTUBlock(nn.Module):
         self, x_TD: torch.Tensor, seq_offsets: torch.Tensor, timestamps_T: torch.Tensor,
         request_timestamps_B: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        cfg = self.cfg
+        cfg, dqk, dv = self.cfg, self.dqk, self.dv
         num_tokens, h = x_TD.shape[0], cfg.num_heads
         x_hat = F.layer_norm(x_TD, (cfg.embedding_dim,), eps=_LN_EPS)
-        u, v, q, k = torch.split(
-            F.silu(self.uvqk(x_hat)), [h * cfg.dv, h * cfg.dv, h * cfg.dqk, h * cfg.dqk], dim=-1
-        )
+        u, v, q, k = torch.split(F.silu(self.uvqk(x_hat)), [h * dv, h * dv, h * dqk, h * dqk], dim=-1)
         av_THD = kernels.hstu_attention(
-            q.reshape(num_tokens, h, cfg.dqk),
-            k.reshape(num_tokens, h, cfg.dqk),
-            v.reshape(num_tokens, h, cfg.dv),
+            q.reshape(num_tokens, h, dqk),
+            k.reshape(num_tokens, h, dqk),
+            v.reshape(num_tokens, h, dv),
             seq_offsets,
             cfg.max_seq_len,
             alpha=1.0,  # HSTU uses no 1/sqrt(d) scaling
-            norm=cfg.attn_norm,
+            norm=self.opts.attn_norm,
             timestamps=timestamps_T if self.ts_weights is not None else None,
             pos_weights=self.pos_weights,
             ts_weights=self.ts_weights,
             request_timestamps=request_timestamps_B if self.ts_weights is not None else None,
-            impl=cfg.attention_impl,
+            impl=self.opts.attention_impl,
         )
-        av = F.layer_norm(av_THD.reshape(num_tokens, h * cfg.dv), (h * cfg.dv,), eps=_LN_EPS)
+        av = F.layer_norm(av_THD.reshape(num_tokens, h * dv), (h * dv,), eps=_LN_EPS)
         return x_TD + self.output(self.dropout(u * av))
 
 
@@ -88,8 +91,7 @@ class HSTU(SequenceEncoder):
     """Item-id sequences -> L2-normalised embeddings at every position ([T] ids -> [T, D])."""
 
     def __init__(self, cfg: ModelConfig, num_items: int) -> None:
-        if cfg.family != "hstu":
-            raise ValueError(f"HSTU needs model.family='hstu', got {cfg.family!r}")
+        options_of(cfg)  # a ValueError unless cfg is an HSTU config
         super().__init__(cfg, num_items)
         self.blocks = nn.ModuleList(HSTUBlock(cfg) for _ in range(cfg.num_blocks))
 

@@ -18,7 +18,9 @@ the op only). Initialisation as upstream: Xavier-normal on every weight matrix (
 projection initialised as one [3D, D] matrix, as nn.MultiheadAttention's in_proj), zero
 attention biases, default nn.Linear biases in the FFN.
 
-Parameter names (`scaling/params.py` counts them; F = ffn_dim), per block i, 4 D^2 + 5 D + 2 D F + F:
+The torch module of the SASRec family; its options, parameter and FLOP formulas are in
+`gr_core.families.sasrec`, which builds it. Parameter names (F = the FFN width), per block i,
+4 D^2 + 5 D + 2 D F + F:
   blocks.{i}.q_proj.weight [D, D], .bias [D]; blocks.{i}.kv_proj.weight [2D, D], .bias [2D]
   blocks.{i}.out_proj.weight [D, D], .bias [D]
   blocks.{i}.ffn_in.weight [F, D], .bias [F]; blocks.{i}.ffn_out.weight [D, F], .bias [D]
@@ -32,6 +34,7 @@ from torch import nn
 
 from gr_core.config import ModelConfig
 from gr_core.encoder import SequenceEncoder
+from gr_core.families.sasrec import ffn_dim, options_of
 from gr_core.softmax_attention import jagged_softmax_attention
 
 _LN_EPS = 1e-8
@@ -41,14 +44,14 @@ class SASRecBlock(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        d, f = cfg.embedding_dim, cfg.ffn_dim
+        d, f = cfg.embedding_dim, ffn_dim(cfg)
         self.q_proj = nn.Linear(d, d)
         self.kv_proj = nn.Linear(d, 2 * d)
         self.out_proj = nn.Linear(d, d)
         self.ffn_in = nn.Linear(d, f)
         self.ffn_out = nn.Linear(f, d)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.activation = F.gelu if cfg.ffn_activation == "gelu" else F.relu
+        self.activation = F.gelu if options_of(cfg).ffn_activation == "gelu" else F.relu
         with torch.no_grad():
             in_proj = nn.init.xavier_normal_(torch.empty(3 * d, d))
             self.q_proj.weight.copy_(in_proj[:d])
@@ -78,8 +81,7 @@ class SASRec(SequenceEncoder):
     """Item-id sequences -> L2-normalised embeddings at every position; timestamps are unused."""
 
     def __init__(self, cfg: ModelConfig, num_items: int) -> None:
-        if cfg.family != "sasrec":
-            raise ValueError(f"SASRec needs model.family='sasrec', got {cfg.family!r}")
+        options_of(cfg)  # a ValueError unless cfg is a SASRec config
         super().__init__(cfg, num_items)
         self.blocks = nn.ModuleList(SASRecBlock(cfg) for _ in range(cfg.num_blocks))
 

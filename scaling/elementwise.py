@@ -24,11 +24,10 @@ Per-element costs (forward, one FLOP per add/mul/compare/exp/log/divide):
   subtract, exp and sum.
 - Full-ranking evaluation: 3 per scored item: history filter, compare with the target, count.
 
-SASRec (`gr_core.sasrec`), with the same per-element costs where they apply: two LayerNorms per
-block over D; softmax 5 per (query, key) pair and head (max, subtract, exp, sum, divide) plus
-the scale and mask (2); bias adds of the five linears (5 D + F per token) and the two residual
-adds (2 D) under `residual`; the FFN activation over F (ReLU 1, GELU 8); dropout on the input,
-the attention probabilities, the FFN hidden and the FFN output. No SiLU, gate or rab.
+What each family's blocks do per element (LayerNorms, SiLU or softmax, rab, gates, its dropout)
+is listed by kind in its `gr_core.families` module (`Family.elementwise_costs`); this module adds
+the shared parts: the embedding scaling, the input dropout (summed into the family's "dropout"),
+the L2 norms of outputs and item table, the loss or ranking scores and the ranking head.
 
 Ranking head (`gr_core.ranking`), per scored position: feature scaling and the product (4 D),
 bias adds (D + 1), ReLU (D) and the binary cross-entropy (5, training) or nothing (evaluation).
@@ -44,21 +43,16 @@ import dataclasses
 import numpy as np
 
 from gr_core.config import ModelConfig
-
-LAYERNORM_PER_ELEMENT = 5
-SILU_PER_ELEMENT = 4
-L2_NORM_PER_ELEMENT = 3
-DROPOUT_PER_ELEMENT = 2
-EMBEDDING_SCALE_PER_ELEMENT = 2
-ATTENTION_SCALE_MASK_PER_PAIR_HEAD = 2
-RAB_ADDS_PER_PAIR_HEAD = 2
-RAB_TIME_BUCKET_PER_PAIR = 7
-LOSS_PER_LOGIT = 5
-RANKING_PER_SCORE = 3
-SOFTMAX_PER_PAIR_HEAD = 5
-RELU_PER_ELEMENT = 1
-GELU_PER_ELEMENT = 8
-BCE_PER_POSITION = 5
+from gr_core.families import FAMILIES
+from gr_core.families.contract import (
+    BCE_PER_POSITION,
+    DROPOUT_PER_ELEMENT,
+    EMBEDDING_SCALE_PER_ELEMENT,
+    L2_NORM_PER_ELEMENT,
+    LOSS_PER_LOGIT,
+    RANKING_PER_SCORE,
+    RELU_PER_ELEMENT,
+)
 
 ELEMENTWISE_CONVENTION = (
     "elementwise (non-matmul) FLOPs: approximate per-element costs (LayerNorm 5, SiLU 4, L2 norm 3, "
@@ -67,34 +61,29 @@ ELEMENTWISE_CONVENTION = (
 )
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ElementwiseFlops:
-    """Forward non-matmul FLOPs of one pass over a set of sequences, by component."""
+    """Forward non-matmul FLOPs of one pass over a set of sequences, by kind of operation.
 
-    embedding_scale: float  # E[id] * sqrt(D) + P[pos]
-    layernorm: float  # LN(x) and LN(AV) in every block
-    silu_uvqk: float
-    silu_attention: float
-    attention_mask_norm: float  # alpha scale and mask / n on every pair
-    rab: float  # positional + time bias: bucket computation and adds; 0 without rab
-    gate: float  # U * LN(AV)
-    residual: float  # output bias add and residual add
-    dropout: float  # input dropout and the block dropout; 0 outside training or with p = 0
-    l2_norm: float  # encoder outputs and the item table (once per step / evaluation pass)
-    loss: float  # sampled-softmax logits (training) or full-ranking scores (evaluation)
-    softmax: float = 0.0  # SASRec's attention softmax; 0 for HSTU
-    ffn_activation: float = 0.0  # SASRec's FFN ReLU / GELU; 0 for HSTU
-    ranking_head: float = 0.0  # the ranking task's head and its loss; 0 without it
+    The kinds are the shared ones (embedding_scale, dropout, l2_norm, loss, ranking_head) and the
+    family's (`Family.elementwise_costs`: e.g. HSTU's layernorm, silu_uvqk, rab, gate), every kind
+    present even when 0 (outside training, dropout is 0), so stored keys are stable per family.
+    """
+
+    components: dict[str, float]
+
+    def __getitem__(self, kind: str) -> float:
+        return self.components[kind]
 
     @property
     def total(self) -> float:
-        return sum(getattr(self, f.name) for f in dataclasses.fields(self))
+        return sum(self.components.values())
 
     def to_dict(self) -> dict[str, float]:
-        return {f.name: float(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {name: float(value) for name, value in self.components.items()}
 
     def scaled(self, factor: float) -> ElementwiseFlops:
-        return ElementwiseFlops(**{k: v * factor for k, v in self.to_dict().items()})
+        return ElementwiseFlops({name: value * factor for name, value in self.components.items()})
 
 
 def elementwise_flops(
@@ -120,48 +109,23 @@ def elementwise_flops(
     n = np.asarray(lengths, dtype=np.float64)
     tokens = float(n.sum())
     pairs = float((n * (n + 1) / 2).sum()) if causal else float((n * n).sum())
-    d, h, dqk, dv, layers = model.embedding_dim, model.num_heads, model.dqk, model.dv, model.num_blocks
-    dropout_on = training and model.dropout > 0
+    d = model.embedding_dim
+    blocks = {
+        name: cost.flops(tokens, pairs)
+        for name, cost in FAMILIES[model.family].elementwise_costs(model, training).items()
+    }
+    input_dropout = DROPOUT_PER_ELEMENT * tokens * d if training and model.dropout > 0 else 0.0
     ranking_head = (
         tokens * (4 * d + (d + 1) + RELU_PER_ELEMENT * d + (BCE_PER_POSITION if training else 0)) if ranking else 0.0
     )
-    common = dict(
-        embedding_scale=EMBEDDING_SCALE_PER_ELEMENT * tokens * d,
+    components = {"embedding_scale": EMBEDDING_SCALE_PER_ELEMENT * tokens * d, **blocks}
+    components["dropout"] = components.get("dropout", 0.0) + input_dropout
+    components.update(
         l2_norm=L2_NORM_PER_ELEMENT * (tokens * d + item_table_norms * (num_items + 1) * d),
         loss=LOSS_PER_LOGIT * tokens * head_candidates,
         ranking_head=ranking_head,
     )
-    if model.family == "sasrec":
-        f = model.ffn_dim
-        activation = GELU_PER_ELEMENT if model.ffn_activation == "gelu" else RELU_PER_ELEMENT
-        dropout_elements = tokens * d + layers * (pairs * h + tokens * f + tokens * d) if dropout_on else 0.0
-        return ElementwiseFlops(
-            layernorm=layers * LAYERNORM_PER_ELEMENT * tokens * 2 * d,
-            silu_uvqk=0.0,
-            silu_attention=0.0,
-            attention_mask_norm=layers * ATTENTION_SCALE_MASK_PER_PAIR_HEAD * pairs * h,
-            rab=0.0,
-            gate=0.0,
-            residual=layers * tokens * (2 * d + 5 * d + f),
-            dropout=DROPOUT_PER_ELEMENT * dropout_elements,
-            softmax=layers * SOFTMAX_PER_PAIR_HEAD * pairs * h,
-            ffn_activation=layers * activation * tokens * f,
-            **common,
-        )
-    hdv = h * dv
-    rab_per_pair = RAB_ADDS_PER_PAIR_HEAD * h + RAB_TIME_BUCKET_PER_PAIR if model.use_rab else 0
-    dropout_elements = tokens * (d + layers * hdv) if dropout_on else 0.0
-    return ElementwiseFlops(
-        layernorm=layers * LAYERNORM_PER_ELEMENT * tokens * (d + hdv),
-        silu_uvqk=layers * SILU_PER_ELEMENT * tokens * (2 * hdv + 2 * h * dqk),
-        silu_attention=layers * SILU_PER_ELEMENT * pairs * h,
-        attention_mask_norm=layers * ATTENTION_SCALE_MASK_PER_PAIR_HEAD * pairs * h,
-        rab=layers * pairs * rab_per_pair,
-        gate=layers * tokens * hdv,
-        residual=layers * 2.0 * tokens * d,
-        dropout=DROPOUT_PER_ELEMENT * dropout_elements,
-        **common,
-    )
+    return ElementwiseFlops(components)
 
 
 def ranking_flops(num_sequences: int, num_items: int) -> float:

@@ -1,11 +1,12 @@
-"""Analytic training FLOPs of an HSTU or SASRec run, exact over the run's real jagged lengths.
+"""Analytic training FLOPs of a run of any model family, exact over the run's real jagged lengths.
 
-Per block and token (D = embedding_dim, H heads): HSTU counts its uvqk projection
-2 D (2 H dv + 2 H dqk) and output projection 2 H dv D; SASRec (`gr_core.sasrec`) its QKV
-projection 2 D 3D (in the `uvqk` slot: the block's fused input projection), output projection
-2 D D and FFN 2 (2 D F); attention is 2 n^2 H (dqk + dv) per sequence for both (SASRec's
-dqk = dv = D / H). The ranking task's head (`gr_core.ranking`) adds 2 (3D) D + 2 D per scored
-position. Lengths are after Stochastic Length (`gr_core.lengths.train_sequence_lengths`).
+The encoder's forward matmul FLOPs come from its family (`gr_core.families`, `Family.matmul_costs`)
+as named components, each per token plus per (query, key) pair: HSTU reports its uvqk
+projection, attention and output projection, SASRec its QKV projection, attention, output
+projection and FFN. This module adds what every family shares: the sampled-softmax head
+(2 D (R + 1) per supervised position), the ranking task's head (`gr_core.ranking`: 2 (3D) D + 2 D
+per scored position), evaluation, and the pair convention below. Lengths are after Stochastic
+Length (`gr_core.lengths.train_sequence_lengths`).
 
 Counting convention (`FLOPS_CONVENTION`, stated in every ledger entry and report):
 - matmul FLOPs only, 2 per multiply-add; norms, SiLU, rab lookups, dropout and embedding
@@ -35,6 +36,7 @@ import math
 import numpy as np
 
 from gr_core.config import DataConfig, ModelConfig, TrainConfig
+from gr_core.families import FAMILIES
 from gr_core.lengths import dataset_event_counts, dataset_num_items, split_lengths, train_sequence_lengths
 from scaling.elementwise import ELEMENTWISE_CONVENTION, ElementwiseFlops, elementwise_flops, ranking_flops
 
@@ -48,25 +50,27 @@ FLOPS_CONVENTION = (
 class ForwardFlops:
     """Forward matmul FLOPs of one pass over a set of sequences, by component.
 
-    uvqk: the blocks' fused input projection (HSTU's UVQK, SASRec's QKV); ffn: SASRec's FFN;
-    head: the sampled-softmax logits; ranking_head: the ranking task's head.
+    encoder: the family's components (`Family.matmul_costs`, e.g. "uvqk_projection",
+    "attention"), pairs counted dense-jagged; encoder_causal: the same with causal-exact pairs.
+    attention_dense / attention_causal: the part of the encoder that grows with (query, key)
+    pairs (attention in Kaplan's sense). head: the sampled-softmax logits; ranking_head: the
+    ranking task's head.
     """
 
-    uvqk: float
+    encoder: dict[str, float]
+    encoder_causal: dict[str, float]
     attention_dense: float
     attention_causal: float
-    output_projection: float
     head: float
-    ffn: float = 0.0
     ranking_head: float = 0.0
 
     @property
     def total_dense(self) -> float:
-        return self.uvqk + self.attention_dense + self.output_projection + self.ffn + self.head + self.ranking_head
+        return sum(self.encoder.values()) + self.head + self.ranking_head
 
     @property
     def total_causal(self) -> float:
-        return self.uvqk + self.attention_causal + self.output_projection + self.ffn + self.head + self.ranking_head
+        return sum(self.encoder_causal.values()) + self.head + self.ranking_head
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -150,12 +154,11 @@ class RunFlops:
             "steps_per_epoch": float(self.steps_per_epoch),
             "mean_length": self.mean_length,
             "attention_fraction": self.attention_fraction,
-            "forward_per_epoch_uvqk": fwd.uvqk,
+            # The family's components by name (`Family.matmul_costs`), then the shared figures.
+            **{f"forward_per_epoch_{name}": value for name, value in fwd.encoder.items()},
             "forward_per_epoch_attention_dense": fwd.attention_dense,
             "forward_per_epoch_attention_causal": fwd.attention_causal,
-            "forward_per_epoch_output_projection": fwd.output_projection,
             "forward_per_epoch_head": fwd.head,
-            "forward_per_epoch_ffn": fwd.ffn,
             "forward_per_epoch_ranking_head": fwd.ranking_head,
             "eval_per_pass": self.eval_per_pass,
             "eval_test_per_pass": self.eval_test_per_pass,
@@ -189,18 +192,14 @@ def forward_flops(
     tokens = float(n.sum())
     pairs_dense = float((n * n).sum())
     pairs_causal = float((n * (n + 1) / 2).sum())
-    d, h, dqk, dv, layers = model.embedding_dim, model.num_heads, model.dqk, model.dv, model.num_blocks
-    if model.family == "sasrec":
-        projection, output, ffn = 2.0 * d * 3 * d, 2.0 * d * d, 2.0 * 2 * d * model.ffn_dim
-    else:
-        projection, output, ffn = 2.0 * d * (2 * h * dv + 2 * h * dqk), 2.0 * h * dv * d, 0.0
+    d = model.embedding_dim
+    costs = FAMILIES[model.family].matmul_costs(model)
     return ForwardFlops(
-        uvqk=layers * tokens * projection,
-        attention_dense=layers * 2.0 * pairs_dense * h * (dqk + dv),
-        attention_causal=layers * 2.0 * pairs_causal * h * (dqk + dv),
-        output_projection=layers * tokens * output,
+        encoder={name: cost.flops(tokens, pairs_dense) for name, cost in costs.items()},
+        encoder_causal={name: cost.flops(tokens, pairs_causal) for name, cost in costs.items()},
+        attention_dense=sum(cost.per_pair * pairs_dense for cost in costs.values()),
+        attention_causal=sum(cost.per_pair * pairs_causal for cost in costs.values()),
         head=2.0 * tokens * d * head_candidates,
-        ffn=layers * tokens * ffn,
         ranking_head=tokens * (2.0 * 3 * d * d + 2.0 * d) if ranking else 0.0,
     )
 

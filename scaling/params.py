@@ -1,12 +1,12 @@
-"""Analytic parameter counts of the encoders (HSTU, SASRec), by group.
+"""Analytic parameter counts of a run's encoder (any model family), by group.
 
 Embedding parameters are the item table ((num_items + 1) x D, row 0 is padding) and the learned
-absolute positions (max_seq_len x D). Everything else is non-embedding ("dense"). Per HSTU block:
-the bias-free uvqk projection, the output projection with its bias and, with rab, the positional
-(2N - 1) and time-bucket (num_time_buckets + 1) bias weights. Per SASRec block (`gr_core.sasrec`):
-Q, KV and output projections with biases (4 D^2 + 4 D) and the FFN (2 D F + F + D). LayerNorms
-carry no affine weights in either. The ranking task adds its head (`gr_core.ranking`,
-3 D^2 + 2 D + 1). Kaplan-style scaling laws use the non-embedding count as "N".
+absolute positions (max_seq_len x D), shared by every family. Everything else is non-embedding
+("dense"): each block's parameters, counted by the family's one formula
+(`gr_core.families`, `Family.block_params`, by tensor group: HSTU uvqk / output / rab, SASRec
+qkv / output / ffn), any the family keeps outside its blocks (`Family.outside_block_params`),
+and the ranking task's head (`gr_core.ranking`, 3 D^2 + 2 D + 1). Kaplan-style scaling laws
+use the non-embedding count as "N".
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from gr_core.config import DataConfig, ModelConfig, TrainConfig
+from gr_core.families import FAMILIES
 from gr_core.lengths import dataset_num_items
 
 
@@ -23,6 +24,7 @@ class ParamCounts:
     position_embedding: int
     per_block: int  # non-embedding parameters of one encoder block
     num_blocks: int
+    outside_blocks: int = 0  # the family's non-embedding parameters outside its blocks
     ranking_head: int = 0  # the ranking task's head; 0 for retrieval only
 
     @property
@@ -31,7 +33,7 @@ class ParamCounts:
 
     @property
     def non_embedding(self) -> int:
-        return self.per_block * self.num_blocks + self.ranking_head
+        return self.per_block * self.num_blocks + self.outside_blocks + self.ranking_head
 
     @property
     def total(self) -> int:
@@ -45,20 +47,19 @@ class ParamCounts:
             "item_embedding": self.item_embedding,
             "position_embedding": self.position_embedding,
             "per_block": self.per_block,
+            "outside_blocks": self.outside_blocks,
             "ranking_head": self.ranking_head,
         }
 
 
+def block_groups(model: ModelConfig) -> dict[str, int]:
+    """Non-embedding parameters of one block of `model.family`, by tensor group."""
+    return FAMILIES[model.family].block_params(model)
+
+
 def block_params(model: ModelConfig) -> int:
     """Non-embedding parameters of one block of `model.family`."""
-    d, h = model.embedding_dim, model.num_heads
-    if model.family == "sasrec":
-        f = model.ffn_dim
-        return (d * d + d) + (2 * d * d + 2 * d) + (d * d + d) + (d * f + f) + (f * d + d)
-    uvqk = d * (2 * h * model.dv + 2 * h * model.dqk)
-    output = h * model.dv * d + d
-    rab = (2 * model.max_seq_len - 1) + (model.num_time_buckets + 1) if model.use_rab else 0
-    return uvqk + output + rab
+    return sum(block_groups(model).values())
 
 
 def ranking_head_params(embedding_dim: int) -> int:
@@ -80,6 +81,7 @@ def count_params(model: ModelConfig, num_items: int, *, task: str = "retrieval")
         position_embedding=model.max_seq_len * d,
         per_block=block_params(model),
         num_blocks=model.num_blocks,
+        outside_blocks=sum(FAMILIES[model.family].outside_block_params(model).values()),
         ranking_head=ranking_head_params(d) if task in ("ranking", "both") else 0,
     )
 

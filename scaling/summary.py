@@ -1,81 +1,51 @@
 """Parameters and FLOPs of one run config, as one JSON-able dict and as text (`gr-scaling flops`).
 
 Torch-free. The "flops" entry is exactly `run_flops(...).to_dict()` (what the ledger stores); the
-per-component tables are derived from it, so text and JSON cannot disagree.
+per-component tables are derived from the same `RunFlops`, so text and JSON cannot disagree. The
+encoder's rows are whatever components its family reports (`gr_core.families`); the heads,
+totals and evaluation rows are shared.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from gr_core.config import ModelConfig, RunConfig, TrainConfig
+from gr_core.config import RunConfig
+from gr_core.families import FAMILIES
 from gr_core.lengths import dataset_event_counts, dataset_num_items
-from scaling.elementwise import ElementwiseFlops
-from scaling.flops import run_flops
-from scaling.params import run_params
+from scaling.flops import RunFlops, run_flops
+from scaling.params import block_groups, run_params
 
-FAMILY_NAMES = {"hstu": "HSTU", "sasrec": "SASRec"}
-# Training matmul components: name -> (label, `RunFlops.to_dict` key). "uvqk" is the block's fused
-# input projection (SASRec's QKV); see `scaling.flops.ForwardFlops`.
-_MATMUL_COMPONENTS = {
-    "uvqk": ("uvqk projection", "forward_per_epoch_uvqk"),
-    "attention": ("attention QK^T + AV (dense-jagged)", "forward_per_epoch_attention_dense"),
-    "output_projection": ("output projection", "forward_per_epoch_output_projection"),
-    "ffn": ("FFN", "forward_per_epoch_ffn"),
-    "head": ("sampled-softmax head", "forward_per_epoch_head"),
-    "ranking_head": ("ranking head", "forward_per_epoch_ranking_head"),
+# Labels of the rows `scaling` adds beside the family's components.
+_SHARED_LABELS = {
+    "head": "sampled-softmax head",
+    "ranking_head": "ranking head",
+    "total": "total (the x-axis)",
+    "attention_causal": "attention, causal-exact",
+    "total_causal": "total, causal-exact",
 }
 
 
-def _matmul_components(model: ModelConfig, train: TrainConfig) -> list[str]:
-    """The training matmul components this run has (their FLOPs sum to `train`)."""
-    names = ["uvqk", "attention", "output_projection"]
-    if model.family == "sasrec":
-        names.append("ffn")
-    if train.retrieval:
-        names.append("head")
-    if train.ranking:
-        names.append("ranking_head")
-    return names
-
-
-def block_params(model: ModelConfig) -> dict[str, int]:
-    """Non-embedding parameters of one block of `model.family` by tensor group.
-
-    HSTU (`gr_core.hstu`): uvqk, output (with bias), rab. SASRec (`gr_core.sasrec`): qkv
-    (q_proj + kv_proj, with biases), output (out_proj), ffn (ffn_in + ffn_out).
-    """
-    d, h = model.embedding_dim, model.num_heads
-    if model.family == "sasrec":
-        f = model.ffn_dim
-        return {
-            "qkv": (d * d + d) + (2 * d * d + 2 * d),
-            "output": d * d + d,
-            "ffn": (d * f + f) + (f * d + d),
-        }
-    return {
-        "uvqk": d * (2 * h * model.dv + 2 * h * model.dqk),
-        "output": h * model.dv * d + d,
-        "rab": (2 * model.max_seq_len - 1) + (model.num_time_buckets + 1) if model.use_rab else 0,
-    }
-
-
-def _breakdown(flops: dict[str, Any], epochs: int, components: list[str]) -> dict[str, dict[str, float]]:
-    """Training matmul FLOPs per component: per run, per epoch, per step (mean) and per token."""
-    steps_per_epoch = flops["steps_per_epoch"]
-    tokens = flops["train_tokens"]
+def _breakdown(flops: RunFlops, retrieval: bool, ranking: bool) -> dict[str, dict[str, float]]:
+    """Training matmul FLOPs per component (the family's, then the heads the task has; they sum to
+    `train`), then the totals: per run, per epoch, per step (mean) and per token."""
+    fwd, epochs = flops.forward_per_epoch, flops.epochs
+    forward = dict(fwd.encoder)
+    if retrieval:
+        forward["head"] = fwd.head
+    if ranking:
+        forward["ranking_head"] = fwd.ranking_head
     rows: dict[str, dict[str, float]] = {}
-    for name in components:
-        per_epoch = 3.0 * flops[_MATMUL_COMPONENTS[name][1]]
+    for name, value in forward.items():
+        per_epoch = 3.0 * value
         rows[name] = {"per_epoch": per_epoch, "per_run": epochs * per_epoch}
-    rows["total"] = {"per_epoch": flops["train"] / epochs, "per_run": flops["train"]}
-    per_epoch_causal = 3.0 * flops["forward_per_epoch_attention_causal"]
+    rows["total"] = {"per_epoch": flops.train / epochs, "per_run": flops.train}
+    per_epoch_causal = 3.0 * fwd.attention_causal
     rows["attention_causal"] = {"per_epoch": per_epoch_causal, "per_run": epochs * per_epoch_causal}
-    rows["total_causal"] = {"per_epoch": flops["train_causal"] / epochs, "per_run": flops["train_causal"]}
+    rows["total_causal"] = {"per_epoch": flops.train_causal / epochs, "per_run": flops.train_causal}
     for row in rows.values():
-        row["per_step"] = row["per_epoch"] / steps_per_epoch if steps_per_epoch else 0.0
-        row["per_token"] = row["per_run"] / tokens if tokens else 0.0
+        row["per_step"] = row["per_epoch"] / flops.steps_per_epoch if flops.steps_per_epoch else 0.0
+        row["per_token"] = row["per_run"] / flops.train_tokens if flops.train_tokens else 0.0
     return rows
 
 
@@ -83,12 +53,19 @@ def flops_summary(config: RunConfig) -> dict[str, Any]:
     """Params by group and FLOPs by component of `config`, JSON-able.
 
     "dataset" holds the data set's real user and item counts (for a real source, the config's
-    num_users / num_items are only the synthetic generator's unused defaults).
+    num_users / num_items are only the synthetic generator's unused defaults). "encoder" names
+    the family, its shape and the labels of its components.
     """
-    params = run_params(config.data, config.model, config.train)
-    flops = run_flops(config.data, config.model, config.train).to_dict()
-    per_block = block_params(config.model)
-    assert sum(per_block.values()) == params.per_block  # the two counts are written independently
+    model = config.model
+    family = FAMILIES[model.family]
+    params = run_params(config.data, model, config.train)
+    flops = run_flops(config.data, model, config.train)
+    stored = flops.to_dict()
+    # A component that grows with (query, key) pairs (attention) is counted dense-jagged here.
+    labels = {
+        name: (cost.label or name) + (" (dense-jagged)" if cost.per_pair else "")
+        for name, cost in family.matmul_costs(model).items()
+    }
     return {
         "run_id": config.run_id,
         "config": config.to_dict(),
@@ -97,13 +74,16 @@ def flops_summary(config: RunConfig) -> dict[str, Any]:
             "num_users": int(len(dataset_event_counts(config.data))),
             "num_items": dataset_num_items(config.data),
         },
-        "head_dims": {"dqk": config.model.dqk, "dv": config.model.dv},
-        "params": {**params.to_dict(), "num_blocks": params.num_blocks, "per_block_groups": per_block},
-        "flops": flops,
-        "train_breakdown": _breakdown(flops, config.train.epochs, _matmul_components(config.model, config.train)),
+        "encoder": {"family": family.label, "shape": family.describe(model), "component_labels": labels},
+        "head_dims": {"dqk": model.dqk, "dv": model.dv},
+        "params": {
+            **params.to_dict(), "num_blocks": params.num_blocks, "per_block_groups": block_groups(model),
+            "outside_block_groups": family.outside_block_params(model),
+        },
+        "flops": stored,
+        "train_breakdown": _breakdown(flops, config.train.retrieval, config.train.ranking),
         "elementwise_train_breakdown": {
-            name: 3.0 * config.train.epochs * flops[f"elementwise_forward_per_epoch_{name}"]
-            for name in (f.name for f in dataclasses.fields(ElementwiseFlops))
+            name: 3.0 * config.train.epochs * value for name, value in flops.elementwise_forward_per_epoch.to_dict().items()
         },
     }
 
@@ -113,21 +93,17 @@ def _fmt(x: float) -> str:
 
 
 def format_flops_summary(summary: dict[str, Any]) -> str:
-    cfg, params, flops = summary["config"], summary["params"], summary["flops"]
+    cfg, params, flops, encoder = summary["config"], summary["params"], summary["flops"], summary["encoder"]
     m, t, dataset = cfg["model"], cfg["train"], summary["dataset"]
     per_block = params["per_block_groups"]
-    dims = summary["head_dims"]
-    if m["family"] == "sasrec":
-        # SASRec's per-head widths are D / H; it has an FFN and no relative attention bias.
-        shape = f"{m['num_heads']} head(s), FFN {m['ffn_hidden_dim'] or m['embedding_dim']}"
-        extras = ""
-    else:
-        shape = f"{m['num_heads']} head(s) (dqk {dims['dqk']}, dv {dims['dv']})"
-        extras = f", rab {'on' if m['use_rab'] else 'off'}"
-    head = f" + ranking head {params['ranking_head']:,}" if params["ranking_head"] else ""
+    outside = params["outside_block_groups"]
+    head = (
+        (" + outside the blocks " + ", ".join(f"{k} {v:,}" for k, v in outside.items()) if outside else "")
+        + (f" + ranking head {params['ranking_head']:,}" if params["ranking_head"] else "")
+    )
     lines = [
-        f"run {summary['run_id']}: {FAMILY_NAMES[m['family']]} {m['num_blocks']} blocks x D {m['embedding_dim']}, "
-        f"{shape}, max_seq_len {m['max_seq_len']}{extras}",
+        f"run {summary['run_id']}: {encoder['family']} {m['num_blocks']} blocks x D {m['embedding_dim']}, "
+        f"{encoder['shape']}, max_seq_len {m['max_seq_len']}",
         f"data: {dataset['source']}, {dataset['num_users']:,} users, {dataset['num_items']:,} items; "
         f"train: task {t['task']}, {t['epochs']} epochs, "
         f"batch {t['batch_size']}, {t['num_negatives']} negatives; {int(flops['steps']):,} steps, "
@@ -143,11 +119,7 @@ def format_flops_summary(summary: dict[str, Any]) -> str:
         "training FLOPs, matmuls (forward + backward = 3 x forward)",
         f"  {'component':<38}{'per run':>12}{'per epoch':>12}{'per step':>12}{'per token':>12}",
     ]
-    labels = {name: label for name, (label, _) in _MATMUL_COMPONENTS.items()}
-    if m["family"] == "sasrec":
-        labels["uvqk"] = "QKV projection"
-    labels.update(total="total (the x-axis)", attention_causal="attention, causal-exact",
-                  total_causal="total, causal-exact")
+    labels = {**encoder["component_labels"], **_SHARED_LABELS}
     for name, row in summary["train_breakdown"].items():
         label = labels[name] + (f" (R+1 = {t['num_negatives'] + 1})" if name == "head" else "")
         lines.append(
@@ -182,7 +154,7 @@ def format_flops_summary(summary: dict[str, Any]) -> str:
 def format_measurement(measured: dict[str, Any]) -> str:
     lines = [
         "",
-        f"measured: one training step of {FAMILY_NAMES[measured['family']]} on {measured['data_source']} "
+        f"measured: one training step of {FAMILIES[measured['family']].label} on {measured['data_source']} "
         f"({measured['num_items']:,} items) under FlopCounterMode ({measured['num_sequences']} sequences, "
         f"{measured['num_tokens']} tokens, sum n^2 = {measured['sum_squared_lengths']}); attention counted "
         "from per-sequence matmuls, not from the attention op's own FLOP formula",

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from gr_core.config import METRIC_TASKS, METRICS, RunConfig, config_from_dict, read_toml
+from gr_core.config import METRIC_TASKS, METRICS, RunConfig, config_from_dict, read_toml, table_keys
 from scaling.cost import CostInputs
 from slurm.config import DispatchConfig
 
@@ -293,9 +293,9 @@ def _resolve_axis(name: str, values: Any, base: RunConfig, source: str) -> Axis:
             f"{source}: axes.{name} is not a known axis; use one of {sorted(AXIS_ALIASES)} "
             "or a dotted config path such as 'model.dropout'"
         )
-    if key not in {f.name for f in dataclasses.fields(getattr(RunConfig(), section))}:
-        valid = sorted(f.name for f in dataclasses.fields(getattr(RunConfig(), section)))
-        raise ValueError(f"{source}: axes.{name}: '{key}' is not a field of [{section}]; valid: {valid}")
+    valid_keys = table_keys(section)  # [model]: the shared keys and every family's options
+    if key not in valid_keys:
+        raise ValueError(f"{source}: axes.{name}: '{key}' is not a field of [{section}]; valid: {sorted(valid_keys)}")
     if not isinstance(values, list):
         raise ValueError(f"{source}: axes.{name} must be a list of values, got {values!r}")
     if not values:
@@ -386,7 +386,7 @@ def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>", max_runs: int
     cost = config_from_dict(CostInputs, raw.get("cost", {}), where=source, prefix="cost.")
     if tune.enabled:
         tuned_section, _, tuned_key = tune.param.partition(".")
-        valid = {f.name for f in dataclasses.fields(getattr(base, tuned_section))}
+        valid = set(table_keys(tuned_section))
         if tuned_key not in valid:
             raise ValueError(f"{source}: tune.param: '{tuned_key}' is not a field of [{tuned_section}]; valid: {sorted(valid)}")
         if tune.param in {axis.path for axis in axes}:

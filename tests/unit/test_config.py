@@ -3,12 +3,14 @@ from __future__ import annotations
 import pytest
 
 from gr_core.config import ModelConfig, RunConfig, replace_path
+from gr_core.families import HSTUOptions
 
 
 def test_defaults_resolve_per_head_widths() -> None:
     model = ModelConfig(embedding_dim=64, num_heads=4)
     assert (model.dqk, model.dv) == (16, 16)
-    assert ModelConfig(embedding_dim=64, num_heads=4, attention_dim=8).dqk == 8
+    assert ModelConfig(embedding_dim=64, num_heads=4, options=HSTUOptions(attention_dim=8)).dqk == 8
+    assert RunConfig.from_dict({"model": {"embedding_dim": 64, "num_heads": 4, "attention_dim": 8}}).model.dqk == 8
 
 
 def test_run_id_is_stable_and_changes_with_any_field() -> None:

@@ -3,6 +3,7 @@ published bucketing, both attention normalisations), causality; the sampled-soft
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gr_core.config import ModelConfig
 from gr_core.data import eval_batches, train_batches
+from gr_core.families import HSTUOptions
 from gr_core.hstu import HSTU, count_parameters
 from gr_core.lengths import CUTS
 from gr_core.sequences import SequenceData
@@ -24,7 +26,8 @@ from gr_core.losses import sampled_softmax_loss
     [
         ModelConfig(num_blocks=2, embedding_dim=16, num_heads=2, max_seq_len=10),
         ModelConfig(
-            num_blocks=3, embedding_dim=12, num_heads=3, attention_dim=5, linear_dim=7, max_seq_len=7, use_rab=False
+            num_blocks=3, embedding_dim=12, num_heads=3, max_seq_len=7,
+            options=HSTUOptions(attention_dim=5, linear_dim=7, use_rab=False),
         ),
     ],
 )
@@ -32,8 +35,8 @@ def test_parameter_count_matches_documented_formula(cfg):
     num_items = 31
     d, h, dqk, dv, n = cfg.embedding_dim, cfg.num_heads, cfg.dqk, cfg.dv, cfg.max_seq_len
     per_block = d * (2 * h * dv + 2 * h * dqk) + h * dv * d + d
-    if cfg.use_rab:
-        per_block += (2 * n - 1) + (cfg.num_time_buckets + 1)
+    if cfg.options.use_rab:
+        per_block += (2 * n - 1) + (cfg.options.num_time_buckets + 1)
     counts = count_parameters(HSTU(cfg, num_items))
     assert counts == {
         "embedding": (num_items + 1) * d + n * d,
@@ -156,7 +159,7 @@ def _loop_hstu(model: HSTU, items, ts, offsets, request=None) -> torch.Tensor:
             proj = F.silu(x_hat @ block.uvqk.weight.T)
             u, v, q, k = torch.split(proj, [h * dv, h * dv, h * dqk, h * dqk], dim=-1)
             av = torch.zeros(n, h * dv)
-            norm = big_n if cfg.attn_norm == "max_len" else n
+            norm = big_n if cfg.options.attn_norm == "max_len" else n
             for i in range(n):
                 if i + 1 < n:  # the next action's time
                     request_ts = int(ts[s + i + 1])
@@ -164,9 +167,9 @@ def _loop_hstu(model: HSTU, items, ts, offsets, request=None) -> torch.Tensor:
                     request_ts = int(ts[s + i]) if request is None else int(request[b])
                 for j in range(i + 1):
                     rab = 0.0
-                    if cfg.use_rab:
+                    if cfg.options.use_rab:
                         rab = block.pos_weights[j - i + big_n - 1] + block.ts_weights[
-                            _bucket(request_ts - int(ts[s + j]), cfg.num_time_buckets)]
+                            _bucket(request_ts - int(ts[s + j]), cfg.options.num_time_buckets)]
                     for head in range(h):
                         qi, kj = q[i, head * dqk:(head + 1) * dqk], k[j, head * dqk:(head + 1) * dqk]
                         weight = F.silu(qi @ kj + rab) / norm
@@ -181,10 +184,10 @@ def _loop_hstu(model: HSTU, items, ts, offsets, request=None) -> torch.Tensor:
     "cfg",
     [
         ModelConfig(num_blocks=2, embedding_dim=8, num_heads=2, max_seq_len=6, dropout=0.0),
-        ModelConfig(num_blocks=1, embedding_dim=6, num_heads=1, max_seq_len=5, dropout=0.0, attn_norm="seq_len",
-                    num_time_buckets=20),
-        ModelConfig(num_blocks=1, embedding_dim=4, num_heads=2, attention_dim=3, linear_dim=5, max_seq_len=5,
-                    dropout=0.0, use_rab=False),
+        ModelConfig(num_blocks=1, embedding_dim=6, num_heads=1, max_seq_len=5, dropout=0.0,
+                    options=HSTUOptions(attn_norm="seq_len", num_time_buckets=20)),
+        ModelConfig(num_blocks=1, embedding_dim=4, num_heads=2, max_seq_len=5, dropout=0.0,
+                    options=HSTUOptions(attention_dim=3, linear_dim=5, use_rab=False)),
     ],
 )
 def test_model_matches_a_loop_implementation_of_the_paper(cfg):
@@ -192,7 +195,7 @@ def test_model_matches_a_loop_implementation_of_the_paper(cfg):
     model = HSTU(cfg, 20).eval()
     with torch.no_grad():  # rab weights large enough to matter
         for block in model.blocks:
-            if cfg.use_rab:
+            if cfg.options.use_rab:
                 block.pos_weights.normal_(0.0, 1.0)
                 block.ts_weights.normal_(0.0, 1.0)
     lengths = [4, 0, 1, min(5, cfg.max_seq_len)]
@@ -222,7 +225,8 @@ def test_every_position_is_scored_at_the_next_events_time(split):
     for the last input position that is the training target's, validation item's or test item's
     time (the request time), in training and evaluation alike."""
     data = _events()
-    cfg = ModelConfig(num_blocks=1, embedding_dim=8, num_heads=2, max_seq_len=4, dropout=0.0, num_time_buckets=40)
+    cfg = ModelConfig(num_blocks=1, embedding_dim=8, num_heads=2, max_seq_len=4, dropout=0.0,
+                      options=HSTUOptions(num_time_buckets=40))
     torch.manual_seed(0)
     model = HSTU(cfg, 17).eval()
     with torch.no_grad():
@@ -249,8 +253,7 @@ def test_attention_normalisation_options_differ_only_by_the_divisor():
     torch.manual_seed(0)
     base = ModelConfig(num_blocks=1, embedding_dim=8, max_seq_len=10, dropout=0.0)
     by_max = HSTU(base, 20).eval()
-    by_len = HSTU(ModelConfig(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, "attn_norm": "seq_len"}),
-                  20).eval()
+    by_len = HSTU(dataclasses.replace(base, options=HSTUOptions(attn_norm="seq_len")), 20).eval()
     by_len.load_state_dict(by_max.state_dict())
     items, ts, offsets = _batch([10, 4])
     with torch.no_grad():

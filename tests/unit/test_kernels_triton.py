@@ -280,12 +280,13 @@ def test_model_config_selects_the_triton_kernel() -> None:
     import dataclasses
 
     from gr_core.config import ModelConfig
+    from gr_core.families import HSTUOptions
     from gr_core.hstu import HSTU
 
     cfg = ModelConfig(num_blocks=2, embedding_dim=16, num_heads=2, max_seq_len=20, dropout=0.0)
     torch.manual_seed(0)
-    reference = HSTU(dataclasses.replace(cfg, attention_impl="reference"), num_items=30)
-    triton_model = HSTU(dataclasses.replace(cfg, attention_impl="triton"), num_items=30)
+    reference = HSTU(dataclasses.replace(cfg, options=HSTUOptions(attention_impl="reference")), num_items=30)
+    triton_model = HSTU(dataclasses.replace(cfg, options=HSTUOptions(attention_impl="triton")), num_items=30)
     triton_model.load_state_dict(reference.state_dict())
     offsets = torch.tensor([0, 1, 9, 20], dtype=torch.int64)
     ids = torch.randint(1, 31, (20,))

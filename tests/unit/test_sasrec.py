@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
-from gr_core.config import ModelConfig
+from gr_core.config import ModelConfig, RunConfig
 from gr_core.encoder import build_model, count_parameters
+from gr_core.families import SASRecOptions
+from gr_core.families.sasrec import ffn_dim
 from gr_core.sasrec import SASRec
 from gr_core.softmax_attention import jagged_softmax_attention, jagged_softmax_attention_op
 from scaling import count_params
@@ -76,13 +78,13 @@ def test_op_registration_passes_opcheck():
     "cfg",
     [
         ModelConfig(family="sasrec", num_blocks=2, embedding_dim=16, num_heads=2, max_seq_len=10),
-        ModelConfig(family="sasrec", num_blocks=3, embedding_dim=12, num_heads=3, max_seq_len=7, ffn_hidden_dim=20,
-                    ffn_activation="gelu"),
+        ModelConfig(family="sasrec", num_blocks=3, embedding_dim=12, num_heads=3, max_seq_len=7,
+                    options=SASRecOptions(ffn_hidden_dim=20, ffn_activation="gelu")),
     ],
 )
 def test_parameter_count_matches_the_scaling_formula(cfg):
     num_items = 31
-    d, f = cfg.embedding_dim, cfg.ffn_dim
+    d, f = cfg.embedding_dim, ffn_dim(cfg)
     per_block = 4 * d * d + 5 * d + 2 * d * f + f  # documented in gr_core/sasrec.py
     counted = count_params(cfg, num_items)
     actual = count_parameters(SASRec(cfg, num_items))
@@ -128,9 +130,13 @@ def test_forward_is_unit_norm_causal_and_ignores_timestamps():
 
 def test_hstu_only_fields_are_rejected_for_sasrec():
     with pytest.raises(ValueError, match="model.attention_dim do not apply to model.family='sasrec'"):
-        ModelConfig(family="sasrec", attention_dim=8)
+        RunConfig.from_dict({"model": {"family": "sasrec", "attention_dim": 8}})
     with pytest.raises(ValueError, match="model.ffn_hidden_dim do not apply to model.family='hstu'"):
-        ModelConfig(ffn_hidden_dim=8)
+        RunConfig.from_dict({"model": {"ffn_hidden_dim": 8}})
+    with pytest.raises(ValueError, match="model.family='sasrec' takes SASRecOptions"):
+        from gr_core.families import HSTUOptions
+
+        ModelConfig(family="sasrec", options=HSTUOptions())
 
 
 def test_per_sequence_softmax_attention_matches_the_op_and_is_counted_not_asserted():

@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gr_core.config import DataConfig, ModelConfig, TrainConfig
 from gr_core.data import train_batches
+from gr_core.families import HSTUOptions, SASRecOptions
 from gr_core.hstu import HSTU, count_parameters
 from gr_core.lengths import train_sequence_lengths
 from gr_core.losses import sampled_softmax_loss
@@ -17,9 +18,10 @@ from scaling import count_params, forward_flops, run_flops
 
 MODELS = [
     ModelConfig(num_blocks=1, embedding_dim=8, num_heads=1, max_seq_len=12),
-    ModelConfig(num_blocks=2, embedding_dim=16, num_heads=2, max_seq_len=20, use_rab=False),
-    ModelConfig(num_blocks=3, embedding_dim=24, num_heads=3, attention_dim=5, linear_dim=7, max_seq_len=16),
-    ModelConfig(num_blocks=2, embedding_dim=32, num_heads=4, max_seq_len=30, num_time_buckets=64),
+    ModelConfig(num_blocks=2, embedding_dim=16, num_heads=2, max_seq_len=20, options=HSTUOptions(use_rab=False)),
+    ModelConfig(num_blocks=3, embedding_dim=24, num_heads=3, max_seq_len=16,
+                options=HSTUOptions(attention_dim=5, linear_dim=7)),
+    ModelConfig(num_blocks=2, embedding_dim=32, num_heads=4, max_seq_len=30, options=HSTUOptions(num_time_buckets=64)),
 ]
 
 
@@ -73,10 +75,11 @@ def test_hand_computed_forward_flops() -> None:
     # One block, D=4, H=1, dqk=dv=4, two sequences of 2 and 3 tokens, R+1 = 3 candidates.
     model = ModelConfig(num_blocks=1, embedding_dim=4, num_heads=1, max_seq_len=8)
     fwd = forward_flops(np.array([2, 3]), model, head_candidates=3)
-    assert fwd.uvqk == 2 * 5 * 4 * 16  # 5 tokens, D x 4D projection
-    assert fwd.attention_dense == 2 * (4 + 9) * (4 + 4)
-    assert fwd.attention_causal == 2 * (3 + 6) * (4 + 4)
-    assert fwd.output_projection == 2 * 5 * 4 * 4
+    assert fwd.encoder["uvqk_projection"] == 2 * 5 * 4 * 16  # 5 tokens, D x 4D projection
+    assert fwd.encoder["attention"] == fwd.attention_dense == 2 * (4 + 9) * (4 + 4)
+    assert fwd.encoder_causal["attention"] == fwd.attention_causal == 2 * (3 + 6) * (4 + 4)
+    assert fwd.encoder["output_projection"] == 2 * 5 * 4 * 4
+    assert list(fwd.encoder) == ["uvqk_projection", "attention", "output_projection"]
     assert fwd.head == 2 * 5 * 4 * 3
 
 
@@ -87,17 +90,24 @@ def _random_case(seed: int) -> tuple[ModelConfig, np.ndarray, int]:
     width = heads * int(rng.integers(-(-16 // heads), 256 // heads + 1))  # in [16, 256], a multiple of heads
     explicit = rng.random() < 0.3  # per-head widths set apart from width / heads
     max_len = int(rng.integers(4, 17))
+    num_blocks = int(rng.integers(1, 9))  # drawn in the order of the flat config these cases began as
+    attention_dim = int(rng.integers(2, 17)) if explicit else None
+    linear_dim = int(rng.integers(2, 17)) if explicit else None
+    attn_norm = "seq_len" if rng.random() < 0.3 else "max_len"
+    dropout = float(rng.choice([0.0, 0.2]))
     model = ModelConfig(
-        num_blocks=int(rng.integers(1, 9)),
+        num_blocks=num_blocks,
         embedding_dim=width,
         num_heads=heads,
-        attention_dim=int(rng.integers(2, 17)) if explicit else None,
-        linear_dim=int(rng.integers(2, 17)) if explicit else None,
         max_seq_len=max_len,
-        use_rab=bool(seed % 2),  # half with rab, half without
-        attn_norm="seq_len" if rng.random() < 0.3 else "max_len",
-        dropout=float(rng.choice([0.0, 0.2])),
-        num_time_buckets=int(rng.integers(4, 129)),
+        dropout=dropout,
+        options=HSTUOptions(
+            attention_dim=attention_dim,
+            linear_dim=linear_dim,
+            use_rab=bool(seed % 2),  # half with rab, half without
+            attn_norm=attn_norm,
+            num_time_buckets=int(rng.integers(4, 129)),
+        ),
     )
     num_seqs = int(rng.integers(2, 7))
     lengths = np.minimum(rng.geometric(0.5, size=num_seqs), max_len)  # mostly 1-2 tokens
@@ -135,7 +145,9 @@ def test_random_configs_flops_match_flop_counter_by_component(seed: int) -> None
     assert attention == pytest.approx(3 * fwd.attention_dense, rel=1e-9)
     assert by_op.get("aten.bmm", 0) == pytest.approx(3 * fwd.head, rel=1e-9)  # the sampled-softmax logits
     projections = by_op.get("aten.mm", 0) + by_op.get("aten.addmm", 0)
-    assert projections == pytest.approx(3 * (fwd.uvqk + fwd.output_projection), rel=1e-9)
+    assert projections == pytest.approx(
+        3 * (fwd.encoder["uvqk_projection"] + fwd.encoder["output_projection"]), rel=1e-9
+    )
 
 
 def _random_sasrec_case(seed: int) -> tuple[ModelConfig, np.ndarray, int]:
@@ -150,8 +162,10 @@ def _random_sasrec_case(seed: int) -> tuple[ModelConfig, np.ndarray, int]:
         embedding_dim=width,
         num_heads=heads,
         max_seq_len=max_len,
-        ffn_hidden_dim=int(rng.integers(4, 65)) if rng.random() < 0.5 else None,
-        ffn_activation="gelu" if rng.random() < 0.3 else "relu",
+        options=SASRecOptions(
+            ffn_hidden_dim=int(rng.integers(4, 65)) if rng.random() < 0.5 else None,
+            ffn_activation="gelu" if rng.random() < 0.3 else "relu",
+        ),
         dropout=float(rng.choice([0.0, 0.2])),
     )
     num_seqs = int(rng.integers(2, 7))
@@ -191,17 +205,21 @@ def test_sasrec_random_configs_flops_match_flop_counter_by_component(seed: int) 
     assert attention == pytest.approx(3 * fwd.attention_dense, rel=1e-9)
     assert by_op.get("aten.bmm", 0) == pytest.approx(3 * fwd.head, rel=1e-9)
     projections = by_op.get("aten.mm", 0) + by_op.get("aten.addmm", 0)
-    assert projections == pytest.approx(3 * (fwd.uvqk + fwd.output_projection + fwd.ffn), rel=1e-9)
+    assert projections == pytest.approx(
+        3 * (fwd.encoder["qkv_projection"] + fwd.encoder["output_projection"] + fwd.encoder["ffn"]), rel=1e-9
+    )
+    assert set(fwd.encoder) == {"qkv_projection", "attention", "output_projection", "ffn"}
 
 
 def test_hand_computed_sasrec_forward_flops() -> None:
     # One block, D=4, one head, FFN 6; sequences of 2 and 3 tokens; R+1 = 3 candidates.
-    model = ModelConfig(family="sasrec", num_blocks=1, embedding_dim=4, max_seq_len=8, ffn_hidden_dim=6)
+    model = ModelConfig(family="sasrec", num_blocks=1, embedding_dim=4, max_seq_len=8,
+                        options=SASRecOptions(ffn_hidden_dim=6))
     fwd = forward_flops(np.array([2, 3]), model, head_candidates=3, ranking=True)
-    assert fwd.uvqk == 2 * 5 * 4 * 12  # Q, K and V projections
-    assert fwd.attention_dense == 2 * (4 + 9) * (4 + 4)
-    assert fwd.output_projection == 2 * 5 * 4 * 4
-    assert fwd.ffn == 2 * 5 * (4 * 6 + 6 * 4)
+    assert fwd.encoder["qkv_projection"] == 2 * 5 * 4 * 12  # Q, K and V projections
+    assert fwd.encoder["attention"] == fwd.attention_dense == 2 * (4 + 9) * (4 + 4)
+    assert fwd.encoder["output_projection"] == 2 * 5 * 4 * 4
+    assert fwd.encoder["ffn"] == 2 * 5 * (4 * 6 + 6 * 4)
     assert fwd.head == 2 * 5 * 4 * 3
     assert fwd.ranking_head == 5 * (2 * 12 * 4 + 2 * 4)
 

@@ -56,7 +56,10 @@ def test_flops_json_equals_run_flops(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert out["params"]["per_block_groups"] == {"uvqk": 24 * 96, "output": 24 * 24 + 24, "rab": 0}
     breakdown = out["train_breakdown"]
     assert breakdown["total"]["per_run"] == expected.train
-    parts = sum(breakdown[k]["per_run"] for k in ("uvqk", "attention", "output_projection", "head"))
+    assert list(breakdown) == [
+        "uvqk_projection", "attention", "output_projection", "head", "total", "attention_causal", "total_causal"
+    ]
+    parts = sum(breakdown[k]["per_run"] for k in ("uvqk_projection", "attention", "output_projection", "head"))
     assert parts == pytest.approx(expected.train)
     assert breakdown["total"]["per_token"] == pytest.approx(expected.train_per_token)
     assert breakdown["total"]["per_step"] == pytest.approx(expected.train_per_step)
@@ -72,7 +75,8 @@ def test_flops_text_lists_params_components_and_convention(capsys: pytest.Captur
         key, _, value = item.partition("=")
         config = replace_path(config, key, int(value))
     flops = run_flops(config.data, config.model, config.train)
-    for needle in ("non-embedding", "total (the x-axis)", "causal-exact", "rab", "layernorm",
+    for needle in ("non-embedding", "total (the x-axis)", "causal-exact", "rab", "layernorm", "uvqk projection",
+                   "attention QK^T + AV (dense-jagged)", "HSTU 2 blocks x D 24, 3 head(s) (dqk 8, dv 8), rab on",
                    f"{flops.train:.3e}", "6 passes (3 evaluations", f"convention: {FLOPS_CONVENTION}"):
         assert needle in text, needle
 
@@ -123,15 +127,17 @@ def test_flops_summarises_a_sasrec_model(capsys: pytest.CaptureFixture[str]) -> 
     assert out["params"]["per_block"] == 4 * d * d + 5 * d + 2 * d * f + f
     assert out["params"]["non_embedding"] == 2 * out["params"]["per_block"]
     breakdown = out["train_breakdown"]
-    assert breakdown["ffn"]["per_run"] == 3 * 2 * expected.forward_per_epoch.ffn > 0
-    parts = sum(breakdown[k]["per_run"] for k in ("uvqk", "attention", "output_projection", "ffn", "head"))
+    assert breakdown["ffn"]["per_run"] == 3 * 2 * expected.forward_per_epoch.encoder["ffn"] > 0
+    parts = sum(breakdown[k]["per_run"] for k in ("qkv_projection", "attention", "output_projection", "ffn", "head"))
     assert parts == pytest.approx(expected.train)
     assert main(["flops", *SASREC]) == 0
     text = capsys.readouterr().out
     for needle in ("SASRec 2 blocks x D 24, 3 head(s), FFN 24, max_seq_len 12", "QKV projection", "FFN",
                    f"qkv {3 * d * d + 3 * d:,}, output {d * d + d:,}, ffn {2 * d * f + f + d:,}",
-                   f"{expected.train:.3e}"):
+                   f"{expected.train:.3e}", "softmax", "ffn_activation"):
         assert needle in text, needle
+    rows = {line.split()[0] for line in text.splitlines() if line.startswith("  ") and line.split()}
+    assert "silu_uvqk" not in rows and "rab" not in rows  # HSTU's elementwise kinds are not SASRec's
 
 
 def _real_data_toml(tmp_path: Path, data_file: Path, *, family: str = "hstu", task: str = "both") -> Path:
