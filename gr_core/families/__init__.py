@@ -14,19 +14,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from gr_core.families import hstu, sasrec
+from gr_core.families import fuxi, hstu, sasrec
 from gr_core.families.contract import Family
+from gr_core.families.fuxi import FuXiOptions
 from gr_core.families.hstu import HSTUOptions
 from gr_core.families.sasrec import SASRecOptions
 
 # Spelled out (not derived from FAMILIES) so type checkers and the TOML type check see the names;
 # tests/unit/test_families.py checks that the three agree.
-FamilyName = Literal["hstu", "sasrec"]
-FamilyOptions = HSTUOptions | SASRecOptions
+FamilyName = Literal["hstu", "sasrec", "fuxi"]
+FamilyOptions = HSTUOptions | SASRecOptions | FuXiOptions
 
 FAMILIES: dict[str, Family] = {
     "hstu": hstu.FAMILY,
     "sasrec": sasrec.FAMILY,
+    "fuxi": fuxi.FAMILY,
 }
 
 # Every family's option keys, each with the defaults it has in the families that declare it:
@@ -36,4 +38,6 @@ for _family in FAMILIES.values():
     for _field in dataclasses.fields(_family.options):
         OPTION_DEFAULTS.setdefault(_field.name, []).append(_field.default)
 
-__all__ = ["FAMILIES", "OPTION_DEFAULTS", "Family", "FamilyName", "FamilyOptions", "HSTUOptions", "SASRecOptions"]
+__all__ = [
+    "FAMILIES", "OPTION_DEFAULTS", "Family", "FamilyName", "FamilyOptions", "FuXiOptions", "HSTUOptions", "SASRecOptions",
+]

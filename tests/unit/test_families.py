@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gr_core.config import SHARED_MODEL_FIELDS, ModelConfig, RunConfig, replace_path, table_keys
 from gr_core.encoder import SequenceEncoder, build_model, count_parameters
-from gr_core.families import FAMILIES, FamilyName, FamilyOptions, HSTUOptions, SASRecOptions
+from gr_core.families import FAMILIES, FamilyName, FamilyOptions, FuXiOptions, HSTUOptions, SASRecOptions
 from gr_core.families.contract import RESERVED_COMPONENTS, SHARED_ELEMENTWISE
 from gr_core.losses import sampled_softmax_loss
 from kernels.per_sequence import per_sequence_attention
@@ -33,6 +33,10 @@ VARIANTS: dict[str, list[object]] = {
         HSTUOptions(attn_norm="seq_len", num_time_buckets=17, attention_impl="reference"),
     ],
     "sasrec": [SASRecOptions(ffn_hidden_dim=7, ffn_activation="gelu")],
+    "fuxi": [
+        FuXiOptions(attention_dim=3, linear_dim=5, ffn_multiply=2.5),
+        FuXiOptions(attn_norm="seq_len", num_time_buckets=17, ffn_single_stage=True, attention_impl="reference"),
+    ],
 }
 # Shared shapes every family is checked at: (num_blocks, embedding_dim, num_heads, max_seq_len).
 SHAPES = [(1, 8, 1, 6), (2, 12, 3, 9), (3, 16, 2, 5)]
@@ -206,8 +210,8 @@ def test_unknown_and_mistyped_model_keys_name_the_field_and_list_the_family_keys
     assert "ffn_hidden_dim" in message and "attention_dim" not in message  # the family's keys only
     with pytest.raises(TypeError, match="run.toml: model.ffn_hidden_dim must be an integer"):
         RunConfig.from_dict({"model": {"family": "sasrec", "ffn_hidden_dim": "wide"}}, where="run.toml")
-    with pytest.raises(ValueError, match=r"model.family must be one of \['hstu', 'sasrec'\], got 'fuxi'"):
-        RunConfig.from_dict({"model": {"family": "fuxi"}}, where="run.toml")
+    with pytest.raises(ValueError, match=r"model.family must be one of \['hstu', 'sasrec', 'fuxi'\], got 'tiger'"):
+        RunConfig.from_dict({"model": {"family": "tiger"}}, where="run.toml")
     with pytest.raises(ValueError, match="model.options is a HSTUOptions, but model.family='sasrec' takes SASRecOptions"):
         ModelConfig(family="sasrec", options=HSTUOptions())
 
