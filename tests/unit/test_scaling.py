@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from gr_core.families import FAMILIES
 from gr_core.config import DataConfig, ModelConfig, TrainConfig
 from gr_core.data import train_batches
 from gr_core.families import HSTUOptions, SASRecOptions
@@ -224,7 +225,7 @@ def test_hand_computed_sasrec_forward_flops() -> None:
     assert fwd.ranking_head == 5 * (2 * 12 * 4 + 2 * 4)
 
 
-@pytest.mark.parametrize("family", ["hstu", "sasrec"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_ranking_task_flops_match_flop_counter(family: str) -> None:
     from gr_core.encoder import build_model
     from gr_core.ranking import ranking_logits, ranking_loss

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gr_core.families import FAMILIES
 from gr_core.config import RunConfig, replace_path
 from gr_scaling.cli import main
 from scaling import FLOPS_CONVENTION, count_params, run_flops
@@ -166,7 +167,7 @@ def test_flops_on_real_data_counts_the_files_items(
     assert f"+ ranking head {3 * d * d + 2 * d + 1:,}" in text
 
 
-@pytest.mark.parametrize("family", ["hstu", "sasrec"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_flops_measure_runs_the_configured_family_and_data(
     tmp_path: Path, tiny_ml100k: Path, capsys: pytest.CaptureFixture[str], family: str
 ) -> None:
