@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analysis.dataset import ScalingData
-from analysis.forms import LABELS, FormFit, fit_form
+from analysis.forms import FormFit, fit_form
 
 Array = npt.NDArray[np.float64]
 DEFAULT_HOLDOUT = 0.2
@@ -149,7 +149,10 @@ class ModelChoice:
     table: tuple[dict[str, Any], ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"table": list(self.table)}
+        """JSON-ready; a row keeps only what the comparison adds: each form's fit (label, convergence,
+        AIC, BIC) and backtest (errors, coverage) are written once, under "fits" and "backtests"."""
+        rows = [{k: row[k] for k in ("form", "delta_aic", "delta_bic", "candidate", "excluded")} for row in self.table]
+        return dataclasses.asdict(self) | {"table": rows}
 
 
 def choose_form(
@@ -174,7 +177,7 @@ def choose_form(
     for name, f in fits.items():
         bt = backtests.get(name)
         table.append({
-            "form": name, "label": LABELS[name], "converged": f.converged, "n_params": f.n_params,
+            "form": name, "label": f.form.label, "converged": f.converged, "n_params": f.n_params,
             "backtest_mean_abs_rel_err": bt.mean_abs_rel_err if bt is not None and bt.ok else None,
             "backtest_interval_coverage": bt.coverage if bt is not None and bt.ok else None,
             "aic": f.aic, "bic": f.bic,
@@ -183,17 +186,17 @@ def choose_form(
             "candidate": name in usable,
             "excluded": excluded.get(name),
         })
-    skipped = "".join(f"; {LABELS[k]} not chosen: {why}" for k, why in excluded.items() if k in fits)
+    skipped = "".join(f"; {fits[k].form.label} not chosen: {why}" for k, why in excluded.items() if k in fits)
     scored = {k: backtests[k].mean_abs_rel_err for k in usable if k in backtests and backtests[k].ok}
     if scored:
         chosen = min(scored, key=lambda k: scored[k])
-        reason = (f"{LABELS[chosen]} predicts the held-out largest runs best (mean |relative error| "
+        reason = (f"{usable[chosen].form.label} predicts the held-out largest runs best (mean |relative error| "
                   f"{100 * scored[chosen]:.2f}%); AIC and BIC are listed beside it")
         if min(usable, key=lambda k: usable[k].aic) != chosen:
-            reason += f", although AIC prefers {LABELS[min(usable, key=lambda k: usable[k].aic)]} in-sample"
+            reason += f", although AIC prefers {min(usable.values(), key=lambda f: f.aic).form.label} in-sample"
         return ModelChoice(chosen=chosen, criterion="backtest mean |relative error|", reason=reason + skipped,
                            table=tuple(table))
     chosen = min(usable, key=lambda k: usable[k].aic)
     return ModelChoice(chosen=chosen, criterion="AIC (no backtest was possible)",
-                       reason=f"no form could be backtested, so the lowest AIC ({LABELS[chosen]}) is used; "
+                       reason=f"no form could be backtested, so the lowest AIC ({usable[chosen].form.label}) is used; "
                               "in-sample fit says little about extrapolation" + skipped, table=tuple(table))

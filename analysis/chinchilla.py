@@ -18,6 +18,10 @@ Uncertainty: bootstrap over runs (or over replicate groups when `groups` is give
 a weighted refit warm-started at the full-data optimum, all refits stepped together by
 `analysis.lbfgs.minimize_batch`; percentile intervals. Resamples with < 3 distinct N or D cannot
 identify the exponents and are skipped and counted.
+
+`Chinchilla` is the form's math for parameter rows (`analysis.curves.Form`): the metric at any
+(N, D), and as its curve in C the saturating law along the compute-optimal frontier
+(`analysis.frontier.in_c`).
 """
 
 from __future__ import annotations
@@ -26,17 +30,22 @@ import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize
 
+from analysis.bounds import metric_bounds
+from analysis.curves import CurveInC, FormFit, NoiseSpace, float_or_none, percentile_intervals
+from analysis.dataset import ScalingData
+from analysis.frontier import DEFAULT_FLOPS_PER_ND, in_c
 from analysis.inputs import ArrayLike, validate_level, validate_nd_points
 from analysis.lbfgs import minimize_batch
+from analysis.noise import estimate_noise
 from analysis.progress import batches
 from analysis.resample import group_index, group_weights
-from analysis.varpro import MIN_BOOTSTRAP_FOR_INTERVALS
+from analysis.varpro import MIN_BOOTSTRAP_FOR_INTERVALS, n_distinct
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +89,6 @@ def objective(theta_KP: Array, lnn: Array, lnd: Array, logy: Array, w_Kn: Array,
     return f, grad
 
 
-def curve(theta_KP: Array, lnn: Array, lnd: Array) -> Array:
-    """L_hat for K parameter rows at M normalised points -> [K, M]."""
-    return (
-        np.exp(theta_KP[:, 0:1] - theta_KP[:, 3:4] * lnn)
-        + np.exp(theta_KP[:, 1:2] - theta_KP[:, 4:5] * lnd)
-        + np.exp(theta_KP[:, 2:3])
-    )
-
-
 def to_raw(theta_KP: Array, n0: float, d0: float) -> Array:
     """Normalised (a', b', e, alpha, beta) rows -> raw (E, A, B, alpha, beta) rows."""
     alpha, beta = theta_KP[:, 3], theta_KP[:, 4]
@@ -99,8 +99,50 @@ def to_raw(theta_KP: Array, n0: float, d0: float) -> Array:
         )
 
 
-def _float_or_none(v: float) -> float | None:
-    return float(v) if math.isfinite(v) else None
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class Chinchilla:
+    """L(N, D) for normalised rows theta = (a', b', e, alpha, beta) [S, 5], as the metric (1 - L for a
+    quality metric). Its curve in C is along the compute-optimal frontier, C = k N D."""
+
+    name: ClassVar[str] = "chinchilla"
+    label: ClassVar[str] = "L(N, D) = E + A/N^alpha + B/D^beta"
+    n_params: ClassVar[int] = 5
+    needs_nd: ClassVar[bool] = True
+    noise_space: ClassVar[NoiseSpace] = "metric"
+    n0: float
+    d0: float
+    higher_is_better: bool  # True: the law is fitted to 1 - metric
+    metric_name: str
+    flops_per_nd: float = DEFAULT_FLOPS_PER_ND  # k of the curve in C
+
+    def at(self, rows_SP: Array, n: ArrayLike | float, d: ArrayLike | float) -> Array:
+        """Metric for each row at the points (n, d) (broadcast, then flattened) -> [S, M]."""
+        nn, dd = np.broadcast_arrays(np.asarray(n, np.float64), np.asarray(d, np.float64))
+        if not (np.all(np.isfinite(nn)) and np.all(nn > 0) and np.all(np.isfinite(dd)) and np.all(dd > 0)):
+            raise ValueError("N and D to predict at must be finite and positive")
+        lnn, lnd, th = np.log(nn.ravel() / self.n0), np.log(dd.ravel() / self.d0), rows_SP
+        loss = np.exp(th[:, 0:1] - th[:, 3:4] * lnn) + np.exp(th[:, 1:2] - th[:, 4:5] * lnd) + np.exp(th[:, 2:3])
+        return 1.0 - loss if self.higher_is_better else loss
+
+    def predict(self, rows_SP: Array, data: ScalingData) -> Array:
+        return self.at(rows_SP, *data.require_nd("predict with the two-variable law"))
+
+    def in_c(self, point_P: Array, draws_SP: Array) -> tuple[CurveInC, Array, Array]:
+        return in_c(self, point_P, draws_SP)
+
+    @classmethod
+    def fit(cls, data: ScalingData, *, n_bootstrap: int, seed: int, level: float, flops_per_nd: float) -> FormFit:
+        """Bootstrap refits as draws; new-run noise from the residuals (ddof 5; not checked by simulation)."""
+        n, d = data.require_nd("fit the two-variable law")
+        f = fit_chinchilla(n, d, data.y, higher_is_better=data.higher_is_better, n_bootstrap=n_bootstrap, seed=seed,
+                           groups=data.groups, level=level, metric_name=data.metric)
+        law = f.law(flops_per_nd)
+        residuals = data.y - law.at(f.theta[None, :], n, d)[0]
+        gidx = group_index(data.groups, data.y.size)
+        noise = estimate_noise(residuals, cls.n_params, gidx) if data.y.size > cls.n_params else None
+        sd = np.empty(0) if noise is None else noise.draw_sd(f.bootstrap_theta.shape[0], np.random.default_rng(seed))[1]
+        return FormFit(form=law, fit=f, point=f.theta, draws=f.bootstrap_theta, residuals=residuals, noise=noise,
+                       noise_sd=sd, bounds=metric_bounds(data.metric))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -133,62 +175,36 @@ class ChinchillaFit:
     bootstrap_theta: Array = dataclasses.field(repr=False, compare=False)  # [B_used, 5] normalised
     not_identified: dict[str, str] = dataclasses.field(default_factory=dict)  # parameter -> why (no interval)
 
-    @property
-    def bootstrap_params(self) -> Array:
-        """Raw (E, A, B, alpha, beta) of each usable bootstrap refit -> [B_used, 5]."""
-        return to_raw(self.bootstrap_theta, self.n0, self.d0)
-
-    def _to_metric(self, loss: Array) -> Array:
-        return 1.0 - loss if self.higher_is_better else loss
-
-    def _norm(self, n: ArrayLike | float, d: ArrayLike | float) -> tuple[Array, Array, tuple[int, ...]]:
-        nn, dd = np.broadcast_arrays(np.asarray(n, np.float64), np.asarray(d, np.float64))
-        if not (np.all(np.isfinite(nn)) and np.all(nn > 0) and np.all(np.isfinite(dd)) and np.all(dd > 0)):
-            raise ValueError("N and D to predict at must be finite and positive")
-        return np.log(nn.ravel() / self.n0), np.log(dd.ravel() / self.d0), nn.shape
+    def law(self, flops_per_nd: float = DEFAULT_FLOPS_PER_ND) -> Chinchilla:
+        """The form's math with this fit's constants, its curve in C at C = k N D with k = `flops_per_nd`."""
+        return Chinchilla(n0=self.n0, d0=self.d0, higher_is_better=self.higher_is_better, metric_name=self.metric_name,
+                          flops_per_nd=flops_per_nd)
 
     def predict(self, n: ArrayLike | float, d: ArrayLike | float) -> Array:
         """Fitted metric at (N, D) (broadcast; same units as the fitted metric)."""
-        lnn, lnd, shape = self._norm(n, d)
-        return self._to_metric(curve(self.theta[None, :], lnn, lnd)[0]).reshape(shape)
-
-    def bootstrap_curves(self, n: ArrayLike, d: ArrayLike) -> Array:
-        """Each bootstrap refit's metric at the 1-D points (n, d) -> [B_used, M]."""
-        lnn, lnd, _ = self._norm(n, d)
-        return self._to_metric(curve(self.bootstrap_theta, lnn, lnd))
+        return self.law().at(self.theta[None, :], n, d)[0].reshape(np.broadcast_shapes(np.shape(n), np.shape(d)))
 
     def band(self, n: ArrayLike, d: ArrayLike, level: float | None = None) -> tuple[Array, Array]:
         lvl = validate_level(self.level if level is None else level)
         if self.bootstrap_theta.shape[0] < MIN_BOOTSTRAP_FOR_INTERVALS:
             raise ValueError(f"{self.bootstrap_theta.shape[0]} usable bootstrap refits; a band needs >= {MIN_BOOTSTRAP_FOR_INTERVALS}")
-        lo, hi = np.quantile(self.bootstrap_curves(n, d), [(1 - lvl) / 2, (1 + lvl) / 2], axis=0)
+        lo, hi = np.quantile(self.law().at(self.bootstrap_theta, n, d), [(1 - lvl) / 2, (1 + lvl) / 2], axis=0)
         return lo, hi
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (NaN as None); a parameter that is not identified has interval None."""
         return {
-            "formula": self.formula,
-            "metric": self.metric_name,
-            "higher_is_better": self.higher_is_better,
+            "formula": self.formula, "metric": self.metric_name, "higher_is_better": self.higher_is_better,
             "params": {k: float(v) for k, v in self.params.items()},
-            "param_intervals": {k: None if k in self.not_identified else [_float_or_none(lo), _float_or_none(hi)]
+            "param_intervals": {k: None if k in self.not_identified else [float_or_none(lo), float_or_none(hi)]
                                 for k, (lo, hi) in self.param_intervals.items()},
-            "not_identified": dict(self.not_identified),
-            "level": self.level,
-            "n0": self.n0,
-            "d0": self.d0,
-            "n_points": self.n_points,
-            "huber_loss": self.huber_loss,
-            "huber_delta": self.huber_delta,
-            "loss_reduction": "sum",
-            "converged": self.converged,
-            "message": self.message,
-            "starts_agreeing": [self.n_starts_agreeing, self.n_starts],
-            "params_at_bounds": list(self.params_at_bounds),
-            "n_bootstrap": self.n_bootstrap,
-            "n_bootstrap_used": self.n_bootstrap_used,
+            "not_identified": dict(self.not_identified), "level": self.level, "n0": self.n0, "d0": self.d0,
+            "n_points": self.n_points, "huber_loss": self.huber_loss, "huber_delta": self.huber_delta,
+            "loss_reduction": "sum", "converged": self.converged, "message": self.message,
+            "starts_agreeing": [self.n_starts_agreeing, self.n_starts], "params_at_bounds": list(self.params_at_bounds),
+            "n_bootstrap": self.n_bootstrap, "n_bootstrap_used": self.n_bootstrap_used,
             "n_bootstrap_degenerate": self.n_bootstrap_degenerate,
-            "n_bootstrap_not_converged": self.n_bootstrap_not_converged,
-            "bootstrap_unit": self.bootstrap_unit,
+            "n_bootstrap_not_converged": self.n_bootstrap_not_converged, "bootstrap_unit": self.bootstrap_unit,
             "seed": self.seed,
         }
 
@@ -249,19 +265,9 @@ def _polish(starts: Array, lnn: Array, lnd: Array, logy: Array, delta: float) ->
 
 
 def fit_chinchilla(
-    n_params: ArrayLike,
-    tokens: ArrayLike,
-    y: ArrayLike,
-    *,
-    higher_is_better: bool = False,
-    n_bootstrap: int = 500,
-    seed: int = 0,
-    level: float = 0.95,
-    metric_name: str = "L",
-    groups: Sequence[Any] | None = None,
-    grid: Mapping[str, Sequence[float]] | None = None,
-    jitter_seed: int | None = None,
-    n_polish: int = DEFAULT_POLISH,
+    n_params: ArrayLike, tokens: ArrayLike, y: ArrayLike, *, higher_is_better: bool = False, n_bootstrap: int = 500,
+    seed: int = 0, level: float = 0.95, metric_name: str = "L", groups: Sequence[Any] | None = None,
+    grid: Mapping[str, Sequence[float]] | None = None, jitter_seed: int | None = None, n_polish: int = DEFAULT_POLISH,
     delta: float = HUBER_DELTA,
 ) -> ChinchillaFit:
     """Fit L(N, D) = E + A/N^alpha + B/D^beta (one point per run) with bootstrap intervals.
@@ -299,10 +305,7 @@ def fit_chinchilla(
     boot, n_degenerate, n_failed = _bootstrap(theta, lnn, lnd, logy, nn, dd, group_idx, n_bootstrap, seed, delta)
     raw = to_raw(theta[None, :], n0, d0)[0]
     params = dict(zip(PARAM_NAMES, (float(p) for p in raw)))
-    intervals = {k: (math.nan, math.nan) for k in PARAM_NAMES}
-    if boot.shape[0] >= MIN_BOOTSTRAP_FOR_INTERVALS:
-        q = np.quantile(to_raw(boot, n0, d0), [(1 - level) / 2, (1 + level) / 2], axis=0)
-        intervals = {k: (float(q[0, i]), float(q[1, i])) for i, k in enumerate(PARAM_NAMES)}
+    intervals = percentile_intervals(to_raw(boot, n0, d0), PARAM_NAMES, level)
     names = ("A", "B", "E", "alpha", "beta")  # internal order, for bound flags
     at_bounds = tuple(
         k for k, t, lo, hi in zip(names, theta, LOWER, UPPER) if t <= lo + 1e-6 * max(1.0, abs(lo)) or t >= hi * (1 - 1e-6)
@@ -364,12 +367,7 @@ def _bootstrap(
     if n_bootstrap == 0:
         return np.empty((0, 5)), 0, 0
     w = group_weights(nn.size, group_idx, n_bootstrap, np.random.default_rng(seed))
-    ok = np.ones(n_bootstrap, dtype=bool)
-    for col in (nn, dd):
-        _, inv = np.unique(col, return_inverse=True)
-        onehot = np.zeros((col.size, inv.max() + 1))
-        onehot[np.arange(col.size), inv] = 1.0
-        ok &= ((w @ onehot) > 0).sum(1) >= 3
+    ok = (n_distinct(w, nn) >= 3) & (n_distinct(w, dd) >= 3)
     n_degenerate = int((~ok).sum())
     w = w[ok]
     if w.shape[0] == 0:

@@ -5,9 +5,9 @@ One line per run. Columns are named by the caller: the FLOPs column (`x_col`), t
 and replicate-group columns (`group_cols`, e.g. the config columns other than the seed). Without a
 FLOPs column but with N and D, C = flops_per_nd * N * D (stated in the FLOPs convention).
 
-Rows come back in the shape of `sweeps.status.completed_rows`: "run_id", "flops", the metric,
-"params_non_embedding" (N) and "train_tokens" (D), so they go through the same checks as a
-sweep's. Empty, "nan" or "inf" metric cells are kept as NaN, so the report lists those runs as
+Rows come back as `sweeps.rows.RunRow`s, like a sweep's (`sweeps.status.completed_rows`): the
+run id, the FLOPs as given, the metric, N (`params_non_embedding`), D (`tokens`) and the
+replicate group, so they go through the same selection and checks as a sweep's. Empty, "nan" or "inf" metric cells are kept as NaN, so the report lists those runs as
 excluded (diverged runs are data, not a reason to refuse the file); any other text where a
 number belongs is an error naming the file, the line and the column.
 """
@@ -18,9 +18,8 @@ import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from analysis.dataset import D_KEY, GROUP_KEY, N_KEY
+from sweeps.rows import RunRow
 
 _MISSING = {"", "nan", "na", "n/a", "null", "none"}  # lower-cased; "inf" parses as a float
 
@@ -46,7 +45,7 @@ def load_csv(
     id_col: str | None = None,
     group_cols: Sequence[str] = (),
     flops_per_nd: float | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[RunRow], str | None]:
     """Rows for `analysis.report` / `analysis.study`, and the FLOPs convention when C was derived.
 
     `flops_per_nd` (e.g. 6) derives C = k N D when the file has no `x_col`; when the file has
@@ -83,18 +82,18 @@ def load_csv(
     rows = []
     for i, raw in enumerate(lines):
         line = i + 2  # 1-based, after the header
-        row: dict[str, Any] = {"run_id": ((raw[id_col] or "").strip() if id_col else f"row{line}")}
-        row[y_col] = _number(raw[y_col], p, line, y_col)
-        if n_col:
-            row[N_KEY] = _number(raw[n_col], p, line, n_col)
-        if d_col:
-            row[D_KEY] = _number(raw[d_col], p, line, d_col)
+        y = _number(raw[y_col], p, line, y_col)
+        n = _number(raw[n_col], p, line, n_col) if n_col else None
+        d = _number(raw[d_col], p, line, d_col) if d_col else None
         if derive:
-            row["flops"] = float(flops_per_nd) * row[N_KEY] * row[D_KEY]  # type: ignore[arg-type]
+            flops = float(flops_per_nd) * n * d  # type: ignore[arg-type, operator]
         else:
-            row["flops"] = _number(raw[x_col], p, line, x_col)
-        if group_cols:
-            row[GROUP_KEY] = "|".join((raw[c] or "").strip() for c in group_cols)
-        rows.append(row)
+            flops = _number(raw[x_col], p, line, x_col)
+        rows.append(RunRow(
+            run_id=(raw[id_col] or "").strip() if id_col else f"row{line}",
+            metrics={y_col: y},
+            flops=flops, tokens=d, params_non_embedding=n,
+            replicate_group="|".join((raw[c] or "").strip() for c in group_cols) if group_cols else None,
+        ))
     convention = f"C = {float(flops_per_nd):g} N D (derived from columns {n_col!r}, {d_col!r})" if derive else None
     return rows, convention

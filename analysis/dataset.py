@@ -1,20 +1,23 @@
-"""The runs an analysis fits: one row per completed run, from a sweep's ledger or a CSV.
+"""The runs an analysis fits: typed rows in, one point per run at the checkpoint it reports.
 
-`ScalingData` holds, per run, the training FLOPs C, the metric y and optionally the model size N
-(non-embedding parameters) and training tokens D, plus a replicate-group key: runs that share a
-config and differ only in seed. Rows are the flat dicts of `sweeps.status.completed_rows` (or of
-`analysis.csv_input`): keys "run_id", "flops", the metric, and where present
-"params_non_embedding" (N) and "train_tokens" (D).
+Rows are `sweeps.rows.RunRow`s: a sweep's completed runs (`sweeps.status.completed_rows`) or a
+CSV's lines (`analysis.csv_input`). Plain dicts with the same names as keys ("run_id", "flops",
+"train_tokens", "params_non_embedding", the metrics, ...; `row_from_mapping`) are accepted too,
+for scripts and notebooks.
 
 Which checkpoint of a run is reported, and at what compute (`select_runs`): a sweep's row carries
 the test metric at the best validation epoch ("<metric>") and at the last epoch trained
-("final_<metric>"), and the cumulative training FLOPs and tokens up to each ("flops_at_best",
-"tokens_at_best"; "flops_spent", "tokens_spent"), beside the planned ones of all epochs
-("flops_planned", "tokens_planned"; "flops" and "train_tokens" in older rows). An early-stopped run
-never spent its planned FLOPs, so each run is placed at the compute spent up to the checkpoint
-whose metric is reported: selection "best_val" (the default) or "final". Rows without those keys
-(ledgers written before they were recorded, CSVs) keep "flops"/"train_tokens", and the selection
-says so in one line.
+("final_<metric>"), and the cumulative training FLOPs and tokens up to each (`RunRow.at_best`,
+`RunRow.at_last`), beside the planned ones of all epochs (`RunRow.flops`, `RunRow.tokens`). An
+early-stopped run never spent its planned FLOPs, so each run is placed at the compute spent up to
+the checkpoint whose metric is reported: selection "best_val" (the default) or "final". Rows
+without that checkpoint (ledgers written before it was recorded, CSVs) keep their recorded
+FLOPs and tokens, and the selection says so in one line.
+
+`ScalingData` holds, per selected run, the training FLOPs C, the metric y and optionally the
+model size N (non-embedding parameters) and training tokens D, plus a replicate-group key: runs
+that share a config and differ only in seed. It is built from the selected points, the dicts
+that the report also writes to fit.json ("points").
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from sweeps.rows import Checkpoint, RunRow
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +49,20 @@ _PLANNED_FALLBACK = {"flops_planned": "flops", "tokens_planned": D_KEY}
 SELECTIONS = ("best_val", "final")
 X_AXIS_SPENT = "training FLOPs spent up to the reported checkpoint"
 X_AXIS_AS_GIVEN = "training FLOPs as recorded in 'flops' (for a sweep: planned for all epochs, not spent)"
-# selection -> (x key, D key, y key template, the checkpoint in words, its epoch's key)
+# selection -> (x key, D key, y key template, the checkpoint in words): the keys name the checkpoint's
+# figures in a flat row (`row_from_mapping`, `sweep export`), shown in the report's selection line.
 _SOURCES = {
-    "best_val": ("flops_at_best", "tokens_at_best", "{metric}", "the best validation epoch", "best_epoch"),
-    "final": ("flops_spent", "tokens_spent", "final_{metric}", "the last epoch trained (early stop included)",
-              "epochs_run"),
+    "best_val": ("flops_at_best", "tokens_at_best", "{metric}", "the best validation epoch"),
+    "final": ("flops_spent", "tokens_spent", "final_{metric}", "the last epoch trained (early stop included)"),
 }
+# The flat-row names of RunRow's fields (the names `sweeps.status.completed_rows` used as dict keys).
+_MAPPED = {"flops": "flops", "train_tokens": "tokens", "flops_causal": "flops_causal",
+           "params_non_embedding": "params_non_embedding", "params_embedding": "params_embedding",
+           "num_blocks": "num_blocks", "embedding_dim": "embedding_dim", "num_heads": "num_heads",
+           "num_users": "num_users", "seed": "seed", "shape": "shape", "wall_time_s": "wall_time_s",
+           GROUP_KEY: "replicate_group"}
+_NOT_METRICS = {"run_id", *_MAPPED, "flops_planned", "tokens_planned", "flops_spent", "tokens_spent", "flops_at_best",
+                "tokens_at_best", "best_epoch", "epochs_run", "reported_epoch"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -74,40 +87,88 @@ def config_key(row: Mapping[str, Any]) -> tuple[Hashable, ...]:
     return tuple(_hashable(row.get(k, row.get(_PLANNED_FALLBACK.get(k, k)))) for k in CONFIG_KEYS)
 
 
-def select_runs(
-    rows: Sequence[Mapping[str, Any]], *, metric: str, selection: str = "best_val"
-) -> tuple[list[Any], Selection]:
-    """Rows with "flops", "train_tokens" and `metric` set to the selected checkpoint's; -> (rows, Selection).
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
-    With "best_val", x = flops_at_best, D = tokens_at_best, y = <metric>; with "final", x =
-    flops_spent, D = tokens_spent, y = final_<metric>. Each row also gets "reported_epoch" (the
-    reported checkpoint's) and keeps its other keys ("flops_planned", ...). A row lacking x or y keeps its
-    "flops", "train_tokens" and `metric` as they are (logged, and stated by `Selection.fallback`).
-    Anything that is not a mapping passes through, for `analysis.report.split_rows` to reject.
+
+def row_from_mapping(raw: Mapping[str, Any], index: int = 0) -> RunRow:
+    """A `RunRow` from a flat dict: "run_id" and "flops" are required; "flops_at_best" (with
+    "tokens_at_best", "best_epoch") and "flops_spent" (with "tokens_spent", "epochs_run") give the
+    checkpoints; "flops_planned" marks "flops" as a plan; every other key not named in
+    `RunRow` is a metric (a value that is not a number reads as NaN, so the run is excluded)."""
+    for key in ("run_id", "flops"):
+        if key not in raw:
+            raise ValueError(f"rows[{index}] (run_id {raw.get('run_id')!r}) has no {key!r}; its keys are "
+                             f"{sorted(raw)}: add the field to every row")
+
+    def checkpoint(x: str, d: str, epoch: str) -> Checkpoint | None:
+        return None if x not in raw else Checkpoint(flops=raw[x], tokens=raw.get(d), epoch=raw.get(epoch))
+
+    return RunRow(
+        run_id=str(raw["run_id"]),
+        metrics={k: _number(v) for k, v in raw.items() if k not in _NOT_METRICS},
+        planned="flops_planned" in raw,
+        at_best=checkpoint("flops_at_best", "tokens_at_best", "best_epoch"),
+        at_last=checkpoint("flops_spent", "tokens_spent", "epochs_run"),
+        **{field: raw[key] for key, field in _MAPPED.items() if key in raw},  # type: ignore[arg-type]
+    )
+
+
+def _as_row(row: Any, index: int) -> RunRow:
+    if isinstance(row, RunRow):
+        return row
+    if isinstance(row, Mapping):
+        return row_from_mapping(row, index)
+    raise ValueError(f"rows[{index}] is a {type(row).__name__}; each row must be a RunRow or a dict describing one run")
+
+
+def _point(row: RunRow, metric: str, value: float, at: Checkpoint | None) -> dict[str, Any]:
+    """The flat point of one run at checkpoint `at` (None: at its recorded FLOPs): what is fitted,
+    plotted, listed in the report and written to fit.json. Unknown (None) fields are left out."""
+    flops, tokens = (row.flops, row.tokens) if at is None else (at.flops, at.tokens)
+    optional: dict[str, Any] = {
+        D_KEY: tokens, "reported_epoch": None if at is None else at.epoch,
+        "epochs_run": None if row.at_last is None else row.at_last.epoch,
+        "flops_planned": row.flops if row.planned else None, "tokens_planned": row.tokens if row.planned else None,
+        N_KEY: row.params_non_embedding, "num_blocks": row.num_blocks, "embedding_dim": row.embedding_dim,
+        "num_users": row.num_users, "seed": row.seed, "wall_time_s": row.wall_time_s, GROUP_KEY: row.replicate_group,
+    }
+    return {"run_id": row.run_id, "flops": flops, metric: value, **{k: v for k, v in optional.items() if v is not None}}
+
+
+def select_runs(
+    rows: Sequence[RunRow | Mapping[str, Any]], *, metric: str, selection: str = "best_val"
+) -> tuple[list[dict[str, Any]], Selection]:
+    """One point per row at the selected checkpoint: "flops", "train_tokens" and `metric` are that
+    checkpoint's; -> (points, Selection).
+
+    With "best_val", x = FLOPs up to the best validation epoch, y = <metric>; with "final", x =
+    FLOPs up to the last epoch trained, y = final_<metric> (D likewise). Each point also carries
+    "reported_epoch" and the run's planned compute and shape (`_point`). A row without that
+    checkpoint or metric keeps its recorded "flops", "train_tokens" and `metric` (logged, and
+    stated by `Selection.fallback`). A row with no `metric` at all is a ValueError naming it.
     """
     if selection not in _SOURCES:
         raise ValueError(f"selection must be 'best_val' or 'final', got {selection!r}")
-    x_key, d_key, y_template, checkpoint, epoch_key = _SOURCES[selection]
+    x_key, d_key, y_template, checkpoint = _SOURCES[selection]
     y_key = y_template.format(metric=metric)
-    out: list[Any] = []
+    out: list[dict[str, Any]] = []
     fallback = 0
-    for row in rows:
-        if not isinstance(row, Mapping):
-            out.append(row)
+    for i, raw in enumerate(rows):
+        row = _as_row(raw, i)
+        at = row.at_best if selection == "best_val" else row.at_last
+        if at is not None and y_key in row.metrics:
+            out.append(_point(row, metric, row.metrics[y_key], at))
             continue
-        r = dict(row)
-        if x_key in row and y_key in row:
-            r["flops"], r[metric] = row[x_key], row[y_key]
-            if d_key in row:
-                r[D_KEY] = row[d_key]
-            else:
-                r.pop(D_KEY, None)  # planned tokens with spent FLOPs would contradict each other
-            if epoch_key in row:
-                r["reported_epoch"] = row[epoch_key]
-        else:
-            fallback += 1
-        out.append(r)
-    n = sum(isinstance(r, Mapping) for r in out)
+        if metric not in row.metrics:
+            raise ValueError(f"rows[{i}] (run_id {row.run_id!r}) has no {metric!r}; its metrics are "
+                             f"{sorted(row.metrics)}: pass metric= one of those or add the field to every row")
+        fallback += 1
+        out.append(_point(row, metric, row.metrics[metric], None))
+    n = len(out)
     note = None
     if fallback:
         what = x_key if selection == "best_val" else f"{x_key} or {y_key}"
@@ -116,7 +177,7 @@ def select_runs(
                 f"epochs, not spent) with the metric in {metric!r}"
                 + (" (a sweep's best-validation value, not the last epoch's)" if selection == "final" else ""))
         log.warning("%s", note)
-    if n and fallback == n:  # say what was used: the rows' own keys
+    if n and fallback == n:  # say what was used: the rows' own figures
         return out, Selection(
             name=selection, checkpoint="the checkpoint the rows record (for a sweep: the best validation epoch)",
             x_key="flops", d_key=D_KEY, y_key=metric, x_axis=X_AXIS_AS_GIVEN, n_fallback=fallback, fallback=note,
@@ -177,7 +238,8 @@ class ScalingData:
 
 
 def data_from_runs(runs: Sequence[Mapping[str, Any]], *, metric: str, higher_is_better: bool) -> ScalingData:
-    """ScalingData from usable runs (finite metric, positive FLOPs: see `analysis.report`)."""
+    """ScalingData from the usable points of `select_runs` (finite metric, positive FLOPs: see
+    `analysis.report.split_rows`)."""
     flops = np.array([float(r["flops"]) for r in runs], dtype=np.float64)
     y = np.array([float(r[metric]) for r in runs], dtype=np.float64)
     n = _positive([r.get(N_KEY) for r in runs])

@@ -7,7 +7,8 @@ fixed C gives (Hoffmann et al. 2022, eq. 4):
   N_opt(C) = G (C/k)^a,  D_opt(C) = G^-1 (C/k)^b,  G = (alpha A / (beta B))^(1 / (alpha + beta)),
   a = beta / (alpha + beta),  b = alpha / (alpha + beta),
 and along that frontier L_opt(C) = E + K (C/k)^-gamma with K = A G^-alpha + B G^beta and
-gamma = alpha beta / (alpha + beta): a saturating power law in C, which is what forecasts use.
+gamma = alpha beta / (alpha + beta): a saturating power law in C (`analysis.powerlaw.PowerLaw`
+with c0 = k), which is the two-variable form's curve in C (`in_c`) and what its forecasts use.
 Intervals are bootstrap percentiles over the fit's refits. HSTU's exact FLOPs are not k N D (the
 attention term grows with sequence length), so k is a convention to state, not a measurement.
 """
@@ -16,20 +17,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from analysis.chinchilla import ChinchillaFit
-from analysis.curves import CurveFamily
+from analysis.curves import CurveFamily, float_or_none
+from analysis.powerlaw import PowerLaw
 from analysis.varpro import MIN_BOOTSTRAP_FOR_INTERVALS
+
+if TYPE_CHECKING:  # analysis.chinchilla imports this module for its curve in C
+    from analysis.chinchilla import Chinchilla, ChinchillaFit
 
 Array = npt.NDArray[np.float64]
 DEFAULT_FLOPS_PER_ND = 6.0
 
 
-def _frontier_rows(theta_KP: Array, n0: float, d0: float) -> dict[str, Array]:
+def frontier_rows(theta_KP: Array, n0: float, d0: float) -> dict[str, Array]:
     """(ln G, a, b, E, ln K, gamma) for normalised parameter rows, computed in logs (no overflow)."""
     alpha, beta = theta_KP[:, 3], theta_KP[:, 4]
     ln_a = theta_KP[:, 0] + alpha * math.log(n0)
@@ -71,7 +75,6 @@ class Frontier:
     level: float
     higher_is_better: bool
     fit: ChinchillaFit = dataclasses.field(repr=False, compare=False)
-    flops_per_nd_source: str = "given"  # e.g. "the runs' median C / (N D) over 24 runs (...)"
 
     def n_opt(self, flops: Array | float) -> Array:
         return self.G * (np.asarray(flops, np.float64) / self.flops_per_nd) ** self.a
@@ -82,7 +85,7 @@ class Frontier:
     def table(self, flops: Array) -> list[dict[str, Any]]:
         """N_opt, D_opt and the metric at the optimum, with bootstrap intervals, at each budget."""
         c = np.asarray(flops, np.float64)
-        boot = _frontier_rows(self.fit.bootstrap_theta, self.fit.n0, self.fit.d0)
+        boot = frontier_rows(self.fit.bootstrap_theta, self.fit.n0, self.fit.d0)
         curve = frontier_curve(self.fit, self.flops_per_nd)
         metric_draws = curve.values(curve.draws, c) if curve.draws.size else np.empty((0, c.size))
         rows = []
@@ -102,16 +105,14 @@ class Frontier:
         return rows
 
     def to_dict(self) -> dict[str, Any]:
-        nan_none = lambda v: v if math.isfinite(v) else None  # noqa: E731
+        """JSON-ready; k itself and where it came from are the study's ("flops_per_nd")."""
         return {
             "convention": f"C = {self.flops_per_nd:g} N D",
-            "flops_per_nd": self.flops_per_nd,
-            "flops_per_nd_source": self.flops_per_nd_source,
             "G": self.G,
             "a": self.a,
             "b": self.b,
             "gamma": self.gamma,
-            "intervals": {k: [nan_none(lo), nan_none(hi)] for k, (lo, hi) in self.intervals.items()},
+            "intervals": {k: [float_or_none(lo), float_or_none(hi)] for k, (lo, hi) in self.intervals.items()},
             "level": self.level,
             "formula": "N_opt = G (C/k)^a, D_opt = (C/k)^b / G, G = (alpha A / (beta B))^(1/(alpha+beta))",
         }
@@ -120,8 +121,8 @@ class Frontier:
 def compute_frontier(fit: ChinchillaFit, flops_per_nd: float = DEFAULT_FLOPS_PER_ND, level: float | None = None) -> Frontier:
     k = _check_k(flops_per_nd)
     lvl = fit.level if level is None else level
-    point = {key: float(v[0]) for key, v in _frontier_rows(fit.theta[None, :], fit.n0, fit.d0).items()}
-    boot = _frontier_rows(fit.bootstrap_theta, fit.n0, fit.d0)
+    point = {key: float(v[0]) for key, v in frontier_rows(fit.theta[None, :], fit.n0, fit.d0).items()}
+    boot = frontier_rows(fit.bootstrap_theta, fit.n0, fit.d0)
     intervals = {name: _interval(boot[name], lvl) for name in ("a", "b", "gamma")}
     lo, hi = _interval(boot["ln_G"], lvl)
     intervals["G"] = (math.exp(lo), math.exp(hi)) if math.isfinite(lo) else (math.nan, math.nan)
@@ -131,22 +132,27 @@ def compute_frontier(fit: ChinchillaFit, flops_per_nd: float = DEFAULT_FLOPS_PER
     )
 
 
-def frontier_curve(fit: ChinchillaFit, flops_per_nd: float = DEFAULT_FLOPS_PER_ND, residuals: Array | None = None) -> CurveFamily:
-    """The metric at the compute-optimal (N, D) as a saturating curve in C (x = C / k)."""
-    k = _check_k(flops_per_nd)
+def in_c(law: Chinchilla, point_P: Array, draws_SP: Array) -> tuple[PowerLaw, Array, Array]:
+    """The two-variable law's curve in C: the metric at the compute-optimal (N, D) for C = k N D, a
+    saturating law with rows (E, K, gamma) and c0 = k (1 - E for a quality metric); rows whose K
+    overflows are dropped."""
+    k = _check_k(law.flops_per_nd)
 
     def rows(theta: Array) -> Array:
-        fr = _frontier_rows(theta, fit.n0, fit.d0)
+        fr = frontier_rows(theta, law.n0, law.d0)
         with np.errstate(over="ignore"):
             out = np.stack([fr["E"], np.exp(fr["ln_K"]), fr["gamma"]], axis=1)
-        if fit.higher_is_better:
+        if law.higher_is_better:
             out[:, 0] = 1.0 - out[:, 0]
         return out[np.all(np.isfinite(out), axis=1)]
 
-    lhs = f"1 - {fit.metric_name}" if fit.higher_is_better else fit.metric_name
-    return CurveFamily(
-        kind="saturating", point=rows(fit.theta[None, :])[0], draws=rows(fit.bootstrap_theta), c0=k,
-        sign=-1.0 if fit.higher_is_better else 1.0, higher_is_better=fit.higher_is_better,
-        residuals=np.empty(0) if residuals is None else residuals,
-        description=f"{lhs} at the compute-optimal N, D: E + K (C/{k:g})^-gamma",
-    )
+    lhs = f"1 - {law.metric_name}" if law.higher_is_better else law.metric_name
+    curve = PowerLaw(c0=k, higher_is_better=law.higher_is_better,
+                     description=f"{lhs} at the compute-optimal N, D: E + K (C/{k:g})^-gamma")
+    return curve, rows(point_P[None, :])[0], rows(draws_SP)
+
+
+def frontier_curve(fit: ChinchillaFit, flops_per_nd: float = DEFAULT_FLOPS_PER_ND) -> CurveFamily:
+    """The fit's metric at the compute-optimal (N, D) as a curve in C with its bootstrap rows."""
+    law, point, draws = in_c(fit.law(flops_per_nd), fit.theta, fit.bootstrap_theta)
+    return CurveFamily(form=law, point=point, draws=draws)

@@ -3,7 +3,9 @@
 Ordinary least squares via statsmodels, so intervals are the classical t intervals under iid
 Gaussian errors; kept beside the power law as the paper's reference and as a check that does not
 depend on a nonlinear optimiser. C is in raw FLOPs (not normalised) to match the paper; `a` is
-therefore the extrapolated value at C = 1 FLOP and only `b` is meant to be read.
+therefore the extrapolated value at C = 1 FLOP and only `b` is meant to be read. `LogLinear` is the
+form's math for parameter rows (`analysis.curves.Form`); with seed replicates its parameter
+intervals come from replicate-aware parametric draws (`analysis.curves.line_fit`).
 """
 
 from __future__ import annotations
@@ -11,16 +13,66 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 import statsmodels.api as sm
 from scipy import stats
 
+from analysis.curves import FormFit, NoiseSpace, line_fit
+from analysis.dataset import ScalingData
 from analysis.inputs import ArrayLike, validate_level, validate_points
 
 Array = npt.NDArray[np.float64]
+
+
+def _line(rows_SP: Array, ln_c_M: Array) -> Array:
+    """The form's formula y = a + b ln C, for rows (a, b) [S, 2] at ln C [M] -> [S, M]."""
+    return rows_SP[:, 0:1] + rows_SP[:, 1:2] * ln_c_M[None, :]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class LogLinear:
+    """y = a + b ln C for rows (a, b) [S, 2] (`analysis.curves.Form`); C in raw FLOPs, no asymptote."""
+
+    name: ClassVar[str] = "log_linear"
+    label: ClassVar[str] = "log-linear in C (HSTU paper)"
+    n_params: ClassVar[int] = 2
+    needs_nd: ClassVar[bool] = False
+    noise_space: ClassVar[NoiseSpace] = "metric"
+    higher_is_better: bool
+    description: str = ""
+
+    def values(self, rows_SP: Array, flops_M: Array) -> Array:
+        return _line(rows_SP, np.log(np.asarray(flops_M, np.float64)))
+
+    def slope(self, rows_SP: Array, flops_M: Array) -> Array:
+        return rows_SP[:, 1:2] / np.asarray(flops_M, np.float64)[None, :]
+
+    def flops_for(self, rows_SP: Array, target: float) -> Array:
+        """Inf where the line does not improve with compute (b of the wrong sign)."""
+        a, b = rows_SP[:, 0], rows_SP[:, 1]
+        better = 1.0 if self.higher_is_better else -1.0
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out = np.where(b * better > 0, np.exp((target - a) / b), np.inf)
+        return np.where(np.isnan(out), np.inf, out)
+
+    def asymptote(self, point_P: Array) -> float | None:
+        return None
+
+    def predict(self, rows_SP: Array, data: ScalingData) -> Array:
+        return self.values(rows_SP, data.flops)
+
+    def in_c(self, point_P: Array, draws_SP: Array) -> tuple[LogLinear, Array, Array]:
+        return self, point_P, draws_SP
+
+    @classmethod
+    def fit(cls, data: ScalingData, *, n_bootstrap: int, seed: int, level: float, flops_per_nd: float) -> FormFit:
+        f = fit_log_linear(data.flops, data.y, level=level, metric_name=data.metric)
+        return line_fit(data, cls(higher_is_better=data.higher_is_better, description=f.formula), f,
+                        f.point, np.log(data.flops), n_bootstrap=n_bootstrap, seed=seed,
+                        level=level, names=("a", "b"))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -53,9 +105,13 @@ class LogLinearFit:
         """Change of the metric per 10x compute (b ln 10)."""
         return self.params["b"] * math.log(10.0)
 
+    @property
+    def point(self) -> Array:
+        return np.array([self.params["a"], self.params["b"]])
+
     def predict(self, flops: ArrayLike | float) -> Array:
         lnc = _ln_flops(flops)
-        return self.params["a"] + self.params["b"] * lnc
+        return _line(self.point[None, :], lnc.ravel())[0].reshape(lnc.shape)
 
     def band(self, flops: ArrayLike | float, level: float | None = None) -> tuple[Array, Array]:
         """Pointwise t confidence band (lo, hi) of the mean line at `level` (default: the fit's)."""

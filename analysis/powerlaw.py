@@ -16,7 +16,8 @@ with the parameters that bound makes unidentifiable (alpha -> 0 leaves only y_ma
 
 Fitting: `scipy.optimize.least_squares` (trf, analytic Jacobian) from the variable-projection
 optimum (a fine global search over alpha, `analysis.varpro`) and a few other starts (alphas x
-asymptote offsets, A by linear least squares at each start); the lowest cost wins.
+asymptote offsets, A by linear least squares at each start); the lowest cost wins. The form's
+math for parameter rows (value, slope, inverse in C; `analysis.curves.Form`) is `PowerLaw`.
 
 Intervals (`resampling="parametric"`, the default): the fitted curve plus Gaussian noise whose SD
 is itself drawn from its chi-square posterior (`analysis.noise`: ddof = 3, or per config with
@@ -35,17 +36,21 @@ import dataclasses
 import logging
 import math
 from collections.abc import Hashable, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import OptimizeResult, least_squares
 
 from analysis.bounds import UNBOUNDED, MetricBounds, check_in_bounds, metric_bounds
+from analysis.curves import FormFit, NoiseSpace, float_or_none, percentile_intervals
+from analysis.dataset import ScalingData
 from analysis.inputs import ArrayLike, validate_level, validate_points
 from analysis.noise import NoiseModel, estimate_noise
 from analysis.resample import group_index
-from analysis.varpro import ALPHA_BOUNDS, MIN_BOOTSTRAP_FOR_INTERVALS, bootstrap_fits, profile_fit, profile_fit_batches
+from analysis.varpro import (
+    ALPHA_BOUNDS, MIN_BOOTSTRAP_FOR_INTERVALS, bootstrap_fits, least_squares_fit, local_starts, profile_fit,
+    profile_fit_batches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +65,67 @@ DEFAULT_START_ASYMPTOTE_GAPS = (0.5,)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
-class _Form:
-    name: Literal["loss_like", "quality"]
-    asymptote: str
-    sign: float  # +1: y falls towards E; -1: y rises towards y_max
-    template: str
+class PowerLaw:
+    """The saturating law (`analysis.curves.Form`) for rows (asymptote, A, alpha) [S, 3]:
+    y = asymptote + sign * A * (C / c0)^(-alpha), sign -1 (rising to y_max) for a quality metric.
 
+    It is also the two-variable law's curve along its compute-optimal frontier (c0 = k there).
+    """
 
-_FORMS = {
-    False: _Form(name="loss_like", asymptote="E", sign=1.0, template="{m} = E + A * (C / C0)^(-alpha)"),
-    True: _Form(name="quality", asymptote="y_max", sign=-1.0, template="{m} = y_max - A * (C / C0)^(-alpha)"),
-}
+    name: ClassVar[str] = "power_law"
+    label: ClassVar[str] = "saturating power law in C"
+    n_params: ClassVar[int] = 3
+    needs_nd: ClassVar[bool] = False
+    noise_space: ClassVar[NoiseSpace] = "metric"
+    c0: float
+    higher_is_better: bool
+    description: str = ""
 
+    @property
+    def sign(self) -> float:
+        return -1.0 if self.higher_is_better else 1.0
 
-def _curves(params_P3: Array, x_M: Array, sign: float) -> Array:
-    """Curves for P parameter rows (asymptote, A, alpha) at M normalised computes -> [P, M]."""
-    asym, amp, alpha = params_P3[:, 0:1], params_P3[:, 1:2], params_P3[:, 2:3]
-    return asym + sign * amp * np.exp(-alpha * np.log(x_M)[None, :])
+    @property
+    def asymptote_name(self) -> str:
+        return "y_max" if self.higher_is_better else "E"
+
+    def values(self, rows_SP: Array, flops_M: Array) -> Array:
+        c = np.asarray(flops_M, np.float64)[None, :]
+        with np.errstate(over="ignore", invalid="ignore"):
+            return rows_SP[:, 0:1] + self.sign * rows_SP[:, 1:2] * np.exp(-rows_SP[:, 2:3] * np.log(c / self.c0))
+
+    def slope(self, rows_SP: Array, flops_M: Array) -> Array:
+        c = np.asarray(flops_M, np.float64)[None, :]
+        p = rows_SP
+        with np.errstate(over="ignore", invalid="ignore"):
+            return -self.sign * p[:, 1:2] * p[:, 2:3] * np.exp(-p[:, 2:3] * np.log(c / self.c0)) / c
+
+    def flops_for(self, rows_SP: Array, target: float) -> Array:
+        """Inf beyond the asymptote or on a flat curve (A <= 0). A target the curve already passed
+        gives FLOPs below the data, which is the honest answer (any larger run reaches it)."""
+        p = rows_SP
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            ratio = self.sign * (target - p[:, 0]) / p[:, 1]
+            out = np.where((p[:, 1] > 0) & (ratio > 0), self.c0 * np.exp(-np.log(ratio) / p[:, 2]), np.inf)
+        return np.where(np.isnan(out), np.inf, out)
+
+    def asymptote(self, point_P: Array) -> float | None:
+        return float(point_P[0])
+
+    def predict(self, rows_SP: Array, data: ScalingData) -> Array:
+        return self.values(rows_SP, data.flops)
+
+    def in_c(self, point_P: Array, draws_SP: Array) -> tuple[PowerLaw, Array, Array]:
+        return self, point_P, draws_SP
+
+    @classmethod
+    def fit(cls, data: ScalingData, *, n_bootstrap: int, seed: int, level: float, flops_per_nd: float) -> FormFit:
+        f = fit_saturating_power_law(data.flops, data.y, higher_is_better=data.higher_is_better,
+                                     n_bootstrap=n_bootstrap, seed=seed, groups=data.groups,
+                                     bounds=metric_bounds(data.metric), level=level, metric_name=data.metric)
+        return FormFit(form=f.law, fit=f, point=f.point, draws=f.bootstrap_params,
+                       residuals=data.y - f.predict(data.flops), noise=f.noise, noise_sd=f.bootstrap_noise_sd,
+                       bounds=f.bounds)
 
 
 def _as_flops(flops: ArrayLike | float) -> Array:
@@ -84,10 +133,6 @@ def _as_flops(flops: ArrayLike | float) -> Array:
     if not np.all(np.isfinite(c)) or np.any(c <= 0):
         raise ValueError("flops to predict at must be finite and positive (training FLOPs, C > 0)")
     return c
-
-
-def _float_or_none(v: float) -> float | None:
-    return None if not math.isfinite(v) else float(v)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -123,22 +168,27 @@ class PowerLawFit:
     group_idx: npt.NDArray[np.intp] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
+    def law(self) -> PowerLaw:
+        return PowerLaw(c0=self.c0, higher_is_better=self.higher_is_better, description=self.formula)
+
+    @property
     def asymptote_name(self) -> str:
-        return _FORMS[self.higher_is_better].asymptote
+        return self.law.asymptote_name
 
     @property
     def alpha_at_bound(self) -> bool:
         return "alpha" in self.params_at_bounds
 
-    def _vector(self) -> Array:
+    @property
+    def point(self) -> Array:
+        """The fitted row (asymptote, A, alpha) [3]."""
         p = self.params
-        return np.array([[p[self.asymptote_name], p["A"], p["alpha"]]])
+        return np.array([p[self.asymptote_name], p["A"], p["alpha"]])
 
     def predict(self, flops: ArrayLike | float) -> Array:
         """Fitted metric at the given training FLOPs (any shape)."""
         c = _as_flops(flops)
-        sign = _FORMS[self.higher_is_better].sign
-        return _curves(self._vector(), c.ravel() / self.c0, sign)[0].reshape(c.shape)
+        return self.law.values(self.point[None, :], c.ravel())[0].reshape(c.shape)
 
     def band(self, flops: ArrayLike | float, level: float | None = None) -> tuple[Array, Array]:
         """Pointwise percentile band (lo, hi) of the mean curve at `level` (default: the fit's)."""
@@ -158,7 +208,7 @@ class PowerLawFit:
         c = _as_flops(flops)
         if c.ndim != 1:
             raise ValueError(f"bootstrap_curves takes 1-D flops, got shape {c.shape}")
-        return _curves(self.bootstrap_params, c / self.c0, _FORMS[self.higher_is_better].sign)
+        return self.law.values(self.bootstrap_params, c)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (plain floats; NaN as None); the bootstrap samples are left out.
@@ -171,7 +221,7 @@ class PowerLawFit:
             "higher_is_better": self.higher_is_better,
             "params": {k: float(v) for k, v in self.params.items()},
             "param_intervals": {
-                k: None if k in self.not_identified else [_float_or_none(lo), _float_or_none(hi)]
+                k: None if k in self.not_identified else [float_or_none(lo), float_or_none(hi)]
                 for k, (lo, hi) in self.param_intervals.items()
             },
             "not_identified": dict(self.not_identified),
@@ -193,48 +243,6 @@ class PowerLawFit:
             "resampling": self.resampling,
             "noise": None if self.noise is None else self.noise.to_dict(),
         }
-
-
-def _least_squares_fit(
-    lnx: Array, y: Array, sign: float, starts: Sequence[Array], asym_bounds: tuple[float, float]
-) -> tuple[OptimizeResult, int, int]:
-    """Best of the multi-start fits -> (result, starts that reached its cost, starts tried)."""
-    def residuals(p: Array) -> Array:
-        return p[0] + sign * p[1] * np.exp(-p[2] * lnx) - y
-
-    def jacobian(p: Array) -> Array:
-        z = np.exp(-p[2] * lnx)
-        return np.stack([np.ones_like(z), sign * z, -sign * p[1] * z * lnx], axis=1)
-
-    lower = np.array([asym_bounds[0], 0.0, ALPHA_BOUNDS[0]])
-    upper = np.array([asym_bounds[1], np.inf, ALPHA_BOUNDS[1]])
-    results = [
-        least_squares(
-            residuals, np.clip(x0, lower, upper), jac=jacobian, bounds=(lower, upper), method="trf", x_scale="jac",
-            ftol=1e-10, xtol=1e-10, gtol=1e-10, max_nfev=3000,
-        )
-        for x0 in starts
-    ]
-    best = min(results, key=lambda r: r.cost)
-    agree = sum(r.cost <= best.cost * (1 + 1e-6) + 1e-15 for r in results)
-    return best, agree, len(results)
-
-
-def _starts(
-    lnx: Array, y: Array, form: _Form, alphas: Sequence[float], gaps: Sequence[float], asym_bounds: tuple[float, float]
-) -> list[Array]:
-    span = float(np.ptp(y))
-    edge = float(np.min(y)) if form.sign > 0 else float(np.max(y))
-    starts = []
-    for alpha in alphas:
-        if not ALPHA_BOUNDS[0] <= alpha <= ALPHA_BOUNDS[1]:
-            raise ValueError(f"start_alphas must lie in {ALPHA_BOUNDS}, got {alpha}")
-        z = np.exp(-alpha * lnx)
-        for gap in gaps:
-            asym = float(np.clip(edge - form.sign * gap * span, *asym_bounds))
-            amp = max(form.sign * float(np.dot(y - asym, z)) / float(np.dot(z, z)), 1e-6)
-            starts.append(np.array([asym, amp, alpha]))
-    return starts
 
 
 def _check_options(higher_is_better: Any, n_bootstrap: Any, seed: Any, resampling: Any) -> None:
@@ -274,7 +282,7 @@ def fit_saturating_power_law(
     _check_options(higher_is_better, n_bootstrap, seed, resampling)
     higher_is_better, n_bootstrap, seed = bool(higher_is_better), int(n_bootstrap), int(seed)
     level = validate_level(level)
-    form = _FORMS[higher_is_better]
+    law = PowerLaw(c0=1.0, higher_is_better=higher_is_better)  # in standardised units: C / C0 and (y - mu) / sd
     c, v = validate_points(flops, y, min_points=4, min_distinct_flops=3, model="3-parameter saturating power law")
     bounds = metric_bounds(metric_name) if bounds is None else bounds
     check_in_bounds(v, bounds)
@@ -285,22 +293,22 @@ def fit_saturating_power_law(
     ys = (v - mu) / sd
     n = c.size
     # The asymptote's range: only the side the curve approaches matters (y_max <= hi, E >= lo).
-    bound_s = ((bounds.hi if form.sign < 0 else bounds.lo) - mu) / sd
+    bound_s = ((bounds.hi if law.sign < 0 else bounds.lo) - mu) / sd
     asym_bound = bound_s if math.isfinite(bound_s) else None
-    asym_bounds = (-np.inf, bound_s) if form.sign < 0 else (bound_s, np.inf)
+    asym_bounds = (-np.inf, bound_s) if law.sign < 0 else (bound_s, np.inf)
 
-    profile = profile_fit(lnx, ys, np.ones((1, n)), form.sign, asym_bound)[0]
-    starts = _starts(lnx, ys, form, start_alphas, start_asymptote_gaps, asym_bounds)
+    profile = profile_fit(lnx, ys, np.ones((1, n)), law.sign, asym_bound)[0]
+    starts = local_starts(lnx, ys, law.sign, start_alphas, start_asymptote_gaps, asym_bounds)
     starts.append(np.array([profile[0], max(profile[1], 1e-6), profile[2]]))
-    best, agree, total = _least_squares_fit(lnx, ys, form.sign, starts, asym_bounds)
+    best, agree, total = least_squares_fit(lnx, ys, law.sign, starts, asym_bounds)
     converged = bool(best.status > 0)
     message = f"{best.message} (status {best.status}); {agree} of {total} starts reached the best cost"
     if not converged:
         log.warning("power-law fit of %s did not converge: %s", metric_name, message)
     asym_s, amp_s, alpha = (float(p) for p in best.x)
-    params = {form.asymptote: mu + sd * asym_s, "A": sd * amp_s, "alpha": alpha}
+    params = {law.asymptote_name: mu + sd * asym_s, "A": sd * amp_s, "alpha": alpha}
     rss_s = 2.0 * float(best.cost)
-    resid_s = ys - _curves(best.x[None, :], np.exp(lnx), form.sign)[0]
+    resid_s = ys - law.values(best.x[None, :], np.exp(lnx))[0]
 
     gidx = group_index(groups, n)
     noise = estimate_noise(resid_s, 3, gidx)
@@ -308,10 +316,10 @@ def fit_saturating_power_law(
     n_degenerate = 0
     if resampling == "parametric":
         ystar, noise_sd = noise.resample(ys - resid_s, gidx, n_bootstrap, rng)
-        boot = (profile_fit_batches(lnx, ystar, np.ones((1, n)), form.sign, asym_bound) if n_bootstrap
+        boot = (profile_fit_batches(lnx, ystar, np.ones((1, n)), law.sign, asym_bound) if n_bootstrap
                 else np.empty((0, 3)))
     else:
-        boot, n_degenerate = bootstrap_fits(lnx, c, ys, form.sign, n_bootstrap, seed, gidx, asym_bound)
+        boot, n_degenerate = bootstrap_fits(lnx, c, ys, law.sign, n_bootstrap, seed, gidx, asym_bound)
         noise_sd = noise.draw_sd(boot.shape[0], rng)[1]
     boot = boot * np.array([sd, sd, 1.0]) + np.array([mu, 0.0, 0.0])
 
@@ -321,14 +329,15 @@ def fit_saturating_power_law(
     if amp_s <= 1e-9:
         at_bounds.append("A")
     if asym_bound is not None and abs(asym_s - asym_bound) <= 1e-6:
-        at_bounds.append(form.asymptote)
-    names = [form.asymptote, "A", "alpha"]
-    intervals = _percentile_intervals(boot, names, level)
-    unidentified = _not_identified(params, intervals, at_bounds, form, bounds)
+        at_bounds.append(law.asymptote_name)
+    names = [law.asymptote_name, "A", "alpha"]
+    intervals = percentile_intervals(boot, names, level)
+    unidentified = _not_identified(params, intervals, at_bounds, law, bounds)
     intervals = {k: (math.nan, math.nan) if k in unidentified else iv for k, iv in intervals.items()}
     return PowerLawFit(
-        form=form.name,
-        formula=form.template.format(m=metric_name) + f", C0 = {c0:.4g} FLOPs",
+        form="quality" if higher_is_better else "loss_like",
+        formula=f"{metric_name} = {law.asymptote_name} {'-' if higher_is_better else '+'} A * (C / C0)^(-alpha), "
+                f"C0 = {c0:.4g} FLOPs",
         higher_is_better=higher_is_better,
         params=params,
         param_intervals=intervals,
@@ -357,7 +366,7 @@ def fit_saturating_power_law(
 
 
 def _not_identified(
-    params: dict[str, float], intervals: dict[str, tuple[float, float]], at_bounds: list[str], form: _Form,
+    params: dict[str, float], intervals: dict[str, tuple[float, float]], at_bounds: list[str], law: PowerLaw,
     bounds: MetricBounds,
 ) -> dict[str, str]:
     """Parameters the data do not determine -> reason; they get no interval.
@@ -366,7 +375,7 @@ def _not_identified(
     percentile interval, could exclude the estimate itself (alpha 0.0001 [0.0001094, 5]).
     """
     out: dict[str, str] = {}
-    asym = form.asymptote
+    asym = law.asymptote_name
     if "alpha" in at_bounds and params["alpha"] < 1.0:
         why = (f"alpha is at its lower bound {ALPHA_BOUNDS[0]:g}: no saturation is visible, so only {asym} - A "
                "and A * alpha (the log-linear slope) are determined")
@@ -378,7 +387,7 @@ def _not_identified(
         why = "A = 0: the best curve is flat, so the exponent is arbitrary"
         out.update({"A": why, "alpha": why})
     if asym in at_bounds:
-        edge = bounds.hi if form.sign < 0 else bounds.lo
+        edge = bounds.hi if law.sign < 0 else bounds.lo
         out.setdefault(asym, f"{asym} is at the metric's bound {edge:g} ({bounds.why}): the data show no "
                              "saturation inside the range")
     for k, (lo, hi) in intervals.items():
@@ -386,10 +395,3 @@ def _not_identified(
             out[k] = (f"the resampled {k} interval [{lo:.4g}, {hi:.4g}] excludes the estimate {params[k]:.4g}: "
                       "the fit is too nonlinear there for an interval")
     return out
-
-
-def _percentile_intervals(boot: Array, names: list[str], level: float) -> dict[str, tuple[float, float]]:
-    if boot.shape[0] < MIN_BOOTSTRAP_FOR_INTERVALS:
-        return {k: (math.nan, math.nan) for k in names}
-    q = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    return {k: (float(q[0, i]), float(q[1, i])) for i, k in enumerate(names)}

@@ -4,7 +4,8 @@ No asymptote: the straight line on log-log axes that the saturating forms bend a
 for a loss-like metric, b > 0 for a quality metric; b's t interval and the statsmodels summary are
 kept. Errors are multiplicative (iid Gaussian in ln y), so `predict` is the fitted median
 exp(k + b ln x), not the mean. C0 is the geometric mean of the observed FLOPs, which makes k the
-log-metric at a typical run and nearly uncorrelated with b.
+log-metric at a typical run and nearly uncorrelated with b. `PurePower` is the form's math for
+parameter rows (`analysis.curves.Form`); a new run's noise is multiplicative (drawn in ln y).
 """
 
 from __future__ import annotations
@@ -12,16 +13,70 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 import statsmodels.api as sm
 from scipy import stats
 
+from analysis.curves import FormFit, NoiseSpace, line_fit
+from analysis.dataset import ScalingData
 from analysis.inputs import ArrayLike, validate_level, validate_points
 
 Array = npt.NDArray[np.float64]
+
+
+def _power(rows_SP: Array, ln_x_M: Array) -> Array:
+    """The form's formula y = exp(k + b ln x), x = C / C0, for rows (k = ln K, b) [S, 2] at ln x [M] -> [S, M]."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.exp(rows_SP[:, 0:1] + rows_SP[:, 1:2] * ln_x_M[None, :])
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class PurePower:
+    """y = exp(k + b ln(C / c0)) for rows (k = ln K, b) [S, 2] (`analysis.curves.Form`); no asymptote."""
+
+    name: ClassVar[str] = "pure_power"
+    label: ClassVar[str] = "pure power law in C (OLS, log-log)"
+    n_params: ClassVar[int] = 2
+    needs_nd: ClassVar[bool] = False
+    noise_space: ClassVar[NoiseSpace] = "log"
+    c0: float
+    higher_is_better: bool
+    description: str = ""
+
+    def values(self, rows_SP: Array, flops_M: Array) -> Array:
+        return _power(rows_SP, np.log(np.asarray(flops_M, np.float64) / self.c0))
+
+    def slope(self, rows_SP: Array, flops_M: Array) -> Array:
+        return rows_SP[:, 1:2] * self.values(rows_SP, flops_M) / np.asarray(flops_M, np.float64)[None, :]
+
+    def flops_for(self, rows_SP: Array, target: float) -> Array:
+        """Inf for a target <= 0 or where the curve does not improve with compute (b of the wrong sign)."""
+        if target <= 0:
+            return np.full(rows_SP.shape[0], np.inf)
+        k, b = rows_SP[:, 0], rows_SP[:, 1]
+        better = 1.0 if self.higher_is_better else -1.0
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out = np.where(b * better > 0, self.c0 * np.exp((np.log(target) - k) / b), np.inf)
+        return np.where(np.isnan(out), np.inf, out)
+
+    def asymptote(self, point_P: Array) -> float | None:
+        return None
+
+    def predict(self, rows_SP: Array, data: ScalingData) -> Array:
+        return self.values(rows_SP, data.flops)
+
+    def in_c(self, point_P: Array, draws_SP: Array) -> tuple[PurePower, Array, Array]:
+        return self, point_P, draws_SP
+
+    @classmethod
+    def fit(cls, data: ScalingData, *, n_bootstrap: int, seed: int, level: float, flops_per_nd: float) -> FormFit:
+        f = fit_pure_power_law(data.flops, data.y, level=level, metric_name=data.metric)
+        return line_fit(data, cls(c0=f.c0, higher_is_better=data.higher_is_better, description=f.formula), f, f.point,
+                        np.log(data.flops / f.c0), n_bootstrap=n_bootstrap, seed=seed, level=level, names=("K", "b"),
+                        to_param={"K": math.exp})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -50,9 +105,13 @@ class PurePowerFit:
             warnings.simplefilter("ignore")
             return str(self.ols.summary(yname=self.summary_names[0], xname=list(self.summary_names[1:])))
 
+    @property
+    def point(self) -> Array:
+        return np.array([math.log(self.params["K"]), self.params["b"]])
+
     def predict(self, flops: ArrayLike | float) -> Array:
         x = _ln_x(flops, self.c0)
-        return np.exp(math.log(self.params["K"]) + self.params["b"] * x)
+        return _power(self.point[None, :], x.ravel())[0].reshape(x.shape)
 
     def band(self, flops: ArrayLike | float, level: float | None = None) -> tuple[Array, Array]:
         """Pointwise t band (lo, hi) of the fitted median curve."""

@@ -10,7 +10,9 @@ claim about improvement.
 Beyond the saturating power law and the improvement verdict, `analysis.study` adds every form,
 backtests on the largest runs, the model choice, the two-variable law with its compute-optimal
 frontier and IsoFLOP profiles (when runs carry N and D), and a forecast table; fit.json holds all
-of it under "analysis".
+of it under "analysis" (`Study.to_dict`), each result once: the top level is the summary (metric,
+selection, verdict, the improvement evidence, the runs) and names where the headline fits are
+("power_law": "#/analysis/fits/power_law", a JSON pointer; None when the form was not fitted).
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from analysis.plots import plot_isoflop_frontier, plot_metric_vs_flops, plot_res
 from analysis.powerlaw import PowerLawFit
 from analysis.report_html import ReportContent, render_html
 from analysis.study import Study, StudyOptions, run_study
+from sweeps.rows import RunRow
 
 log = logging.getLogger(__name__)
 
-REQUIRED_KEYS = ("run_id", "flops")
 OPTIONAL_KEYS = (
     "params_non_embedding", "num_blocks", "embedding_dim", "num_users", "seed", "wall_time_s", D_KEY, GROUP_KEY,
     "flops_planned", "tokens_planned", "reported_epoch", "epochs_run",
@@ -79,19 +81,12 @@ def _to_float(value: Any) -> float:
         return math.nan
 
 
-def split_rows(rows: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """Check the rows; return (usable runs sorted by FLOPs, excluded (run_id, why))."""
+def split_rows(points: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Check the points of `analysis.dataset.select_runs`; return (usable runs sorted by FLOPs,
+    excluded (run_id, why))."""
     seen: set[str] = set()
     usable, excluded = [], []
-    for i, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            raise ValueError(f"rows[{i}] is a {type(row).__name__}; each row must be a dict describing one run")
-        for key in (*REQUIRED_KEYS, metric):
-            if key not in row:
-                raise ValueError(
-                    f"rows[{i}] (run_id {row.get('run_id')!r}) has no {key!r}; its keys are "
-                    f"{sorted(row)}: pass metric= one of those or add the field to every row"
-                )
+    for row in points:
         run_id = str(row["run_id"])
         if run_id in seen:
             raise ValueError(f"run_id {run_id!r} appears twice in rows; each completed run must appear once")
@@ -151,7 +146,7 @@ def _grouping_column(runs: Sequence[Mapping[str, Any]]) -> str | None:
 
 def write_report(
     out_dir: str | Path,
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[RunRow | Mapping[str, Any]],
     *,
     metric: str,
     higher_is_better: bool,
@@ -164,13 +159,13 @@ def write_report(
 ) -> ReportPaths:
     """Fit `metric` against training FLOPs over the completed runs in `rows` and write the report.
 
-    Each row needs "run_id", "flops" and `metric`; "params_non_embedding" (N), "train_tokens" (D),
-    "num_blocks", "embedding_dim", "num_users", "seed" and "wall_time_s" are shown when present
-    (N and D enable the two-variable law). `selection` ("best_val" or "final") picks each run's
-    checkpoint and places it at the compute spent up to it (`analysis.dataset.select_runs`: the
-    rows' "flops_at_best"/"flops_spent", ...; "flops" where a row has none). Other keys are
-    ignored. `options` sets the backtest, forecast and cost (its n_bootstrap and seed are replaced
-    by the arguments here). Bad arguments raise ValueError; an impossible fit does not (the
+    Rows are `sweeps.rows.RunRow`s (a sweep's `completed_rows`, a CSV's `load_csv`) or dicts with
+    "run_id", "flops" and `metric` (`analysis.dataset.row_from_mapping`); N (non-embedding
+    parameters), D (training tokens), depth, width, data volume, seed and wall time are shown when
+    known (N and D enable the two-variable law). `selection` ("best_val" or "final") picks each
+    run's checkpoint and places it at the compute spent up to it (`analysis.dataset.select_runs`;
+    the recorded FLOPs where a row has no such checkpoint). `options` sets the backtest, forecast
+    and cost (its n_bootstrap and seed are replaced by the arguments here). Bad arguments raise ValueError; an impossible fit does not (the
     report says why).
     """
     if not isinstance(metric, str) or not metric:
@@ -181,7 +176,7 @@ def write_report(
         raise TypeError(f"higher_is_better must be a bool, got {higher_is_better!r}")
     higher_is_better = bool(higher_is_better)
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
-        raise ValueError(f"rows must be a list of dicts (one per completed run), got {type(rows).__name__}")
+        raise ValueError(f"rows must be a list of RunRows or dicts (one per completed run), got {type(rows).__name__}")
     selected, sel = select_runs(rows, metric=metric, selection=selection)
     runs, excluded = split_rows(selected, metric)
     out = Path(out_dir)
@@ -231,13 +226,12 @@ def write_report(
         "selection": sel.to_dict(),
         "verdict": verdict,
         "improves": None if evidence is None else evidence.improves,
-        "power_law": None if fit is None else fit.to_dict(),
-        "power_law_error": fit_err,
-        "log_linear": None if ll is None else ll.to_dict(),
-        "log_linear_error": ll_err,
-        "evidence": None if evidence is None else evidence.to_dict(),
-        "bootstrap": {"n_requested": n_bootstrap, "seed": seed, "unit": _bootstrap_unit(study)},
-        "analysis": None if study is None else study.to_dict(),
+        "power_law": _pointer(study, "power_law"),
+        "log_linear": _pointer(study, "log_linear"),
+        # The evidence's verdict is the summary's; its FLOPs range is the power-law fit's.
+        "evidence": None if evidence is None else _without(evidence.to_dict(), "verdict", "improves", "metric_name",
+                                                           "flops_min", "flops_max"),
+        "analysis": None if study is None else _without(study.to_dict(), "metric", "higher_is_better"),
         "points": runs,
         "excluded": [{"run_id": r, "reason": why} for r, why in excluded],
     }
@@ -271,10 +265,15 @@ def write_report(
                        residuals_png=residuals_png, frontier_png=frontier_png)
 
 
-def _bootstrap_unit(study: Study | None) -> str:
-    if study is None or study.data.groups is None:
-        return "run (no replicate groups)"
-    return f"replicate group: {study.data.n_replicated_groups} config(s) with several seeds are resampled whole"
+def _pointer(study: Study | None, form: str) -> str | None:
+    """Where fit.json holds a form's fit (a JSON pointer); None when it was not fitted (the reason is
+    in analysis.fit_errors, or in the verdict when there is no analysis)."""
+    return f"#/analysis/fits/{form}" if study is not None and form in study.fits else None
+
+
+def _without(doc: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """`doc` less the keys the top level of fit.json already holds."""
+    return {k: v for k, v in doc.items() if k not in keys}
 
 
 def x_label(sel: Selection) -> str:

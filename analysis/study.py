@@ -7,14 +7,18 @@ data, only for bad options.
 
 Which curve answers the forecast: with `form="auto"`, the one-variable form (in C) that predicts
 the held-out largest runs best, among those whose point forecast stays inside the metric's range
-(`analysis.bounds`: a log-linear NDCG that passes 1 at 100x is flagged and not chosen). The
-two-variable law is a candidate only when asked for by name (`form="chinchilla"`), because its
-curve in C is the metric at the compute-optimal (N, D), a different question from "what will the
-next run of this sweep's shape reach".
+(`analysis.bounds`: a log-linear NDCG that passes 1 at 100x is flagged and not chosen). A form
+fitted in (N, D) (the two-variable law) is a candidate only when asked for by name
+(`form="chinchilla"`), because its curve in C is the metric at the compute-optimal (N, D), a
+different question from "what will the next run of this sweep's shape reach".
 
 The frontier's k in C = k N D defaults to "auto": the runs' own median C / (N D) (HSTU's exact
 FLOPs are about 9.9 N D on the ML-100K config, not 6 N D), so N_opt and D_opt are on the same
 x-axis as the fits; `to_dict()["flops_per_nd"]` says which k was used and where it came from.
+
+`Study.to_dict()` holds each result once: the metric, its direction and range, and k at the top,
+each form's fit under "fits", its backtest under "backtests", and the model choice only what the
+comparison adds (`analysis.backtest.ModelChoice.to_dict`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import numpy as np
 from analysis.backtest import DEFAULT_HOLDOUT, Backtest, ModelChoice, backtest, choose_form
 from analysis.dataset import ScalingData
 from analysis.forecast import Forecast, forecast
-from analysis.forms import FORM_NAMES, FormFit, fit_form
+from analysis.bounds import metric_bounds
+from analysis.forms import FORM_NAMES, FORMS, FormFit, fit_form
 from analysis.frontier import DEFAULT_FLOPS_PER_ND, Frontier, compute_frontier
 from analysis.isoflop import DEFAULT_REL_TOL, IsoFlopResult, fit_isoflop
 from analysis.progress import track
@@ -36,7 +41,6 @@ from analysis.inputs import validate_level
 from scaling.cost import CostInputs
 
 log = logging.getLogger(__name__)
-ONE_VARIABLE = ("power_law", "log_linear", "pure_power")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -87,10 +91,16 @@ class Study:
     flops_per_nd_source: str = ""  # where the frontier's k came from
 
     def to_dict(self) -> dict[str, Any]:
-        opts = dataclasses.asdict(self.options)
+        # k is "flops_per_nd" below; the cost inputs are in the forecast's "next_10x" when it has one.
+        opts = {k: v for k, v in dataclasses.asdict(self.options).items()
+                if k != "flops_per_nd" and not (k == "cost" and self.forecast and self.forecast.next_10x)}
+        # The forecast's form, the metric's direction and range are stated once, here.
+        fc = None if self.forecast is None else {k: v for k, v in self.forecast.to_dict().items()
+                                                 if k not in ("form", "higher_is_better", "bounds")}
         return {
             "metric": self.data.metric,
             "higher_is_better": self.data.higher_is_better,
+            "bounds": metric_bounds(self.data.metric).to_dict(),
             "n_runs": int(self.data.y.size),
             "has_n_and_d": self.data.has_nd,
             "n_and_d_missing": self.data.nd_missing or None,
@@ -104,7 +114,7 @@ class Study:
             "backtest_error": self.backtest_error,
             "model_choice": self.choice.to_dict(),
             "forecast_form": self.forecast_form,
-            "forecast": None if self.forecast is None else self.forecast.to_dict(),
+            "forecast": fc,
             "forecast_error": self.forecast_error,
             "frontier": None if self.frontier is None else self.frontier.to_dict(),
             "frontier_table": None if self.frontier is None else self.frontier.table(self._budgets()),
@@ -159,10 +169,8 @@ def run_study(data: ScalingData, options: StudyOptions | None = None) -> Study:
     notes: list[str] = []
     k, k_source = _resolve_flops_per_nd(data, opts.flops_per_nd, notes)
     opts = dataclasses.replace(opts, flops_per_nd=k)
-    forms = [f for f in FORM_NAMES if f != "chinchilla" or data.has_nd]
-    errors: dict[str, str] = {}
-    if not data.has_nd:
-        errors["chinchilla"] = f"no N and D per run ({data.nd_missing or 'not given'})"
+    forms = [name for name, form in FORMS.items() if data.has_nd or not form.needs_nd]
+    errors = {name: f"no N and D per run ({data.nd_missing or 'not given'})" for name in FORMS if name not in forms}
     fits: dict[str, FormFit] = {}
     for name in track(forms, desc=f"fitting {data.metric} ({opts.n_bootstrap} bootstrap draws)", unit="form",
                       label=str):
@@ -186,7 +194,7 @@ def run_study(data: ScalingData, options: StudyOptions | None = None) -> Study:
     except ValueError as exc:  # the holdout leaves nothing to fit on
         backtest_error = str(exc)
         backtests = {}
-    candidates = [opts.form] if opts.form != "auto" else list(ONE_VARIABLE)
+    candidates = [opts.form] if opts.form != "auto" else [name for name, form in FORMS.items() if not form.needs_nd]
     top = float(data.flops.max())
     at = np.asarray(opts.forecast_at or (10 * top, 100 * top), np.float64)
     leaving = _out_of_bounds({k: f for k, f in fits.items() if f.converged}, at)
@@ -196,8 +204,7 @@ def run_study(data: ScalingData, options: StudyOptions | None = None) -> Study:
 
     frontier = isoflop = None
     if "chinchilla" in fits:
-        frontier = dataclasses.replace(compute_frontier(fits["chinchilla"].fit, opts.flops_per_nd),
-                                       flops_per_nd_source=k_source)
+        frontier = compute_frontier(fits["chinchilla"].fit, opts.flops_per_nd)
     if data.has_nd:
         isoflop = fit_isoflop(data, rel_tol=opts.isoflop_rel_tol, level=opts.level)
 

@@ -1,4 +1,6 @@
-"""Vectorised variable-projection least squares for y = asym + sign * A * x^(-alpha).
+"""Least squares for the saturating law y = asym + sign * A * x^(-alpha): variable projection, vectorised
+over data sets (`profile_fit`, the bootstrap refits), and multi-start trust region (`least_squares_fit`,
+the main fit of `analysis.powerlaw`, started from `local_starts` and the variable-projection optimum).
 
 For fixed alpha the model is linear in (asym, A), so with A >= 0 (and, for a bounded metric, the
 asymptote on the right side of the metric's bound: y_max <= 1 for HR/NDCG, E >= 0 for NE) the
@@ -6,7 +8,7 @@ best (asym, A) and the residual sum of squares have a closed form; what is left 
 over alpha. Doing that search for B data sets at once (a log grid of alpha, then golden-section
 refinement in the bracketing grid cells) refits B resamples in a few numpy array operations, where
 a `least_squares` call per resample would cost ~10 ms each. It minimises the same objective as the
-main fit; `analysis.powerlaw` also uses it as one of its starting points.
+main fit.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+from scipy.optimize import OptimizeResult, least_squares
 
 from analysis.progress import batches
 from analysis.resample import group_weights
@@ -159,6 +163,14 @@ def profile_fit_batches(
     return np.concatenate(parts) if parts else np.empty((0, 3))
 
 
+def n_distinct(w_Bn: Array, values_n: Array) -> npt.NDArray[np.intp]:
+    """Distinct values among the runs each resample draws (weight > 0) -> [B]."""
+    _, inv = np.unique(values_n, return_inverse=True)
+    onehot = np.zeros((values_n.size, inv.max() + 1))
+    onehot[np.arange(values_n.size), inv] = 1.0
+    return ((w_Bn @ onehot) > 0).sum(1)
+
+
 def bootstrap_fits(
     lnx_n: Array, c_n: Array, y_n: Array, sign: float, n_bootstrap: int, seed: int,
     group_idx: npt.NDArray[np.intp] | None = None, asym_bound: float | None = None,
@@ -174,10 +186,7 @@ def bootstrap_fits(
     n = c_n.size
     # Multinomial counts are exactly the multiplicities of a resample drawn with replacement.
     w_Bn = group_weights(n, group_idx, n_bootstrap, np.random.default_rng(seed))
-    _, group = np.unique(c_n, return_inverse=True)
-    onehot = np.zeros((n, group.max() + 1))
-    onehot[np.arange(n), group] = 1.0
-    ok = ((w_Bn @ onehot) > 0).sum(1) >= 3
+    ok = n_distinct(w_Bn, c_n) >= 3
     n_degenerate = int((~ok).sum())
     if n_degenerate:
         log.info("bootstrap: skipped %d of %d resamples with < 3 distinct FLOPs", n_degenerate, n_bootstrap)
@@ -189,3 +198,50 @@ def bootstrap_fits(
     if not ok.any():
         return np.empty((0, 3)), n_degenerate
     return profile_fit_batches(lnx_n, y_n, w_Bn[ok], sign, asym_bound), n_degenerate
+
+
+def least_squares_fit(
+    lnx: Array, y: Array, sign: float, starts: Sequence[Array], asym_bounds: tuple[float, float]
+) -> tuple[OptimizeResult, int, int]:
+    """Trust-region least squares (analytic Jacobian) from each start; the best wins.
+
+    -> (result, starts that reached its cost, starts tried).
+    """
+    def residuals(p: Array) -> Array:
+        return p[0] + sign * p[1] * np.exp(-p[2] * lnx) - y
+
+    def jacobian(p: Array) -> Array:
+        z = np.exp(-p[2] * lnx)
+        return np.stack([np.ones_like(z), sign * z, -sign * p[1] * z * lnx], axis=1)
+
+    lower = np.array([asym_bounds[0], 0.0, ALPHA_BOUNDS[0]])
+    upper = np.array([asym_bounds[1], np.inf, ALPHA_BOUNDS[1]])
+    results = [
+        least_squares(
+            residuals, np.clip(x0, lower, upper), jac=jacobian, bounds=(lower, upper), method="trf", x_scale="jac",
+            ftol=1e-10, xtol=1e-10, gtol=1e-10, max_nfev=3000,
+        )
+        for x0 in starts
+    ]
+    best = min(results, key=lambda r: r.cost)
+    agree = sum(r.cost <= best.cost * (1 + 1e-6) + 1e-15 for r in results)
+    return best, agree, len(results)
+
+
+def local_starts(
+    lnx: Array, y: Array, sign: float, alphas: Sequence[float], gaps: Sequence[float], asym_bounds: tuple[float, float]
+) -> list[Array]:
+    """Start rows (asym, A, alpha): each alpha x each asymptote beyond the best value by gap x the range, A by
+    linear least squares there."""
+    span = float(np.ptp(y))
+    edge = float(np.min(y)) if sign > 0 else float(np.max(y))
+    starts = []
+    for alpha in alphas:
+        if not ALPHA_BOUNDS[0] <= alpha <= ALPHA_BOUNDS[1]:
+            raise ValueError(f"start_alphas must lie in {ALPHA_BOUNDS}, got {alpha}")
+        z = np.exp(-alpha * lnx)
+        for gap in gaps:
+            asym = float(np.clip(edge - sign * gap * span, *asym_bounds))
+            amp = max(sign * float(np.dot(y - asym, z)) / float(np.dot(z, z)), 1e-6)
+            starts.append(np.array([asym, amp, alpha]))
+    return starts

@@ -125,10 +125,11 @@ def cmd_sweep_launch(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, max_runs=max_runs)  # an oversized grid is refused here, before anything exists
     sweep_dir = Path(args.out) if args.out else Path("sweeps-out") / spec.sweep.name
     if args.detach:
-        from sweeps.control import DRIVER_LOG, detach
+        from sweeps.control import detach
+        from sweeps.layout import SweepLayout
 
         pid = detach(args.spec, sweep_dir, max_runs=max_runs)
-        print(f"launched in the background (driver pid {pid}); log: {sweep_dir / DRIVER_LOG}")
+        print(f"launched in the background (driver pid {pid}); log: {SweepLayout(sweep_dir).driver_log}")
         print(f"follow with: gr-scaling sweep status {sweep_dir}")
         return 0
     summary = launch_sweep(args.spec, sweep_dir, max_runs=max_runs)
@@ -138,9 +139,9 @@ def cmd_sweep_launch(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_resume(args: argparse.Namespace) -> int:
-    from sweeps.control import stored_spec
+    from sweeps.layout import SweepLayout
 
-    args.spec, args.out = str(stored_spec(args.sweep_dir)), args.sweep_dir
+    args.spec, args.out = str(SweepLayout(Path(args.sweep_dir)).stored_spec()), args.sweep_dir
     return cmd_sweep_launch(args)
 
 
@@ -205,57 +206,22 @@ def cmd_sweep_rebuild_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(sweep_dir: Path, out_dir: Path, metric: str | None, n_bootstrap: int) -> Any:
-    from analysis.report import write_report
-    from scaling import FLOPS_CONVENTION
-    from sweeps.spec import METRICS
-    from sweeps.status import completed_rows, load_sweep
-
-    spec, runs = load_sweep(sweep_dir)
-    metric = metric or spec.sweep.metric
-    if metric not in METRICS:
-        raise ValueError(f"--metric must be one of {sorted(METRICS)}, got {metric!r}")
-    return write_report(
-        out_dir,
-        completed_rows(spec, runs),
-        metric=metric,
-        higher_is_better=METRICS[metric],
-        flops_convention=FLOPS_CONVENTION,
-        title=f"{spec.sweep.name}: {metric} vs training FLOPs",
-        n_bootstrap=n_bootstrap,
-    )
-
-
 def cmd_fit(args: argparse.Namespace) -> int:
-    from analysis.commands import format_fit, write_analysis_report
+    from gr_scaling.analysis_commands import cmd_fit as fit  # imports the analysis (numpy, scipy) only when used
 
-    paths = write_analysis_report(args)  # a sweep directory or --csv FILE
-    fit = json.loads(Path(paths.fit_json).read_text())
-    if args.json:
-        Path(args.json).write_text(json.dumps(fit, indent=2))
-    print(format_fit(fit))
-    if args.json:
-        print(f"wrote {args.json}")
-    return 0
+    return fit(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from analysis.commands import write_analysis_report
+    from gr_scaling.analysis_commands import cmd_report as report
 
-    paths = write_analysis_report(args)
-    print(f"report: {paths.report_html}")
-    return 0
+    return report(args)
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
-    from analysis.commands import forecast_study, format_forecast, study_json
+    from gr_scaling.analysis_commands import cmd_forecast as forecast
 
-    study, convention, selection = forecast_study(args)
-    print(format_forecast(study, convention, selection))
-    if args.json:
-        Path(args.json).write_text(study_json(study, convention, selection))
-        print(f"wrote {args.json}")
-    return 0
+    return forecast(args)
 
 
 def _holdout(text: str) -> float | int:
@@ -292,16 +258,21 @@ def _add_analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--at", type=float, action="append", metavar="FLOPS", help="forecast the metric at these FLOPs")
     p.add_argument("--target", type=float, action="append", metavar="Y", help="FLOPs needed to reach this metric value")
-    p.add_argument("--device", default="h100-sxm", help="cost model device (scaling.hardware.PEAKS key)")
-    p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation for the cost model")
-    p.add_argument("--price", type=float, default=0.0, help="price per device-hour (0: ROI per device-hour)")
-    p.add_argument("--num-devices", type=int, default=1)
+    # Cost flags default to None ("not given"): a sweep is priced on its spec's [cost] table, as
+    # `sweep plan` and `status` price it, a CSV on scaling.cost.CostInputs' defaults; a flag given
+    # replaces that one field.
+    cost = "(default: the sweep spec's [cost]; for a CSV, scaling.cost.CostInputs' default)"
+    p.add_argument("--device", help=f"cost model device, a scaling.hardware.PEAKS key {cost}")
+    p.add_argument("--mfu", type=float, help=f"model FLOPs utilisation for the cost model {cost}")
+    p.add_argument("--price", type=float, help=f"price per device-hour, 0 for ROI per device-hour {cost}")
+    p.add_argument("--num-devices", type=int, help=f"devices per run {cost}")
     p.add_argument("--selection", choices=("best_val", "final"), default="best_val",
                    help="each run's checkpoint: best_val (test metric at the best validation epoch, at the FLOPs "
                         "spent up to it; default) or final (the last epoch's metric, at all the FLOPs spent)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from gr_scaling.analysis_commands import write_analysis_report
     from sweeps.launch import launch_sweep
     from sweeps.status import format_status, load_sweep
 
@@ -314,7 +285,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sweep_dir = out / "sweep"
     summary = launch_sweep(spec_path, sweep_dir)
     print(format_status(*load_sweep(sweep_dir)))
-    paths = _report(sweep_dir, out / "report", None, args.bootstrap)
+    paths = write_analysis_report(  # what `gr-scaling report` does, into the demo's folder
+        build_parser().parse_args(["report", str(sweep_dir), "--out", str(out / "report"),
+                                   "--bootstrap", str(args.bootstrap)]))
     print(json.loads(Path(paths.fit_json).read_text())["verdict"])
     print(f"demo finished in {time.perf_counter() - started:.0f} s ({summary.completed} runs trained now, "
           f"{summary.skipped_complete} already complete)")

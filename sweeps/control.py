@@ -23,25 +23,18 @@ from typing import Any
 
 from slurm.dispatch import resolve_executor
 from sweeps.driver import SweepBusy, read_driver
-from sweeps.launch import SPEC_COPY, open_ledger
+from sweeps.layout import SweepLayout
 from sweeps.ledger import RunRecord
 from sweeps.spec import MAX_RUNS, load_spec
 from sweeps.stopping import stop_active_attempts
+from sweeps.storage import pid_alive
 
 log = logging.getLogger(__name__)
 
-DRIVER_LOG = "driver.log"
-
-
-def stored_spec(sweep_dir: str | Path) -> Path:
-    path = Path(sweep_dir) / SPEC_COPY
-    if not path.exists():
-        raise ValueError(f"{sweep_dir} is not a sweep directory (no {SPEC_COPY}); launch a sweep into it first")
-    return path
-
 
 def detach(spec_path: str | Path, sweep_dir: str | Path, *, max_runs: int | None = MAX_RUNS) -> int:
-    """Start the launch in a new session that outlives this process; returns the driver's pid.
+    """Start the launch in a new session that outlives this process (its output goes to
+    `SweepLayout.driver_log`); returns the driver's pid.
 
     max_runs: the grid-size guard (`sweeps.spec.MAX_RUNS`); None (`--allow-large`) is passed on.
     """
@@ -52,7 +45,7 @@ def detach(spec_path: str | Path, sweep_dir: str | Path, *, max_runs: int | None
         raise SweepBusy(f"{sweep_dir} is already being driven by pid {driver.pid} on {driver.host}; follow it "
                         f"with `gr-scaling sweep status {sweep_dir}` or stop it with `gr-scaling sweep cancel {sweep_dir}`")
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    with open(sweep_dir / DRIVER_LOG, "ab") as out:
+    with open(SweepLayout(sweep_dir).driver_log, "ab") as out:
         driver = subprocess.Popen(
             [sys.executable, "-m", "gr_scaling", "sweep", "launch", str(spec_path), "--out", str(sweep_dir),
              *(["--allow-large"] if max_runs is None else [])],
@@ -80,9 +73,7 @@ def _stop_driver(pid: int, timeout_s: float = 30.0) -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):  # an exited driver not yet reaped by its parent (a zombie) has stopped too
             return
         time.sleep(0.1)
     log.warning("driver %d did not stop within %.0f s of SIGTERM; killing it", pid, timeout_s)
@@ -97,20 +88,27 @@ class CancelSummary:
 
 
 def cancel(sweep_dir: str | Path) -> CancelSummary:
-    sweep_dir = Path(sweep_dir)
-    spec = load_spec(stored_spec(sweep_dir))
-    driver = _live_driver_pid(sweep_dir)
+    """Stop the live driver and every active attempt; reports the attempts cancelled by this call,
+    whether the driver cancelled them on its SIGTERM or this command did (no driver, or one that had
+    to be killed), with the Slurm jobs handed to scancel."""
+    layout = SweepLayout(Path(sweep_dir))
+    spec = layout.load_spec()
+    ledger = layout.open_ledger(spec)
+    on_slurm = resolve_executor(spec.dispatch) == "slurm"
+    earlier = set(ledger.cancelled_attempts())
+    driver = _live_driver_pid(layout.root)
     if driver is not None and driver != os.getpid():
         _stop_driver(driver)
-    ledger = open_ledger(spec, sweep_dir)
-    stopped = stop_active_attempts(ledger, on_slurm=resolve_executor(spec.dispatch) == "slurm")
-    return CancelSummary(driver_stopped=driver is not None, cancelled=stopped.cancelled, slurm_jobs=stopped.slurm_jobs)
+    stop_active_attempts(ledger, on_slurm=on_slurm)
+    now = {trial: job for trial, job in ledger.cancelled_attempts().items() if trial not in earlier}
+    slurm_jobs = sorted({job for job in now.values() if job}) if on_slurm else []
+    return CancelSummary(driver_stopped=driver is not None, cancelled=len(now), slurm_jobs=slurm_jobs)
 
 
 def retry_failed(sweep_dir: str | Path) -> list[str]:
     """Give failed runs a fresh round of attempts (run `resume` to execute them)."""
-    sweep_dir = Path(sweep_dir)
-    return open_ledger(load_spec(stored_spec(sweep_dir)), sweep_dir).retry_failed()
+    layout = SweepLayout(Path(sweep_dir))
+    return layout.open_ledger(layout.load_spec()).retry_failed()
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -122,9 +120,10 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
 
 
 def export_rows(runs: dict[str, RunRecord]) -> list[dict[str, Any]]:
-    """One flat row per run: id, state, attempts, error, timing, then config.*, planned.* (the plan's
-    FLOPs and tokens, all epochs), spent.* (what a completed run spent: through its last epoch, and
-    through the reported one, "*_at_best"), params.*, metrics.*."""
+    """One flat row per run of every state (the ledger's `RunRecord`s; the analysis reads completed
+    runs as `sweeps.rows.RunRow`s instead): id, state, attempts, error, timing, then config.*,
+    planned.* (the plan's FLOPs and tokens, all epochs), spent.* (`sweeps.rows.SpentCompute`: through
+    the last epoch trained, and through the reported one, "*_at_best"), params.*, metrics.*."""
     rows = []
     for record in sorted(runs.values(), key=lambda r: r.flops.get("train", 0.0)):
         row: dict[str, Any] = {
@@ -150,9 +149,8 @@ def export(sweep_dir: str | Path, out: str | Path) -> int:
     """Write every run to CSV or Parquet (by the file's suffix); returns the number of rows."""
     import pandas as pd
 
-    sweep_dir, out = Path(sweep_dir), Path(out)
-    spec = load_spec(stored_spec(sweep_dir))
-    frame = pd.DataFrame(export_rows(open_ledger(spec, sweep_dir).runs()))
+    layout, out = SweepLayout(Path(sweep_dir)), Path(out)
+    frame = pd.DataFrame(export_rows(layout.open_ledger(layout.load_spec()).runs()))
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":
         frame.to_csv(out, index=False)
@@ -165,7 +163,7 @@ def export(sweep_dir: str | Path, out: str | Path) -> int:
 
 def sync_wandb(sweep_dir: str | Path) -> list[Path]:
     """Upload the sweep's offline W&B runs with `wandb sync`; returns the run folders synced."""
-    runs = sorted((Path(sweep_dir) / "wandb").glob("offline-run-*"))
+    runs = sorted(SweepLayout(Path(sweep_dir)).wandb.glob("offline-run-*"))
     if not runs:
         raise ValueError(f"{sweep_dir} has no offline W&B runs under wandb/ (tracking.mode = 'offline' writes them, "
                          "and so does an online run that could not reach W&B)")

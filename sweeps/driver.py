@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-LOCK_FILE = "driver.lock"
+from sweeps.layout import SweepLayout
 
 
 class SweepBusy(ValueError):
@@ -59,7 +59,7 @@ def read_driver(sweep_dir: str | Path) -> DriverInfo | None:
     Read-only: opens the lock file for reading and probes the lock with a shared, non-blocking
     request that is released at once.
     """
-    path = Path(sweep_dir) / LOCK_FILE
+    path = SweepLayout(Path(sweep_dir)).driver_lock
     try:
         handle = open(path)
     except FileNotFoundError:
@@ -85,7 +85,7 @@ class DriverLock:
     """Context manager: hold the sweep directory's driver lock, or raise SweepBusy at once."""
 
     def __init__(self, sweep_dir: str | Path) -> None:
-        self.path = Path(sweep_dir) / LOCK_FILE
+        self.path = SweepLayout(Path(sweep_dir)).driver_lock
         self._handle: IO[str] | None = None
 
     def __enter__(self) -> DriverLock:
@@ -122,4 +122,4 @@ class DriverLock:
             self._handle = None
 
 
-__all__ = ["LOCK_FILE", "DriverInfo", "DriverLock", "SweepBusy", "read_driver"]
+__all__ = ["DriverInfo", "DriverLock", "SweepBusy", "read_driver"]

@@ -1,12 +1,6 @@
 """Launching a sweep: plan, register in the ledger, dispatch what is not done, retry failures.
 
-A sweep directory holds everything about one sweep:
-    spec.toml      the spec it was launched with (earlier ones kept as spec.<time>.toml)
-    ledger.db      the Optuna storage (the durable record)
-    runs/<id>/     each run's resolved config.json, result.json or error.txt
-    jobs/          submitit's pickles and logs
-    wandb/         offline W&B runs
-    driver.lock    held by the one live driver (`sweeps.driver`)
+A sweep directory holds everything about one sweep (`sweeps.layout` names its files).
 Launching again with the same spec skips completed runs, fails attempts whose worker died, and
 retries failed runs until they have used `sweep.max_attempts`. On Slurm, an attempt whose worker
 went quiet is failed only once Slurm says its job has ended: a requeued job waiting in the queue
@@ -28,7 +22,6 @@ import difflib
 import logging
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,18 +30,16 @@ from slurm.jobs import Requeueable
 from slurm.liveness import slurm_jobs_alive
 from sweeps import tuning
 from sweeps.driver import DriverLock
-from sweeps.ledger import Ledger, PlannedRun, RunRecord, storage_url_for
+from sweeps.layout import SweepLayout
+from sweeps.ledger import Ledger, PlannedRun, RunRecord
 from sweeps.plan import plan_sweep
 from sweeps.progress import SweepProgress
 from sweeps.spec import MAX_RUNS, SweepSpec, load_spec
 from sweeps.stopping import stop_active_attempts
 from sweeps.storage import REBUILD_HINT, ledger_file
-from sweeps.worker import execute_attempt
+from sweeps.worker import Attempt, AttemptResult, execute_attempt
 
 log = logging.getLogger(__name__)
-
-SPEC_COPY = "spec.toml"
-RUNS_DIR = "runs"
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -64,18 +55,10 @@ class LaunchSummary:
     failed: list[RunRecord]  # out of attempts
 
 
-def open_ledger(spec: SweepSpec, sweep_dir: str | Path, *, create: bool = False) -> Ledger:
-    """The sweep's ledger; create=True (launching) makes it when missing, else it must exist."""
-    return Ledger(
-        storage_url_for(sweep_dir, spec.ledger.url), spec.sweep.name, higher_is_better=spec.sweep.higher_is_better,
-        create=create,
-    )
-
-
-def _identity(spec: SweepSpec, sweep_dir: Path) -> dict[str, object]:
+def _identity(spec: SweepSpec, layout: SweepLayout) -> dict[str, object]:
     """What makes a sweep this sweep: its ledger, name, metric and the runs its grid defines."""
     return {
-        "[ledger] url": storage_url_for(sweep_dir, spec.ledger.url),
+        "[ledger] url": layout.ledger_url(spec.ledger.url),
         "sweep.name": spec.sweep.name,
         "sweep.metric": spec.sweep.metric,
         "[axes]": spec.axes,
@@ -85,10 +68,10 @@ def _identity(spec: SweepSpec, sweep_dir: Path) -> dict[str, object]:
     }
 
 
-def check_relaunch(spec_path: Path, spec: SweepSpec, sweep_dir: Path) -> bool:
+def check_relaunch(spec_path: Path, spec: SweepSpec, layout: SweepLayout) -> bool:
     """Refuse a relaunch that would change an existing sweep's ledger or grid; True if the stored
     spec differs in other settings (it is then kept beside the new one). Writes nothing."""
-    stored_path = sweep_dir / SPEC_COPY
+    stored_path = layout.spec
     if not stored_path.exists() or stored_path.read_bytes() == spec_path.read_bytes():
         return False
     try:
@@ -96,7 +79,7 @@ def check_relaunch(spec_path: Path, spec: SweepSpec, sweep_dir: Path) -> bool:
     except ValueError as exc:  # an unreadable stored spec must not lock the sweep: keep it beside
         log.warning("the stored spec %s does not load (%s); it will be kept beside the new one", stored_path, exc)
         return True
-    old, new = _identity(stored, sweep_dir), _identity(spec, sweep_dir)
+    old, new = _identity(stored, layout), _identity(spec, layout)
     changed = [key for key in old if old[key] != new[key]]
     if changed:
         diff = difflib.unified_diff(
@@ -105,17 +88,17 @@ def check_relaunch(spec_path: Path, spec: SweepSpec, sweep_dir: Path) -> bool:
         )
         shown = "\n".join(list(diff)[:40])
         raise ValueError(
-            f"{spec_path} changes {', '.join(changed)} of the sweep in {sweep_dir}, which would make it another "
+            f"{spec_path} changes {', '.join(changed)} of the sweep in {layout.root}, which would make it another "
             f"sweep; nothing was changed. Launch it into a new directory (--out), or relaunch with the stored spec "
-            f"(`gr-scaling sweep resume {sweep_dir}`). Difference:\n{shown}"
+            f"(`gr-scaling sweep resume {layout.root}`). Difference:\n{shown}"
         )
     return True
 
 
-def _store_spec(spec_path: Path, sweep_dir: Path, keep_earlier: bool) -> None:
-    copy = sweep_dir / SPEC_COPY
+def _store_spec(spec_path: Path, layout: SweepLayout, keep_earlier: bool) -> None:
+    copy = layout.spec
     if keep_earlier:
-        earlier = sweep_dir / f"spec.{time.strftime('%Y%m%d-%H%M%S', time.localtime(copy.stat().st_mtime))}.toml"
+        earlier = layout.earlier_spec(copy.stat().st_mtime)
         copy.replace(earlier)
         log.info("the sweep's settings changed: the earlier spec is kept as %s", earlier)
     if not copy.exists() or copy.resolve() != spec_path.resolve():
@@ -124,19 +107,19 @@ def _store_spec(spec_path: Path, sweep_dir: Path, keep_earlier: bool) -> None:
         tmp.replace(copy)  # atomic: a reader never sees half a spec
 
 
-def _refuse_retraining(url: str, sweep_dir: Path) -> None:
+def _refuse_retraining(url: str, layout: SweepLayout) -> None:
     """A sweep whose ledger file is gone (or empty) but whose runs finished must be rebuilt, not
     retrained: a new empty ledger would queue every finished run again."""
     path = ledger_file(url)
     if path is None or (path.is_file() and path.stat().st_size > 0):
         return
-    finished = sorted((sweep_dir / RUNS_DIR).glob("*/result.json"))
+    finished = layout.finished_results()
     if finished:
         state = "is empty" if path.exists() else "is missing"
         raise ValueError(
-            f"the ledger {path} {state} but {len(finished)} run(s) of {sweep_dir} finished (runs/*/result.json); "
+            f"the ledger {path} {state} but {len(finished)} run(s) of {layout.root} finished (runs/*/result.json); "
             f"launching would train them again. Rebuild the ledger from the run directories first: "
-            f"`{REBUILD_HINT} {sweep_dir}`"
+            f"`{REBUILD_HINT} {layout.root}`"
         )
 
 
@@ -164,7 +147,7 @@ def launch_sweep(spec_path: str | Path, sweep_dir: str | Path, *, max_runs: int 
     Raises SweepInterrupted after a SIGINT/SIGTERM (active attempts cancelled, workers stopped),
     SweepBusy when another driver holds the directory, ValueError for a bad spec or relaunch.
     """
-    spec_path, sweep_dir = Path(spec_path), Path(sweep_dir)
+    spec_path, layout = Path(spec_path), SweepLayout(Path(sweep_dir))
     spec = load_spec(spec_path)  # validated in full before anything starts
     plan = plan_sweep(spec, max_runs=max_runs)  # max_runs: None with --allow-large
     for skip in plan.skipped:
@@ -175,15 +158,14 @@ def launch_sweep(spec_path: str | Path, sweep_dir: str | Path, *, max_runs: int 
             "budget %s: launching %d of %d planned runs (%.3e FLOPs); the next would exceed it",
             spec.budget, len(planned), len(plan.runs), sum(r.flops["train"] for r in planned),
         )
-    url = storage_url_for(sweep_dir, spec.ledger.url)
-    keep_earlier = check_relaunch(spec_path, spec, sweep_dir)
-    _refuse_retraining(url, sweep_dir)
-    with DriverLock(sweep_dir):  # creates the directory; SweepBusy if another driver lives
-        ledger = open_ledger(spec, sweep_dir, create=True)  # a bad [ledger] url fails here, before the spec is stored
-        _store_spec(spec_path, sweep_dir, keep_earlier)
+    keep_earlier = check_relaunch(spec_path, spec, layout)
+    _refuse_retraining(layout.ledger_url(spec.ledger.url), layout)
+    with DriverLock(layout.root):  # creates the directory; SweepBusy if another driver lives
+        ledger = layout.open_ledger(spec, create=True)  # a bad [ledger] url fails here, before the spec is stored
+        _store_spec(spec_path, layout, keep_earlier)
         with _signals_interrupt():
             try:
-                return _launch(spec, sweep_dir, ledger, planned)
+                return _launch(spec, layout, ledger, planned)
             except KeyboardInterrupt as exc:
                 how = exc.args[0] if isinstance(exc, SweepInterrupted) and exc.args else "SIGINT"
                 with _signals_ignored():
@@ -191,7 +173,7 @@ def launch_sweep(spec_path: str | Path, sweep_dir: str | Path, *, max_runs: int 
                 raise SweepInterrupted(
                     f"{how}: stopped; {stopped.running} running and {stopped.cancelled - stopped.running} pending "
                     f"attempt(s) cancelled (they do not count as attempts); continue with `gr-scaling sweep "
-                    f"resume {sweep_dir}`"
+                    f"resume {layout.root}`"
                 ) from None
 
 
@@ -209,7 +191,7 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _launch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, planned: list[PlannedRun]) -> LaunchSummary:
+def _launch(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, planned: list[PlannedRun]) -> LaunchSummary:
     """Dispatch pending runs in waves until none is left; with [tune], each wave first asks the
     shapes' tuning studies for new values (the planned runs are then the shapes, not runs)."""
     studies = {}
@@ -230,13 +212,13 @@ def _launch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, planned: list[Plan
     before = [r for r in ledger.runs().values() if in_sweep(r)]
     already = sum(1 for r in before if r.state == "complete")
     log.info("%d runs registered, %d already complete", len(before), already)
-    _say_what_stays_failed(before, spec, sweep_dir)
+    _say_what_stays_failed(before, spec, layout.root)
     progress = SweepProgress(
         total=len(before), complete=already, metric=spec.sweep.metric,
         to_run_flops=sum(r.flops.get("train", 0.0) for r in before if r.state != "complete"),
     )
     try:
-        _run_waves(spec, sweep_dir, ledger, planned, studies, in_sweep, progress)
+        _run_waves(spec, layout, ledger, planned, studies, in_sweep, progress)
     finally:
         progress.close()
 
@@ -244,7 +226,7 @@ def _launch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, planned: list[Plan
     done = sum(1 for r in after if r.state == "complete")
     failed = [r for r in after if r.state == "failed"]
     return LaunchSummary(
-        sweep_dir=sweep_dir, planned=len(after), skipped_complete=already, completed=done - already, failed=failed
+        sweep_dir=layout.root, planned=len(after), skipped_complete=already, completed=done - already, failed=failed
     )
 
 
@@ -260,7 +242,7 @@ def _say_what_stays_failed(records: list[RunRecord], spec: SweepSpec, sweep_dir:
         )
 
 
-def _run_waves(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, planned: list[PlannedRun], studies: dict,
+def _run_waves(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, planned: list[PlannedRun], studies: dict,
                in_sweep, progress: SweepProgress) -> None:  # type: ignore[no-untyped-def]
     # Local attempts have no scheduler to ask: their worker pid and heartbeat decide alone.
     job_alive = slurm_jobs_alive if resolve_executor(spec.dispatch) == "slurm" else None
@@ -277,21 +259,20 @@ def _run_waves(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, planned: list[P
         if not pending:
             break
         progress.total = max(progress.total, progress.done + progress.failed + len(pending))  # tuning adds runs
-        _dispatch(spec, sweep_dir, ledger, pending, progress)
+        _dispatch(spec, layout, ledger, pending, progress)
 
 
-def _dispatch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, pending: list[RunRecord],
+def _attempt(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, record: RunRecord) -> Attempt:
+    return Attempt(
+        ledger_url=ledger.url, sweep_name=spec.sweep.name, trial_id=record.trial_id, layout=layout,
+        metric=spec.sweep.metric, tracking=spec.tracking, tune=spec.tune if spec.tune.enabled else None,
+        checkpoint_every=spec.dispatch.checkpoint_every_steps,
+    )
+
+
+def _dispatch(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, pending: list[RunRecord],
               progress: SweepProgress) -> None:
-    tasks = [
-        Task(
-            key=record.trial_id,
-            args=(
-                ledger.url, spec.sweep.name, record.trial_id, str(sweep_dir), spec.sweep.metric, spec.tracking,
-                spec.tune if spec.tune.enabled else None, spec.dispatch.checkpoint_every_steps,
-            ),
-        )
-        for record in pending
-    ]
+    tasks = [Task(key=record.trial_id, args=(_attempt(spec, layout, ledger, record),)) for record in pending]
     records = {record.trial_id: record for record in pending}
 
     def on_submit(task: Task, job_id: str, log_path: str) -> None:
@@ -300,29 +281,29 @@ def _dispatch(spec: SweepSpec, sweep_dir: Path, ledger: Ledger, pending: list[Ru
 
     def on_done(outcome: TaskOutcome) -> None:
         record = records[outcome.key]
-        result = outcome.result if isinstance(outcome.result, dict) else {}
-        if outcome.ok and result.get("skipped"):
+        result = outcome.result if isinstance(outcome.result, AttemptResult) else None
+        if outcome.ok and result is not None and result.skipped:
             progress.running = max(0, progress.running - 1)
             log.warning(
                 "job %s did not train run %s: its attempt was taken or had ended (see %s)",
                 outcome.job_id, record.run_id, outcome.log_path,
             )
             return
-        if result.get("wandb_fallback") and not progress.wandb_told:
+        if result is not None and result.wandb_fallback and not progress.wandb_told:
             progress.wandb_told = True
-            progress.note(f"W&B: {result['wandb_fallback']}")
+            progress.note(f"W&B: {result.wandb_fallback}")
         if not outcome.ok:
             ledger.fail_unfinished(outcome.key, f"job {outcome.job_id} ended without a result: {outcome.error}")
             log.debug("run %s: job %s failed; log: %s", record.run_id, outcome.job_id, outcome.log_path)
         progress.finished(
             run_id=record.run_id, axis_values=record.axis_values, flops=record.flops.get("train", 0.0),
-            value=result.get(spec.sweep.metric), seconds=result.get("wall_time_s"),
-            ok=outcome.ok and not result.get("pruned"),
+            value=None if result is None else result.value, seconds=None if result is None else result.wall_time_s,
+            ok=outcome.ok and not (result is not None and result.pruned),
             error=outcome.error if not outcome.ok else "pruned by the tuner",
             retrying=not outcome.ok and record.attempts < spec.sweep.max_attempts,
         )
 
     run_tasks(
-        Requeueable(execute_attempt), tasks, config=spec.dispatch, folder=sweep_dir / "jobs",
+        Requeueable(execute_attempt), tasks, config=spec.dispatch, folder=layout.jobs,
         on_submit=on_submit, on_done=on_done, job_name=f"gr-{spec.sweep.name}",
     )

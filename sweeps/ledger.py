@@ -2,8 +2,8 @@
 
 Optuna is the durable store (SQLite file in the sweep directory by default; any RDB URL works),
 so `optuna-dashboard` can open a sweep. The mapping:
-- a planned run is identified by `run_id` (stable hash of its resolved config), kept as the
-  trial's user attr "run_id"; its config, axis values, FLOPs and params are user attrs too;
+- a planned run is identified by `run_id`, kept with its config, axis values, FLOPs and params
+  as the trial's user attrs (`sweeps.ledger_records`);
 - an attempt is a trial: WAITING (pending) -> RUNNING (claimed by exactly one worker) ->
   COMPLETE / FAIL. Optuna never lets a finished trial change state, so a retry is a new trial;
 - the run's state is its latest attempt's, except that one COMPLETE attempt makes it complete;
@@ -18,7 +18,6 @@ so `optuna-dashboard` can open a sweep. The mapping:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -28,6 +27,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
+from sweeps.ledger_records import PlannedRun, RunRecord, attempt_attrs, attempt_number, replan, to_record
+from sweeps.optuna_adapter import study_id_of, trial_id_of
 from sweeps.storage import (
     Heartbeat,
     open_existing_storage,
@@ -49,79 +50,6 @@ _SETTLED_OR_ACTIVE = {TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING
 # the scheduler still has that job alive (queued, requeued, held, running...); ids it leaves out
 # are unknown. `slurm.liveness.slurm_jobs_alive` is the Slurm one.
 JobAlive = Callable[[list[str]], Mapping[str, bool]]
-
-_STATE_NAMES = {
-    TrialState.WAITING: "pending",
-    TrialState.RUNNING: "running",
-    TrialState.COMPLETE: "complete",
-    TrialState.FAIL: "failed",
-    TrialState.PRUNED: "pruned",
-}
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
-class PlannedRun:
-    """What the planner hands the ledger: one grid point, resolved and costed."""
-
-    run_id: str
-    axis_values: dict[str, Any]
-    config: dict[str, Any]
-    flops: dict[str, Any]
-    params: dict[str, int]
-    tune: dict[str, Any] | None = None  # {"shape", "study", "trial_id"} of a tuned run (sweeps.tuning)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
-class RunRecord:
-    """One planned run as the ledger sees it: its latest (or its completed) attempt."""
-
-    run_id: str
-    trial_id: int
-    state: str  # pending | running | complete | failed | pruned
-    attempts: int
-    axis_values: dict[str, Any]
-    config: dict[str, Any]
-    flops: dict[str, Any]
-    params: dict[str, int]
-    metrics: dict[str, float]
-    value: float | None
-    error: str | None
-    job_id: str | None
-    log_path: str | None
-    wall_time_s: float | None
-    tune: dict[str, Any] | None = None
-    requeued: int = 0  # times its job was requeued (timeout, preemption) and resumed
-    # Compute a completed run actually spent (`sweeps.worker.spent_compute`): "flops", "tokens"
-    # (through the last epoch), "flops_at_best", "tokens_at_best" (through the reported epoch).
-    # `flops` above is the plan. Empty for unfinished runs and ledgers written before it existed.
-    spent: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-def _to_record(trial: FrozenTrial, attempts: int) -> RunRecord:
-    attrs = trial.user_attrs
-    state = _STATE_NAMES[trial.state]
-    if trial.state == TrialState.FAIL and attrs.get("cancelled"):
-        state = "cancelled"
-    return RunRecord(
-        run_id=attrs["run_id"],
-        trial_id=trial._trial_id,
-        state=state,
-        attempts=attempts,
-        axis_values=attrs.get("axes", {}),
-        config=attrs.get("config", {}),
-        flops=attrs.get("flops", {}),
-        params=attrs.get("params", {}),
-        metrics=attrs.get("metrics", {}),
-        value=trial.value if trial.state == TrialState.COMPLETE else None,
-        error=attrs.get("error"),
-        job_id=attrs.get("job_id"),
-        log_path=attrs.get("log_path"),
-        wall_time_s=attrs.get("wall_time_s"),
-        tune=attrs.get("tune"),
-        requeued=int(attrs.get("requeued", 0)),
-        spent=attrs.get("spent", {}) if trial.state == TrialState.COMPLETE else {},
-    )
-
 
 class Ledger:
     """A sweep's runs in one Optuna study (one study per sweep name).
@@ -159,12 +87,12 @@ class Ledger:
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
             latest = max(trials, key=lambda t: t.number)
             chosen = complete[0] if complete else latest
-            records[run_id] = _to_record(chosen, attempts=_attempt_number(latest))
+            records[run_id] = to_record(chosen, attempts=attempt_number(latest))
         return records
 
     def attempts(self, run_id: str) -> list[RunRecord]:
         trials = sorted(self._trials_by_run().get(run_id, []), key=lambda t: t.number)
-        return [_to_record(t, attempts=_attempt_number(t)) for t in trials]
+        return [to_record(t, attempts=attempt_number(t)) for t in trials]
 
     # ---- planning ------------------------------------------------------------------------
     def known_run_ids(self) -> set[str]:
@@ -181,22 +109,7 @@ class Ledger:
         return added
 
     def _add_attempt(self, run: PlannedRun, *, attempt: int) -> None:
-        # Axis values stay user attrs, not Optuna params: Optuna requires one fixed distribution
-        # per param name across a study, which a spec edited between launches would break.
-        self.study.add_trial(
-            create_trial(
-                state=TrialState.WAITING,
-                user_attrs={
-                    "run_id": run.run_id,
-                    "attempt": attempt,
-                    "axes": run.axis_values,
-                    "config": run.config,
-                    "flops": run.flops,
-                    "params": run.params,
-                    **({"tune": run.tune} if run.tune is not None else {}),
-                },
-            )
-        )
+        self.study.add_trial(create_trial(state=TrialState.WAITING, user_attrs=attempt_attrs(run, attempt)))
 
     def restore(
         self, run: PlannedRun, *, results: dict[str, Any] | None = None, value: float | None = None,
@@ -204,11 +117,7 @@ class Ledger:
     ) -> None:
         """Record a finished attempt read back from its run directory (`sweeps.rebuild`): complete
         with its results, or failed with its error line; `source` names the file it came from."""
-        attrs: dict[str, Any] = {
-            "run_id": run.run_id, "attempt": 1, "axes": run.axis_values, "config": run.config,
-            "flops": run.flops, "params": run.params, "restored_from": source,
-            **({"tune": run.tune} if run.tune is not None else {}),
-        }
+        attrs = {**attempt_attrs(run, 1), "restored_from": source}
         if results is not None:
             if value is None:
                 raise ValueError(f"{source}: no value of the sweep's metric in its results")
@@ -240,11 +149,11 @@ class Ledger:
             if states & _SETTLED_OR_ACTIVE:
                 continue
             latest = max(trials, key=lambda t: t.number)
-            used = _attempt_number(latest)
+            used = attempt_number(latest)
             if latest.user_attrs.get("cancelled"):
-                self._add_attempt(_replan(latest), attempt=used)  # a cancelled attempt does not count
+                self._add_attempt(replan(latest), attempt=used)  # a cancelled attempt does not count
             elif used < max_attempts:
-                self._add_attempt(_replan(latest), attempt=used + 1)
+                self._add_attempt(replan(latest), attempt=used + 1)
             else:
                 continue
             requeued.append(run_id)
@@ -256,7 +165,7 @@ class Ledger:
         for run_id, trials in self._trials_by_run().items():
             if {t.state for t in trials} & _SETTLED_OR_ACTIVE:
                 continue
-            self._add_attempt(_replan(max(trials, key=lambda t: t.number)), attempt=1)
+            self._add_attempt(replan(max(trials, key=lambda t: t.number)), attempt=1)
             retried.append(run_id)
         return retried
 
@@ -270,6 +179,11 @@ class Ledger:
             return False
         return True
 
+    def cancelled_attempts(self) -> dict[int, str | None]:
+        """Every attempt cancelled by the user so far: trial id -> its Slurm job id (None if it had none)."""
+        failed = self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        return {trial_id_of(t): t.user_attrs.get("job_id") for t in failed if t.user_attrs.get("cancelled")}
+
     def active_attempts(self) -> list[FrozenTrial]:
         """Pending and running attempts (for cancelling)."""
         return self.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
@@ -279,36 +193,36 @@ class Ledger:
         # those whose requeued job is only waiting in the queue.
         host = socket.gethostname()
         running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        quiet = stale_heartbeats(self.storage, self.study._study_id, running)
-        suspects: list[tuple[FrozenTrial, str]] = []
+        quiet = stale_heartbeats(self.storage, study_id_of(self.study), running)
+        suspects: list[tuple[int, FrozenTrial, str]] = []
         for trial in running:
-            worker = trial.system_attrs.get("worker", {})
+            trial_id, worker = trial_id_of(trial), trial.system_attrs.get("worker", {})
             if worker.get("host") == host and not pid_alive(worker.get("pid", -1)):
-                suspects.append((trial, f"worker process {worker.get('pid')} on {host} died"))
-            elif trial._trial_id in quiet:
-                suspects.append((trial, f"{quiet[trial._trial_id]} from {worker}"))
+                suspects.append((trial_id, trial, f"worker process {worker.get('pid')} on {host} died"))
+            elif trial_id in quiet:
+                suspects.append((trial_id, trial, f"{quiet[trial_id]} from {worker}"))
         if not suspects:
             return
-        job_ids = sorted({t.user_attrs["job_id"] for t, _ in suspects if t.user_attrs.get("job_id")})
+        job_ids = sorted({t.user_attrs["job_id"] for _, t, _ in suspects if t.user_attrs.get("job_id")})
         alive = dict(job_alive(job_ids)) if job_alive is not None and job_ids else {}
-        for trial, reason in suspects:
+        for trial_id, trial, reason in suspects:
             job_id = trial.user_attrs.get("job_id")
             if job_alive is None or not job_id:
-                self.fail(trial._trial_id, reason)
+                self.fail(trial_id, reason)
             elif job_id not in alive:
                 # Failing it could start a second job on the run beside one that comes back.
                 log.warning(
                     "attempt %d (run %s): %s, but the scheduler could not say whether its job %s is alive; "
                     "leaving it running until the next recover can ask",
-                    trial._trial_id, trial.user_attrs.get("run_id"), reason, job_id,
+                    trial_id, trial.user_attrs.get("run_id"), reason, job_id,
                 )
             elif alive[job_id]:
                 log.info(
                     "attempt %d (run %s): %s, but its job %s is still queued or running (requeued?); leaving it running",
-                    trial._trial_id, trial.user_attrs.get("run_id"), reason, job_id,
+                    trial_id, trial.user_attrs.get("run_id"), reason, job_id,
                 )
             else:
-                self.fail(trial._trial_id, f"{reason}; its job {job_id} has ended")
+                self.fail(trial_id, f"{reason}; its job {job_id} has ended")
 
     def pending(self, run_ids: Sequence[str] | None = None) -> list[RunRecord]:
         wanted = set(run_ids) if run_ids is not None else None
@@ -399,22 +313,6 @@ class Ledger:
 
     def heartbeat(self, trial_id: int) -> Heartbeat:
         return Heartbeat(self.storage, trial_id)
-
-
-def _attempt_number(trial: FrozenTrial) -> int:
-    return int(trial.user_attrs.get("attempt", 1))
-
-
-def _replan(trial: FrozenTrial) -> PlannedRun:
-    attrs = trial.user_attrs
-    return PlannedRun(
-        run_id=attrs["run_id"],
-        axis_values=attrs.get("axes", {}),
-        config=attrs["config"],
-        flops=attrs.get("flops", {}),
-        params=attrs.get("params", {}),
-        tune=attrs.get("tune"),
-    )
 
 
 __all__ = ["Ledger", "PlannedRun", "RunRecord", "storage_url_for"]

@@ -21,11 +21,11 @@ from typing import Any
 
 from gr_core.config import RunConfig
 from sweeps.driver import DriverLock
-from sweeps.launch import RUNS_DIR, SPEC_COPY, open_ledger
+from sweeps.layout import RunDir, SweepLayout
 from sweeps.ledger import PlannedRun
 from sweeps.plan import plan_run, plan_sweep
-from sweeps.spec import SweepSpec, load_spec
-from sweeps.storage import LedgerUnavailable, ledger_file, open_existing_storage, storage_url_for
+from sweeps.spec import SweepSpec
+from sweeps.storage import LedgerUnavailable, ledger_file, open_existing_storage
 
 log = logging.getLogger(__name__)
 SIDE_FILES = ("-wal", "-shm", ".open-lock")  # SQLite's companions of a ledger file
@@ -54,10 +54,9 @@ def _shape_of(config: dict[str, Any], spec: SweepSpec, shapes: list[PlannedRun])
     return None
 
 
-def _read_run(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
+def _read_run(run_dir: RunDir) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
     """(config, results, error line) of one run directory; unreadable files are reported, not fatal."""
-    def load(name: str) -> dict[str, Any] | None:
-        path = run_dir / name
+    def load(path: Path) -> dict[str, Any] | None:
         if not path.is_file():
             return None
         try:
@@ -67,10 +66,10 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | No
             return None
 
     error = None
-    if (run_dir / "error.txt").is_file():
-        lines = [line for line in (run_dir / "error.txt").read_text(errors="replace").splitlines() if line.strip()]
-        error = lines[-1].strip() if lines else "failed (empty error.txt)"
-    return load("config.json"), load("result.json"), error
+    if run_dir.error.is_file():
+        lines = [line for line in run_dir.error.read_text(errors="replace").splitlines() if line.strip()]
+        error = lines[-1].strip() if lines else f"failed (empty {run_dir.error.name})"
+    return load(run_dir.config), load(run_dir.result), error
 
 
 def _move_aside(path: Path) -> Path | None:
@@ -92,18 +91,15 @@ def rebuild_ledger(sweep_dir: str | Path, *, force: bool = False) -> RebuildSumm
     A readable ledger is left alone unless `force` (its attempt history would be replaced; the
     file is still kept aside). Holds the driver lock: no driver may run meanwhile.
     """
-    sweep_dir = Path(sweep_dir)
-    spec_path = sweep_dir / SPEC_COPY
-    if not spec_path.is_file():
-        raise ValueError(f"{sweep_dir} is not a sweep directory (no {SPEC_COPY}); nothing to rebuild")
-    spec = load_spec(spec_path)
-    url = storage_url_for(sweep_dir, spec.ledger.url)
+    layout = SweepLayout(Path(sweep_dir))
+    spec = layout.load_spec()
+    url = layout.ledger_url(spec.ledger.url)
     path = ledger_file(url)
     if path is None:
         raise ValueError(f"[ledger] url = {spec.ledger.url!r} is a database server: rebuild-ledger rebuilds ledger files "
                          "(SQLite, journal); drop the sweep's study there and run it against an empty database instead")
     plan = plan_sweep(spec, max_runs=None)  # the sweep exists: its size was accepted at launch
-    with DriverLock(sweep_dir):
+    with DriverLock(layout.root):
         if not force:
             try:
                 open_existing_storage(url, spec.sweep.name)
@@ -113,27 +109,29 @@ def rebuild_ledger(sweep_dir: str | Path, *, force: bool = False) -> RebuildSumm
                 raise ValueError(f"the ledger {path} is readable; rebuilding would replace its attempt history. "
                                  f"Pass --force to rebuild it anyway (the current file is kept beside it)")
         moved = _move_aside(path)
-        ledger = open_ledger(spec, sweep_dir, create=True)
+        ledger = layout.open_ledger(spec, create=True)
         by_id = {run.run_id: run for run in plan.runs}
         counts = {"complete": 0, "failed": 0, "unplanned": 0}
         restored: set[str] = set()
-        for run_dir in sorted((sweep_dir / RUNS_DIR).glob("*")):
+        for folder in sorted(layout.runs.glob("*")):
+            run_dir = RunDir(folder)
             config, results, error = _read_run(run_dir)
             if config is None or (results is None and error is None):
                 continue  # never started, or nothing to keep: the plan queues it again
-            run_id = run_dir.name
+            run_id = folder.name
             run = by_id.get(run_id)
             if run is None:
                 counts["unplanned"] += 1
-                planned = plan_run(RunConfig.from_dict(config, where=str(run_dir / "config.json")), {})
+                # FLOPs and parameters are computed from the config: the one dict -> RunConfig needed here
+                planned = plan_run(RunConfig.from_dict(config, where=str(run_dir.config)), {})
                 tune = _shape_of(config, spec, plan.runs) if spec.tune.enabled else None
                 run = dataclasses.replace(planned, run_id=run_id, tune=tune)
             if results is not None:
                 value = results.get("metrics", {}).get(spec.sweep.metric)
-                ledger.restore(run, results=results, value=value, source=str(run_dir / "result.json"))
+                ledger.restore(run, results=results, value=value, source=str(run_dir.result))
                 counts["complete"] += 1
             else:
-                ledger.restore(run, error=error, source=str(run_dir / "error.txt"))
+                ledger.restore(run, error=error, source=str(run_dir.error))
                 counts["failed"] += 1
             restored.add(run_id)
         pending = ledger.register(r for r in plan.runs if r.run_id not in restored) if not spec.tune.enabled else 0

@@ -13,6 +13,7 @@ import socket
 
 from slurm.cancel import cancel_slurm_jobs, kill_local_process
 from sweeps.ledger import Ledger
+from sweeps.optuna_adapter import trial_id_of
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -33,7 +34,7 @@ def stop_active_attempts(ledger: Ledger, *, on_slurm: bool) -> Stopped:
         worker = trial.system_attrs.get("worker", {})
         job_id = trial.user_attrs.get("job_id")
         was_running = trial.state.name == "RUNNING"
-        if ledger.cancel(trial._trial_id):
+        if ledger.cancel(trial_id_of(trial)):
             cancelled += 1
             running += was_running
         if on_slurm and job_id:

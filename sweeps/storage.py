@@ -21,8 +21,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import optuna
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial
+
+from sweeps import optuna_adapter
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,11 @@ def open_existing_storage(url: str, study_name: str) -> tuple[optuna.storages.Ba
         storage: optuna.storages.BaseStorage = _damage_reported(
             lambda: JournalStorage(JournalFileBackend(str(path))), path)
     elif path is None:
-        storage = _server_storage(url)
+        storage = _server_storage(url, existing=True)
     else:
-        storage = _damage_reported(lambda: _rdb_storage(url, {"connect_args": {"timeout": 60}}), path)
+        sqlite_args = {"connect_args": {"timeout": 60}}
+        _damage_reported(lambda: _require_ledger_tables(url, sqlite_args, path), path)
+        storage = _damage_reported(lambda: _rdb_storage(url, sqlite_args), path)
     try:
         study = _damage_reported(lambda: optuna.load_study(study_name=study_name, storage=storage), path)
     except KeyError:
@@ -142,12 +145,41 @@ def _damage_reported(open_fn, path: Path | None):  # type: ignore[no-untyped-def
         ) from exc
 
 
-def _server_storage(url: str) -> optuna.storages.RDBStorage:
-    """A ledger on a database server (PostgreSQL, MySQL): a failure to reach it is the setting's."""
+def _require_ledger_tables(url: str, engine_kwargs: dict, path: Path | None) -> None:
+    """Raise LedgerUnavailable unless the database holds Optuna's tables: opening it as an
+    RDBStorage would create them, and an open of an existing ledger must create nothing."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    try:
+        with engine.connect() as connection:
+            present = sqlalchemy.inspect(connection).has_table("studies")
+    finally:
+        engine.dispose()
+    if present:
+        return
+    if path is not None:
+        raise LedgerUnavailable(
+            f"the ledger {path} holds no ledger tables (not a ledger file, or its creation was interrupted); nothing "
+            f"was changed. If the sweep has finished runs, rebuild it from them with `{REBUILD_HINT} {path.parent}`"
+        )
+    raise LedgerUnavailable(
+        f"the database {_without_password(url)} holds no ledger (no Optuna tables); nothing was created. Launch the "
+        "sweep first (its driver creates them), or check [ledger] url"
+    )
+
+
+def _server_storage(url: str, *, existing: bool = False) -> optuna.storages.RDBStorage:
+    """A ledger on a database server (PostgreSQL, MySQL): a failure to reach it is the setting's.
+
+    existing: the ledger must be there already (LedgerUnavailable otherwise; nothing is created).
+    """
     import sqlalchemy.exc
 
     # pool_pre_ping: a long sweep outlives server-side idle timeouts of pooled connections.
     try:
+        if existing:
+            _require_ledger_tables(url, {"pool_pre_ping": True}, None)
         return _rdb_storage(url, {"pool_pre_ping": True})
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError, ModuleNotFoundError) as exc:
         shown = _without_password(url)
@@ -199,14 +231,10 @@ def _use_wal(path: Path) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
-def has_optuna_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
-    return isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None
-
-
 def record_heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
     """Optuna's heartbeat where the storage has one (RDB); else a timestamp system attr (journal)."""
-    if has_optuna_heartbeat(storage):
-        storage.record_heartbeat(trial_id)
+    if optuna_adapter.has_heartbeat(storage):
+        optuna_adapter.record_heartbeat(storage, trial_id)
     else:
         storage.set_trial_system_attr(trial_id, "heartbeat_at", time.time())
 
@@ -221,15 +249,14 @@ def stale_heartbeats(
     does, but leaves the decision to the caller: a quiet attempt's Slurm job may be requeued and
     waiting in the queue, to take the attempt back when it starts again.
     """
-    if has_optuna_heartbeat(storage):
-        # The one query BaseHeartbeat exposes for this (fail_stale_trials uses it too).
-        stale = storage._get_stale_trial_ids(study_id)  # type: ignore[attr-defined]
+    if optuna_adapter.has_heartbeat(storage):
+        stale = optuna_adapter.stale_trial_ids(storage, study_id)
         return {trial_id: f"no heartbeat for more than {HEARTBEAT_GRACE_S} s" for trial_id in stale}
     now, quiet = time.time(), {}
     for trial in running:
         beat = trial.system_attrs.get("heartbeat_at")
         if beat is not None and now - beat > HEARTBEAT_GRACE_S:
-            quiet[trial._trial_id] = f"no heartbeat for {now - beat:.0f} s"
+            quiet[optuna_adapter.trial_id_of(trial)] = f"no heartbeat for {now - beat:.0f} s"
     return quiet
 
 
@@ -237,16 +264,16 @@ class Heartbeat:
     """Records Optuna heartbeats for a running attempt from a daemon thread (context manager)."""
 
     def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
-        self._storage, self._trial_id = storage, trial_id
+        self._storage, self._attempt = storage, trial_id
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial_id}", daemon=True)
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_INTERVAL_S):
             try:
-                record_heartbeat(self._storage, self._trial_id)
+                record_heartbeat(self._storage, self._attempt)
             except Exception:  # a missed beat is harmless; the next one retries
-                log.warning("heartbeat for trial %d failed", self._trial_id, exc_info=True)
+                log.warning("heartbeat for trial %d failed", self._attempt, exc_info=True)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

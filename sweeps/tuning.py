@@ -6,7 +6,7 @@ With a `[tune]` table, every grid point of the spec is a *shape*; for each shape
 metric falls behind at an evaluation epoch. Each sampled value is an ordinary ledger run (its own
 run id, attempts, retries), linked to its Optuna trial by the user attrs "tune_study" and
 "tune_trial_id". The scaling analysis then keeps, per shape, the completed run with the best
-validation metric (`best_per_shape`). Tuning is sequential within a shape (TPE learns from the
+validation metric (`sweeps.status.completed_rows`). Tuning is sequential within a shape (TPE learns from the
 finished trials), parallel across shapes.
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from sweeps.optuna_adapter import trial_id_of
 from sweeps.spec import TuneConfig
 
 log = logging.getLogger(__name__)
@@ -79,44 +80,26 @@ class TrialReporter:
     def __init__(
         self, storage: optuna.storages.BaseStorage, study: str, trial_id: int, tune: TuneConfig, maximize: bool
     ) -> None:
-        self._storage, self._trial_id = storage, trial_id
+        self._storage, self._tune_trial = storage, trial_id
         self._study = optuna.load_study(study_name=study, storage=storage, pruner=make_pruner(tune))
         self._maximize = maximize
 
     def _running(self) -> bool:
         # A retried run may find its tuning trial already finished (failed): then it only trains.
-        return self._storage.get_trial(self._trial_id).state == TrialState.RUNNING
+        return self._storage.get_trial(self._tune_trial).state == TrialState.RUNNING
 
     def report(self, epoch: int, value: float) -> bool:
         """Record the validation value; True when the pruner says stop."""
         if not self._running():
             return False
-        self._storage.set_trial_intermediate_value(self._trial_id, epoch, value)
-        return self._study.pruner.prune(self._study, self._storage.get_trial(self._trial_id))
+        self._storage.set_trial_intermediate_value(self._tune_trial, epoch, value)
+        return self._study.pruner.prune(self._study, self._storage.get_trial(self._tune_trial))
 
     def finish(self, state: TrialState, value: float | None = None) -> None:
         if not self._running():
             return
         values = [value] if state == TrialState.COMPLETE and value is not None else None
-        self._storage.set_trial_state_values(self._trial_id, state, values=values)
-
-
-def best_per_shape(rows: list[dict[str, Any]], *, selection_key: str, maximize: bool) -> list[dict[str, Any]]:
-    """Keep, for each tuned shape (row key "shape"), the row with the best `selection_key` value."""
-    best: dict[Any, dict[str, Any]] = {}
-    untuned = []
-    for row in rows:
-        shape = row.get("shape")
-        if shape is None:
-            untuned.append(row)
-            continue
-        current = best.get(shape)
-        better = current is None or (
-            row[selection_key] > current[selection_key] if maximize else row[selection_key] < current[selection_key]
-        )
-        if better:
-            best[shape] = row
-    return sorted([*untuned, *best.values()], key=lambda row: row["flops"])
+        self._storage.set_trial_state_values(self._tune_trial, state, values=values)
 
 
 def fail_orphans(ledger: Any, studies: dict[str, optuna.Study]) -> None:
@@ -128,7 +111,7 @@ def fail_orphans(ledger: Any, studies: dict[str, optuna.Study]) -> None:
     }
     for study in studies.values():
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial._trial_id not in linked:
+            if trial_id_of(trial) not in linked:
                 study.tell(trial.number, state=TrialState.FAIL)
 
 
@@ -148,7 +131,7 @@ def top_up(ledger: Any, spec: Any, shapes: list[Any], studies: dict[str, optuna.
             trial, value = ask(study, tune)
             config = replace_path(RunConfig.from_dict(shape.config), tune.param, value)
             run = plan_run(config, {**shape.axis_values, name: value})
-            links = {"shape": shape.run_id, "study": study.study_name, "trial_id": trial._trial_id}
+            links = {"shape": shape.run_id, "study": study.study_name, "trial_id": trial_id_of(trial)}
             ledger.register([dataclasses.replace(run, tune=links)])
             added += 1
     return added

@@ -1,9 +1,14 @@
-"""What one dispatched job does: claim a ledger attempt, train, and write the result itself.
+"""What one dispatched job does: claim a ledger attempt, track it, train, and record the result itself.
 
 The job, not the driver, records its result, so a driver killed mid-sweep loses nothing that
 finished. The claim (pending -> running) is atomic in the ledger, so an attempt runs at most once
 even if two drivers dispatch it. The ledger is written before W&B is closed: W&B failing never
 loses a result.
+
+The driver sends an `Attempt` (which ledger, which trial, where the sweep lives, how to track and
+tune); the run itself (its resolved config, planned FLOPs and parameters) is read from the ledger,
+where the planner put it: the config crosses the ledger once, as a dict, and becomes a `RunConfig`
+here once, to train. The job returns an `AttemptResult` for the driver's progress display.
 
 A job of several tasks trains one run in as many processes (rank 0 claims the attempt and writes
 the ledger, the run directory and W&B). Runs checkpoint under `runs/<run id>/checkpoints/` every
@@ -15,6 +20,7 @@ completes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -27,21 +33,66 @@ import optuna
 from optuna.trial import TrialState
 
 from gr_core.config import RunConfig
-from sweeps.ledger import Ledger
-from sweeps.spec import METRICS, TrackingConfig, TuneConfig
-from sweeps.tracking import RunTracker
 from slurm.jobs import current_job, export_distributed_env
 from slurm.preemption import PreemptionWatch
+from sweeps.layout import SweepLayout
+from sweeps.ledger import Ledger
+from sweeps.results import run_results
+from sweeps.spec import METRICS, TrackingConfig, TuneConfig
+from sweeps.tracking import RunTracker
 from sweeps.tuning import TrialReporter
 
 if TYPE_CHECKING:
     from gr_core.trainer import TrainResult
 
 log = logging.getLogger(__name__)
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def run_dir_for(sweep_dir: str | Path, run_id: str) -> Path:
-    return Path(sweep_dir) / "runs" / run_id
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class Attempt:
+    """The driver's message to a job: run ledger attempt `trial_id` of the sweep in `layout`."""
+
+    ledger_url: str
+    sweep_name: str
+    trial_id: int
+    layout: SweepLayout
+    metric: str  # sweep.metric: reported to the ledger (and the tuner) at every evaluation
+    tracking: TrackingConfig
+    tune: TuneConfig | None = None  # the sweep's [tune] when enabled
+    checkpoint_every: int | None = None  # dispatch.checkpoint_every_steps
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class AttemptResult:
+    """What a job tells the driver (every task returns one); the ledger holds the results."""
+
+    trial_id: int
+    run_id: str | None = None
+    skipped: bool = False  # the attempt was taken by another job or had ended: nothing trained
+    pruned: bool = False  # the tuner's pruner stopped it
+    value: float | None = None  # the sweep's metric, when it completed
+    wall_time_s: float | None = None
+    wandb_fallback: str | None = None  # why W&B logs offline or not at all (the driver says it once)
+    rank: int = 0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class LedgerRun:
+    """The run behind an attempt, as the planner registered it in the ledger."""
+
+    run_id: str
+    attempt: int
+    config: dict[str, Any]  # the resolved config (`RunConfig.to_dict()` at planning)
+    flops: dict[str, Any]
+    params: dict[str, Any]
+    tune: dict[str, Any] | None  # {"shape", "study", "trial_id"} of a tuned run
+
+    @classmethod
+    def read(cls, ledger: Ledger, trial_id: int) -> LedgerRun:
+        attrs = ledger.trial_attrs(trial_id)
+        return cls(run_id=attrs["run_id"], attempt=int(attrs.get("attempt", 1)), config=attrs["config"],
+                   flops=attrs.get("flops", {}), params=attrs.get("params", {}), tune=attrs.get("tune"))
 
 
 def train_in_job(
@@ -77,7 +128,7 @@ def train_in_job(
 def train_job(config: dict[str, Any], checkpoint_dir: str | None, checkpoint_every: int | None = None) -> dict[str, Any]:
     """A job that trains one run outside a sweep (see `train_in_job`); returns its metrics, the
     loss of every step and the step it resumed from. Submit it as `slurm.jobs.Requeueable(train_job)`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
     export_distributed_env()
     losses: list[float] = []
     result = train_in_job(
@@ -95,29 +146,9 @@ def train_job(config: dict[str, Any], checkpoint_dir: str | None, checkpoint_eve
     }
 
 
-def spent_compute(planned: dict[str, Any], config: RunConfig, result: TrainResult) -> dict[str, Any]:
-    """Training FLOPs and tokens actually spent: through the last epoch, and through the best one.
-
-    Every epoch trains the same sequences (the Stochastic Length draw is fixed per run), so the
-    FLOPs of e epochs are exactly e / epochs of the planned total; the tokens are counted by the
-    trainer. An early-stopped run spends less than planned, and its reported metric (best
-    validation epoch) stands for the compute up to that epoch: the x-axis of a fit.
-    """
-    epochs = config.train.epochs
-    per_epoch = float(planned.get("train", 0.0)) / epochs
-    tokens_per_epoch = float(planned.get("train_tokens", 0.0)) / epochs
-    if tokens_per_epoch and abs(result.train_tokens - tokens_per_epoch * result.epochs_run) > 0.5:
-        log.warning("run %s trained %d tokens in %d epochs; the plan says %.0f per epoch", config.run_id,
-                    result.train_tokens, result.epochs_run, tokens_per_epoch)
-    return {
-        "flops": per_epoch * result.epochs_run,
-        "tokens": result.train_tokens,
-        "flops_at_best": per_epoch * result.best_epoch,
-        "tokens_at_best": result.tokens_at_best,
-        "flops_per_epoch": per_epoch,
-        "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch,
-    }
+def _claim(ledger: Ledger, trial_id: int, job_id: str | None) -> bool:
+    """Take a pending attempt, or take back the running one this job held before Slurm requeued it."""
+    return ledger.claim(trial_id) or (job_id is not None and ledger.reclaim(trial_id, job_id))
 
 
 def _log_not_taken(ledger: Ledger, trial_id: int, job_id: str | None) -> None:
@@ -136,161 +167,125 @@ def _log_not_taken(ledger: Ledger, trial_id: int, job_id: str | None) -> None:
         log.info("attempt %d is already taken or finished (%s); nothing to do", trial_id, state)
 
 
-def execute_attempt(
-    storage_url: str,
-    sweep_name: str,
-    trial_id: int,
-    sweep_dir: str,
-    metric: str,
-    tracking: TrackingConfig,
-    tune: TuneConfig | None = None,
-    checkpoint_every: int | None = None,
-) -> dict[str, Any]:
-    """Train the run behind ledger attempt `trial_id`; returns a short summary (on every task).
+def execute_attempt(attempt: Attempt) -> AttemptResult:
+    """Run `attempt` in this job: claim it (rank 0), train it on every task, record it (rank 0).
 
-    A tuned run (user attr "tune") also reports each validation value to its Optuna tuning trial,
-    whose pruner may stop it early: the attempt then ends "pruned", not failed.
+    A tuned run also reports each validation value to its Optuna tuning trial, whose pruner may
+    stop it early: the attempt then ends "pruned", not failed.
     """
     from gr_core.distributed import join_on_device
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
     place = export_distributed_env()
-    ledger = Ledger(storage_url, sweep_name)
+    ledger = Ledger(attempt.ledger_url, attempt.sweep_name)
+    run = LedgerRun.read(ledger, attempt.trial_id)
     # The run's config (fixed when it was planned) says where its processes compute, hence how
     # they join (NCCL on GPUs), before rank 0 claims the attempt.
-    attrs = ledger.trial_attrs(trial_id)
-    config = RunConfig.from_dict(attrs["config"], where=f"ledger trial {trial_id}")
+    config = RunConfig.from_dict(run.config, where=f"ledger trial {attempt.trial_id}")
     _, group = join_on_device(config.train.device)
-    taken = False
-    if group.is_main:
-        taken = ledger.claim(trial_id) or (place.job_id is not None and ledger.reclaim(trial_id, place.job_id))
+    taken = group.is_main and _claim(ledger, attempt.trial_id, place.job_id)
     if not group.any(taken):
         if group.is_main:
-            _log_not_taken(ledger, trial_id, place.job_id)
-        return {"trial_id": trial_id, "skipped": True}
+            _log_not_taken(ledger, attempt.trial_id, place.job_id)
+        return AttemptResult(trial_id=attempt.trial_id, skipped=True)
     if not group.is_main:
-        checkpoints = run_dir_for(sweep_dir, attrs["run_id"]) / "checkpoints"
-        train_in_job(config, checkpoint_dir=checkpoints, checkpoint_every=checkpoint_every)
-        return {"trial_id": trial_id, "run_id": attrs["run_id"], "rank": group.rank}
-    run_id = attrs["run_id"]
-    run_dir = run_dir_for(sweep_dir, run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+        checkpoints = attempt.layout.run(run.run_id).checkpoints
+        train_in_job(config, checkpoint_dir=checkpoints, checkpoint_every=attempt.checkpoint_every)
+        return AttemptResult(trial_id=attempt.trial_id, run_id=run.run_id, rank=group.rank)
+    return ClaimedAttempt(attempt, ledger, run, config, processes=group.world_size).execute()
 
-    tracker = RunTracker(
-        tracking,
-        directory=Path(sweep_dir),
-        group=sweep_name,
-        name=run_id,
-        run_key=f"{run_id}-a{attrs.get('attempt', 1)}",
-        config={**config.to_dict(), "flops": attrs.get("flops", {}), "params": attrs.get("params", {})},
-    )
-    if tracker.fallback is not None:  # the driver says so once (`sweeps.launch`)
-        ledger.storage.set_trial_user_attr(trial_id, "wandb_fallback", tracker.fallback)
 
-    maximize = METRICS[metric]
-    links = attrs.get("tune")
-    reporter = (
-        TrialReporter(ledger.storage, links["study"], links["trial_id"], tune, maximize)
-        if links is not None and tune is not None
-        else None
-    )
-    last: dict[str, Any] = {"epoch": 0, "value": None}
+class ClaimedAttempt:
+    """Rank 0's steps for an attempt it holds: prepare (on construction: the run directory with its
+    config, W&B, the tuning trial), then `execute`: train, and settle the attempt.
 
-    def on_eval(epoch: int, metrics: dict[str, float]) -> None:
-        tracker.log(metrics, step=epoch)
-        value = metrics.get(f"val/{metric}")
+    Every way training ends settles the attempt: complete (result.json, then the ledger, then
+    W&B), pruned by the tuner, cancelled (Ctrl-C: not counted as an attempt), failed (any error:
+    error.txt and the ledger), or left running (SystemExit: the job was handed over to Slurm to
+    requeue, and comes back for it).
+    """
+
+    def __init__(self, attempt: Attempt, ledger: Ledger, run: LedgerRun, config: RunConfig, *, processes: int) -> None:
+        self.attempt, self.ledger, self.run, self.config, self.processes = attempt, ledger, run, config, processes
+        self.last_epoch = 0  # the latest evaluation of the sweep's metric on validation, and its value
+        self.last_value: float | None = None
+        self.files = attempt.layout.run(run.run_id)
+        self.files.path.mkdir(parents=True, exist_ok=True)
+        self.files.config.write_text(json.dumps(run.config, indent=2, sort_keys=True))  # as the ledger holds it
+        self.tracker = RunTracker(
+            attempt.tracking, directory=attempt.layout.root, group=attempt.sweep_name, name=run.run_id,
+            run_key=f"{run.run_id}-a{run.attempt}", config={**run.config, "flops": run.flops, "params": run.params},
+        )
+        if self.tracker.fallback is not None:  # the driver says so once (`sweeps.launch`)
+            ledger.storage.set_trial_user_attr(attempt.trial_id, "wandb_fallback", self.tracker.fallback)
+        self.tuning = (
+            TrialReporter(ledger.storage, run.tune["study"], run.tune["trial_id"], attempt.tune, METRICS[attempt.metric])
+            if run.tune is not None and attempt.tune is not None
+            else None
+        )
+
+    def execute(self) -> AttemptResult:
+        tracker, trial_id = self.tracker, self.attempt.trial_id
+        started = time.perf_counter()
+        try:
+            with self.ledger.heartbeat(trial_id):
+                result = train_in_job(self.config, checkpoint_dir=self.files.checkpoints,
+                                      checkpoint_every=self.attempt.checkpoint_every, on_eval=self._on_eval)
+        except SystemExit:  # handed over for a requeue: the attempt stays running, its job comes back
+            tracker.finish(exit_code=1)
+            raise
+        except KeyboardInterrupt:
+            # Ctrl-C reaches the workers of a foreground driver too: the user stopped the sweep, so
+            # the attempt is cancelled (rerun by `resume`, not counted), never failed.
+            self.ledger.cancel(trial_id)
+            self._finish_tuning(TrialState.FAIL)
+            tracker.finish(exit_code=130)
+            raise
+        except optuna.TrialPruned as exc:
+            self.ledger.prune(trial_id, last_value=self.last_value, epoch=self.last_epoch)
+            self._finish_tuning(TrialState.PRUNED)
+            tracker.finish()
+            log.info("run %s %s", self.run.run_id, exc)
+            return AttemptResult(trial_id=trial_id, run_id=self.run.run_id, pruned=True)
+        except BaseException as exc:
+            self.files.error.write_text(traceback.format_exc())
+            self.ledger.fail(trial_id, f"{type(exc).__name__}: {exc}")
+            self._finish_tuning(TrialState.FAIL)
+            tracker.finish(exit_code=1)
+            raise
+        return self._record(result, wall_time_s=time.perf_counter() - started)
+
+    def _on_eval(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Each evaluation: W&B, the ledger's intermediate value and the tuner, whose pruner may stop the run."""
+        self.tracker.log(metrics, step=epoch)
+        value = metrics.get(f"val/{self.attempt.metric}")
         if value is None:
             return
-        ledger.report_intermediate(trial_id, epoch, float(value))
-        last.update(epoch=epoch, value=float(value))
-        if reporter is not None and reporter.report(epoch, float(value)):
-            raise optuna.TrialPruned(f"pruned at epoch {epoch} ({metric} {value:.4f} behind the median)")
+        self.ledger.report_intermediate(self.attempt.trial_id, epoch, float(value))
+        self.last_epoch, self.last_value = epoch, float(value)
+        if self.tuning is not None and self.tuning.report(epoch, float(value)):
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} ({self.attempt.metric} {value:.4f} behind the median)")
 
-    started = time.perf_counter()
-    checkpoints = run_dir / "checkpoints"
-    try:
-        with ledger.heartbeat(trial_id):
-            result = train_in_job(config, checkpoint_dir=checkpoints, checkpoint_every=checkpoint_every, on_eval=on_eval)
-    except SystemExit:  # handed over for a requeue: the attempt stays running, its job comes back
-        tracker.finish(exit_code=1)
-        raise
-    except KeyboardInterrupt:
-        # Ctrl-C reaches the workers of a foreground driver too: the user stopped the sweep, so
-        # the attempt is cancelled (rerun by `resume`, not counted), never failed.
-        ledger.cancel(trial_id)
-        if reporter is not None:
-            reporter.finish(TrialState.FAIL)
-        tracker.finish(exit_code=130)
-        raise
-    except optuna.TrialPruned as exc:
-        ledger.prune(trial_id, last_value=last["value"], epoch=last["epoch"])
-        if reporter is not None:
-            reporter.finish(TrialState.PRUNED)
+    def _finish_tuning(self, state: TrialState, value: float | None = None) -> None:
+        if self.tuning is not None:
+            self.tuning.finish(state, value)
+
+    def _record(self, result: TrainResult, *, wall_time_s: float) -> AttemptResult:
+        """result.json first, then the ledger (the durable record), then the tuner and W&B."""
+        metric, run, tracker = self.attempt.metric, self.run, self.tracker
+        results = run_results(run.flops, self.config, result, run_id=run.run_id, wall_time_s=wall_time_s,
+                              processes=self.processes)
+        self.files.result.write_text(json.dumps(results, indent=2, sort_keys=True))
+        self.ledger.complete(self.attempt.trial_id, value=float(result.metrics[metric]), results=results)
+        shutil.rmtree(self.files.checkpoints, ignore_errors=True)
+        self._finish_tuning(TrialState.COMPLETE, result.metrics.get(f"val_{metric}"))
+        tracker.summary({**result.metrics, "flops/train": run.flops.get("train"),
+                         "achieved_flops_per_s": results["achieved_flops_per_s"], "mfu": results["mfu"],
+                         "device": result.device})
         tracker.finish()
-        log.info("run %s %s", run_id, exc)
-        return {"trial_id": trial_id, "run_id": run_id, "pruned": True}
-    except BaseException as exc:
-        detail = traceback.format_exc()
-        (run_dir / "error.txt").write_text(detail)
-        ledger.fail(trial_id, f"{type(exc).__name__}: {exc}")
-        if reporter is not None:
-            reporter.finish(TrialState.FAIL)
-        tracker.finish(exit_code=1)
-        raise
-    wall = time.perf_counter() - started
-    flops = attrs.get("flops", {})
-    # The trainer's wall time covers training and its evaluation passes (and data generation), so
-    # achieved FLOP/s counts the analytic matmul FLOPs of both; ledgers planned before evaluation
-    # was counted (no "eval_total") fall back to training FLOPs alone. MFU is against the peak of
-    # the device the run trained on, at its precision, times its processes (`run_peak_flops`).
-    from scaling.hardware import mfu as model_flops_utilisation
-    from scaling.measure import run_peak_flops
+        log.info("run %s complete: %s=%.4f in %.1f s", run.run_id, metric, result.metrics[metric], wall_time_s)
+        return AttemptResult(trial_id=self.attempt.trial_id, run_id=run.run_id, value=result.metrics[metric],
+                             wall_time_s=wall_time_s, wandb_fallback=tracker.fallback)
 
-    executed = flops.get("train", 0.0) + flops.get("eval_total", 0.0)
-    achieved = executed / result.wall_time_s if result.wall_time_s > 0 else 0.0
-    peak, peak_source = run_peak_flops(
-        result.device, config.train.precision, threads=config.train.num_threads, processes=group.world_size
-    )
-    utilisation = model_flops_utilisation(executed, result.wall_time_s, peak) if result.wall_time_s > 0 else 0.0
-    spent = spent_compute(flops, config, result)
-    best_val = result.metrics.get(f"val_{metric}")
-    results = {
-        # Test metrics at the best validation epoch of the sweep's metric (the trainer selects on
-        # it: train.selection_metric), that epoch's validation values, the last evaluation's test
-        # values ("final_<m>"), and the compute actually spent (`spent_compute`).
-        "metrics": result.metrics,
-        "best_epoch": result.best_epoch,
-        "steps": result.steps,
-        "train_tokens": result.train_tokens,
-        "spent": spent,
-        "protocol": {
-            "selection_metric": result.selection_metric,
-            "eval_filter": config.train.eval_filter,
-            "candidates": config.data.candidates,
-        },
-        "wall_time_s": wall,
-        "train_time_s": result.wall_time_s,
-        "achieved_flops_per_s": achieved,
-        "mfu": utilisation,
-        "peak_flops_per_s": peak,
-        "peak_source": peak_source,
-        "device": result.device,
-        "precision": config.train.precision,
-        "history": [{**h, "train_flops": spent["flops_per_epoch"] * h["epoch"]} for h in result.history],
-    }
-    if result.resumed_from_step is not None:
-        results["resumed_from_step"] = result.resumed_from_step
-    (run_dir / "result.json").write_text(json.dumps(results, indent=2, sort_keys=True))
-    ledger.complete(trial_id, value=float(result.metrics[metric]), results=results)
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    if reporter is not None:
-        reporter.finish(TrialState.COMPLETE, best_val)
-    tracker.summary(
-        {**result.metrics, "flops/train": flops.get("train"), "achieved_flops_per_s": achieved, "mfu": utilisation,
-         "device": result.device}
-    )
-    tracker.finish()
-    log.info("run %s complete: %s=%.4f in %.1f s", run_id, metric, result.metrics[metric], wall)
-    return {"trial_id": trial_id, "run_id": run_id, metric: result.metrics[metric], "wall_time_s": wall,
-            "wandb_fallback": tracker.fallback}
+
+__all__ = ["Attempt", "AttemptResult", "ClaimedAttempt", "LedgerRun", "execute_attempt", "train_in_job", "train_job"]

@@ -11,3 +11,6 @@ if not os.path.exists("/dev/nvidiactl"):
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The PostgreSQL server of the ledger tests (unit and integration), one per session.
+from integration.pg_server import postgres_url  # noqa: E402,F401

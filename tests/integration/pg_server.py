@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL server for the ledger tests (`postgres_url` fixture in conftest.py).
+"""A throwaway PostgreSQL server for the ledger tests, and the session fixture `postgres_url` that
+starts it (made visible to every test by tests/conftest.py).
 
 initdb and postgres refuse to run as root: as root they run as the `postgres` system user (made by
 Debian's package) in a directory it owns. The server listens on 127.0.0.1 at a free port with
@@ -15,7 +16,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 PACKAGE = "postgresql"
 DATABASE = "ledger"
@@ -96,3 +100,28 @@ def start() -> Server:
                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200", "start")
     server.run("createdb", "-h", "127.0.0.1", "-p", str(server.port), "-U", ROLE, DATABASE)
     return server
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server on 127.0.0.1 (trust auth), as an SQLAlchemy URL of its
+    database "ledger"; stopped and deleted at the end of the session.
+
+    Uses the server binaries under /usr/lib/postgresql/*/bin, apt-getting the `postgresql` package
+    first when they are missing and this is root. Outside CI a machine without them skips the
+    tests that need it; in CI (CI=true) that is a failure.
+    """
+    try:
+        server = start()
+    except (ServerError, OSError, subprocess.SubprocessError) as exc:
+        if in_ci():
+            pytest.fail(f"CI=true and no PostgreSQL server could be started for the ledger tests: {exc}", pytrace=False)
+        pytest.skip(f"no PostgreSQL server for the ledger tests: {exc}")
+    try:
+        yield server.url
+    finally:
+        server.stop()

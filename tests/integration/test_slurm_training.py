@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import submitit
@@ -22,10 +23,12 @@ from gr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gr_core.trainer import train_run
 from slurm.jobs import Requeueable
 from slurm.liveness import parse_squeue_states, slurm_jobs_alive, squeue_command
+from sweeps.layout import SweepLayout
 from sweeps.ledger import Ledger, PlannedRun, storage_url_for
+from sweeps.optuna_adapter import study_id_of
 from sweeps.spec import TrackingConfig
 from sweeps.storage import pid_alive, stale_heartbeats
-from sweeps.worker import execute_attempt, train_job
+from sweeps.worker import Attempt, AttemptResult, execute_attempt, train_job
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -54,7 +57,7 @@ def _executor(tmp_path: Path, tasks: int) -> submitit.AutoExecutor:
     return executor
 
 
-def _result(job: submitit.Job, timeout_s: float = 420) -> dict:
+def _result(job: submitit.Job, timeout_s: float = 420) -> Any:
     deadline = time.monotonic() + timeout_s
     while not job.done():
         if time.monotonic() > deadline:
@@ -201,13 +204,13 @@ def test_two_task_sweep_run_survives_scontrol_requeue(tmp_path: Path) -> None:
 def _sweep_attempt_job(tmp_path: Path, sweep_name: str) -> tuple[Ledger, int, submitit.Job, Path]:
     """A ledger with one run and the sweep's job for it (one array task, as sweeps submit them)."""
     sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()  # a launch creates it before its ledger; the ledger never creates directories
     ledger = Ledger(storage_url_for(sweep_dir), sweep_name)
     ledger.register([PlannedRun(run_id="r", axis_values={}, config=RESUMABLE.to_dict(), flops={}, params={})])
     trial_id = ledger.runs()["r"].trial_id
-    (job,) = _executor(tmp_path, 1).map_array(
-        Requeueable(execute_attempt), [ledger.url], [sweep_name], [trial_id], [str(sweep_dir)], ["ndcg@10"],
-        [TrackingConfig(mode="disabled")], [None], [10],
-    )
+    attempt = Attempt(ledger_url=ledger.url, sweep_name=sweep_name, trial_id=trial_id, layout=SweepLayout(sweep_dir),
+                      metric="ndcg@10", tracking=TrackingConfig(mode="disabled"), tune=None, checkpoint_every=10)
+    (job,) = _executor(tmp_path, 1).map_array(Requeueable(execute_attempt), [attempt])
     ledger.set_job(trial_id, job.job_id, str(job.paths.stderr))
     return ledger, trial_id, job, sweep_dir / "runs" / "r" / "checkpoints"
 
@@ -243,7 +246,7 @@ def test_requeued_job_waiting_in_the_queue_keeps_its_attempt_through_recover_and
     _silence_heartbeat(ledger, trial_id)
     # Both signs of a dead worker are there: what recover failed the attempt on before.
     running = ledger.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    assert trial_id in stale_heartbeats(ledger.storage, ledger.study._study_id, running)
+    assert trial_id in stale_heartbeats(ledger.storage, study_id_of(ledger.study), running)
     assert slurm_jobs_alive([job.job_id]) == {job.job_id: True}
 
     assert ledger.recover(max_attempts=2, job_alive=slurm_jobs_alive) == []
@@ -251,9 +254,9 @@ def test_requeued_job_waiting_in_the_queue_keeps_its_attempt_through_recover_and
 
     subprocess.run(["scontrol", "release", job.job_id], check=True)
     result = _result(job)
-    assert "skipped" not in result and result["run_id"] == "r"
+    assert not result.skipped and result.run_id == "r"
     (attempt,) = ledger.attempts("r")  # no second attempt was ever queued
-    assert attempt.state == "complete" and attempt.value == pytest.approx(result["ndcg@10"])
+    assert attempt.state == "complete" and attempt.value == pytest.approx(result.value)
     attrs = ledger.trial_attrs(trial_id)
     assert attrs["requeued"] == 1 and attrs["resumed_from_step"] > 0
     deadline = time.monotonic() + 60  # the result is written a moment before the job ends
@@ -276,7 +279,7 @@ def test_requeued_job_whose_attempt_was_failed_meanwhile_does_not_train(tmp_path
     assert ledger.claim(newer)  # the newer attempt is training now
 
     subprocess.run(["scontrol", "release", job.job_id], check=True)
-    assert _result(job) == {"trial_id": trial_id, "skipped": True}
+    assert _result(job) == AttemptResult(trial_id=trial_id, skipped=True)
     assert [a.state for a in ledger.attempts("r")] == ["failed", "running"]
     assert ledger.trial_attrs(trial_id).get("requeued") is None  # never taken back
     log = Path(job.paths.stderr).read_text()

@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from sweeps.launch import launch_sweep
 from sweeps.ledger import Ledger, storage_url_for
+from sweeps.optuna_adapter import trial_id_of
 from sweeps.spec import load_spec
 from sweeps.status import completed_rows
 from sweeps.tuning import study_name
@@ -77,17 +78,17 @@ def test_each_shape_gets_its_trials_and_the_analysis_keeps_the_best(tmp_path: Pa
         mine = [r for r in runs.values() if r.tune["shape"] == shape]
         assert sorted(r.config["train"]["lr"] for r in mine) == lrs
         for trial in trials:  # each tuning trial is linked to exactly one ledger run, with its lr
-            [run] = [r for r in mine if r.tune["trial_id"] == trial._trial_id]
+            [run] = [r for r in mine if r.tune["trial_id"] == trial_id_of(trial)]
             assert run.config["train"]["lr"] == trial.params["train.lr"]
             if trial.state == TrialState.COMPLETE:
                 assert trial.value == run.metrics["val_ndcg@10"]  # tuned on validation, not test
 
     spec = load_spec(spec_path)
     best = completed_rows(spec, runs)
-    assert len(best) == 2 and {row["shape"] for row in best} == shapes
+    assert len(best) == 2 and {row.shape for row in best} == shapes
     for row in best:
-        same_shape = [r for r in completed_rows(spec, runs, best_tuned_only=False) if r["shape"] == row["shape"]]
-        assert row["val_ndcg@10"] == max(r["val_ndcg@10"] for r in same_shape)
+        same_shape = [r for r in completed_rows(spec, runs, best_tuned_only=False) if r.shape == row.shape]
+        assert row.metrics["val_ndcg@10"] == max(r.metrics["val_ndcg@10"] for r in same_shape)
 
     # Launching again asks for nothing new.
     again = launch_sweep(spec_path, sweep_dir)

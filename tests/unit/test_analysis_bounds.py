@@ -14,6 +14,7 @@ from analysis.curves import CurveFamily
 from analysis.dataset import ScalingData
 from analysis.forecast import forecast
 from analysis.forms import fit_form
+from analysis.loglinear import LogLinear
 from analysis.powerlaw import fit_saturating_power_law
 from analysis.study import StudyOptions, run_study
 from analysis.varpro import profile_fit
@@ -107,8 +108,9 @@ def test_forecast_intervals_stay_in_range_and_a_leaving_point_is_flagged() -> No
 
 
 def test_curve_family_new_runs_are_clipped() -> None:
-    curve = CurveFamily(kind="log_linear", point=np.array([0.99, 0.0]), draws=np.tile([0.99, 0.0], (200, 1)),
-                        noise_sd=np.full(200, 0.05), bounds=metric_bounds("hr@10"))
+    curve = CurveFamily(form=LogLinear(higher_is_better=True), point=np.array([0.99, 0.0]),
+                        draws=np.tile([0.99, 0.0], (200, 1)), noise_sd=np.full(200, 0.05),
+                        bounds=metric_bounds("hr@10"))
     runs = curve.new_run(np.array([1e14]), np.random.default_rng(0))
     assert runs.max() == 1.0 and runs.min() < 0.99 and np.mean(runs == 1.0) > 0.3
 

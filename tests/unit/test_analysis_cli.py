@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import analysis.forms
-from analysis.commands import format_fit
+import analysis.chinchilla
 from analysis.csv_input import load_csv
 from analysis.report import write_report
 from analysis.study import StudyOptions
+from gr_scaling.analysis_format import format_fit
 from gr_scaling.cli import main
 
 
@@ -41,9 +41,9 @@ def test_load_csv_derives_flops_and_reports_bad_cells(tmp_path) -> None:
     path = _write_csv(tmp_path / "a.csv")
     rows, convention = load_csv(path, y_col="loss", n_col="params", d_col="tokens", id_col="run", flops_per_nd=6)
     assert len(rows) == 26 and convention == "C = 6 N D (derived from columns 'params', 'tokens')"
-    assert rows[0]["flops"] == pytest.approx(6 * 1e5 * 1e7)
-    assert rows[0]["params_non_embedding"] == 1e5 and rows[0]["train_tokens"] == 1e7
-    assert np.isnan(rows[-1]["loss"]) and rows[-1]["run_id"] == "diverged"
+    assert rows[0].flops == pytest.approx(6 * 1e5 * 1e7) and not rows[0].planned
+    assert rows[0].params_non_embedding == 1e5 and rows[0].tokens == 1e7
+    assert np.isnan(rows[-1].metrics["loss"]) and rows[-1].run_id == "diverged"
     with pytest.raises(ValueError, match=r"has no column\(s\) \['ndcg'\]; its columns are \['run', 'params'"):
         load_csv(path, y_col="ndcg", n_col="params", d_col="tokens", flops_per_nd=6)
     with pytest.raises(ValueError, match="no FLOPs column 'flops'.*--flops-per-nd"):
@@ -68,7 +68,7 @@ def test_fit_csv_writes_json_with_every_analysis(tmp_path, capsys) -> None:
     assert fit["flops_convention"].startswith("C = 6 N D (derived")
     assert fit["excluded"] == [{"run_id": "diverged", "reason": "loss is nan (diverged or unfinished run?)"}]
     ch = a["fits"]["chinchilla"]["fit"]
-    assert ch["converged"] and ch["params"]["alpha"] == pytest.approx(0.3, rel=0.1)
+    assert a["fits"]["chinchilla"]["converged"] and ch["params"]["alpha"] == pytest.approx(0.3, rel=0.1)
     assert all(lo is not None for lo, _ in ch["param_intervals"].values())
     assert a["backtests"]["chinchilla"]["n_holdout"] == 3 and a["backtests"]["chinchilla"]["mean_abs_rel_err"] < 0.02
     assert a["frontier"]["a"] == pytest.approx(0.25 / 0.55, abs=0.05)
@@ -130,12 +130,12 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys, argv, pattern) -> None:
 
 
 def test_a_fit_that_did_not_converge_says_so_everywhere(tmp_path, monkeypatch) -> None:
-    real = analysis.forms.fit_chinchilla
+    real = analysis.chinchilla.fit_chinchilla
 
     def not_converged(*args, **kwargs):
         return dataclasses.replace(real(*args, **kwargs), converged=False, message="forced: max iterations")
 
-    monkeypatch.setattr(analysis.forms, "fit_chinchilla", not_converged)
+    monkeypatch.setattr(analysis.chinchilla, "fit_chinchilla", not_converged)
     rows, _ = load_csv(_write_csv(tmp_path / "c.csv", nan_row=False), y_col="loss", n_col="params", d_col="tokens",
                        flops_per_nd=6)
     paths = write_report(tmp_path / "rep", rows, metric="loss", higher_is_better=False, flops_convention="6ND",
@@ -146,8 +146,7 @@ def test_a_fit_that_did_not_converge_says_so_everywhere(tmp_path, monkeypatch) -
     assert "the chinchilla fit did NOT converge: forced: max iterations" in page
     assert "Converged: <b>NO</b>" in page
     assert "DID NOT CONVERGE: forced: max iterations" in format_fit(summary)
-    row = next(r for r in summary["analysis"]["model_choice"]["table"] if r["form"] == "chinchilla")
-    assert row["converged"] is False
+    assert summary["analysis"]["fits"]["chinchilla"]["converged"] is False
 
 
 def test_runs_without_tokens_skip_the_two_variable_law_and_say_why(tmp_path) -> None:
@@ -162,12 +161,13 @@ def test_runs_without_tokens_skip_the_two_variable_law_and_say_why(tmp_path) -> 
 
 
 def test_flops_per_nd_auto_matches_the_runs_and_a_mismatch_is_noted(tmp_path) -> None:
-    from analysis.dataset import data_from_runs
+    from analysis.dataset import data_from_runs, select_runs
     from analysis.study import run_study
 
     rows, _ = load_csv(_write_csv(tmp_path / "k.csv", nan_row=False), y_col="loss", n_col="params", d_col="tokens",
                        id_col="run", flops_per_nd=9)  # this "accounting" counts 9 FLOPs per parameter-token
-    data = data_from_runs(rows, metric="loss", higher_is_better=False)
+    points, _ = select_runs(rows, metric="loss")  # a CSV records no checkpoints: its own FLOPs, N and D
+    data = data_from_runs(points, metric="loss", higher_is_better=False)
     fixed = run_study(data, StudyOptions(n_bootstrap=50, backtest_bootstrap=0, cost=None, flops_per_nd=6.0))
     assert fixed.frontier.flops_per_nd == 6.0
     assert any("not the frontier's k = 6" in n and "median 9" in n for n in fixed.notes)
@@ -210,15 +210,18 @@ mode = "disabled"
 def sweep_dir(tmp_path: Path) -> Path:
     """A sweep directory whose ledger holds 8 completed runs that early-stopped at different epochs
     (metrics and spent compute written here in the worker's format, not trained)."""
-    from sweeps.launch import SPEC_COPY, open_ledger
-    from sweeps.plan import plan_sweep
-    from sweeps.spec import load_spec
+    return _early_stopped_sweep(tmp_path / "sweep", SMALL_SPEC)
 
-    d = tmp_path / "sweep"
+
+def _early_stopped_sweep(d: Path, spec_text: str, c0: float = 1e9) -> Path:
+    from sweeps.layout import SweepLayout
+    from sweeps.plan import plan_sweep
+
+    layout = SweepLayout(d)
     d.mkdir()
-    (d / SPEC_COPY).write_text(SMALL_SPEC)
-    spec = load_spec(d / SPEC_COPY)
-    ledger = open_ledger(spec, d, create=True)
+    layout.spec.write_text(spec_text)
+    spec = layout.load_spec()
+    ledger = layout.open_ledger(spec, create=True)
     plan = plan_sweep(spec)
     ledger.register(plan.runs)
     rng = np.random.default_rng(0)
@@ -229,7 +232,7 @@ def sweep_dir(tmp_path: Path) -> Path:
         spent = {"flops": per_epoch * last, "tokens": tokens_per_epoch * last, "flops_at_best": per_epoch * best,
                  "tokens_at_best": tokens_per_epoch * best, "flops_per_epoch": per_epoch, "epochs_run": last,
                  "best_epoch": best}
-        ndcg = 0.2 - 0.05 * (spent["flops_at_best"] / 1e9) ** -0.3 + rng.normal(0.0, 1e-3)
+        ndcg = 0.2 - 0.05 * (spent["flops_at_best"] / c0) ** -0.3 + rng.normal(0.0, 1e-3)
         metrics = {"ndcg@10": ndcg, "hr@10": 2.5 * ndcg, "val_ndcg@10": ndcg + 0.01,
                    "final_ndcg@10": ndcg - 0.001 * (last - best), "final_hr@10": 2.5 * ndcg - 0.002 * (last - best)}
         ledger.complete(record.trial_id, value=ndcg,
@@ -272,3 +275,66 @@ def test_a_sweep_report_places_each_run_at_the_flops_it_spent(sweep_dir: Path) -
             assert p["flops_planned"] == pytest.approx(record.flops["train"])
             assert p["ndcg@10"] == pytest.approx(record.metrics[metric_key])
         assert sum(p["flops"] < p["flops_planned"] for p in points) == (8 if selection == "best_val" else 5)  # 3 ran all 10 epochs
+
+
+PRICED_SPEC = SMALL_SPEC.replace('name = "per-metric"', 'name = "priced"') + """
+[cost]
+device = "a100"
+mfu = 0.3
+price_per_device_hour = 2.5
+num_devices = 4
+
+[budget]
+max_device_hours = 1000.0
+"""
+
+
+def test_a_sweeps_cost_table_prices_plan_status_and_forecast_alike(tmp_path: Path, capsys) -> None:
+    """`sweep plan`, `sweep status`, `forecast` and `report` (so `fit`) of one sweep price compute on its spec's [cost]."""
+    from scaling.cost import CostInputs, cost
+    from sweeps.ledger import Ledger, storage_url_for
+    from sweeps.plan import summarize_plan
+    from sweeps.spec import load_spec
+
+    sweep = _early_stopped_sweep(tmp_path / "priced", PRICED_SPEC, c0=1e6)  # every ndcg@10 in (0, 0.2)
+    spec = load_spec(sweep / "spec.toml")
+    table = CostInputs(device="a100", mfu=0.3, price_per_device_hour=2.5, num_devices=4)
+    assert spec.cost == table
+    capsys.readouterr()
+
+    assert main(["sweep", "plan", str(sweep / "spec.toml")]) == 0
+    plan = summarize_plan(spec)
+    assert (f"estimated {cost(plan.total_flops, table).device_hours:.3g} device-hours on 4 x a100 at MFU 0.3"
+            in capsys.readouterr().out)
+
+    assert main(["sweep", "status", str(sweep)]) == 0
+    spent = sum(r.spent["flops"] for r in Ledger(storage_url_for(sweep), "priced").runs().values())
+    assert (f"budget: {cost(spent, table).device_hours:.3g} of 1000 device-hours spent (a100 at MFU 0.3)"
+            in capsys.readouterr().out)
+
+    fast = ["--bootstrap", "20", "--holdout", "2"]
+    out = tmp_path / "forecast.json"
+    assert main(["forecast", str(sweep), *fast, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    nx = json.loads(out.read_text())["forecast"]["next_10x"]
+    priced_by_plan = plan.estimate(nx["to_flops"])  # the plan's own pricing of the next 10x
+    assert nx["cost"]["inputs"] == dataclasses.asdict(table)
+    assert nx["cost"]["device_hours"] == pytest.approx(priced_by_plan.device_hours, rel=1e-12)
+    assert nx["cost"]["cost"] == pytest.approx(priced_by_plan.cost, rel=1e-12) and priced_by_plan.cost > 0
+    assert (f"a100 at MFU 0.3, 4 device(s)): {priced_by_plan.device_hours:.4g} device-hours, "
+            f"{priced_by_plan.wall_clock_hours:.4g} h wall clock, cost {priced_by_plan.cost:.4g}") in printed
+    assert nx["unit"] == "money" and "gain per unit of money" in printed
+
+    # report (and fit, which writes the same report) price the same, into fit.json
+    assert main(["report", str(sweep), *fast]) == 0
+    fit = json.loads((sweep / "report" / "ndcg@10" / "fit.json").read_text())
+    assert fit["analysis"]["forecast"]["next_10x"]["cost"]["inputs"] == dataclasses.asdict(table)
+
+    # a flag given replaces its one field of the table; the others stay the spec's
+    assert main(["forecast", str(sweep), *fast, "--mfu", "0.6", "--json", str(out)]) == 0
+    inputs = json.loads(out.read_text())["forecast"]["next_10x"]["cost"]["inputs"]
+    assert inputs == dataclasses.asdict(dataclasses.replace(table, mfu=0.6))
+    assert main(["forecast", str(sweep), *fast, "--device", "h200", "--price", "0", "--json", str(out)]) == 0
+    nx = json.loads(out.read_text())["forecast"]["next_10x"]
+    assert nx["cost"]["inputs"] == dataclasses.asdict(dataclasses.replace(table, device="h200", price_per_device_hour=0.0))
+    assert nx["unit"] == "device-hour"

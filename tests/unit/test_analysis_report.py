@@ -50,6 +50,24 @@ def _rows(n_configs: int = 6, seeds: int = 2) -> list[dict]:
     return rows[::-1]  # unsorted on purpose: the report sorts by FLOPs
 
 
+def _repeated_objects(doc) -> list[list[str]]:
+    """Paths of JSON objects (with >= 3 values) that fit.json holds more than once."""
+    seen: dict[str, list[str]] = {}
+
+    def walk(v, path: str) -> int:
+        if isinstance(v, dict):
+            n = sum(walk(x, f"{path}/{k}") for k, x in v.items())
+            if n >= 3:
+                seen.setdefault(json.dumps(v, sort_keys=True), []).append(path)
+            return n
+        if isinstance(v, list):
+            return sum(walk(x, f"{path}/{i}") for i, x in enumerate(v))
+        return 1
+
+    walk(doc, "")
+    return [paths for paths in seen.values() if len(paths) > 1]
+
+
 def test_report_writes_three_files_with_verdict_convention_and_image(tmp_path) -> None:
     rows = _rows()
     paths = write_report(tmp_path / "rep", rows, metric="ndcg@10", higher_is_better=True,
@@ -67,13 +85,16 @@ def test_report_writes_three_files_with_verdict_convention_and_image(tmp_path) -
     assert "HSTU &lt;test&gt; scaling" in page  # user strings are escaped
     flops = [p["flops"] for p in summary["points"]]
     assert flops == sorted(flops) and len(flops) == 12
-    assert set(summary["power_law"]["params"]) == {"y_max", "A", "alpha"}
+    fits = summary["analysis"]["fits"]  # each fit once; the summary points to the headline ones
+    assert summary["power_law"] == "#/analysis/fits/power_law" and summary["log_linear"] == "#/analysis/fits/log_linear"
+    power_law = fits["power_law"]["fit"]
+    assert set(power_law["params"]) == {"y_max", "A", "alpha"}
     # Seeds of one config are resampled together: 6 configs, so a few resamples have < 3 budgets.
-    power_law = summary["power_law"]
     assert power_law["n_bootstrap_used"] + power_law["n_bootstrap_degenerate"] == 200
     assert power_law["n_bootstrap_used"] >= 180 and power_law["bootstrap_unit"] == "replicate group (config)"
-    assert summary["bootstrap"]["unit"].startswith("replicate group: 6 config(s)")
-    assert summary["log_linear"]["params"]["b"] > 0
+    assert summary["analysis"]["replicate_groups"] == 6
+    assert fits["log_linear"]["fit"]["params"]["b"] > 0
+    assert not _repeated_objects(summary)
     assert "hr@10" not in summary["points"][0]  # only the fitted metric and known columns
 
     match = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
@@ -94,7 +115,7 @@ def test_report_with_two_runs_says_no_fit_is_possible(tmp_path) -> None:
     summary = json.loads(paths.fit_json.read_text())
     page = paths.report_html.read_text()
     assert summary["power_law"] is None and summary["evidence"] is None and summary["improves"] is None
-    assert "needs at least 4" in summary["power_law_error"]
+    assert "needs at least 4" in summary["analysis"]["fit_errors"]["power_law"]
     assert summary["verdict"].startswith("No fit is possible")
     assert "No fit is possible" in page and "no-fit" in page and CONVENTION in page
     assert paths.plot_png is not None and paths.plot_png.is_file()  # the points are still shown
@@ -106,7 +127,7 @@ def test_report_with_constant_metric_and_bad_runs(tmp_path) -> None:
     paths = write_report(tmp_path, rows, metric="ne", higher_is_better=False,
                          flops_convention=CONVENTION, title="flat")
     summary = json.loads(paths.fit_json.read_text())
-    assert "constant" in summary["power_law_error"]
+    assert "constant" in summary["analysis"]["fit_errors"]["power_law"]
     assert summary["excluded"] == [{"run_id": "diverged", "reason": "ne is nan (diverged or unfinished run?)"}]
     assert "1 run(s) excluded" in paths.report_html.read_text()
 

@@ -7,18 +7,21 @@ to the checkpoint whose metric it reports, never at the planned FLOPs of all epo
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 
 import pytest
 
 import analysis.report
-from analysis.commands import study_json, study_of_rows
 from analysis.dataset import X_AXIS_SPENT, select_runs
 from analysis.report import write_report
 from analysis.study import StudyOptions
 from early_stop_rows import early_stopped_rows
+from gr_scaling.analysis_commands import study_of_rows
+from gr_scaling.analysis_format import study_json
 from gr_scaling.cli import build_parser
+from sweeps.rows import Checkpoint
 
 CONVENTION = "exact HSTU count, causal attention, backward = 2x forward"
 
@@ -47,21 +50,21 @@ def test_early_stopped_runs_are_fitted_and_plotted_at_the_flops_spent_to_the_bes
     rows = early_stopped_rows()
     paths, summary, page = _report(tmp_path, rows)  # selection defaults to best_val
 
-    by_flops = sorted(rows, key=lambda r: r["flops_at_best"])
-    spent = [r["flops_at_best"] for r in by_flops]
-    assert not set(spent) & {r["flops_planned"] for r in rows}  # the planned FLOPs differ from every x
+    by_flops = sorted(rows, key=lambda r: r.at_best.flops)
+    spent = [r.at_best.flops for r in by_flops]
+    assert not set(spent) & {r.flops for r in rows}  # the planned FLOPs differ from every x
     assert [p["flops"] for p in summary["points"]] == pytest.approx(spent)
-    assert [p["run_id"] for p in summary["points"]] == [r["run_id"] for r in by_flops]
-    assert [p["ndcg@10"] for p in summary["points"]] == pytest.approx([r["ndcg@10"] for r in by_flops])
-    assert [p["train_tokens"] for p in summary["points"]] == pytest.approx([r["tokens_at_best"] for r in by_flops])
-    assert [p["flops_planned"] for p in summary["points"]] == pytest.approx([r["flops_planned"] for r in by_flops])
-    assert [p["reported_epoch"] for p in summary["points"]] == [r["best_epoch"] for r in by_flops]
+    assert [p["run_id"] for p in summary["points"]] == [r.run_id for r in by_flops]
+    assert [p["ndcg@10"] for p in summary["points"]] == pytest.approx([r.metrics["ndcg@10"] for r in by_flops])
+    assert [p["train_tokens"] for p in summary["points"]] == pytest.approx([r.at_best.tokens for r in by_flops])
+    assert [p["flops_planned"] for p in summary["points"]] == pytest.approx([r.flops for r in by_flops])
+    assert [p["reported_epoch"] for p in summary["points"]] == [r.at_best.epoch for r in by_flops]
     # The fit used the same x: its FLOPs range and the forecast's largest run are spent FLOPs.
-    assert summary["power_law"]["flops_range"] == pytest.approx([spent[0], spent[-1]])
+    assert summary["analysis"]["fits"]["power_law"]["fit"]["flops_range"] == pytest.approx([spent[0], spent[-1]])
     assert summary["analysis"]["forecast"]["max_observed_flops"] == pytest.approx(spent[-1])
     # The figure drew the same points.
     (call,) = plotted
-    assert call["flops"] == pytest.approx(spent) and call["y"] == pytest.approx([r["ndcg@10"] for r in by_flops])
+    assert call["flops"] == pytest.approx(spent) and call["y"] == pytest.approx([r.metrics["ndcg@10"] for r in by_flops])
     assert call["x_label"] == "training FLOPs spent (to the reported checkpoint)"
 
     sel = summary["selection"]
@@ -76,15 +79,15 @@ def test_final_selection_uses_the_last_epoch_metric_at_all_the_flops_spent(tmp_p
     rows = early_stopped_rows()
     _, summary, page = _report(tmp_path, rows, selection="final")
 
-    by_flops = sorted(rows, key=lambda r: r["flops_spent"])
-    spent = [r["flops_spent"] for r in by_flops]
+    by_flops = sorted(rows, key=lambda r: r.at_last.flops)
+    spent = [r.at_last.flops for r in by_flops]
     assert [p["flops"] for p in summary["points"]] == pytest.approx(spent)
-    assert [p["ndcg@10"] for p in summary["points"]] == pytest.approx([r["final_ndcg@10"] for r in by_flops])
-    assert [p["train_tokens"] for p in summary["points"]] == pytest.approx([r["tokens_spent"] for r in by_flops])
-    assert [p["reported_epoch"] for p in summary["points"]] == [r["epochs_run"] for r in by_flops]
+    assert [p["ndcg@10"] for p in summary["points"]] == pytest.approx([r.metrics["final_ndcg@10"] for r in by_flops])
+    assert [p["train_tokens"] for p in summary["points"]] == pytest.approx([r.at_last.tokens for r in by_flops])
+    assert [p["reported_epoch"] for p in summary["points"]] == [r.at_last.epoch for r in by_flops]
     (call,) = plotted
     assert call["flops"] == pytest.approx(spent)
-    assert call["y"] == pytest.approx([r["final_ndcg@10"] for r in by_flops])
+    assert call["y"] == pytest.approx([r.metrics["final_ndcg@10"] for r in by_flops])
     sel = summary["selection"]
     assert (sel["name"], sel["x_key"], sel["y_key"]) == ("final", "flops_spent", "final_ndcg@10")
     assert "last epoch" in sel["checkpoint"]
@@ -92,12 +95,10 @@ def test_final_selection_uses_the_last_epoch_metric_at_all_the_flops_spent(tmp_p
 
 
 def test_rows_without_spent_compute_fall_back_to_flops_and_say_so_once(tmp_path, plotted) -> None:
-    legacy = [{k: v for k, v in r.items() if k in ("run_id", "flops", "train_tokens", "ndcg@10", "num_users",
-                                                  "embedding_dim", "params_non_embedding")}
-              for r in early_stopped_rows()]
+    legacy = [dataclasses.replace(r, at_best=None, at_last=None) for r in early_stopped_rows()]  # an older ledger
     _, summary, page = _report(tmp_path, legacy)
 
-    planned = sorted(r["flops"] for r in legacy)
+    planned = sorted(r.flops for r in legacy)
     assert [p["flops"] for p in summary["points"]] == pytest.approx(planned)
     assert plotted[0]["flops"] == pytest.approx(planned)
     assert plotted[0]["x_label"] == "training FLOPs (as recorded: planned for all epochs, not spent)"
@@ -110,11 +111,10 @@ def test_rows_without_spent_compute_fall_back_to_flops_and_say_so_once(tmp_path,
 
 def test_a_ledger_with_old_and_new_runs_falls_back_only_for_the_old_ones() -> None:
     rows = early_stopped_rows()
-    for key in ("flops_at_best", "tokens_at_best"):
-        del rows[0][key]
+    rows[0] = dataclasses.replace(rows[0], at_best=None)
     selected, sel = select_runs(rows, metric="ndcg@10", selection="best_val")
-    assert selected[0]["flops"] == rows[0]["flops"] and selected[0]["train_tokens"] == rows[0]["train_tokens"]
-    assert [r["flops"] for r in selected[1:]] == [r["flops_at_best"] for r in rows[1:]]
+    assert selected[0]["flops"] == rows[0].flops and selected[0]["train_tokens"] == rows[0].tokens
+    assert [r["flops"] for r in selected[1:]] == [r.at_best.flops for r in rows[1:]]
     assert sel.n_fallback == 1 and sel.fallback.startswith("1 of 8 runs have no flops_at_best")
     assert sel.x_axis == X_AXIS_SPENT
     with pytest.raises(ValueError, match="selection must be 'best_val' or 'final', got 'best'"):
@@ -125,8 +125,8 @@ def test_forecast_study_and_its_json_use_the_selection() -> None:
     rows = early_stopped_rows()
     opts = StudyOptions(n_bootstrap=40, backtest_bootstrap=0, cost=None)
     study, sel = study_of_rows(rows, metric="ndcg@10", higher_is_better=True, selection="final", options=opts)
-    assert sorted(study.data.flops) == pytest.approx(sorted(r["flops_spent"] for r in rows))
-    assert sorted(study.data.tokens) == pytest.approx(sorted(r["tokens_spent"] for r in rows))
+    assert sorted(study.data.flops) == pytest.approx(sorted(r.at_last.flops for r in rows))
+    assert sorted(study.data.tokens) == pytest.approx(sorted(r.at_last.tokens for r in rows))
     doc = json.loads(study_json(study, CONVENTION, sel))
     assert doc["selection"]["name"] == "final" and doc["selection"]["x_axis"] == X_AXIS_SPENT
 
@@ -145,8 +145,9 @@ def test_seeds_that_stop_at_different_epochs_are_still_replicates_of_one_config(
     from analysis.dataset import data_from_runs
 
     rows = early_stopped_rows()
-    twin = dict(rows[3], run_id="run3-seed1", seed=1, best_epoch=5, flops_at_best=rows[3]["flops_at_best"] * 5 / 9,
-                tokens_at_best=rows[3]["tokens_at_best"] * 5 / 9)
+    best = rows[3].at_best
+    twin = dataclasses.replace(rows[3], run_id="run3-seed1", seed=1,
+                               at_best=Checkpoint(flops=best.flops * 5 / 9, tokens=best.tokens * 5 / 9, epoch=5))
     selected, _ = select_runs([*rows, twin], metric="ndcg@10")
     data = data_from_runs(selected, metric="ndcg@10", higher_is_better=True)
     group = dict(zip(data.run_ids, data.groups))

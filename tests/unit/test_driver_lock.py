@@ -51,3 +51,16 @@ def test_a_live_driver_is_named_and_a_killed_one_frees_the_directory(tmp_path: P
         mine = read_driver(tmp_path)
         assert mine.pid == os.getpid() and mine.alive and time.time() - mine.started < 60
     assert read_driver(tmp_path) is None  # a driver that ends cleanly leaves no record
+
+
+def test_stopping_a_driver_that_exited_but_was_not_reaped_returns_at_once(tmp_path: Path) -> None:
+    """`sweep cancel` run from the process that detached the driver (its parent, which has not
+    reaped it): the exited driver is a zombie, which `kill(pid, 0)` still finds. Waiting for it
+    to disappear took the whole 30 s timeout and then a SIGKILL."""
+    from sweeps.control import _stop_driver
+
+    holder = _holder(tmp_path)
+    start = time.monotonic()
+    _stop_driver(holder.pid, timeout_s=20.0)
+    assert time.monotonic() - start < 10.0
+    assert holder.wait(timeout=5) == -signal.SIGTERM  # it stopped on the SIGTERM, not a SIGKILL

@@ -10,7 +10,9 @@ from gr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gr_core.data import eval_batches
 from gr_core.lengths import train_sequence_lengths
 from gr_core.synthetic import generate_synthetic
-from gr_core.trainer import train_run
+from gr_core.trainer import Trainer, train_run
+from gr_core.training.selection import Selection
+from gr_core.training.state import Progress
 
 TINY = RunConfig(
     data=DataConfig(num_users=600, num_items=100, num_clusters=5, max_events=30, transition_strength=0.9),
@@ -147,6 +149,71 @@ def test_selection_and_early_stopping_follow_the_selection_metric(monkeypatch, s
         assert result.metrics[m] == pytest.approx(10 * val[m][best_epoch - 1])
         assert result.metrics[f"val_{m}"] == pytest.approx(val[m][best_epoch - 1])
         assert result.metrics[f"final_{m}"] == pytest.approx(10 * val[m][epochs_run - 1])
+
+
+def test_ne_selection_keeps_the_lowest_validation_ne_and_stops_on_it(monkeypatch):
+    """Task "ranking" selects on NE, where lower is better: the reported epoch is the minimum."""
+    import gr_core.trainer as trainer
+
+    val_ne = [0.9, 0.7, 0.6, 0.65, 0.6, 0.5]  # best at 3; 0.6 again at 5 is a tie, not better
+    calls = iter(range(100))
+
+    def fake_ranking(model, batches, per_user=None):
+        list(batches)
+        call = next(calls)
+        return {"ne": val_ne[call // 2] * (10 if call % 2 else 1)}
+
+    monkeypatch.setattr(trainer, "evaluate_ranking", fake_ranking)
+    cfg = RunConfig(
+        data=DataConfig(num_users=60, num_items=30, num_clusters=3, max_events=10),
+        model=ModelConfig(num_blocks=1, embedding_dim=8, max_seq_len=8),
+        train=TrainConfig(task="ranking", epochs=6, batch_size=32, patience=2),
+    )
+    result = train_run(cfg)
+    assert result.selection_metric == "ne"
+    assert (result.best_epoch, result.epochs_run) == (3, 5)
+    assert result.metrics["ne"] == pytest.approx(6.0) and result.metrics["val_ne"] == pytest.approx(0.6)
+    assert result.metrics["final_ne"] == pytest.approx(6.0)  # epoch 5's test NE (its val tied epoch 3's)
+
+
+def test_selection_decides_better_and_stop_in_the_metric_direction():
+    higher = Selection.from_config(TrainConfig(epochs=10, patience=2, selection_metric="hr@10"))
+    lower = Selection.from_config(TrainConfig(task="ranking", epochs=10, patience=2))
+    assert (higher.metric, higher.higher_is_better, lower.metric, lower.higher_is_better) == (
+        "hr@10", True, "ne", False)
+    assert higher.improves(0.2, None) and lower.improves(0.9, None)  # the first evaluation is the best so far
+    assert higher.improves(0.3, 0.2) and not higher.improves(0.2, 0.3)
+    assert lower.improves(0.2, 0.3) and not lower.improves(0.3, 0.2)
+    for rule in (higher, lower):
+        assert not rule.improves(0.25, 0.25)  # ties keep the earlier epoch
+        assert not rule.improves(float("nan"), 0.25)
+    assert [higher.should_stop(epoch, best_epoch=3) for epoch in (3, 4, 5, 6)] == [False, False, True, True]
+    assert not higher.should_stop(10, best_epoch=3)  # the last epoch: nothing left to stop
+    never = Selection.from_config(TrainConfig(epochs=10))
+    assert not any(never.should_stop(epoch, best_epoch=1) for epoch in range(1, 11))
+
+
+def test_trainer_state_dict_carries_progress_and_generators_into_a_fresh_trainer():
+    cfg = RunConfig(
+        data=DataConfig(num_users=80, num_items=40, num_clusters=3, max_events=12),
+        model=ModelConfig(num_blocks=1, embedding_dim=8, max_seq_len=10, dropout=0.3),
+        train=TrainConfig(epochs=3, batch_size=32, num_negatives=4),
+    )
+    first = Trainer(cfg)
+    first.train_epoch()  # between epochs: the shuffling generator has moved on from its seed
+    state = first.state_dict()
+    progress = state["progress"]
+    assert (progress["epoch"], progress["epochs_run"], progress["batch_in_epoch"]) == (2, 1, 0)
+    assert progress["step"] == first.progress.step == 3 and progress["elapsed_s"] > 0
+    second = Trainer(cfg)  # reseeds every generator
+    second.load_state_dict(state)
+    assert second.resumed_from_step == 3 and second.progress == Progress(**progress)
+    assert second.shuffle_rng.bit_generator.state == first.shuffle_rng.bit_generator.state
+    assert torch.equal(second.negatives_gen.get_state(), first.negatives_gen.get_state())
+    draws = (torch.rand(4), np.random.rand(4))  # the process-wide generators, as saved
+    torch.set_rng_state(state["generators"]["torch"])
+    np.random.set_state(state["generators"]["numpy"])
+    assert torch.equal(draws[0], torch.rand(4)) and np.array_equal(draws[1], np.random.rand(4))
 
 
 def test_selection_metric_is_validated_against_the_task():

@@ -1,37 +1,38 @@
+"""The ledger's behaviour, on every storage it runs on (`ledger_backends`: SQLite, the journal,
+PostgreSQL): the same tests, unchanged, over one parametrised fixture. A test about one kind of
+storage only says so in its name."""
+
 from __future__ import annotations
 
 import logging
 import multiprocessing
-import socket
-import sqlite3
 import subprocess
 import sys
+import socket
 import time
 from pathlib import Path
 
+import optuna
 import pytest
+from ledger_backends import (  # noqa: F401 - `backend` and `ledger` are fixtures
+    Backend,
+    backdate_heartbeat,
+    backend,
+    backend_url,
+    empty_database,
+    ledger,
+    planned,
+    table_names,
+)
 
-from sweeps.ledger import Ledger, PlannedRun, storage_url_for
+from sweeps.ledger import Ledger
+from sweeps.storage import LedgerUnavailable, ledger_file
 
-
-def _planned(run_id: str, width: int = 8) -> PlannedRun:
-    return PlannedRun(
-        run_id=run_id,
-        axis_values={"width": width},
-        config={"model": {"embedding_dim": width}},
-        flops={"train": 1e9 * width},
-        params={"non_embedding": 10 * width, "embedding": 5},
-    )
-
-
-@pytest.fixture()
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger(storage_url_for(tmp_path), "unit", higher_is_better=True)
 
 
 def test_register_is_idempotent(ledger: Ledger) -> None:
-    assert ledger.register([_planned("a"), _planned("b", 16)]) == 2
-    assert ledger.register([_planned("a"), _planned("b", 16), _planned("c", 32)]) == 1
+    assert ledger.register([planned("a"), planned("b", 16)]) == 2
+    assert ledger.register([planned("a"), planned("b", 16), planned("c", 32)]) == 1
     runs = ledger.runs()
     assert sorted(runs) == ["a", "b", "c"]
     assert {r.state for r in runs.values()} == {"pending"}
@@ -39,7 +40,7 @@ def test_register_is_idempotent(ledger: Ledger) -> None:
 
 
 def test_claim_is_exclusive_and_complete_records_metrics(ledger: Ledger) -> None:
-    ledger.register([_planned("a")])
+    ledger.register([planned("a")])
     trial_id = ledger.runs()["a"].trial_id
     assert ledger.claim(trial_id) is True
     assert ledger.claim(trial_id) is False  # a second worker gets nothing
@@ -52,7 +53,7 @@ def test_claim_is_exclusive_and_complete_records_metrics(ledger: Ledger) -> None
 
 
 def test_failed_run_is_retried_until_max_attempts(ledger: Ledger) -> None:
-    ledger.register([_planned("a")])
+    ledger.register([planned("a")])
     for attempt in (1, 2):
         record = ledger.pending()[0]
         assert record.attempts == attempt
@@ -65,15 +66,17 @@ def test_failed_run_is_retried_until_max_attempts(ledger: Ledger) -> None:
     assert ledger.pending() == []
 
 
-def test_attempt_of_a_dead_worker_is_failed_and_requeued(ledger: Ledger, tmp_path: Path) -> None:
-    ledger.register([_planned("a")])
-    trial_id = ledger.runs()["a"].trial_id
-    # Claim from a child process that then exits: its attempt is left "running" with a dead pid.
-    code = (
-        "from sweeps.ledger import Ledger, storage_url_for;"
-        f"assert Ledger(storage_url_for({str(tmp_path)!r}), 'unit').claim({trial_id})"
-    )
+def _claim_in_a_child_process(backend: Backend, trial_id: int) -> None:
+    """Claim from a child process that then exits: its attempt is left "running" with a dead pid."""
+    code = f"from sweeps.ledger import Ledger; assert Ledger({backend.url!r}, {backend.name!r}).claim({trial_id})"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_attempt_of_a_dead_worker_is_failed_and_requeued(backend: Backend) -> None:
+    ledger = backend.open()
+    ledger.register([planned("a")])
+    trial_id = ledger.runs()["a"].trial_id
+    _claim_in_a_child_process(backend, trial_id)
     assert ledger.runs()["a"].state == "running"
     assert ledger.recover(max_attempts=3) == ["a"]
     attempts = ledger.attempts("a")
@@ -82,7 +85,7 @@ def test_attempt_of_a_dead_worker_is_failed_and_requeued(ledger: Ledger, tmp_pat
 
 
 def test_a_requeued_job_takes_its_running_attempt_back(ledger: Ledger) -> None:
-    ledger.register([_planned("a")])
+    ledger.register([planned("a")])
     trial_id = ledger.runs()["a"].trial_id
     ledger.set_job(trial_id, "77_3", "/logs/77_3.err")
     assert not ledger.reclaim(trial_id, "77_3")  # pending: a requeue needs a running attempt
@@ -99,7 +102,7 @@ def test_a_requeued_job_takes_its_running_attempt_back(ledger: Ledger) -> None:
 def test_a_second_dispatch_never_takes_over_a_live_attempt(ledger: Ledger) -> None:
     """Two drivers once dispatched the same attempt: the second job's id overwrote the first's and
     its worker 'reclaimed' the live attempt as if it were a requeue, so the run trained twice."""
-    ledger.register([_planned("a")])
+    ledger.register([planned("a")])
     trial_id = ledger.runs()["a"].trial_id
     ledger.set_job(trial_id, "4001", "/logs/4001.err")
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -117,7 +120,7 @@ def test_a_second_dispatch_never_takes_over_a_live_attempt(ledger: Ledger) -> No
 
 
 def test_a_job_that_ended_without_settling_its_attempt_fails_it(ledger: Ledger) -> None:
-    ledger.register([_planned("a")])
+    ledger.register([planned("a")])
     trial_id = ledger.runs()["a"].trial_id
     assert ledger.claim(trial_id)
     assert ledger.fail_unfinished(trial_id, "job 5 ended without a result: CANCELLED")
@@ -125,10 +128,9 @@ def test_a_job_that_ended_without_settling_its_attempt_fails_it(ledger: Ledger) 
     assert (run.state, run.error) == ("failed", "job 5 ended without a result: CANCELLED")
 
 
-def test_a_second_ledger_sees_the_same_runs(ledger: Ledger, tmp_path: Path) -> None:
-    ledger.register([_planned("a")])
-    other = Ledger(storage_url_for(tmp_path), "unit")
-    assert list(other.runs()) == ["a"]
+def test_a_second_ledger_sees_the_same_runs(backend: Backend) -> None:
+    backend.open().register([planned("a")])
+    assert list(backend.open().runs()) == ["a"]
 
 
 def _open_new_ledger(url: str, start_at: float) -> int:
@@ -139,7 +141,9 @@ def _open_new_ledger(url: str, start_at: float) -> int:
 
 
 def test_processes_opening_a_new_sqlite_ledger_at_once_all_succeed(tmp_path: Path) -> None:
-    # A driver creating the ledger while `sweep status` opens it raced on Optuna's schema version.
+    # SQLite only: the race is on creating a new file's schema (the journal has no schema, and a
+    # server's database is created before any sweep opens it). A driver creating the ledger while
+    # `sweep status` opens it raced on Optuna's schema version.
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     context = multiprocessing.get_context("spawn")
     with context.Pool(6) as pool:
@@ -149,25 +153,6 @@ def test_processes_opening_a_new_sqlite_ledger_at_once_all_succeed(tmp_path: Pat
 
 
 # ---- attempts that look dead, whose scheduler job may still be alive --------------------------
-
-
-@pytest.fixture(params=["sqlite", "journal"])
-def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Ledger:
-    """A ledger on Optuna's own heartbeat (SQLite) and on the timestamp attr (journal)."""
-    configured = None if request.param == "sqlite" else "journal:ledger.log"
-    return Ledger(storage_url_for(tmp_path, configured), "unit")
-
-
-def _silence_heartbeat(ledger: Ledger, trial_id: int, seconds: float = 600.0) -> None:
-    """Make the attempt's last heartbeat `seconds` old, as if its worker went quiet then."""
-    if ledger.url.startswith("sqlite:///"):
-        with sqlite3.connect(ledger.url.removeprefix("sqlite:///")) as db:
-            db.execute(
-                "UPDATE trial_heartbeats SET heartbeat = datetime('now', ?) WHERE trial_id = ?",
-                (f"-{int(seconds)} seconds", trial_id),
-            )
-    else:
-        ledger.storage.set_trial_system_attr(trial_id, "heartbeat_at", time.time() - seconds)
 
 
 class FakeScheduler:
@@ -182,7 +167,7 @@ class FakeScheduler:
 
 
 def _running_with_job(ledger: Ledger, run_id: str, job_id: str) -> int:
-    ledger.register([_planned(run_id)])
+    ledger.register([planned(run_id)])
     trial_id = ledger.runs()[run_id].trial_id
     ledger.set_job(trial_id, job_id, f"/logs/{job_id}.err")
     assert ledger.claim(trial_id)  # by this (live) process: only the heartbeat makes it look dead
@@ -190,61 +175,58 @@ def _running_with_job(ledger: Ledger, run_id: str, job_id: str) -> int:
 
 
 def test_a_quiet_attempt_whose_job_is_queued_stays_running_and_is_failed_once_the_job_ended(
-    any_ledger: Ledger,
+    ledger: Ledger,
 ) -> None:
-    trial_id = _running_with_job(any_ledger, "a", "81_2")
-    _silence_heartbeat(any_ledger, trial_id)
+    trial_id = _running_with_job(ledger, "a", "81_2")
+    backdate_heartbeat(ledger.storage, trial_id)
     scheduler = FakeScheduler({"81_2": True})  # requeued, waiting in the queue
-    assert any_ledger.recover(max_attempts=3, job_alive=scheduler) == []
+    assert ledger.recover(max_attempts=3, job_alive=scheduler) == []
     assert scheduler.asked == [["81_2"]]
-    assert [a.state for a in any_ledger.attempts("a")] == ["running"]
-    assert any_ledger.reclaim(trial_id, "81_2")  # the job starts again and takes its attempt back
-    _silence_heartbeat(any_ledger, trial_id)
+    assert [a.state for a in ledger.attempts("a")] == ["running"]
+    assert ledger.reclaim(trial_id, "81_2")  # the job starts again and takes its attempt back
+    backdate_heartbeat(ledger.storage, trial_id)
     scheduler.alive["81_2"] = False  # then it is killed for good
-    assert any_ledger.recover(max_attempts=3, job_alive=scheduler) == ["a"]
-    attempts = any_ledger.attempts("a")
+    assert ledger.recover(max_attempts=3, job_alive=scheduler) == ["a"]
+    attempts = ledger.attempts("a")
     assert [a.state for a in attempts] == ["failed", "pending"]
     assert "no heartbeat" in (attempts[0].error or "") and "job 81_2 has ended" in (attempts[0].error or "")
     assert attempts[1].attempts == 2
-    assert not any_ledger.reclaim(trial_id, "81_2")  # a later life of the job gets nothing
+    assert not ledger.reclaim(trial_id, "81_2")  # a later life of the job gets nothing
 
 
-def test_a_quiet_attempt_without_a_scheduler_is_failed_as_before(any_ledger: Ledger) -> None:
-    trial_id = _running_with_job(any_ledger, "a", "4242")  # a local job id: no scheduler to ask
-    assert any_ledger.recover(max_attempts=3) == []  # heartbeat fresh: nothing to do
-    _silence_heartbeat(any_ledger, trial_id)
-    assert any_ledger.recover(max_attempts=3) == ["a"]
-    assert [a.state for a in any_ledger.attempts("a")] == ["failed", "pending"]
+def test_a_quiet_attempt_without_a_scheduler_is_failed_as_before(ledger: Ledger) -> None:
+    trial_id = _running_with_job(ledger, "a", "4242")  # a local job id: no scheduler to ask
+    assert ledger.recover(max_attempts=3) == []  # heartbeat fresh: nothing to do
+    backdate_heartbeat(ledger.storage, trial_id)
+    assert ledger.recover(max_attempts=3) == ["a"]
+    assert [a.state for a in ledger.attempts("a")] == ["failed", "pending"]
 
 
 def test_quiet_attempts_are_asked_about_in_one_call_and_unknown_jobs_keep_their_attempt(
-    any_ledger: Ledger, caplog: pytest.LogCaptureFixture
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
 ) -> None:
-    quiet = {run: _running_with_job(any_ledger, run, job) for run, job in (("a", "90_0"), ("b", "90_1"), ("c", "91"))}
-    fresh = _running_with_job(any_ledger, "d", "92")
+    quiet = {run: _running_with_job(ledger, run, job) for run, job in (("a", "90_0"), ("b", "90_1"), ("c", "91"))}
+    fresh = _running_with_job(ledger, "d", "92")
     for trial_id in quiet.values():
-        _silence_heartbeat(any_ledger, trial_id)
+        backdate_heartbeat(ledger.storage, trial_id)
     scheduler = FakeScheduler({"90_0": False, "90_1": True})  # 91: the scheduler could not say
     with caplog.at_level(logging.WARNING, logger="sweeps.ledger"):
-        assert any_ledger.recover(max_attempts=3, job_alive=scheduler) == ["a"]
+        assert ledger.recover(max_attempts=3, job_alive=scheduler) == ["a"]
     assert scheduler.asked == [["90_0", "90_1", "91"]]  # the fresh attempt's job is not asked about
-    states = {run: [a.state for a in any_ledger.attempts(run)] for run in "abcd"}
+    states = {run: [a.state for a in ledger.attempts(run)] for run in "abcd"}
     assert states == {"a": ["failed", "pending"], "b": ["running"], "c": ["running"], "d": ["running"]}
-    assert any_ledger.runs()["d"].trial_id == fresh
+    assert ledger.runs()["d"].trial_id == fresh
     warned = [r.getMessage() for r in caplog.records if "could not say whether its job 91 is alive" in r.getMessage()]
     assert len(warned) == 1 and f"attempt {quiet['c']} (run c)" in warned[0]
 
 
-def test_a_dead_local_worker_of_a_queued_job_keeps_its_attempt(ledger: Ledger, tmp_path: Path) -> None:
+def test_a_dead_local_worker_of_a_queued_job_keeps_its_attempt(backend: Backend) -> None:
     # A single-node cluster runs jobs on the driver's host: a requeued job's old pid is gone.
-    ledger.register([_planned("a")])
+    ledger = backend.open()
+    ledger.register([planned("a")])
     trial_id = ledger.runs()["a"].trial_id
     ledger.set_job(trial_id, "93_0", "/logs/93_0.err")
-    code = (
-        "from sweeps.ledger import Ledger, storage_url_for;"
-        f"assert Ledger(storage_url_for({str(tmp_path)!r}), 'unit').claim({trial_id})"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    _claim_in_a_child_process(backend, trial_id)
     assert ledger.recover(max_attempts=3, job_alive=FakeScheduler({"93_0": True})) == []
     assert ledger.runs()["a"].state == "running"
     assert ledger.recover(max_attempts=3, job_alive=FakeScheduler({"93_0": False})) == ["a"]
@@ -257,3 +239,120 @@ def test_recover_names_a_bad_argument(ledger: Ledger) -> None:
         ledger.recover(max_attempts=2, job_alive="slurm")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"max_attempts.*>= 1.*got 0"):
         ledger.recover(max_attempts=0)
+
+
+def test_cancelled_attempts_do_not_count_and_retry_failed_gives_a_fresh_round(ledger: Ledger) -> None:
+    ledger.register([planned("a"), planned("b", 16), planned("c", 32)])
+    ids = {run_id: record.trial_id for run_id, record in ledger.runs().items()}
+    assert ledger.claim(ids["b"])
+    assert sorted((t.user_attrs["run_id"], t.state.name) for t in ledger.active_attempts()) == [
+        ("a", "WAITING"), ("b", "RUNNING"), ("c", "WAITING")]
+    assert ledger.cancel(ids["a"]) and ledger.cancel(ids["b"])  # pending and running
+    assert ledger.claim(ids["c"])
+    ledger.fail(ids["c"], "RuntimeError: boom")
+    assert not ledger.cancel(ids["c"])  # a finished attempt stays as it is
+    runs = ledger.runs()
+    assert {run_id: (r.state, r.error) for run_id, r in runs.items()} == {
+        "a": ("cancelled", "cancelled by the user"), "b": ("cancelled", "cancelled by the user"),
+        "c": ("failed", "RuntimeError: boom")}
+    assert sorted(ledger.recover(max_attempts=1)) == ["a", "b"]  # c used its one attempt
+    assert [(a.state, a.attempts) for a in ledger.attempts("a")] == [("cancelled", 1), ("pending", 1)]
+    assert ledger.retry_failed() == ["c"]
+    assert [(a.state, a.attempts) for a in ledger.attempts("c")] == [("failed", 1), ("pending", 1)]
+    assert ledger.retry_failed() == []  # every run has a pending attempt now
+
+
+def test_a_pruned_run_keeps_its_intermediate_values_and_is_not_retried(ledger: Ledger) -> None:
+    ledger.register([planned("a")])
+    trial_id = ledger.runs()["a"].trial_id
+    assert ledger.claim(trial_id)
+    ledger.report_intermediate(trial_id, 1, 0.125)
+    ledger.report_intermediate(trial_id, 2, 0.25)
+    ledger.prune(trial_id, last_value=0.25, epoch=2)
+    assert ledger.storage.get_trial(trial_id).intermediate_values == {1: 0.125, 2: 0.25}
+    assert ledger.trial_attrs(trial_id)["pruned_at_epoch"] == 2
+    assert (ledger.runs()["a"].state, ledger.recover(max_attempts=3), ledger.retry_failed()) == ("pruned", [], [])
+
+
+# ---- opening a ledger that must exist (create=False), and restoring finished attempts ----------
+
+
+def test_an_existing_ledger_opens_without_create_and_is_the_same_ledger(backend: Backend) -> None:
+    writer = backend.open()
+    writer.register([planned("a"), planned("b", 16)])
+    reader = backend.open(create=False)
+    assert {run_id: (r.state, r.flops) for run_id, r in reader.runs().items()} == {
+        "a": ("pending", {"train": 8e9}), "b": ("pending", {"train": 16e9})}
+    assert reader.cancel(reader.runs()["a"].trial_id)  # `sweep cancel` writes through such an open
+    assert writer.runs()["a"].state == "cancelled"
+
+
+def test_opening_a_sweep_the_ledger_never_saw_without_create_creates_nothing(backend: Backend) -> None:
+    backend.open().register([planned("a")])
+    studies_before = optuna.get_all_study_names(backend.open(create=False).storage)
+    with pytest.raises(LedgerUnavailable, match=r"has no study 'never-registered'"):
+        backend.open(create=False, name="never-registered")
+    assert optuna.get_all_study_names(backend.open(create=False).storage) == studies_before
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])  # ledger files only: a server has no file
+def test_a_missing_or_empty_ledger_file_is_refused_and_nothing_is_created(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = backend_url(kind, tmp_path, request)
+    path = ledger_file(url)
+    assert path is not None
+    with pytest.raises(LedgerUnavailable, match=r"does not exist; nothing was created.*rebuild-ledger"):
+        Ledger(url, "unit", create=False)
+    assert list(tmp_path.iterdir()) == []
+    path.touch()
+    with pytest.raises(LedgerUnavailable, match=r"is empty; nothing was created"):
+        Ledger(url, "unit", create=False)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name] and path.stat().st_size == 0
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])  # ledger files only: a server's damage is its own
+def test_a_damaged_ledger_file_is_refused_with_the_way_out(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = backend_url(kind, tmp_path, request)
+    path = ledger_file(url)
+    assert path is not None
+    path.write_bytes(b"\x00\xffnot a ledger\n" * 64)
+    with pytest.raises(LedgerUnavailable, match=r"is damaged .*rebuild-ledger"):
+        Ledger(url, "unit", create=False)
+    assert path.read_bytes() == b"\x00\xffnot a ledger\n" * 64
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])  # the SQL backends: the journal has no tables
+def test_a_database_without_ledger_tables_is_refused_and_left_empty(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = empty_database(kind, tmp_path, request)
+    with pytest.raises(LedgerUnavailable, match=r"holds no ledger"):
+        Ledger(url, "unit", create=False)
+    assert table_names(url) == []  # Optuna's RDBStorage would have created its schema
+
+
+def test_restore_records_finished_attempts_as_the_runs_own(backend: Backend) -> None:
+    ledger = backend.open()
+    results = {"metrics": {"ndcg@10": 0.3, "hr@10": 0.5}, "wall_time_s": 2.5, "spent": {"flops": 7.0e9}}
+    ledger.restore(planned("a"), results=results, value=0.3, source="runs/a/result.json")
+    ledger.restore(planned("b", 16), error="RuntimeError: boom", source="runs/b/error.txt")
+    with pytest.raises(ValueError, match=r"runs/c/result.json: no value of the sweep's metric"):
+        ledger.restore(planned("c", 32), results=results, value=None, source="runs/c/result.json")
+
+    runs = backend.open(create=False).runs()  # as `sweep status` reads it back
+    assert sorted(runs) == ["a", "b"]
+    a, b = runs["a"], runs["b"]
+    assert (a.state, a.value, a.metrics, a.wall_time_s, a.spent, a.attempts) == (
+        "complete", 0.3, results["metrics"], 2.5, {"flops": 7.0e9}, 1)
+    assert (a.axis_values, a.flops, a.params) == ({"width": 8}, {"train": 8e9}, {"non_embedding": 80, "embedding": 5})
+    assert (b.state, b.error, b.value, b.spent, b.attempts) == ("failed", "RuntimeError: boom", None, {}, 1)
+    assert ledger.trial_attrs(a.trial_id)["restored_from"] == "runs/a/result.json"
+    assert ledger.trial_attrs(b.trial_id)["restored_from"] == "runs/b/error.txt"
+    # The plan registered after a rebuild adds only what was never restored.
+    assert ledger.register([planned("a"), planned("b", 16), planned("c", 32)]) == 1
+    assert ledger.recover(max_attempts=1) == []  # b's restored failure used its one attempt
+    assert ledger.recover(max_attempts=2) == ["b"]
+    assert [(r.state, r.attempts) for r in ledger.attempts("b")] == [("failed", 1), ("pending", 2)]

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from gr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from sweeps.layout import SweepLayout
 from sweeps.ledger import Ledger, storage_url_for
 from sweeps.plan import plan_run
 from sweeps.spec import TrackingConfig
-from sweeps.worker import execute_attempt, run_dir_for
+from sweeps.worker import Attempt, AttemptResult, execute_attempt
 
 
 def test_worker_records_achieved_flops_and_mfu(tmp_path: Path) -> None:
@@ -24,9 +25,14 @@ def test_worker_records_achieved_flops_and_mfu(tmp_path: Path) -> None:
     ledger = Ledger(storage_url_for(tmp_path), "mfu", higher_is_better=True)
     ledger.register([planned])
     trial_id = ledger.runs()[config.run_id].trial_id
-    execute_attempt(storage_url_for(tmp_path), "mfu", trial_id, str(tmp_path), "ndcg@10",
-                    TrackingConfig(mode="disabled"))
-    results = json.loads((run_dir_for(tmp_path, config.run_id) / "result.json").read_text())
+    layout = SweepLayout(tmp_path)
+    told = execute_attempt(Attempt(ledger_url=storage_url_for(tmp_path), sweep_name="mfu", trial_id=trial_id,
+                                   layout=layout, metric="ndcg@10", tracking=TrackingConfig(mode="disabled")))
+    run_dir = layout.run(config.run_id)
+    results = json.loads(run_dir.result.read_text())
+    assert json.loads(run_dir.config.read_text()) == planned.config  # the config as the ledger holds it
+    assert told == AttemptResult(trial_id=trial_id, run_id=config.run_id, value=results["metrics"]["ndcg@10"],
+                                 wall_time_s=results["wall_time_s"])
     executed = planned.flops["train"] + planned.flops["eval_total"]  # the timed span trains and evaluates
     assert results["achieved_flops_per_s"] == pytest.approx(executed / results["train_time_s"])
     assert results["mfu"] == pytest.approx(results["achieved_flops_per_s"] / results["peak_flops_per_s"])
