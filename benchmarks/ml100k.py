@@ -1,6 +1,6 @@
-"""HSTU vs SASRec on MovieLens-100K: settings chosen on validation only, 5 seeds, paired test differences.
+"""HSTU, SASRec and FuXi-alpha on MovieLens-100K: settings chosen on validation only, 5 seeds, paired test differences.
 
-    python benchmarks/ml100k.py                     # the full protocol, ~70-90 min on 2 cores
+    python benchmarks/ml100k.py                     # the full protocol, 24 runs: hours on 2 cores (resumable)
     python benchmarks/ml100k.py --seeds 0 1 --epochs 2 --lrs 1e-3 --dropouts 0.5   # a quick smoke run
 
 Protocol (the shape is ML-1M's published one with max length 100: D 50, 2 blocks, 1 head, batch
@@ -13,13 +13,16 @@ Protocol (the shape is ML-1M's published one with max length 100: D 50, 2 blocks
    computed by the trainer at every evaluation but are never read here before the choice is made.
 2. Comparison. The chosen setting of each model trains with every seed of `--seeds` (the search
    run is reused for the first); each run reports its test metrics at its best validation epoch.
-3. Statistics. For hr@10, hr@50, ndcg@10, ndcg@50, mrr and NE, the difference HSTU - SASRec with a
-   95% interval from `analysis.paired.paired_difference`: a paired bootstrap over the test users
-   of the seed-averaged per-user values, plus the seed-to-seed variance (coverage checked by
-   simulation in tests/unit/test_analysis_paired.py). Significant = the interval excludes 0.
-   Higher is better except for NE.
+3. Statistics. For hr@10, hr@50, ndcg@10, ndcg@50, mrr and NE, two planned differences,
+   HSTU - SASRec and FuXi-alpha - HSTU, each with a 95% interval from
+   `analysis.paired.paired_difference`: a paired bootstrap over the test users of the
+   seed-averaged per-user values, plus the seed-to-seed variance (coverage checked by simulation
+   in tests/unit/test_analysis_paired.py). Significant = the interval excludes 0. The intervals
+   are per comparison and per metric (not simultaneous over the 12). Higher is better except NE.
 
-Runs use one torch thread each and run `--jobs` at a time in separate processes. Writes
+Runs use one torch thread each and run `--jobs` at a time in separate processes. Each finished
+run is kept in `--runs-cache` (.cache/ml100k-runs by default), so an interrupted benchmark picks
+up where it stopped; the wall time reported covers the last invocation only. Writes
 benchmarks/results/ml100k.json (the search, every run, means and sample SDs, the paired
 differences, the machine, the command and wall time) and prints markdown tables. The data file is
 read in place and never copied.
@@ -50,8 +53,10 @@ from gr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # no
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-100k" / "u.data"
 METRICS = ("hr@10", "hr@50", "ndcg@10", "ndcg@50", "mrr", "ne")
-FAMILIES = ("hstu", "sasrec")
-LABELS = {"hstu": "HSTU", "sasrec": "SASRec"}
+FAMILIES = ("hstu", "sasrec", "fuxi")
+LABELS = {"hstu": "HSTU", "sasrec": "SASRec", "fuxi": "FuXi-alpha"}
+# The planned comparisons, (a, b) read as a - b: the published claims each paper makes.
+COMPARISONS = (("hstu", "sasrec"), ("fuxi", "hstu"))
 SELECTION = "ndcg@10"
 
 
@@ -73,11 +78,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bootstrap", type=int, default=4000, help="bootstrap replicates of each difference")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ml100k.json")
+    p.add_argument("--runs-cache", type=Path, default=ROOT / ".cache" / "ml100k-runs",
+                   help="finished runs are kept here (one JSON per run id) so an interrupted benchmark resumes; "
+                        "a run whose config changed has a new id and trains again")
     return p.parse_args(argv)
 
 
 def make_config(args: argparse.Namespace, family: str, lr: float, dropout: float, seed: int) -> RunConfig:
-    """One run; the two families differ in `model.family` only, and share every other setting."""
+    """One run; the families differ in `model.family` only (each with its default options), and share every other setting."""
     return RunConfig(
         data=DataConfig(source="ml-100k", path=str(args.data)),
         model=ModelConfig(family=family, embedding_dim=args.embedding_dim, num_blocks=args.blocks,
@@ -116,19 +124,47 @@ def one_run(config: RunConfig) -> dict[str, Any]:
     }
 
 
-def run_all(configs: list[RunConfig], jobs: int) -> list[dict[str, Any]]:
-    # The most expensive runs first (planned FLOPs), so the pool's tail is short.
+def _print_run(run: dict[str, Any], note: str = "") -> None:
+    m = run["metrics"]
+    print(f"{run['family']} lr {run['lr']:g} dropout {run['dropout']:g} seed {run['seed']}: val {SELECTION} "
+          f"{m['val_' + SELECTION]:.4f} (epoch {run['best_epoch']} of {run['epochs_run']}), "
+          f"{run['wall_time_s']:.0f} s{note}", flush=True)
+
+
+def _cached(cache: Path, config: RunConfig) -> dict[str, Any] | None:
+    path = cache / f"{config.run_id}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _keep(cache: Path, run: dict[str, Any]) -> None:
+    # Written whole then renamed: an interrupt leaves either the finished run or nothing.
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f".{run['run_id']}.json.tmp"
+    tmp.write_text(json.dumps(run))
+    tmp.replace(cache / f"{run['run_id']}.json")
+
+
+def run_all(configs: list[RunConfig], jobs: int, cache: Path) -> list[dict[str, Any]]:
     from scaling import run_flops
 
-    configs = sorted(configs, key=lambda c: -run_flops(c.data, c.model, c.train).train)
-    ctx = mp.get_context("spawn")
     runs = []
+    todo = []
+    for config in configs:
+        run = _cached(cache, config)
+        if run is None:
+            todo.append(config)
+        else:
+            _print_run(run, " (finished earlier, from the runs cache)")
+            runs.append(run)
+    # The most expensive runs first (planned FLOPs), so the pool's tail is short.
+    todo.sort(key=lambda c: -run_flops(c.data, c.model, c.train).train)
+    if not todo:
+        return runs
+    ctx = mp.get_context("spawn")
     with ctx.Pool(jobs, maxtasksperchild=1) as pool:
-        for run in pool.imap_unordered(one_run, configs):
-            m = run["metrics"]
-            print(f"{run['family']} lr {run['lr']:g} dropout {run['dropout']:g} seed {run['seed']}: val {SELECTION} "
-                  f"{m['val_' + SELECTION]:.4f} (epoch {run['best_epoch']} of {run['epochs_run']}), "
-                  f"{run['wall_time_s']:.0f} s", flush=True)
+        for run in pool.imap_unordered(one_run, todo):
+            _keep(cache, run)
+            _print_run(run)
             runs.append(run)
     return runs
 
@@ -170,18 +206,23 @@ def per_user_values(runs: list[dict[str, Any]], family: str) -> tuple[dict[str, 
     return values, labels
 
 
-def compare(runs: list[dict[str, Any]], n_bootstrap: int) -> dict[str, PairedDifference]:
-    hstu, labels = per_user_values(runs, "hstu")
-    sasrec, labels_b = per_user_values(runs, "sasrec")
+def compare(runs: list[dict[str, Any]], a: str, b: str, n_bootstrap: int) -> dict[str, PairedDifference]:
+    """Per metric, family a minus family b over the same test users."""
+    values_a, labels = per_user_values(runs, a)
+    values_b, labels_b = per_user_values(runs, b)
     assert np.array_equal(labels, labels_b)
     return {
-        m: paired_difference(m, hstu[m], sasrec[m], labels_U=labels if m == "ne" else None,
+        m: paired_difference(m, values_a[m], values_b[m], labels_U=labels if m == "ne" else None,
                              n_bootstrap=n_bootstrap, seed=i)
         for i, m in enumerate(METRICS)
     }
 
 
-def tables(summary: dict[str, dict[str, dict[str, float]]], diffs: dict[str, PairedDifference]) -> str:
+def comparison_name(a: str, b: str) -> str:
+    return f"{LABELS[a]} - {LABELS[b]}"
+
+
+def tables(summary: dict[str, dict[str, dict[str, float]]], diffs: dict[str, dict[str, PairedDifference]]) -> str:
     head = "| model | " + " | ".join(METRICS) + " | wall time (s) | train FLOPs spent |"
     lines = [head, "|" + "---|" * (len(METRICS) + 3)]
     for family in FAMILIES:
@@ -190,12 +231,13 @@ def tables(summary: dict[str, dict[str, dict[str, float]]], diffs: dict[str, Pai
         cells += [f"{s['wall_time_s']['mean']:.0f} ± {s['wall_time_s']['std']:.0f}",
                   f"{s['train_flops_spent']['mean']:.3e}"]
         lines.append(f"| {LABELS[family]} | " + " | ".join(cells) + " |")
-    cells = []
-    for m in METRICS:
-        d = diffs[m]
-        mark = "**" if d.significant else ""
-        cells.append(f"{mark}{d.estimate:+.4f}{mark} [{d.interval[0]:+.4f}, {d.interval[1]:+.4f}]")
-    lines.append("| HSTU - SASRec (95% CI) | " + " | ".join(cells) + " | | |")
+    for name, by_metric in diffs.items():
+        cells = []
+        for m in METRICS:
+            d = by_metric[m]
+            mark = "**" if d.significant else ""
+            cells.append(f"{mark}{d.estimate:+.4f}{mark} [{d.interval[0]:+.4f}, {d.interval[1]:+.4f}]")
+        lines.append(f"| {name} (95% CI) | " + " | ".join(cells) + " | | |")
     return "\n".join(lines)
 
 
@@ -207,20 +249,20 @@ def main(argv: list[str] | None = None) -> int:
     grid = list(itertools.product(args.lrs, args.dropouts))
     search_configs = [make_config(args, f, lr, p, args.seeds[0]) for f in FAMILIES for lr, p in grid]
     print(f"search: {len(search_configs)} runs ({len(grid)} settings per model), seed {args.seeds[0]}", flush=True)
-    search = run_all(search_configs, args.jobs) if len(grid) > 1 else []
+    search = run_all(search_configs, args.jobs, args.runs_cache) if len(grid) > 1 else []
     chosen = choose(search) if search else {f: {"lr": args.lrs[0], "dropout": args.dropouts[0]} for f in FAMILIES}
     print(f"chosen on validation {SELECTION}: {chosen}", flush=True)
     reused = [r for r in search if (r["lr"], r["dropout"]) == (chosen[r["family"]]["lr"], chosen[r["family"]]["dropout"])]
     todo = [make_config(args, f, chosen[f]["lr"], chosen[f]["dropout"], s) for f in FAMILIES for s in args.seeds
             if not (search and s == args.seeds[0])]
-    runs = reused + run_all(todo, args.jobs)
+    runs = reused + run_all(todo, args.jobs, args.runs_cache)
     total = time.perf_counter() - start
     runs.sort(key=lambda r: (r["family"], r["seed"]))
     summary = summarize(runs)
-    diffs = compare(runs, args.bootstrap)
+    diffs = {comparison_name(a, b): compare(runs, a, b, args.bootstrap) for a, b in COMPARISONS}
     table = tables(summary, diffs)
     out = {
-        "benchmark": "ml100k: HSTU vs SASRec, settings chosen on validation, paired per-user test differences",
+        "benchmark": "ml100k: HSTU, SASRec and FuXi-alpha, settings chosen on validation, paired per-user test differences",
         "command": "python benchmarks/ml100k.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "data": {"source": "ml-100k", "file": args.data.name},
         "protocol": {
@@ -233,16 +275,18 @@ def main(argv: list[str] | None = None) -> int:
                            "ranking": "full ranking over the rated items (data.candidates = 'rated'); "
                                       "history filter 'full' (train.eval_filter)",
                            "reported": "test metrics at each run's best validation ndcg@10 epoch"},
-            "comparison": diffs["ndcg@10"].to_dict()["test"],
+            "comparison": next(iter(diffs.values()))["ndcg@10"].to_dict()["test"],
+            "comparisons": [comparison_name(a, b) for a, b in COMPARISONS],
         },
         "search": [{k: r[k] for k in ("family", "lr", "dropout", "seed", "best_epoch", "epochs_run")}
                    | {"val_ndcg@10": r["metrics"][f"val_{SELECTION}"]} for r in search],
         "chosen": chosen,
         "runs": [{k: v for k, v in r.items() if k != "per_user"} for r in runs],
         "summary": summary,
-        "hstu_minus_sasrec": {m: d.to_dict() for m, d in diffs.items()},
+        "differences": {name: {m: d.to_dict() for m, d in by_metric.items()} for name, by_metric in diffs.items()},
         "table": table,
         "total_wall_time_s": total,
+        "sum_of_run_wall_times_s": sum(r["wall_time_s"] for r in runs + [r for r in search if r not in reused]),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "jobs": args.jobs, "torch_threads_per_run": 1},
     }
@@ -251,10 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table)
     print()
-    for m, d in diffs.items():
-        better = "lower" if m == "ne" else "higher"
-        print(f"  {m} ({better} is better): HSTU - SASRec = {d.estimate:+.4f}, 95% CI [{d.interval[0]:+.4f}, "
-              f"{d.interval[1]:+.4f}], p = {d.p_value:.3g}: {'significant' if d.significant else 'not significant'}")
+    for name, by_metric in diffs.items():
+        for m, d in by_metric.items():
+            better = "lower" if m == "ne" else "higher"
+            print(f"  {m} ({better} is better): {name} = {d.estimate:+.4f}, 95% CI [{d.interval[0]:+.4f}, "
+                  f"{d.interval[1]:+.4f}], p = {d.p_value:.3g}: {'significant' if d.significant else 'not significant'}")
     print(f"\ntotal wall time {total / 60:.1f} min; wrote {args.out}")
     return 0
 
