@@ -18,12 +18,13 @@ stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -79,7 +80,9 @@ class Trainer:
         np.random.seed(train.seed)
         torch.manual_seed(train.seed)
         self.device, self.group = join_on_device(train.device)
+        began = time.perf_counter()
         self.data = load_sequence_data(config.data) if data is None else data
+        data_s, began = time.perf_counter() - began, time.perf_counter()
         model = build_model(config.model, self.data.num_items, ranking_head=train.ranking)
         self.num_params = count_parameters(model)
         logger.info("run %s: %d users, %d events, params %s, on %s in %s", config.run_id, self.data.num_users,
@@ -94,6 +97,8 @@ class Trainer:
             self.data.lengths, config.data, config.model.max_seq_len)
         self.selection = Selection.from_config(train)
         self.progress = Progress()
+        self._setup_s = {"data": data_s, "setup": time.perf_counter() - began}
+        self.progress.phase_s.update(self._setup_s)
         self.resumed_from_step: int | None = None
 
     # ---- state ---------------------------------------------------------------------------
@@ -111,6 +116,8 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from `state_dict()` of an earlier life of this run (its engine already loaded)."""
         self.progress = Progress(**state["progress"])
+        for phase, seconds in self._setup_s.items():  # this life's setup, added to the earlier lives'
+            self.progress.phase_s[phase] = self.progress.phase_s.get(phase, 0.0) + seconds
         restore_generators(state["generators"], self.shuffle_rng, self.negatives_gen, self.device)
         self.resumed_from_step = self.progress.step
         logger.info("run %s: resumed from step %d (epoch %d)", self.config.run_id, self.progress.step,
@@ -149,6 +156,10 @@ class Trainer:
 
     def train_epoch(self, checkpointer: Checkpointer | None = None) -> None:
         """Train `progress.epoch` to its end (from where a resumed run left it), then count it done."""
+        with self._timed("train"):
+            self._train_epoch(checkpointer)
+
+    def _train_epoch(self, checkpointer: Checkpointer | None) -> None:
         progress, train = self.progress, self._train
         self.objective.train()
         if progress.batch_in_epoch == 0:
@@ -201,7 +212,8 @@ class Trainer:
         """Evaluate the epoch just trained: record it, report it, and keep it if it is the best."""
         progress, epoch, metric = self.progress, self.progress.epochs_run, self.selection.metric
         test_per_user: dict[str, np.ndarray] = {}
-        val, test = self.evaluate("val"), self.evaluate("test", test_per_user)
+        with self._timed("eval"):
+            val, test = self.evaluate("val"), self.evaluate("test", test_per_user)
         record: dict[str, Any] = {"epoch": epoch, "train_tokens": progress.train_tokens,
                                   "train/loss": progress.epoch_loss}
         record.update({f"val/{k}": v for k, v in val.items()})
@@ -212,6 +224,15 @@ class Trainer:
         self.callbacks.after_eval(epoch, {f"val/{k}": v for k, v in val.items()}, self.group)
         if self.selection.improves(val[metric], None if progress.best is None else progress.best[f"val/{metric}"]):
             progress.best, progress.best_epoch, progress.best_test_per_user = record, epoch, test_per_user
+
+    @contextlib.contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            phase_s = self.progress.phase_s
+            phase_s[phase] = phase_s.get(phase, 0.0) + time.perf_counter() - began
 
     # ---- the run -------------------------------------------------------------------------
     def fit(self, checkpointer: Checkpointer | None = None) -> TrainResult:

@@ -61,6 +61,8 @@ class RunRecord:
     # (through the last epoch), "flops_at_best", "tokens_at_best" (through the reported epoch).
     # `flops` above is the plan. Empty for unfinished runs and ledgers written before it existed.
     spent: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Where a completed run's job spent its time (`sweeps.job_timing`); empty before it existed.
+    timings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def to_record(trial: FrozenTrial, attempts: int) -> RunRecord:
@@ -86,6 +88,7 @@ def to_record(trial: FrozenTrial, attempts: int) -> RunRecord:
         tune=attrs.get("tune"),
         requeued=int(attrs.get("requeued", 0)),
         spent=attrs.get("spent", {}) if trial.state == TrialState.COMPLETE else {},
+        timings=attrs.get("timings", {}) if trial.state == TrialState.COMPLETE else {},
     )
 
 

@@ -27,6 +27,30 @@ def spent_flops(record: RunRecord) -> float:
     return float(record.flops.get("train", 0.0) if spent is None else spent.flops)
 
 
+# The phases of a job (`sweeps.job_timing`), in the order they happen.
+JOB_PHASES = ("startup", "imports", "claim", "tracker", "data", "setup", "train", "eval", "record")
+
+
+def time_in_jobs(complete: list[RunRecord]) -> str | None:
+    """One line: where the completed runs' jobs spent their time, summed over runs, and the share
+    of it that trained or evaluated. None when no run recorded its timings."""
+    timed = [r.timings for r in complete if r.timings]
+    if not timed:
+        return None
+    totals = {phase: sum(t.get(f"{phase}_s") or 0.0 for t in timed) for phase in JOB_PHASES}
+    # The trainer's own imports and bookkeeping: its call minus the phases it reports.
+    totals["trainer other"] = sum(
+        max((t.get("train_call_s") or 0.0) - sum(t.get(f"{p}_s") or 0.0 for p in ("data", "setup", "train", "eval")), 0.0)
+        for t in timed
+    )
+    whole = sum(totals.values())
+    in_run = totals["train"] + totals["eval"]
+    parts = ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in totals.items() if seconds >= 0.5)
+    return (f"  time in jobs ({len(timed)} run(s)): {parts}; training and evaluation "
+            f"{in_run / whole:.0%} of it (evaluation {totals['eval'] / max(in_run, 1e-9):.0%} of those)"
+            if whole > 0 else None)
+
+
 def format_status(spec: SweepSpec, runs: dict[str, RunRecord], driver: DriverInfo | None = None) -> str:
     """The sweep's progress; with `driver` (`sweeps.driver.read_driver`), whether its driver lives."""
     counts = collections.Counter(r.state for r in runs.values())
@@ -61,6 +85,9 @@ def format_status(spec: SweepSpec, runs: dict[str, RunRecord], driver: DriverInf
             f"  requeued and resumed from a checkpoint: {len(requeued)} run(s), "
             f"{sum(r.requeued for r in requeued)} requeue(s) in all"
         )
+    timed = time_in_jobs(complete)
+    if timed:
+        lines.append(timed)
     metric = spec.sweep.metric
     done = sorted(complete, key=lambda r: r.flops.get("train", 0.0))
     if done:

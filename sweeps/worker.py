@@ -38,6 +38,7 @@ from slurm.preemption import PreemptionWatch
 from sweeps.layout import SweepLayout
 from sweeps.ledger import Ledger
 from sweeps.results import run_results
+from sweeps.job_timing import JobClock
 from sweeps.spec import METRICS, TrackingConfig, TuneConfig
 from sweeps.tracking import RunTracker
 from sweeps.tuning import TrialReporter
@@ -173,8 +174,10 @@ def execute_attempt(attempt: Attempt) -> AttemptResult:
     A tuned run also reports each validation value to its Optuna tuning trial, whose pruner may
     stop it early: the attempt then ends "pruned", not failed.
     """
-    from gr_core.distributed import join_on_device
+    clock = JobClock()
+    from gr_core.distributed import join_on_device  # torch, on the job's first attempt
 
+    clock.mark("imports")
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
     place = export_distributed_env()
     ledger = Ledger(attempt.ledger_url, attempt.sweep_name)
@@ -192,7 +195,8 @@ def execute_attempt(attempt: Attempt) -> AttemptResult:
         checkpoints = attempt.layout.run(run.run_id).checkpoints
         train_in_job(config, checkpoint_dir=checkpoints, checkpoint_every=attempt.checkpoint_every)
         return AttemptResult(trial_id=attempt.trial_id, run_id=run.run_id, rank=group.rank)
-    return ClaimedAttempt(attempt, ledger, run, config, processes=group.world_size).execute()
+    clock.mark("claim")
+    return ClaimedAttempt(attempt, ledger, run, config, processes=group.world_size, clock=clock).execute()
 
 
 class ClaimedAttempt:
@@ -205,8 +209,10 @@ class ClaimedAttempt:
     requeue, and comes back for it).
     """
 
-    def __init__(self, attempt: Attempt, ledger: Ledger, run: LedgerRun, config: RunConfig, *, processes: int) -> None:
+    def __init__(self, attempt: Attempt, ledger: Ledger, run: LedgerRun, config: RunConfig, *, processes: int,
+                 clock: JobClock | None = None) -> None:
         self.attempt, self.ledger, self.run, self.config, self.processes = attempt, ledger, run, config, processes
+        self.clock = JobClock() if clock is None else clock
         self.last_epoch = 0  # the latest evaluation of the sweep's metric on validation, and its value
         self.last_value: float | None = None
         self.files = attempt.layout.run(run.run_id)
@@ -223,6 +229,7 @@ class ClaimedAttempt:
             if run.tune is not None and attempt.tune is not None
             else None
         )
+        self.clock.mark("tracker")
 
     def execute(self) -> AttemptResult:
         tracker, trial_id = self.tracker, self.attempt.trial_id
@@ -253,6 +260,7 @@ class ClaimedAttempt:
             self._finish_tuning(TrialState.FAIL)
             tracker.finish(exit_code=1)
             raise
+        self.clock.mark("train_call")
         return self._record(result, wall_time_s=time.perf_counter() - started)
 
     def _on_eval(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -275,6 +283,8 @@ class ClaimedAttempt:
         metric, run, tracker = self.attempt.metric, self.run, self.tracker
         results = run_results(run.flops, self.config, result, run_id=run.run_id, wall_time_s=wall_time_s,
                               processes=self.processes)
+        self.clock.mark("record")  # so far: the document; sealed with the timings, then written
+        results["timings"] = self.clock.timings(result.phase_s)
         self.files.result.write_text(json.dumps(results, indent=2, sort_keys=True))
         self.ledger.complete(self.attempt.trial_id, value=float(result.metrics[metric]), results=results)
         shutil.rmtree(self.files.checkpoints, ignore_errors=True)

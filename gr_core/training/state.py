@@ -28,6 +28,10 @@ class Progress:
     best_epoch: int = 0
     best_test_per_user: dict[str, Any] = dataclasses.field(default_factory=dict)
     elapsed_s: float = 0.0  # wall time of the run's earlier lives (before its last resume)
+    # Seconds spent per phase over every life of the run: "data" (load or generate the sequences),
+    # "setup" (model and engine), "train" (optimizer steps, checkpoints included), "eval" (the
+    # full-ranking passes on validation and test).
+    phase_s: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -48,6 +52,8 @@ class TrainResult:
     paired per-user comparisons of models (not written to the ledger).
     epochs_run: epochs trained (fewer than train.epochs after an early stop).
     device: where it trained ("cpu", or e.g. "cuda:0 (NVIDIA H100 80GB HBM3)").
+    phase_s: seconds per phase over every life of the run (`Progress.phase_s`); their sum is at
+    most wall_time_s (the rest: logging, resume bookkeeping).
     """
 
     metrics: dict[str, float]
@@ -63,6 +69,7 @@ class TrainResult:
     epochs_run: int = 0
     resumed_from_step: int | None = None
     device: str = "cpu"
+    phase_s: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, progress: Progress, **run: Any) -> TrainResult:
@@ -77,5 +84,6 @@ class TrainResult:
         return cls(
             metrics=metrics, best_epoch=progress.best_epoch, history=progress.history, steps=progress.step,
             train_tokens=progress.train_tokens, tokens_at_best=int(best["train_tokens"]),
-            test_per_user=progress.best_test_per_user, epochs_run=progress.epochs_run, **run,
+            test_per_user=progress.best_test_per_user, epochs_run=progress.epochs_run,
+            phase_s=dict(progress.phase_s), **run,
         )

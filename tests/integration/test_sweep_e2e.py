@@ -75,6 +75,16 @@ def test_sweep_runs_records_tracks_and_reports(tmp_path: Path, capsys: pytest.Ca
         assert run.flops["train"] > 0 and run.params["non_embedding"] > 0
         result = json.loads((sweep_dir / "runs" / run.run_id / "result.json").read_text())
         assert result["metrics"] == run.metrics
+        # Where the job's time went (sweeps.job_timing), in result.json and in the ledger alike.
+        timings = result["timings"]
+        assert timings == run.timings
+        assert 0 < timings["startup_s"] < 120 and timings["process_started_at"] < time.time()
+        for phase in ("imports", "claim", "tracker", "train_call", "data", "setup", "train", "eval", "record"):
+            assert timings[f"{phase}_s"] >= 0, phase
+        assert timings["in_run_s"] == timings["train_s"] + timings["eval_s"] > 0
+        trainer_phases = sum(timings[f"{p}_s"] for p in ("data", "setup", "train", "eval"))
+        assert trainer_phases <= timings["train_call_s"]
+        assert timings["train_call_s"] == pytest.approx(result["wall_time_s"], abs=0.5)  # the same span
         config = json.loads((sweep_dir / "runs" / run.run_id / "config.json").read_text())
         assert config == run.config
     offline_runs = list((sweep_dir / "wandb").glob("offline-run-*"))
@@ -87,7 +97,9 @@ def test_sweep_runs_records_tracks_and_reports(tmp_path: Path, capsys: pytest.Ca
 
     capsys.readouterr()
     assert main(["sweep", "status", str(sweep_dir)]) == 0
-    assert "complete 4, running 0, pending 0, failed 0" in capsys.readouterr().out
+    status = capsys.readouterr().out
+    assert "complete 4, running 0, pending 0, failed 0" in status
+    assert "time in jobs (4 run(s)): startup " in status and "training and evaluation " in status
     assert main(["report", str(sweep_dir), "--bootstrap", "50"]) == 0
     assert (sweep_dir / "report" / "ndcg@10" / "report.html").exists()
 

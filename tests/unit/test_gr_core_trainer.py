@@ -74,6 +74,10 @@ def test_result_bookkeeping(tiny_result):
     assert result.metrics["hr@10"] == best["test/hr@10"]
     assert result.num_params["total"] == result.num_params["embedding"] + result.num_params["non_embedding"]
     assert result.wall_time_s > 0
+    # Where the run's time went: every phase took some, and together they fit in its wall time.
+    assert set(result.phase_s) == {"data", "setup", "train", "eval"}
+    assert all(seconds > 0 for seconds in result.phase_s.values())
+    assert sum(result.phase_s.values()) <= result.wall_time_s
 
 
 def test_same_config_same_metrics():
