@@ -97,8 +97,9 @@ class Trainer:
             self.data.lengths, config.data, config.model.max_seq_len)
         self.selection = Selection.from_config(train)
         self.progress = Progress()
-        self._setup_s = {"data": data_s, "setup": time.perf_counter() - began}
-        self.progress.phase_s.update(self._setup_s)
+        # Seconds per phase of this life of the run (not checkpointed: the job's own marks,
+        # `sweeps.job_timing`, cover this life too).
+        self.phase_s = {"data": data_s, "setup": time.perf_counter() - began}
         self.resumed_from_step: int | None = None
 
     # ---- state ---------------------------------------------------------------------------
@@ -116,8 +117,6 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from `state_dict()` of an earlier life of this run (its engine already loaded)."""
         self.progress = Progress(**state["progress"])
-        for phase, seconds in self._setup_s.items():  # this life's setup, added to the earlier lives'
-            self.progress.phase_s[phase] = self.progress.phase_s.get(phase, 0.0) + seconds
         restore_generators(state["generators"], self.shuffle_rng, self.negatives_gen, self.device)
         self.resumed_from_step = self.progress.step
         logger.info("run %s: resumed from step %d (epoch %d)", self.config.run_id, self.progress.step,
@@ -231,8 +230,7 @@ class Trainer:
         try:
             yield
         finally:
-            phase_s = self.progress.phase_s
-            phase_s[phase] = phase_s.get(phase, 0.0) + time.perf_counter() - began
+            self.phase_s[phase] = self.phase_s.get(phase, 0.0) + time.perf_counter() - began
 
     # ---- the run -------------------------------------------------------------------------
     def fit(self, checkpointer: Checkpointer | None = None) -> TrainResult:
@@ -254,7 +252,7 @@ class Trainer:
         return TrainResult.of(
             self.progress, num_params=self.num_params, wall_time_s=self.elapsed_s(),
             selection_metric=self.selection.metric, resumed_from_step=self.resumed_from_step,
-            device=describe(self.device),
+            device=describe(self.device), phase_s=dict(self.phase_s),
         )
 
 

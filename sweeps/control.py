@@ -123,7 +123,8 @@ def export_rows(runs: dict[str, RunRecord]) -> list[dict[str, Any]]:
     """One flat row per run of every state (the ledger's `RunRecord`s; the analysis reads completed
     runs as `sweeps.rows.RunRow`s instead): id, state, attempts, error, timing, then config.*,
     planned.* (the plan's FLOPs and tokens, all epochs), spent.* (`sweeps.rows.SpentCompute`: through
-    the last epoch trained, and through the reported one, "*_at_best"), params.*, metrics.*."""
+    the last epoch trained, and through the reported one, "*_at_best"), params.*, metrics.*,
+    timings.* (`sweeps.job_timing`)."""
     rows = []
     for record in sorted(runs.values(), key=lambda r: r.flops.get("train", 0.0)):
         row: dict[str, Any] = {
@@ -141,6 +142,7 @@ def export_rows(runs: dict[str, RunRecord]) -> list[dict[str, Any]]:
         _flatten("spent", record.spent, row)
         _flatten("params", record.params, row)
         _flatten("metrics", record.metrics, row)
+        _flatten("timings", record.timings, row)
         rows.append(row)
     return rows
 

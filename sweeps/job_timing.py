@@ -3,14 +3,17 @@
 A sweep of small runs can spend more time starting processes, importing and recording than
 training (issue 15). The worker marks each step of an attempt with a `JobClock`; the trainer
 reports its own phases (`TrainResult.phase_s`: data, setup, train, eval). Together they make the
-`timings` of a run's results, which `benchmarks/sweep_throughput.py` reads:
+`timings` of a run's results, which `benchmarks/sweep_throughput.py` reads. All of them cover the
+job's life that completed the run (after a requeue: since it resumed), up to its recorded result:
 
     startup_s   process start -> the attempt begins (interpreter, submitit, unpickling, imports);
                 None where the process start cannot be read (no /proc)
-    imports_s   importing torch and the distributed set-up (paid once per process)
+    imports_s   the worker's first torch import (paid once per process)
     claim_s     joining the run's processes, reading the run from the ledger, claiming it
     tracker_s   the run directory and the W&B run
-    train_call_s  the trainer, end to end: its imports, then data_s, setup_s, train_s, eval_s
+    train_call_s  the trainer, end to end: data_s, setup_s, train_s and eval_s, plus its imports,
+                joining and seeding, loading a checkpoint and the per-evaluation callbacks
+                (W&B log, ledger value, tuner)
     in_run_s    train_s + eval_s: the work the sweep exists for
     record_s    building the results document (result.json, the ledger and W&B's finish follow)
     process_started_at  Unix time of the process start (None without /proc); with the ledger's

@@ -19,13 +19,14 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+def duration_text(seconds: float) -> str:
+    """"42s", "9m05s", "1h02m": rounded to the second first, so 599.6 s reads 10m00s, not 9m60s."""
+    whole = round(max(0.0, seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 class SweepProgress:
@@ -51,16 +52,16 @@ class SweepProgress:
         if self._flops_done <= 0 or self._flops_left <= 0:
             return "?" if self._flops_left > 0 else "0s"
         elapsed = time.monotonic() - self._started
-        return _duration(elapsed * self._flops_left / self._flops_done)
+        return duration_text(elapsed * self._flops_left / self._flops_done)
 
     def _status(self) -> str:
         return (f"{self.done}/{self.total} done, {self.running} running, {self.failed} failed, "
-                f"{_duration(time.monotonic() - self._started)} elapsed, ~{self._eta()} left")
+                f"{duration_text(time.monotonic() - self._started)} elapsed, ~{self._eta()} left")
 
     def _refresh(self) -> None:
         if self._bar is not None:
             self._bar.set_postfix_str(f"{self.running} running, {self.failed} failed, "
-                                      f"{_duration(time.monotonic() - self._started)} elapsed, ~{self._eta()} left")
+                                      f"{duration_text(time.monotonic() - self._started)} elapsed, ~{self._eta()} left")
 
     def _say(self, line: str) -> None:
         if self._bar is not None:
@@ -89,7 +90,7 @@ class SweepProgress:
         if ok:
             self.done += 1
             shown = f"{self.metric} {value:.4f}" if isinstance(value, (int, float)) else "no metric"
-            took = f" in {_duration(seconds)}" if seconds is not None else ""
+            took = f" in {duration_text(seconds)}" if seconds is not None else ""
             self._say(f"run {run_id} ({axes}): {shown}{took}")
         elif retrying:
             self._say(f"run {run_id} ({axes}) failed, will retry: {error}")

@@ -32,13 +32,16 @@ JOB_PHASES = ("startup", "imports", "claim", "tracker", "data", "setup", "train"
 
 
 def time_in_jobs(complete: list[RunRecord]) -> str | None:
-    """One line: where the completed runs' jobs spent their time, summed over runs, and the share
-    of it that trained or evaluated. None when no run recorded its timings."""
+    """One line: where the completed runs' jobs spent their time up to the results document
+    (`sweeps.job_timing`; the ledger write, W&B's finish, process exit and dispatch come after or
+    outside it), summed over runs, and the share that trained or evaluated. None when no run
+    recorded its timings."""
     timed = [r.timings for r in complete if r.timings]
     if not timed:
         return None
     totals = {phase: sum(t.get(f"{phase}_s") or 0.0 for t in timed) for phase in JOB_PHASES}
-    # The trainer's own imports and bookkeeping: its call minus the phases it reports.
+    # The trainer's imports, joining, seeding, checkpoint loading and evaluation callbacks: its
+    # call minus the phases it reports.
     totals["trainer other"] = sum(
         max((t.get("train_call_s") or 0.0) - sum(t.get(f"{p}_s") or 0.0 for p in ("data", "setup", "train", "eval")), 0.0)
         for t in timed

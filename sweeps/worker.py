@@ -35,10 +35,10 @@ from optuna.trial import TrialState
 from gr_core.config import RunConfig
 from slurm.jobs import current_job, export_distributed_env
 from slurm.preemption import PreemptionWatch
+from sweeps.job_timing import JobClock
 from sweeps.layout import SweepLayout
 from sweeps.ledger import Ledger
 from sweeps.results import run_results
-from sweeps.job_timing import JobClock
 from sweeps.spec import METRICS, TrackingConfig, TuneConfig
 from sweeps.tracking import RunTracker
 from sweeps.tuning import TrialReporter

@@ -28,10 +28,6 @@ class Progress:
     best_epoch: int = 0
     best_test_per_user: dict[str, Any] = dataclasses.field(default_factory=dict)
     elapsed_s: float = 0.0  # wall time of the run's earlier lives (before its last resume)
-    # Seconds spent per phase over every life of the run: "data" (load or generate the sequences),
-    # "setup" (model and engine), "train" (optimizer steps, checkpoints included), "eval" (the
-    # full-ranking passes on validation and test).
-    phase_s: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -52,8 +48,10 @@ class TrainResult:
     paired per-user comparisons of models (not written to the ledger).
     epochs_run: epochs trained (fewer than train.epochs after an early stop).
     device: where it trained ("cpu", or e.g. "cuda:0 (NVIDIA H100 80GB HBM3)").
-    phase_s: seconds per phase over every life of the run (`Progress.phase_s`); their sum is at
-    most wall_time_s (the rest: logging, resume bookkeeping).
+    phase_s: seconds per phase of this life of the run (since it started or last resumed):
+    "data" (load or generate the sequences), "setup" (model, optimizer and engine), "train"
+    (optimizer steps, checkpoints included), "eval" (the full-ranking passes on validation and
+    test). The rest of the life's time: joining, seeding, loading a checkpoint, callbacks.
     """
 
     metrics: dict[str, float]
@@ -74,7 +72,7 @@ class TrainResult:
     @classmethod
     def of(cls, progress: Progress, **run: Any) -> TrainResult:
         """The result of a run that ended at `progress`; `run`: the fields progress does not hold
-        (num_params, wall_time_s, selection_metric, resumed_from_step, device)."""
+        (num_params, wall_time_s, selection_metric, resumed_from_step, device, phase_s)."""
         best, last = progress.best, progress.history[-1]
         assert best is not None  # the last epoch run is always evaluated
         metrics = {k.removeprefix("test/"): v for k, v in best.items() if k.startswith("test/")}
@@ -84,6 +82,5 @@ class TrainResult:
         return cls(
             metrics=metrics, best_epoch=progress.best_epoch, history=progress.history, steps=progress.step,
             train_tokens=progress.train_tokens, tokens_at_best=int(best["train_tokens"]),
-            test_per_user=progress.best_test_per_user, epochs_run=progress.epochs_run,
-            phase_s=dict(progress.phase_s), **run,
+            test_per_user=progress.best_test_per_user, epochs_run=progress.epochs_run, **run,
         )

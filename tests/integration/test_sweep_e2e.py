@@ -78,7 +78,8 @@ def test_sweep_runs_records_tracks_and_reports(tmp_path: Path, capsys: pytest.Ca
         # Where the job's time went (sweeps.job_timing), in result.json and in the ledger alike.
         timings = result["timings"]
         assert timings == run.timings
-        assert 0 < timings["startup_s"] < 120 and timings["process_started_at"] < time.time()
+        if timings["startup_s"] is not None:  # None where /proc is missing
+            assert 0 <= timings["startup_s"] < 120 and timings["process_started_at"] < time.time()
         for phase in ("imports", "claim", "tracker", "train_call", "data", "setup", "train", "eval", "record"):
             assert timings[f"{phase}_s"] >= 0, phase
         assert timings["in_run_s"] == timings["train_s"] + timings["eval_s"] > 0
@@ -99,7 +100,7 @@ def test_sweep_runs_records_tracks_and_reports(tmp_path: Path, capsys: pytest.Ca
     assert main(["sweep", "status", str(sweep_dir)]) == 0
     status = capsys.readouterr().out
     assert "complete 4, running 0, pending 0, failed 0" in status
-    assert "time in jobs (4 run(s)): startup " in status and "training and evaluation " in status
+    assert "time in jobs (4 run(s)): " in status and "training and evaluation " in status
     assert main(["report", str(sweep_dir), "--bootstrap", "50"]) == 0
     assert (sweep_dir / "report" / "ndcg@10" / "report.html").exists()
 

@@ -212,6 +212,10 @@ def test_trainer_state_dict_carries_progress_and_generators_into_a_fresh_trainer
     second = Trainer(cfg)  # reseeds every generator
     second.load_state_dict(state)
     assert second.resumed_from_step == 3 and second.progress == Progress(**progress)
+    # Phase times are this life's only (the job's own marks cover the same life), and not in the
+    # checkpoint, so an older trainer can still load it.
+    assert "phase_s" not in progress and set(first.phase_s) == {"data", "setup", "train"}
+    assert set(second.phase_s) == {"data", "setup"}
     assert second.shuffle_rng.bit_generator.state == first.shuffle_rng.bit_generator.state
     assert torch.equal(second.negatives_gen.get_state(), first.negatives_gen.get_state())
     draws = (torch.rand(4), np.random.rand(4))  # the process-wide generators, as saved
