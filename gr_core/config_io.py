@@ -43,7 +43,11 @@ def check_value(value: Any, annotation: Any, where: str, label: str) -> Any:
                 errors.append(exc)
         if not errors:
             raise TypeError(f"{where}: {label}: unexpected value {value!r}")
-        raise type(errors[0])(str(errors[0]))  # a wrong value stays a ValueError, a wrong type a TypeError
+        if len(errors) == 1:
+            raise type(errors[0])(str(errors[0]))  # a wrong value stays a ValueError, a wrong type a TypeError
+        # Several accepted forms (e.g. an integer or "auto"): name them all.
+        wanted = [str(e).split(f"{label} must be ", 1)[-1].rsplit(", got ", 1)[0] for e in errors]
+        raise type(errors[0])(f"{where}: {label} must be {' or '.join(wanted)}, got {value!r}")
     if origin is tuple:  # tuple[X, ...] fields take a TOML array
         (item_type, ellipsis) = typing.get_args(annotation)
         assert ellipsis is Ellipsis, f"only tuple[X, ...] config fields are supported, not {annotation}"

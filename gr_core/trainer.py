@@ -1,8 +1,10 @@
 """One training run: data -> encoder (HSTU or SASRec) -> retrieval and/or ranking -> metrics.
 
 `train_run` builds a `Trainer` and runs it. The trainer steps through epochs of global batches,
-evaluates every `eval_every` epochs and after the last one (validation and test each time), and
-leaves two decisions to small units of their own: which evaluation it reports and when it stops
+evaluates validation every `eval_every` epochs and after the last one, keeping a copy of the
+weights of the best validation epoch, and evaluates test once training ends: on the last weights
+(the "final" metrics) and on the kept best ones (the reported metrics; one pass when the best
+epoch is the last). It leaves two decisions to small units of their own: which evaluation it reports and when it stops
 early (`gr_core.training.selection`: on the validation value of `train.selection_metric`), and
 when it saves (`gr_core.training.checkpoints`). The result carries the test metrics of the
 reported epoch, that epoch's validation values and the supervised tokens trained up to it.
@@ -101,6 +103,8 @@ class Trainer:
         # `sweeps.job_timing`, cover this life too).
         self.phase_s = {"data": data_s, "setup": time.perf_counter() - began}
         self.resumed_from_step: int | None = None
+        # The weights of the best validation epoch so far (CPU copies), for its test evaluation.
+        self._best_weights: dict[str, torch.Tensor] | None = None
 
     # ---- state ---------------------------------------------------------------------------
     def elapsed_s(self) -> float:
@@ -112,11 +116,12 @@ class Trainer:
         progress = dataclasses.asdict(self.progress)
         progress["elapsed_s"] = self.elapsed_s()
         generators = capture_generators(self.shuffle_rng, self.negatives_gen, self.device)
-        return {"progress": progress, "generators": generators}
+        return {"progress": progress, "generators": generators, "best_weights": self._best_weights}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from `state_dict()` of an earlier life of this run (its engine already loaded)."""
         self.progress = Progress(**state["progress"])
+        self._best_weights = state.get("best_weights")  # None in an older trainer's checkpoint
         restore_generators(state["generators"], self.shuffle_rng, self.negatives_gen, self.device)
         self.resumed_from_step = self.progress.step
         logger.info("run %s: resumed from step %d (epoch %d)", self.config.run_id, self.progress.step,
@@ -191,11 +196,15 @@ class Trainer:
         progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
 
     # ---- evaluation ----------------------------------------------------------------------
-    def evaluate(self, split: EvalSplit, per_user: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-        """Metrics of `split` ("val" or "test") under full ranking; fills `per_user` when given."""
+    def evaluate(self, split: EvalSplit, per_user: dict[str, np.ndarray] | None = None, *,
+                 weights: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+        """Metrics of `split` ("val" or "test") under full ranking; fills `per_user` when given.
+        weights: evaluate these (a `_snapshot`) instead of the current ones, which they replace."""
         out: dict[str, float] = {}
         size, max_len = self._train.eval_batch_size, self.config.model.max_seq_len
         with self.engine.evaluation() as evaluated, autocast(self.device, self._train.precision):
+            if weights is not None:
+                evaluated.load_state_dict(weights)
             model = evaluated.encoder
             if self._train.retrieval:
                 batches = eval_batches(self.data, split=split, max_seq_len=max_len, batch_size=size, by_length=True,
@@ -208,21 +217,54 @@ class Trainer:
         return out
 
     def evaluate_epoch(self) -> None:
-        """Evaluate the epoch just trained: record it, report it, and keep it if it is the best."""
+        """Evaluate the epoch just trained on validation: record it, report it, and keep its
+        weights if it is the best so far (test waits for `evaluate_test`)."""
         progress, epoch, metric = self.progress, self.progress.epochs_run, self.selection.metric
-        test_per_user: dict[str, np.ndarray] = {}
         with self._timed("eval"):
-            val, test = self.evaluate("val"), self.evaluate("test", test_per_user)
+            val = self.evaluate("val")
         record: dict[str, Any] = {"epoch": epoch, "train_tokens": progress.train_tokens,
                                   "train/loss": progress.epoch_loss}
         record.update({f"val/{k}": v for k, v in val.items()})
-        record.update({f"test/{k}": v for k, v in test.items()})
         progress.history.append(record)
         logger.info("epoch %d: train loss %.4f, val %s", epoch, progress.epoch_loss,
                     ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
         self.callbacks.after_eval(epoch, {f"val/{k}": v for k, v in val.items()}, self.group)
         if self.selection.improves(val[metric], None if progress.best is None else progress.best[f"val/{metric}"]):
-            progress.best, progress.best_epoch, progress.best_test_per_user = record, epoch, test_per_user
+            progress.best, progress.best_epoch = record, epoch
+            with self._timed("eval"):
+                self._best_weights = self._snapshot()
+
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of every weight, as the evaluated module holds them."""
+        with self.engine.evaluation() as evaluated:
+            return {name: tensor.detach().to("cpu", copy=True) for name, tensor in evaluated.state_dict().items()}
+
+    def evaluate_test(self) -> None:
+        """Training has ended: test on the last weights (the last record's "test/<m>") and on the
+        best validation epoch's (the best record's, with each user's outcome): one pass when the
+        best epoch is the last. The module then holds the best weights. Records an older trainer
+        tested before its checkpoint keep their values."""
+        progress = self.progress
+        best, last = progress.best, progress.history[-1]
+        assert best is not None  # the last epoch run is always evaluated
+        tested = lambda record: any(key.startswith("test/") for key in record)  # noqa: E731
+        per_user: dict[str, np.ndarray] = {}
+        with self._timed("eval"):
+            if not tested(best) and best["epoch"] == last["epoch"]:
+                at_best = at_last = self.evaluate("test", per_user)
+            else:
+                at_last = None if tested(last) else self.evaluate("test")
+                at_best = None
+                if not tested(best):
+                    if self._best_weights is None:
+                        raise RuntimeError(f"run {self.config.run_id}: the weights of epoch {best['epoch']} were not kept")
+                    at_best = self.evaluate("test", per_user, weights=self._best_weights)
+        if at_last is not None:
+            last.update({f"test/{k}": v for k, v in at_last.items()})
+        if at_best is not None:
+            for record in (best, *(r for r in progress.history if r["epoch"] == best["epoch"])):
+                record.update({f"test/{k}": v for k, v in at_best.items()})
+            progress.best_test_per_user = per_user
 
     @contextlib.contextmanager
     def _timed(self, phase: str) -> Iterator[None]:
@@ -246,6 +288,7 @@ class Trainer:
                 logger.info("early stop after epoch %d: no better validation %s since epoch %d", epoch,
                             self.selection.metric, progress.best_epoch)
                 break
+        self.evaluate_test()
         return self.result()
 
     def result(self) -> TrainResult:

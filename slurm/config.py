@@ -17,7 +17,7 @@ _MANAGED_SBATCH_OPTIONS = {
     "gpus-per-node": "dispatch.gpus_per_node",
     "cpus-per-task": "dispatch.cpus_per_task",
     "mem": "dispatch.mem_gb",
-    "array": "dispatch.max_parallel (the array itself is one task per run)",
+    "array": "dispatch.max_parallel (the array itself is one task per job of dispatch.runs_per_job runs)",
     "job-name": "submitit",
     "output": "submitit (it writes each job's logs under the sweep's jobs/ folder)",
     "error": "submitit (it writes each job's logs under the sweep's jobs/ folder)",
@@ -57,6 +57,11 @@ class DispatchConfig:
     # Steps between a run's checkpoints; None: only when Slurm signals a timeout or preemption
     # (a job killed without warning then starts its run over).
     checkpoint_every_steps: int | None = None
+    # Runs one job trains one after another (one process, imports paid once; each run still claimed,
+    # recorded, retried and checkpointed on its own). "auto": the planner's choice from the runs'
+    # estimated time (sweeps.packing). Runs of several processes (nodes x tasks_per_node > 1) are
+    # never packed.
+    runs_per_job: int | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         for name in ("max_parallel", "timeout_min", "cpus_per_task", "nodes", "tasks_per_node"):
@@ -66,6 +71,18 @@ class DispatchConfig:
             raise ValueError(
                 f"dispatch.checkpoint_every_steps must be >= 1 (or left out: checkpoint only on "
                 f"preemption), got {self.checkpoint_every_steps}"
+            )
+        if self.runs_per_job != "auto" and (
+            isinstance(self.runs_per_job, bool) or not isinstance(self.runs_per_job, int) or self.runs_per_job < 1
+        ):
+            raise ValueError(
+                f'dispatch.runs_per_job must be an integer >= 1 or "auto" (the planner packs small runs), '
+                f"got {self.runs_per_job!r}"
+            )
+        if self.runs_per_job not in ("auto", 1) and self.nodes * self.tasks_per_node > 1:
+            raise ValueError(
+                f"dispatch.runs_per_job = {self.runs_per_job} needs runs of one process, but nodes x tasks_per_node "
+                f'= {self.nodes * self.tasks_per_node}: set runs_per_job = 1 (or "auto")'
             )
         if self.gpus_per_node < 0:
             raise ValueError(f"dispatch.gpus_per_node must be >= 0, got {self.gpus_per_node}")

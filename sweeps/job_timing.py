@@ -7,8 +7,9 @@ reports its own phases (`TrainResult.phase_s`: data, setup, train, eval). Togeth
 job's life that completed the run (after a requeue: since it resumed), up to its recorded result:
 
     startup_s   process start -> the attempt begins (interpreter, submitit, unpickling, imports);
-                None where the process start cannot be read (no /proc)
-    imports_s   the worker's first torch import (paid once per process)
+                None where the process start cannot be read (no /proc); 0 for the later runs
+                of a packed job (`[dispatch] runs_per_job`), which begin when the previous ends
+    imports_s   the worker's first torch import (paid once per process: ~0 after the first run)
     claim_s     joining the run's processes, reading the run from the ledger, claiming it
     tracker_s   the run directory and the W&B run
     train_call_s  the trainer, end to end: data_s, setup_s, train_s and eval_s, plus its imports,
@@ -42,12 +43,20 @@ def process_started_at() -> float | None:
 
 
 class JobClock:
-    """Seconds between successive marks of one attempt, from the moment it began."""
+    """Seconds between successive marks of one attempt, from the moment it began.
 
-    def __init__(self) -> None:
+    first_in_process: the attempt is its process's first, so the process's start-up is its own;
+    a later run of a packed job starts up in no time.
+    """
+
+    def __init__(self, *, first_in_process: bool = True) -> None:
         self.began = time.time()
         self.process_started_at = process_started_at()
-        self.startup_s = None if self.process_started_at is None else max(self.began - self.process_started_at, 0.0)
+        self.startup_s = (
+            None if self.process_started_at is None
+            else max(self.began - self.process_started_at, 0.0) if first_in_process
+            else 0.0
+        )
         self._last = time.perf_counter()
         self.marks: dict[str, float] = {}
 

@@ -32,12 +32,13 @@ from sweeps import tuning
 from sweeps.driver import DriverLock
 from sweeps.layout import SweepLayout
 from sweeps.ledger import Ledger, PlannedRun, RunRecord
+from sweeps.packing import estimated_seconds, pack, runs_per_job
 from sweeps.plan import plan_sweep
 from sweeps.progress import SweepProgress
 from sweeps.spec import MAX_RUNS, SweepSpec, load_spec
 from sweeps.stopping import stop_active_attempts
 from sweeps.storage import REBUILD_HINT, ledger_file
-from sweeps.worker import Attempt, AttemptResult, execute_attempt
+from sweeps.worker import Attempt, AttemptResult, execute_attempts
 
 log = logging.getLogger(__name__)
 
@@ -272,38 +273,72 @@ def _attempt(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, record: RunRe
 
 def _dispatch(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, pending: list[RunRecord],
               progress: SweepProgress) -> None:
-    tasks = [Task(key=record.trial_id, args=(_attempt(spec, layout, ledger, record),)) for record in pending]
+    """One wave: the pending runs packed into jobs (`sweeps.packing`), each job a tuple of attempts."""
+    seconds = {r.trial_id: estimated_seconds(r.flops.get("train", 0.0), spec.cost) for r in pending}
+    per_job = runs_per_job(list(seconds.values()), spec.dispatch)
+    jobs = pack(pending, lambda r: seconds[r.trial_id], per_job)
+    if per_job > 1:
+        log.info("%d runs in %d jobs of up to %d runs (dispatch.runs_per_job = %s)", len(pending), len(jobs),
+                 per_job, spec.dispatch.runs_per_job)
+    tasks = [
+        Task(key=tuple(r.trial_id for r in job), args=(tuple(_attempt(spec, layout, ledger, r) for r in job),))
+        for job in jobs
+    ]
     records = {record.trial_id: record for record in pending}
 
     def on_submit(task: Task, job_id: str, log_path: str) -> None:
-        ledger.set_job(task.key, job_id, log_path)
-        progress.started()
+        for trial_id in task.key:
+            ledger.set_job(trial_id, job_id, log_path)
+        progress.started()  # a job trains one run at a time
 
     def on_done(outcome: TaskOutcome) -> None:
-        record = records[outcome.key]
-        result = outcome.result if isinstance(outcome.result, AttemptResult) else None
-        if outcome.ok and result is not None and result.skipped:
-            progress.running = max(0, progress.running - 1)
-            log.warning(
-                "job %s did not train run %s: its attempt was taken or had ended (see %s)",
-                outcome.job_id, record.run_id, outcome.log_path,
-            )
-            return
-        if result is not None and result.wandb_fallback and not progress.wandb_told:
-            progress.wandb_told = True
-            progress.note(f"W&B: {result.wandb_fallback}")
+        results = outcome.result if outcome.ok and isinstance(outcome.result, list) else []
+        told = {result.trial_id: result for result in results if isinstance(result, AttemptResult)}
         if not outcome.ok:
-            ledger.fail_unfinished(outcome.key, f"job {outcome.job_id} ended without a result: {outcome.error}")
-            log.debug("run %s: job %s failed; log: %s", record.run_id, outcome.job_id, outcome.log_path)
-        progress.finished(
-            run_id=record.run_id, axis_values=record.axis_values, flops=record.flops.get("train", 0.0),
-            value=None if result is None else result.value, seconds=None if result is None else result.wall_time_s,
-            ok=outcome.ok and not (result is not None and result.pruned),
-            error=outcome.error if not outcome.ok else "pruned by the tuner",
-            retrying=not outcome.ok and record.attempts < spec.sweep.max_attempts,
-        )
+            _settle_dead_job(ledger, outcome, records)
+        reported = [trial_id for trial_id in outcome.key if trial_id in told or not outcome.ok]
+        progress.job_ended()
+        for trial_id in reported:
+            _report(spec, ledger, progress, records[trial_id], outcome, told.get(trial_id))
 
     run_tasks(
-        Requeueable(execute_attempt), tasks, config=spec.dispatch, folder=layout.jobs,
+        Requeueable(execute_attempts), tasks, config=spec.dispatch, folder=layout.jobs,
         on_submit=on_submit, on_done=on_done, job_name=f"gr-{spec.sweep.name}",
+    )
+
+
+def _settle_dead_job(ledger: Ledger, outcome: TaskOutcome, records: dict[int, RunRecord]) -> None:
+    """A job that ended without a result (killed, crashed, cancelled while requeued): its running
+    attempt failed. Runs of a packed job it never reached stay pending for the next wave, unless
+    the job reached none of its runs (then they all fail, so a job that cannot start is not
+    dispatched again and again)."""
+    reached = [t for t in outcome.key if ledger.attempt_state(t) != "pending"]
+    for trial_id in outcome.key:
+        if trial_id in reached or not reached:
+            ledger.fail_unfinished(trial_id, f"job {outcome.job_id} ended without a result: {outcome.error}")
+        else:
+            log.info("run %s was not reached by job %s before it ended; it is dispatched again",
+                     records[trial_id].run_id, outcome.job_id)
+    log.debug("job %s failed; log: %s", outcome.job_id, outcome.log_path)
+
+
+def _report(spec: SweepSpec, ledger: Ledger, progress: SweepProgress, record: RunRecord, outcome: TaskOutcome,
+            result: AttemptResult | None) -> None:
+    """One run's end on the driver's console."""
+    if result is not None and result.skipped:
+        log.warning("job %s did not train run %s: its attempt was taken or had ended (see %s)",
+                    outcome.job_id, record.run_id, outcome.log_path)
+        return
+    if not outcome.ok and ledger.attempt_state(record.trial_id) == "pending":
+        return  # not reached by its packed job: dispatched again
+    if result is not None and result.wandb_fallback and not progress.wandb_told:
+        progress.wandb_told = True
+        progress.note(f"W&B: {result.wandb_fallback}")
+    error = outcome.error if not outcome.ok else result.error if result is not None else None
+    progress.finished(
+        run_id=record.run_id, axis_values=record.axis_values, flops=record.flops.get("train", 0.0),
+        value=None if result is None else result.value, seconds=None if result is None else result.wall_time_s,
+        ok=error is None and not (result is not None and result.pruned),
+        error=error if error is not None else "pruned by the tuner",
+        retrying=error is not None and record.attempts < spec.sweep.max_attempts,
     )

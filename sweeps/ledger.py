@@ -27,7 +27,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from sweeps.ledger_records import PlannedRun, RunRecord, attempt_attrs, attempt_number, replan, to_record
+from sweeps.ledger_records import (
+    PlannedRun,
+    RunRecord,
+    attempt_attrs,
+    attempt_number,
+    replan,
+    state_name,
+    to_record,
+)
 from sweeps.optuna_adapter import study_id_of, trial_id_of
 from sweeps.storage import (
     Heartbeat,
@@ -278,6 +286,10 @@ class Ledger:
         record_heartbeat(self.storage, trial_id)
         log.info("attempt %d: job %s was requeued; resuming it", trial_id, job_id)
         return True
+
+    def attempt_state(self, trial_id: int) -> str:
+        """One attempt's state: "pending", "running", "complete", "failed" or "pruned"."""
+        return state_name(self.storage.get_trial(trial_id).state)
 
     def trial_attrs(self, trial_id: int) -> dict[str, Any]:
         return self.storage.get_trial(trial_id).user_attrs

@@ -25,6 +25,11 @@ _STATE_NAMES = {
 }
 
 
+def state_name(state: TrialState) -> str:
+    """The ledger's word for an attempt's Optuna state."""
+    return _STATE_NAMES[state]
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class PlannedRun:
     """What the planner hands the ledger: one grid point, resolved and costed."""
@@ -67,7 +72,7 @@ class RunRecord:
 
 def to_record(trial: FrozenTrial, attempts: int) -> RunRecord:
     attrs = trial.user_attrs
-    state = _STATE_NAMES[trial.state]
+    state = state_name(trial.state)
     if trial.state == TrialState.FAIL and attrs.get("cancelled"):
         state = "cancelled"
     return RunRecord(

@@ -77,13 +77,17 @@ class SweepProgress:
             log.warning("%s", line)
 
     def started(self, count: int = 1) -> None:
+        """Jobs submitted: each trains one run at a time, so "running" counts jobs in flight."""
         self.running += count
+        self._refresh()
+
+    def job_ended(self) -> None:
+        self.running = max(0, self.running - 1)
         self._refresh()
 
     def finished(self, *, run_id: str, axis_values: dict[str, Any], flops: float, value: float | None,
                  seconds: float | None, ok: bool, error: str | None = None, retrying: bool = False) -> None:
-        """A run's job ended: it completed (ok), or failed (`retrying`: it has attempts left)."""
-        self.running = max(0, self.running - 1)
+        """A run ended: it completed (ok), or failed (`retrying`: it has attempts left)."""
         self._flops_left = max(0.0, self._flops_left - flops)
         self._flops_done += flops
         axes = ", ".join(f"{k}={v}" for k, v in axis_values.items())

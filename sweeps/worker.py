@@ -5,8 +5,11 @@ finished. The claim (pending -> running) is atomic in the ledger, so an attempt 
 even if two drivers dispatch it. The ledger is written before W&B is closed: W&B failing never
 loses a result.
 
-The driver sends an `Attempt` (which ledger, which trial, where the sweep lives, how to track and
-tune); the run itself (its resolved config, planned FLOPs and parameters) is read from the ledger,
+The driver sends a job one `Attempt` or several (which ledger, which trial, where the sweep lives,
+how to track and tune): a packed job (`[dispatch] runs_per_job`, `sweeps.packing`) trains its runs
+one after another in one process, each claimed, recorded, retried and checkpointed on its own; a
+run that fails is recorded failed and the next one trains. After a requeue the job starts its
+list again: the runs it recorded are skipped, the one it held is taken back. The run itself (its resolved config, planned FLOPs and parameters) is read from the ledger,
 where the planner put it: the config crosses the ledger once, as a dict, and becomes a `RunConfig`
 here once, to train. The job returns an `AttemptResult` for the driver's progress display.
 
@@ -26,6 +29,7 @@ import logging
 import shutil
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +77,7 @@ class AttemptResult:
     skipped: bool = False  # the attempt was taken by another job or had ended: nothing trained
     pruned: bool = False  # the tuner's pruner stopped it
     value: float | None = None  # the sweep's metric, when it completed
+    error: str | None = None  # why it failed, for a run of a packed job (a lone run's job raises instead)
     wall_time_s: float | None = None
     wandb_fallback: str | None = None  # why W&B logs offline or not at all (the driver says it once)
     rank: int = 0
@@ -155,7 +160,10 @@ def _claim(ledger: Ledger, trial_id: int, job_id: str | None) -> bool:
 def _log_not_taken(ledger: Ledger, trial_id: int, job_id: str | None) -> None:
     trial = ledger.storage.get_trial(trial_id)
     state = trial.state.name.lower()
-    if job_id is not None and trial.user_attrs.get("job_id") == job_id:
+    if job_id is not None and trial.user_attrs.get("job_id") == job_id and trial.state == TrialState.COMPLETE:
+        log.info("attempt %d of run %s was recorded by this job before its requeue", trial_id,
+                 trial.user_attrs.get("run_id"))
+    elif job_id is not None and trial.user_attrs.get("job_id") == job_id:
         # This job's earlier life held the attempt; since then it was failed (a driver gave up on
         # it while the job waited in the queue, or the user cancelled it) and a newer attempt of
         # the run may be training from the same checkpoints: this job must not train beside it.
@@ -168,19 +176,47 @@ def _log_not_taken(ledger: Ledger, trial_id: int, job_id: str | None) -> None:
         log.info("attempt %d is already taken or finished (%s); nothing to do", trial_id, state)
 
 
-def execute_attempt(attempt: Attempt) -> AttemptResult:
+def execute_attempts(attempts: Sequence[Attempt]) -> list[AttemptResult]:
+    """A packed job: `execute_attempt` for each attempt in turn, in this one process.
+
+    A run that fails is recorded failed (by its attempt, or here when it failed before its claim)
+    and reported in its `AttemptResult.error`; the next run trains. Ctrl-C, a cancel and a requeue
+    (SystemExit) stop the job as they stop a lone run. A job of one attempt behaves as a lone run:
+    its failure fails the job.
+    """
+    if len(attempts) == 1:
+        return [execute_attempt(attempts[0])]
+    if current_job().world_size > 1:
+        raise ValueError("a packed job trains runs of one process each; this job has several tasks")
+    results, ledger = [], None
+    for position, attempt in enumerate(attempts):
+        try:
+            if ledger is None:
+                ledger = Ledger(attempt.ledger_url, attempt.sweep_name)
+            results.append(execute_attempt(attempt, ledger=ledger, first_in_process=position == 0))
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("attempt %d failed; the job goes on with its next run", attempt.trial_id)
+            if ledger is not None and ledger.fail_unfinished(attempt.trial_id, error):  # failed before its claim
+                log.warning("attempt %d recorded failed before it trained: %s", attempt.trial_id, error)
+            results.append(AttemptResult(trial_id=attempt.trial_id, error=error))
+    return results
+
+
+def execute_attempt(attempt: Attempt, *, ledger: Ledger | None = None, first_in_process: bool = True) -> AttemptResult:
     """Run `attempt` in this job: claim it (rank 0), train it on every task, record it (rank 0).
 
     A tuned run also reports each validation value to its Optuna tuning trial, whose pruner may
-    stop it early: the attempt then ends "pruned", not failed.
+    stop it early: the attempt then ends "pruned", not failed. `ledger`: an open one to reuse (a
+    packed job's); `first_in_process`: whether this process started up for this attempt.
     """
-    clock = JobClock()
+    clock = JobClock(first_in_process=first_in_process)
     from gr_core.distributed import join_on_device  # torch, on the job's first attempt
 
     clock.mark("imports")
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
     place = export_distributed_env()
-    ledger = Ledger(attempt.ledger_url, attempt.sweep_name)
+    ledger = Ledger(attempt.ledger_url, attempt.sweep_name) if ledger is None else ledger
     run = LedgerRun.read(ledger, attempt.trial_id)
     # The run's config (fixed when it was planned) says where its processes compute, hence how
     # they join (NCCL on GPUs), before rank 0 claims the attempt.
@@ -298,4 +334,7 @@ class ClaimedAttempt:
                              wall_time_s=wall_time_s, wandb_fallback=tracker.fallback)
 
 
-__all__ = ["Attempt", "AttemptResult", "ClaimedAttempt", "LedgerRun", "execute_attempt", "train_in_job", "train_job"]
+__all__ = [
+    "Attempt", "AttemptResult", "ClaimedAttempt", "LedgerRun", "execute_attempt", "execute_attempts", "train_in_job",
+    "train_job",
+]

@@ -79,19 +79,25 @@ def _sacct_states(array_job_id: str, expected: int, timeout_s: float = 20.0) -> 
         time.sleep(0.5)
 
 
-def test_sweep_goes_through_one_job_array_into_the_ledger(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize("runs_per_job", [1, 2])
+def test_sweep_goes_through_one_job_array_into_the_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture, runs_per_job: int
+) -> None:
     spec = _spec(tmp_path, "slurm-e2e", "depth = [1, 2]\nwidth = [8, 16]")
+    spec.write_text(spec.read_text().replace("mem_gb = 1", f"mem_gb = 1\nruns_per_job = {runs_per_job}"))
     sweep_dir = tmp_path / "sweep"
     assert main(["sweep", "launch", str(spec), "--out", str(sweep_dir)]) == 0
 
     runs = Ledger(storage_url_for(sweep_dir), "slurm-e2e").runs()
     assert len(runs) == 4 and {r.state for r in runs.values()} == {"complete"}
-    # One `sbatch --array`: every run's job id is "<array job id>_<task index>" of the same array.
+    # One `sbatch --array`: every run's job id is "<array job id>_<task index>" of the same array,
+    # with `runs_per_job` runs in each task.
     array_ids = {r.job_id.split("_")[0] for r in runs.values() if r.job_id}
     assert len(array_ids) == 1, [r.job_id for r in runs.values()]
     [array_id] = array_ids
-    assert sorted(int(r.job_id.split("_")[1]) for r in runs.values()) == [0, 1, 2, 3]
-    assert _sacct_states(array_id, 4) == {f"{array_id}_{i}": "COMPLETED" for i in range(4)}
+    tasks = 4 // runs_per_job
+    assert sorted(int(r.job_id.split("_")[1]) for r in runs.values()) == sorted(list(range(tasks)) * runs_per_job)
+    assert _sacct_states(array_id, tasks) == {f"{array_id}_{i}": "COMPLETED" for i in range(tasks)}
     for run in runs.values():
         assert 0.0 <= run.metrics["ndcg@10"] <= run.metrics["hr@10"] <= 1.0
         assert run.value == run.metrics["ndcg@10"]
@@ -130,7 +136,7 @@ def test_cancel_scancels_the_running_and_the_queued_jobs_of_a_sweep(
     runs = Ledger(storage_url_for(sweep_dir), "slurm-cancel").runs()
     assert {r.state for r in runs.values()} == {"cancelled"}
     array_id = next(iter(runs.values())).job_id.split("_")[0]
-    assert f"scancel {' '.join(sorted(r.job_id for r in runs.values()))}" in printed
+    assert f"scancel {' '.join(sorted({r.job_id for r in runs.values()}))}" in printed  # one job: runs packed
     deadline = time.monotonic() + 30
     while subprocess.run(["squeue", "-h", "-j", array_id], capture_output=True, text=True).stdout.strip():
         assert time.monotonic() < deadline, f"array {array_id} still queued or running after sweep cancel"

@@ -198,6 +198,83 @@ def test_two_task_sweep_run_survives_scontrol_requeue(tmp_path: Path) -> None:
     assert "complete 1" in status and "requeued and resumed from a checkpoint: 1 run(s), 1 requeue(s)" in status
 
 
+PACKED_SPEC = """
+[sweep]
+name = "packed"
+metric = "ndcg@10"
+max_attempts = 1
+
+[axes]
+seed = [0, 1]
+
+[base.data]
+num_users = 2400
+num_items = 200
+num_clusters = 8
+max_events = 40
+
+[base.model]
+embedding_dim = 48
+num_blocks = 2
+num_heads = 2
+max_seq_len = 32
+
+[base.train]
+epochs = 4
+batch_size = 32
+num_negatives = 32
+
+[tracking]
+mode = "disabled"
+
+[dispatch]
+executor = "slurm"
+partition = "dev"
+max_parallel = 1
+runs_per_job = 2
+mem_gb = 2
+timeout_min = 20
+poll_interval_s = 0.5
+checkpoint_every_steps = 10
+"""
+
+
+def test_a_requeued_packed_job_skips_the_run_it_recorded_and_resumes_the_one_it_was_in(tmp_path: Path) -> None:
+    spec, sweep_dir = tmp_path / "spec.toml", tmp_path / "sweep"
+    spec.write_text(PACKED_SPEC)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "gr_scaling", "sweep", "launch", str(spec), "--out", str(sweep_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 400
+        while True:  # the job's first run recorded, its second checkpointed
+            assert driver.poll() is None, "the sweep ended before its second run checkpointed"
+            assert time.monotonic() < deadline, "the packed job's second run never checkpointed"
+            time.sleep(0.3)
+            if not (sweep_dir / "ledger.db").exists():
+                continue
+            runs = Ledger(storage_url_for(sweep_dir), "packed").runs()
+            states = sorted(r.state for r in runs.values())
+            second = [r for r in runs.values() if r.state == "running"]
+            if states == ["complete", "running"] and list(sweep_dir.glob(f"runs/{second[0].run_id}/checkpoints/latest")):
+                break
+        subprocess.run(["scontrol", "requeue", second[0].job_id], check=True)
+        assert driver.wait(timeout=420) == 0
+    finally:
+        driver.kill()
+    ledger = Ledger(storage_url_for(sweep_dir), "packed")
+    runs = ledger.runs()
+    assert {r.state for r in runs.values()} == {"complete"} and {r.attempts for r in runs.values()} == {1}
+    assert len({r.job_id for r in runs.values()}) == 1  # one array task trained both
+    first = next(r for r in runs.values() if r.run_id != second[0].run_id)
+    assert "requeued" not in ledger.trial_attrs(first.trial_id)  # recorded before the requeue: not trained again
+    attrs = ledger.trial_attrs(second[0].trial_id)
+    assert attrs["requeued"] == 1 and attrs["resumed_from_step"] > 0
+    log = Path(second[0].log_path).read_text()
+    assert f"attempt {first.trial_id} of run {first.run_id} was recorded by this job before its requeue" in log
+
+
 # ---- a requeued sweep job waiting in the queue, while the ledger looks for dead workers ----------
 
 

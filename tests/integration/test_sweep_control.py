@@ -85,6 +85,32 @@ def test_diverging_run_is_retried_then_failed_and_the_rest_completes(tmp_path: P
 
 
 @pytest.mark.slow
+def test_a_packed_job_trains_its_runs_in_one_process_and_a_failure_stays_its_own(tmp_path: Path) -> None:
+    # One slot, four runs per job: the first wave is one job of 4 runs, two of which diverge; they
+    # are retried (one job of 2), the others complete once, and no run is lost or trained twice.
+    body = "[axes]\nwidth = [8, 16]\nlr = [0.001, 1e9]\n"
+    text = (f'[sweep]\nname = "packed"\nmax_attempts = 2\n' + body + BASE.format(tracking="offline"))
+    spec = tmp_path / "packed.toml"
+    spec.write_text(text.replace("max_parallel = 2", "max_parallel = 1\nruns_per_job = 4"))
+    sweep_dir = tmp_path / "sweep"
+    assert main(["sweep", "launch", str(spec), "--out", str(sweep_dir)]) == 1
+    assert len(list((sweep_dir / "jobs").glob("*_submitted.pkl"))) == 2
+    ledger = Ledger(storage_url_for(sweep_dir), "packed")
+    runs = ledger.runs()
+    for run in runs.values():
+        if run.axis_values["lr"] == 0.001:
+            assert (run.state, run.attempts) == ("complete", 1)
+        else:
+            assert (run.state, run.attempts) == ("failed", 2)
+            assert run.error is not None and run.error.startswith("FloatingPointError: training loss became")
+    first_job = {run.job_id for run in runs.values() if run.state == "complete"}
+    assert len(first_job) == 1  # both good runs trained in the first job, beside the failing ones
+    timings = sorted((r.timings for r in runs.values() if r.state == "complete"), key=lambda t: t["startup_s"])
+    assert timings[0]["startup_s"] == 0.0  # a later run of the job: no process of its own ...
+    assert timings[0]["imports_s"] < 0.5 < timings[1]["imports_s"]  # ... and torch already imported
+
+
+@pytest.mark.slow
 def test_budget_stops_launching_and_status_shows_spent(tmp_path: Path, capsys) -> None:
     spec = _spec(tmp_path, "budget", "[axes]\nwidth = [8, 16, 32]\n")
     from sweeps.plan import plan_sweep

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -13,12 +15,14 @@ from gr_core.synthetic import generate_synthetic
 from gr_core.trainer import Trainer, train_run
 from gr_core.training.selection import Selection
 from gr_core.training.state import Progress
+from scripted_evaluation import scripted
 
 TINY = RunConfig(
     data=DataConfig(num_users=600, num_items=100, num_clusters=5, max_events=30, transition_strength=0.9),
     model=ModelConfig(num_blocks=1, embedding_dim=16, max_seq_len=20, dropout=0.0),
     train=TrainConfig(epochs=10, batch_size=64, num_negatives=32, lr=3e-3, eval_every=3),
 )
+
 
 
 def _random_hr10(cfg: RunConfig) -> float:
@@ -94,18 +98,26 @@ def test_same_config_same_metrics():
     assert other.metrics["final_train_loss"] != first.metrics["final_train_loss"]
 
 
+def test_test_metrics_on_the_kept_weights_equal_a_run_that_stopped_at_the_best_epoch():
+    """Test is evaluated once, after training, on a copy of the best epoch's weights: bit for bit
+    what the same run reports when it ends at that epoch (evaluation draws no random numbers)."""
+    cfg = RunConfig(data=TINY.data, model=TINY.model,
+                    train=TrainConfig(epochs=8, batch_size=64, num_negatives=32, lr=3e-2, eval_every=1))
+    full = train_run(cfg)
+    assert full.best_epoch < full.epochs_run, "the scenario needs a best epoch before the last"
+    short = train_run(RunConfig(data=cfg.data, model=cfg.model,
+                                train=dataclasses.replace(cfg.train, epochs=full.best_epoch)))
+    reported = {k: v for k, v in full.metrics.items() if not k.startswith("final_")}
+    assert reported == {k: v for k, v in short.metrics.items() if not k.startswith("final_")}
+    assert np.array_equal(full.test_per_user["rank"], short.test_per_user["rank"])
+
+
 def test_early_stopping_reports_test_at_the_best_validation_epoch(monkeypatch):
     import gr_core.trainer as trainer
 
     # Scripted validation ndcg@10 per epoch (test values are 10x): best at epoch 2, then two worse.
-    script = iter([0.1, 1.0, 0.3, 3.0, 0.2, 2.0, 0.25, 2.5, 0.9, 9.0])
-
-    def fake_evaluate(model, batches, per_user=None):
-        list(batches)
-        value = next(script)
-        return {"hr@10": value, "ndcg@10": value}
-
-    monkeypatch.setattr(trainer, "evaluate", fake_evaluate)
+    script = [0.1, 0.3, 0.2, 0.25, 0.9]
+    monkeypatch.setattr(trainer, "evaluate", scripted({"hr@10": script, "ndcg@10": script}))
     cfg = RunConfig(
         data=DataConfig(num_users=60, num_items=30, num_clusters=3, max_events=10),
         model=ModelConfig(num_blocks=1, embedding_dim=8, max_seq_len=8),
@@ -115,6 +127,8 @@ def test_early_stopping_reports_test_at_the_best_validation_epoch(monkeypatch):
     assert result.epochs_run == 4 and [h["epoch"] for h in result.history] == [1, 2, 3, 4]
     assert result.best_epoch == 2
     assert result.metrics["ndcg@10"] == 3.0 and result.metrics["val_ndcg@10"] == 0.3
+    assert result.metrics["final_ndcg@10"] == 2.5  # the last weights' test value
+    assert [("test/ndcg@10" in h) for h in result.history] == [False, True, False, True]  # tested: best, last
     lengths = train_sequence_lengths(cfg.data, cfg.model.max_seq_len)
     assert result.train_tokens == 4 * int(lengths.sum())
 
@@ -128,18 +142,10 @@ def test_selection_and_early_stopping_follow_the_selection_metric(monkeypatch, s
     reported epoch, and stop, on train.selection_metric (a sweep's metric), not on ndcg@10."""
     import gr_core.trainer as trainer
 
-    # Per epoch (val, then test at 10x): ndcg@10 peaks at 2, hr@10 at 3, mrr at 1.
+    # Per epoch (validation; test at 10x): ndcg@10 peaks at 2, hr@10 at 3, mrr at 1.
     val = {"ndcg@10": [0.1, 0.5, 0.3, 0.2, 0.2, 0.1], "hr@10": [0.2, 0.3, 0.6, 0.4, 0.5, 0.1],
            "mrr": [0.9, 0.1, 0.2, 0.3, 0.4, 0.5]}
-    calls = iter(range(100))
-
-    def fake_evaluate(model, batches, per_user=None):
-        list(batches)
-        call = next(calls)
-        epoch, is_test = call // 2, call % 2
-        return {m: v[epoch] * (10 if is_test else 1) for m, v in val.items()}
-
-    monkeypatch.setattr(trainer, "evaluate", fake_evaluate)
+    monkeypatch.setattr(trainer, "evaluate", scripted(val))
     cfg = RunConfig(
         data=DataConfig(num_users=60, num_items=30, num_clusters=3, max_events=10),
         model=ModelConfig(num_blocks=1, embedding_dim=8, max_seq_len=8),
@@ -160,14 +166,7 @@ def test_ne_selection_keeps_the_lowest_validation_ne_and_stops_on_it(monkeypatch
     import gr_core.trainer as trainer
 
     val_ne = [0.9, 0.7, 0.6, 0.65, 0.6, 0.5]  # best at 3; 0.6 again at 5 is a tie, not better
-    calls = iter(range(100))
-
-    def fake_ranking(model, batches, per_user=None):
-        list(batches)
-        call = next(calls)
-        return {"ne": val_ne[call // 2] * (10 if call % 2 else 1)}
-
-    monkeypatch.setattr(trainer, "evaluate_ranking", fake_ranking)
+    monkeypatch.setattr(trainer, "evaluate_ranking", scripted({"ne": val_ne}))
     cfg = RunConfig(
         data=DataConfig(num_users=60, num_items=30, num_clusters=3, max_events=10),
         model=ModelConfig(num_blocks=1, embedding_dim=8, max_seq_len=8),

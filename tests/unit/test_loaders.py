@@ -132,6 +132,23 @@ def test_real_source_through_the_config(tmp_path, monkeypatch):
     assert list(tmp_path.joinpath("cache").glob("ml-100k-*.npz"))
 
 
+def test_a_process_builds_the_same_data_once_and_a_changed_file_again(tmp_path, monkeypatch):
+    """The runs of a packed job share their data when their data config (and file) are the same."""
+    synthetic = DataConfig(num_users=40, num_items=30, num_clusters=3, max_events=10)
+    first = load_sequence_data(synthetic)
+    assert load_sequence_data(synthetic) is first
+    other = load_sequence_data(DataConfig(num_users=40, num_items=30, num_clusters=3, max_events=10, seed=1))
+    assert other is not first and not np.array_equal(other.item_ids, first.item_ids)
+
+    monkeypatch.setenv("GR_SCALING_CACHE", str(tmp_path / "cache"))
+    events = [(u, i, 4, 100 * u + i) for u in range(1, 4) for i in range(1, 5 + u)]
+    cfg = DataConfig(source="ml-100k", path=str(_write(tmp_path, "ml-100k", events=events)))
+    loaded = load_sequence_data(cfg)
+    assert load_sequence_data(cfg) is loaded
+    _write(tmp_path, "ml-100k", events=events[:-1])  # the file is replaced: read again
+    assert load_sequence_data(cfg).offsets[-1] == len(events) - 1
+
+
 def test_a_file_no_user_can_be_trained_on_is_refused_before_training(tmp_path, monkeypatch):
     """EVENTS gives each user 3 events: validation and test targets, but no training target."""
     monkeypatch.setenv("GR_SCALING_CACHE", str(tmp_path / "cache"))

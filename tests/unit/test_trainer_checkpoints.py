@@ -14,6 +14,7 @@ from gr_core.distributed import ProcessGroup, micro_batch_ranges
 from gr_core.engines import latest_tag
 from gr_core.synthetic import generate_synthetic
 from gr_core.trainer import CheckpointPolicy, TrainingInterrupted, train_run
+from scripted_evaluation import scripted
 
 # Dropout on, Stochastic Length on and task "both": every random generator the trainer uses matters.
 SMALL = RunConfig(
@@ -212,3 +213,19 @@ def test_deepspeed_engine_matches_the_plain_loop_and_resumes(tmp_path: Path) -> 
     assert out["resume"] == {"from": 4, "losses_equal": True, "same_metrics": True}
     assert out["bf16"]["gap"] < 1e-5 and out["bf16"]["ndcg_gap"] < 1e-3, out
     assert out["bf16"]["gap_to_fp32"] > out["bf16"]["gap"], out  # bf16 did change the arithmetic
+
+
+def test_the_best_epochs_weights_survive_a_resume(tmp_path: Path, monkeypatch) -> None:
+    """Validation peaks at epoch 1 of 3; the run stops in epoch 2 and resumes: its test metrics are
+    computed on epoch 1's weights, kept in the checkpoint (the scripted pass knows them by their sum)."""
+    import gr_core.trainer as trainer
+
+    monkeypatch.setattr(trainer, "evaluate", scripted({"ndcg@10": [0.5, 0.2, 0.1], "hr@10": [0.6, 0.3, 0.2]}))
+    monkeypatch.setattr(trainer, "evaluate_ranking", scripted({"ne": [0.9, 0.8, 0.7]}))
+    policy = CheckpointPolicy(directory=tmp_path / "ckpt")
+    with pytest.raises(TrainingInterrupted):
+        _train(SMALL, checkpoint=policy, interrupt=_interrupt_after(7))
+    resumed, _ = _train(SMALL, checkpoint=policy)
+    assert resumed.resumed_from_step == 7 and resumed.best_epoch == 1
+    assert resumed.metrics["ndcg@10"] == pytest.approx(5.0) and resumed.metrics["hr@10"] == pytest.approx(6.0)
+    assert resumed.metrics["final_ndcg@10"] == pytest.approx(1.0)  # the last weights'
