@@ -9,8 +9,9 @@ Protocol (the shape is ML-1M's published one with max length 100: D 50, 2 blocks
 1. Search, validation only. For each model, every (learning rate, dropout) of `--lrs` x
    `--dropouts` trains with seed `--seeds[0]`, up to `--epochs` epochs with early stopping
    (`--patience` epochs without a better validation NDCG@10, evaluated every `--eval-every`); the
-   setting with the best validation NDCG@10 (at its selected epoch) is kept. Test metrics are
-   computed by the trainer at every evaluation but are never read here before the choice is made.
+   setting with the best validation NDCG@10 (at its selected epoch) is kept. The trainer tests
+   each run once training ends (on its best validation epoch's weights); the search never reads
+   those test metrics before the choice is made.
 2. Comparison. The chosen setting of each model trains with every seed of `--seeds` (the search
    run is reused for the first); each run reports its test metrics at its best validation epoch.
 3. Statistics. For hr@10, hr@50, ndcg@10, ndcg@50, mrr and NE, two planned differences,

@@ -40,7 +40,8 @@ class TrainResult:
     "final_train_loss" (mean loss over the last epoch run).
     selection_metric: the validation metric that chose best_epoch.
     history: one dict per evaluation ("epoch", "train_tokens" (cumulative supervised positions up
-    to that evaluation), "train/loss", "val/<m>", "test/<m>").
+    to that evaluation), "train/loss", "val/<m>"); the best epoch's and the last one's also hold
+    "test/<m>" (test is evaluated once training ends, on those two epochs' weights).
     train_tokens: supervised positions processed in training, summed over the epochs run;
     tokens_at_best: the same, up to the best validation epoch (the compute behind `metrics`).
     test_per_user: each test user's outcome at the best validation epoch, sorted by user:
