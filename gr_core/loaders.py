@@ -37,7 +37,6 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -380,28 +379,22 @@ def check_leave_one_out(data: SequenceData, *, where: str, fix: str) -> None:
     )
 
 
-# The last data this process built, with what it was built from: the runs of a packed job
-# (`sweeps.packing`) that share a data config build it once. Read-only to every user.
-_last_built: tuple[tuple[Any, ...], SequenceData] | None = None
-
-
-def _source_key(cfg: DataConfig, cache_dir: str | Path | None) -> tuple[Any, ...]:
-    if cfg.source == "synthetic":
-        return (cfg,)
-    stat = Path(str(cfg.path)).stat()  # a file replaced between two runs is read again
-    return (cfg, str(cache_dir), stat.st_mtime_ns, stat.st_size)
+# The last synthetic data this process generated, with its config: the runs of a packed job
+# (`sweeps.packing`) that share a data config generate it once (a file's data is memoised by
+# `load_real`). Read-only to every user.
+_last_generated: tuple[DataConfig, SequenceData] | None = None
 
 
 def load_sequence_data(cfg: DataConfig, *, cache_dir: str | Path | None = None) -> SequenceData:
     """The run's `SequenceData`: generated (synthetic) or loaded (a real source), checked to have
-    users that leave-one-out can train and validate on. The same config (and, for a file, the same
-    file) again in this process returns the data built last time."""
-    global _last_built
-    key = _source_key(cfg, cache_dir)
-    if _last_built is not None and _last_built[0] == key:
-        return _last_built[1]
+    users that leave-one-out can train and validate on. The same config again in this process
+    returns the data built last time (a file: while it is unchanged)."""
+    global _last_generated
+    if cfg.source == "synthetic" and _last_generated is not None and _last_generated[0] == cfg:
+        return _last_generated[1]
     data = _build_sequence_data(cfg, cache_dir)
-    _last_built = (key, data)
+    if cfg.source == "synthetic":
+        _last_generated = (cfg, data)
     return data
 
 

@@ -57,6 +57,11 @@ class PreemptionWatch:
     def __exit__(self, *exc: object) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+            enclosing = getattr(previous, "__self__", None)
+            if signum in self._received and isinstance(enclosing, PreemptionWatch):
+                # A watch inside another (one run of a job that trains several): a signal that
+                # came after the run's last step stays known to the job.
+                enclosing._received.add(signum)
         self._previous = {}
 
     def hand_over(self, *, is_main: bool) -> None:
@@ -68,7 +73,10 @@ class PreemptionWatch:
         or cancelling the job already: every rank exits.
         """
         submitit_handler = self._previous.get(REQUEUE_SIGNAL)
+        enclosing = getattr(submitit_handler, "__self__", None)
         self.__exit__()
+        if isinstance(enclosing, PreemptionWatch):  # the job's own watch holds submitit's handler
+            enclosing.hand_over(is_main=is_main)
         if REQUEUE_SIGNAL not in self._received:
             raise SystemExit("stopped by SIGTERM after a checkpoint")
         if callable(submitit_handler):

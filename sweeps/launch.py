@@ -276,7 +276,7 @@ def _dispatch(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, pending: lis
     """One wave: the pending runs packed into jobs (`sweeps.packing`), each job a tuple of attempts."""
     seconds = {r.trial_id: estimated_seconds(r.flops.get("train", 0.0), spec.cost) for r in pending}
     per_job = runs_per_job(list(seconds.values()), spec.dispatch)
-    jobs = pack(pending, lambda r: seconds[r.trial_id], per_job)
+    jobs = pack(pending, lambda r: seconds[r.trial_id], per_job, min_jobs=spec.dispatch.max_parallel)
     if per_job > 1:
         log.info("%d runs in %d jobs of up to %d runs (dispatch.runs_per_job = %s)", len(pending), len(jobs),
                  per_job, spec.dispatch.runs_per_job)
@@ -296,9 +296,8 @@ def _dispatch(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, pending: lis
         told = {result.trial_id: result for result in results if isinstance(result, AttemptResult)}
         if not outcome.ok:
             _settle_dead_job(ledger, outcome, records)
-        reported = [trial_id for trial_id in outcome.key if trial_id in told or not outcome.ok]
         progress.job_ended()
-        for trial_id in reported:
+        for trial_id in outcome.key:
             _report(spec, ledger, progress, records[trial_id], outcome, told.get(trial_id))
 
     run_tasks(
@@ -324,21 +323,27 @@ def _settle_dead_job(ledger: Ledger, outcome: TaskOutcome, records: dict[int, Ru
 
 def _report(spec: SweepSpec, ledger: Ledger, progress: SweepProgress, record: RunRecord, outcome: TaskOutcome,
             result: AttemptResult | None) -> None:
-    """One run's end on the driver's console."""
+    """One run's end on the driver's console, as the ledger has it now (a packed job that died
+    may have completed some of its runs, failed one, and not reached the rest)."""
     if result is not None and result.skipped:
         log.warning("job %s did not train run %s: its attempt was taken or had ended (see %s)",
                     outcome.job_id, record.run_id, outcome.log_path)
         return
-    if not outcome.ok and ledger.attempt_state(record.trial_id) == "pending":
-        return  # not reached by its packed job: dispatched again
+    if result is not None and result.error is not None:
+        ledger.fail_unfinished(record.trial_id, result.error)  # the job said it failed: never left pending
+    trial = ledger.storage.get_trial(record.trial_id)
+    state = ledger.attempt_state(record.trial_id)
+    if state in ("pending", "running"):
+        return  # not reached by its packed job (dispatched again), or still held by a requeued job
     if result is not None and result.wandb_fallback and not progress.wandb_told:
         progress.wandb_told = True
         progress.note(f"W&B: {result.wandb_fallback}")
-    error = outcome.error if not outcome.ok else result.error if result is not None else None
+    error = None if state == "complete" else "pruned by the tuner" if state == "pruned" else (
+        trial.user_attrs.get("error") or outcome.error or "failed")
     progress.finished(
         run_id=record.run_id, axis_values=record.axis_values, flops=record.flops.get("train", 0.0),
-        value=None if result is None else result.value, seconds=None if result is None else result.wall_time_s,
-        ok=error is None and not (result is not None and result.pruned),
-        error=error if error is not None else "pruned by the tuner",
-        retrying=error is not None and record.attempts < spec.sweep.max_attempts,
+        value=trial.value if state == "complete" else None,
+        seconds=result.wall_time_s if result is not None else trial.user_attrs.get("wall_time_s"),
+        ok=state == "complete", error=error,
+        retrying=state == "failed" and record.attempts < spec.sweep.max_attempts,
     )

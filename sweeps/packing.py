@@ -7,11 +7,13 @@ another pays the process and the imports once. Each run in it is still claimed, 
 and checkpointed on its own (`sweeps.worker.execute_attempts`).
 
 "auto" packs so that the fixed cost is at most `OVERHEAD_SHARE` of a job's estimated training
-time, never so many runs that a slot would sit idle (at least `max_parallel` jobs per wave while
-there are that many runs) and never more estimated time than half a job's time limit. A run's
-time is estimated from its planned FLOPs with the spec's [cost] table (device peak x MFU), the
-same estimate `plan` prints. Runs are dealt to jobs longest first, each to the job with the least
-estimated time so far (longest-processing-time first), so a wave's jobs end close together.
+time and never more estimated time than half a job's time limit. A run's time is estimated from
+its planned FLOPs with the spec's [cost] table (device peak x MFU), the same estimate `plan`
+prints: set [cost] to the hardware the runs train on (its default, an H100, makes CPU runs look
+~1000x shorter than they are, so "auto" then packs as many as the slots allow). Whatever the
+number per job, a wave has at least `max_parallel` jobs while it has that many runs, so no slot
+sits idle. Runs are dealt to jobs longest first, each to the job with the least estimated time
+so far (longest-processing-time first), so a wave's jobs end close together.
 """
 
 from __future__ import annotations
@@ -51,12 +53,13 @@ def runs_per_job(seconds: Sequence[float], dispatch: DispatchConfig) -> int:
     return max(1, min(keep_slots_busy, enough, fits))
 
 
-def pack(runs: Sequence[Run], seconds: Callable[[Run], float], per_job: int) -> list[list[Run]]:
-    """Deal `runs` into ceil(len / per_job) jobs of at most `per_job` runs, longest first onto the
-    least-loaded job; each job then trains its runs shortest first (results come in sooner)."""
+def pack(runs: Sequence[Run], seconds: Callable[[Run], float], per_job: int, *, min_jobs: int = 1) -> list[list[Run]]:
+    """Deal `runs` into max(ceil(len / per_job), min(len, min_jobs)) jobs of at most `per_job`
+    runs, longest first onto the least-loaded job; each job then trains its runs shortest first
+    (results come in sooner). min_jobs: the parallel slots to fill (`dispatch.max_parallel`)."""
     if per_job < 1:
         raise ValueError(f"runs per job must be >= 1, got {per_job}")
-    jobs: list[list[Run]] = [[] for _ in range(math.ceil(len(runs) / per_job))]
+    jobs: list[list[Run]] = [[] for _ in range(max(math.ceil(len(runs) / per_job), min(len(runs), min_jobs)))]
     load = [0.0] * len(jobs)
     for run in sorted(runs, key=seconds, reverse=True):
         open_jobs = [j for j in range(len(jobs)) if len(jobs[j]) < per_job]

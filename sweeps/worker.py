@@ -157,13 +157,21 @@ def _claim(ledger: Ledger, trial_id: int, job_id: str | None) -> bool:
     return ledger.claim(trial_id) or (job_id is not None and ledger.reclaim(trial_id, job_id))
 
 
+def _recorded_by(ledger: Ledger, trial_id: int, job_id: str | None) -> AttemptResult | None:
+    """The result of an attempt this job completed before Slurm requeued it (a packed job starts
+    its list again), as the ledger holds it; None otherwise."""
+    trial = ledger.storage.get_trial(trial_id)
+    if job_id is None or trial.user_attrs.get("job_id") != job_id or trial.state != TrialState.COMPLETE:
+        return None
+    log.info("attempt %d of run %s was recorded by this job before its requeue", trial_id, trial.user_attrs.get("run_id"))
+    return AttemptResult(trial_id=trial_id, run_id=trial.user_attrs.get("run_id"), value=trial.value,
+                         wall_time_s=trial.user_attrs.get("wall_time_s"))
+
+
 def _log_not_taken(ledger: Ledger, trial_id: int, job_id: str | None) -> None:
     trial = ledger.storage.get_trial(trial_id)
     state = trial.state.name.lower()
-    if job_id is not None and trial.user_attrs.get("job_id") == job_id and trial.state == TrialState.COMPLETE:
-        log.info("attempt %d of run %s was recorded by this job before its requeue", trial_id,
-                 trial.user_attrs.get("run_id"))
-    elif job_id is not None and trial.user_attrs.get("job_id") == job_id:
+    if job_id is not None and trial.user_attrs.get("job_id") == job_id:
         # This job's earlier life held the attempt; since then it was failed (a driver gave up on
         # it while the job waited in the queue, or the user cancelled it) and a newer attempt of
         # the run may be training from the same checkpoints: this job must not train beside it.
@@ -181,26 +189,47 @@ def execute_attempts(attempts: Sequence[Attempt]) -> list[AttemptResult]:
 
     A run that fails is recorded failed (by its attempt, or here when it failed before its claim)
     and reported in its `AttemptResult.error`; the next run trains. Ctrl-C, a cancel and a requeue
-    (SystemExit) stop the job as they stop a lone run. A job of one attempt behaves as a lone run:
-    its failure fails the job.
+    (SystemExit) stop the job as they stop a lone run, and so does an error that leaves the
+    process unusable (a CUDA fault) or a ledger the job cannot open: the driver then settles the
+    job's runs. A preemption or time-limit signal that comes between two runs (after a run's last
+    step) hands the job over before the next run starts. A job of one attempt behaves as a lone
+    run: its failure fails the job.
     """
     if len(attempts) == 1:
         return [execute_attempt(attempts[0])]
     if current_job().world_size > 1:
         raise ValueError("a packed job trains runs of one process each; this job has several tasks")
-    results, ledger = [], None
-    for position, attempt in enumerate(attempts):
-        try:
-            if ledger is None:
-                ledger = Ledger(attempt.ledger_url, attempt.sweep_name)
-            results.append(execute_attempt(attempt, ledger=ledger, first_in_process=position == 0))
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            log.exception("attempt %d failed; the job goes on with its next run", attempt.trial_id)
-            if ledger is not None and ledger.fail_unfinished(attempt.trial_id, error):  # failed before its claim
-                log.warning("attempt %d recorded failed before it trained: %s", attempt.trial_id, error)
-            results.append(AttemptResult(trial_id=attempt.trial_id, error=error))
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+    ledger = Ledger(attempts[0].ledger_url, attempts[0].sweep_name)
+    results = []
+    with PreemptionWatch() as between_runs:
+        for position, attempt in enumerate(attempts):
+            if between_runs.requested():
+                log.warning("signalled between runs: handing the job over before attempt %d", attempt.trial_id)
+                between_runs.hand_over(is_main=True)
+            try:
+                results.append(execute_attempt(attempt, ledger=ledger, first_in_process=position == 0))
+            except Exception as exc:
+                if _poisons_process(exc):
+                    raise
+                error = f"{type(exc).__name__}: {exc}"
+                log.exception("attempt %d failed; the job goes on with its next run", attempt.trial_id)
+                if ledger.fail_unfinished(attempt.trial_id, error):  # it failed before its claim
+                    log.warning("attempt %d recorded failed before it trained: %s", attempt.trial_id, error)
+                results.append(AttemptResult(trial_id=attempt.trial_id, run_id=_run_id(ledger, attempt), error=error))
     return results
+
+
+def _poisons_process(exc: BaseException) -> bool:
+    """Errors after which no later run of this process can train (a device-side CUDA fault)."""
+    return type(exc).__name__ == "AcceleratorError" or "CUDA error" in str(exc)
+
+
+def _run_id(ledger: Ledger, attempt: Attempt) -> str | None:
+    try:
+        return ledger.trial_attrs(attempt.trial_id).get("run_id")
+    except Exception:  # noqa: BLE001 - only for the report; the failure itself is what matters
+        return None
 
 
 def execute_attempt(attempt: Attempt, *, ledger: Ledger | None = None, first_in_process: bool = True) -> AttemptResult:
@@ -225,6 +254,9 @@ def execute_attempt(attempt: Attempt, *, ledger: Ledger | None = None, first_in_
     taken = group.is_main and _claim(ledger, attempt.trial_id, place.job_id)
     if not group.any(taken):
         if group.is_main:
+            earlier = _recorded_by(ledger, attempt.trial_id, place.job_id)
+            if earlier is not None:
+                return earlier
             _log_not_taken(ledger, attempt.trial_id, place.job_id)
         return AttemptResult(trial_id=attempt.trial_id, skipped=True)
     if not group.is_main:
