@@ -169,13 +169,15 @@ def run_tasks(
     folder: str | Path,
     on_submit: Callable[[Task, str, str], None] | None = None,
     on_done: Callable[[TaskOutcome], None] | None = None,
+    on_poll: Callable[[], None] | None = None,
     max_array_size: int | None = None,
     job_name: str | None = None,
 ) -> list[TaskOutcome]:
     """Run `fn(*task.args)` for every task; return the outcomes in completion order.
 
     `on_submit(task, job_id, log_path)` runs as each job is submitted (on Slurm the job id of an
-    array task is "<array job id>_<index>"), `on_done(outcome)` as it ends. On Slurm, tasks go
+    array task is "<array job id>_<index>"), `on_done(outcome)` as it ends, `on_poll()` every
+    `poll_interval_s` while jobs run (to follow them by other means). On Slurm, tasks go
     out as one `sbatch --array`, split into several when there are more than `max_array_size`
     (default: the cluster's MaxArraySize). job_name: the Slurm job name (default: fn's name).
     """
@@ -204,6 +206,8 @@ def run_tasks(
             pending = list(zip(chunk, jobs))
             while pending:
                 time.sleep(config.poll_interval_s)
+                if on_poll is not None:
+                    on_poll()
                 still = []
                 for task, job in pending:
                     if job.done():
@@ -224,6 +228,8 @@ def run_tasks(
                 on_submit(task, job.job_id, str(job.paths.stderr))
             in_flight.append((task, job))
         time.sleep(config.poll_interval_s)
+        if on_poll is not None:
+            on_poll()
         running = []
         for task, job in in_flight:
             if job.done():

@@ -22,6 +22,7 @@ import difflib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +42,8 @@ from sweeps.storage import REBUILD_HINT, ledger_file
 from sweeps.worker import Attempt, AttemptResult, execute_attempts
 
 log = logging.getLogger(__name__)
+POLL_PACKED_S = 2.0  # how often the driver reads the ledger for the runs that packed jobs finished
+_SETTLED = ("complete", "failed", "pruned")
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -284,26 +287,50 @@ def _dispatch(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, pending: lis
         Task(key=tuple(r.trial_id for r in job), args=(tuple(_attempt(spec, layout, ledger, r) for r in job),))
         for job in jobs
     ]
-    records = {record.trial_id: record for record in pending}
+    follower = JobFollower(spec, ledger, progress, {record.trial_id: record for record in pending})
+    run_tasks(
+        Requeueable(execute_attempts), tasks, config=spec.dispatch, folder=layout.jobs,
+        on_submit=follower.submitted, on_done=follower.done, on_poll=follower.poll, job_name=f"gr-{spec.sweep.name}",
+    )
 
-    def on_submit(task: Task, job_id: str, log_path: str) -> None:
+
+class JobFollower:
+    """The driver's side of a wave's jobs: records where each was dispatched, and puts each run's
+    end on the console, as the ledger has it. A packed job trains its runs in order, so while it
+    runs the driver reads the ledger for its next unreported run (every `POLL_PACKED_S`); the
+    rest are reported when the job ends."""
+
+    def __init__(self, spec: SweepSpec, ledger: Ledger, progress: SweepProgress, records: dict[int, RunRecord]) -> None:
+        self.spec, self.ledger, self.progress, self.records = spec, ledger, progress, records
+        self.next_unreported: dict[tuple[int, ...], int] = {}
+        self.dispatched: dict[tuple[int, ...], TaskOutcome] = {}
+        self._last_poll = 0.0
+
+    def submitted(self, task: Task, job_id: str, log_path: str) -> None:
         for trial_id in task.key:
-            ledger.set_job(trial_id, job_id, log_path)
-        progress.started()  # a job trains one run at a time
+            self.ledger.set_job(trial_id, job_id, log_path)
+        self.next_unreported[task.key] = 0
+        self.dispatched[task.key] = TaskOutcome(key=task.key, job_id=job_id, ok=True, log_path=log_path)
+        self.progress.started()  # a job trains one run at a time
 
-    def on_done(outcome: TaskOutcome) -> None:
+    def poll(self) -> None:
+        if not any(len(key) > 1 for key in self.next_unreported) or time.monotonic() - self._last_poll < POLL_PACKED_S:
+            return  # lone runs are reported as their jobs end
+        self._last_poll = time.monotonic()
+        for key, first in list(self.next_unreported.items()):
+            while first < len(key) and self.ledger.attempt_state(key[first]) in _SETTLED:
+                _report(self.spec, self.ledger, self.progress, self.records[key[first]], self.dispatched[key], None)
+                first += 1
+            self.next_unreported[key] = first
+
+    def done(self, outcome: TaskOutcome) -> None:
         results = outcome.result if outcome.ok and isinstance(outcome.result, list) else []
         told = {result.trial_id: result for result in results if isinstance(result, AttemptResult)}
         if not outcome.ok:
-            _settle_dead_job(ledger, outcome, records)
-        progress.job_ended()
-        for trial_id in outcome.key:
-            _report(spec, ledger, progress, records[trial_id], outcome, told.get(trial_id))
-
-    run_tasks(
-        Requeueable(execute_attempts), tasks, config=spec.dispatch, folder=layout.jobs,
-        on_submit=on_submit, on_done=on_done, job_name=f"gr-{spec.sweep.name}",
-    )
+            _settle_dead_job(self.ledger, outcome, self.records)
+        self.progress.job_ended()
+        for trial_id in outcome.key[self.next_unreported.pop(outcome.key, 0):]:
+            _report(self.spec, self.ledger, self.progress, self.records[trial_id], outcome, told.get(trial_id))
 
 
 def _settle_dead_job(ledger: Ledger, outcome: TaskOutcome, records: dict[int, RunRecord]) -> None:

@@ -62,3 +62,30 @@ def test_a_run_the_job_reported_failed_is_never_left_pending(tmp_path: Path) -> 
     told = AttemptResult(trial_id=unreached, error="ValueError: bad config")
     _report(spec, ledger, progress, records[unreached], outcome, told)
     assert ledger.attempt_state(unreached) == "failed" and ledger.trial_attrs(unreached)["error"] == "ValueError: bad config"
+
+
+def test_the_driver_reports_a_packed_jobs_runs_as_they_finish_not_when_the_job_ends(tmp_path: Path, monkeypatch) -> None:
+    import sweeps.launch as launch
+
+    monkeypatch.setattr(launch, "POLL_PACKED_S", 0.0)
+    ledger = Ledger(storage_url_for(tmp_path), "packed")
+    ledger.register([planned("a", 8), planned("b", 16), planned("c", 32)])
+    records = {r.trial_id: r for r in ledger.runs().values()}
+    a, b, c = sorted(records, key=lambda t: records[t].run_id)
+    progress = SweepProgress(total=3, complete=0, to_run_flops=0.0, metric="ndcg@10", live=False)
+    follower = launch.JobFollower(spec_from_dict(SPEC, source="spec.toml"), ledger, progress, records)
+    key = (a, b, c)
+    follower.submitted(launch.Task(key=key, args=()), "43_0", "jobs/43_0_log.err")
+    assert ledger.claim(a)
+    follower.poll()
+    assert progress.done == 0  # a is training
+    ledger.complete(a, value=0.1, results={"wall_time_s": 1.0})
+    assert ledger.claim(b)
+    follower.poll()
+    assert (progress.done, progress.running) == (1, 1)  # a is on the console while the job trains b
+    ledger.complete(b, value=0.2, results={"wall_time_s": 1.0})
+    assert ledger.claim(c)
+    ledger.complete(c, value=0.3, results={"wall_time_s": 1.0})
+    follower.done(TaskOutcome(key=key, job_id="43_0", ok=True,
+                              result=[AttemptResult(trial_id=t, run_id=records[t].run_id) for t in key]))
+    assert (progress.done, progress.failed, progress.running) == (3, 0, 0)  # b and c once each
