@@ -87,7 +87,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     # Creating the schema is not safe to race: two processes opening a new file at once (a driver
     # registering runs while `sweep status` polls it) both insert Optuna's schema version and one
     # fails. An advisory lock beside the file serializes the opening; afterwards it is free.
-    with _exclusive_lock(path.with_name(path.name + ".open-lock")):
+    with _exclusive_lock(_open_lock(path)):
         _damage_reported(lambda: _use_wal(path), path)
         # Writers from several worker processes wait for the lock instead of failing at once.
         return _damage_reported(lambda: _rdb_storage(url, {"connect_args": {"timeout": 60}}), path)
@@ -116,8 +116,12 @@ def open_existing_storage(url: str, study_name: str) -> tuple[optuna.storages.Ba
         storage = _server_storage(url, existing=True)
     else:
         sqlite_args = {"connect_args": {"timeout": 60}}
-        _damage_reported(lambda: _require_ledger_tables(url, sqlite_args, path), path)
-        storage = _damage_reported(lambda: _rdb_storage(url, sqlite_args), path)
+        # A driver may be creating this file's schema right now (open_storage holds the open-lock
+        # meanwhile): wait for it, or Optuna's version bookkeeping would be written here too and
+        # one of the two would fail on the duplicate.
+        with _shared_lock_if_present(_open_lock(path)):
+            _damage_reported(lambda: _require_ledger_tables(url, sqlite_args, path), path)
+            storage = _damage_reported(lambda: _rdb_storage(url, sqlite_args, create_tables=False), path)
     try:
         study = _damage_reported(lambda: optuna.load_study(study_name=study_name, storage=storage), path)
     except KeyError:
@@ -199,13 +203,19 @@ def _without_password(url: str) -> str:
     return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
 
 
-def _rdb_storage(url: str, engine_kwargs: dict) -> optuna.storages.RDBStorage:
+def _rdb_storage(url: str, engine_kwargs: dict, *, create_tables: bool = True) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(
         url,
         engine_kwargs=engine_kwargs,
         heartbeat_interval=HEARTBEAT_INTERVAL_S,
         grace_period=HEARTBEAT_GRACE_S,
+        skip_table_creation=not create_tables,
     )
+
+
+def _open_lock(ledger_path: Path) -> Path:
+    """The advisory lock beside an SQLite ledger that serializes creating its schema."""
+    return ledger_path.with_name(ledger_path.name + ".open-lock")
 
 
 @contextlib.contextmanager
@@ -213,6 +223,24 @@ def _exclusive_lock(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _shared_lock_if_present(path: Path):
+    """Hold `path` shared while it exists; creates nothing (for read-only opens). Every ledger
+    file open_storage creates has its lock file made first, so a missing one means no creation
+    by this tool is under way."""
+    try:
+        handle = open(path)
+    except FileNotFoundError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
         try:
             yield
         finally:

@@ -78,13 +78,6 @@ def _ledger_contents(sweep_dir: Path) -> tuple:
     return trials, ledger.study.user_attrs
 
 
-def _running(sweep_dir: Path) -> bool:
-    try:
-        return any(t.state == TrialState.RUNNING for t in _trials(sweep_dir))
-    except ValueError:  # the ledger is still being created
-        return False
-
-
 def _driver(spec: Path, sweep_dir: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "gr_scaling", "sweep", "launch", str(spec), "--out", str(sweep_dir), *extra],
@@ -93,13 +86,39 @@ def _driver(spec: Path, sweep_dir: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
+def _wait_for(predicate, timeout: float, what: str, driver: subprocess.Popen | None = None) -> None:
+    """Poll `predicate`; fail with what the driver said if it exits first or time runs out."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
             return
+        if driver is not None and driver.poll() is not None:
+            _, err = driver.communicate()
+            pytest.fail(f"the driver exited ({driver.returncode}) before {what}:\n{err}")
         time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
+    if driver is None:
+        pytest.fail(f"timed out waiting for {what}")
+    os.killpg(driver.pid, signal.SIGKILL)
+    _, err = driver.communicate()
+    pytest.fail(f"timed out waiting for {what}; the driver said:\n{err}")
+
+
+def _wait_for_running(sweep_dir: Path, driver: subprocess.Popen) -> None:
+    seen: list[list[str]] = []
+
+    def running() -> bool:
+        try:
+            states = [t.state.name for t in _trials(sweep_dir)]
+        except ValueError:  # the ledger is still being created
+            return False
+        if not seen or seen[-1] != states:
+            seen.append(states)
+        return "RUNNING" in states
+
+    try:
+        _wait_for(running, 120, "a running attempt", driver)
+    except pytest.fail.Exception as failure:
+        pytest.fail(f"{failure}\nattempt states seen, in order: {seen}")
 
 
 def test_a_second_driver_is_refused_and_every_run_trains_once(tmp_path: Path, capsys) -> None:
@@ -166,7 +185,7 @@ def test_ctrl_c_cancels_instead_of_failing_and_resume_completes(tmp_path: Path) 
     spec, sweep_dir = _spec(tmp_path, users=(200,), epochs=30, attempts=1), tmp_path / "sweep"
     driver = _driver(spec, sweep_dir)
     try:
-        _wait_for(lambda: _running(sweep_dir), 120, "a running attempt")
+        _wait_for_running(sweep_dir, driver)
         time.sleep(2)  # into training
         os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C does: the driver and its workers
         _, err = driver.communicate(timeout=120)
@@ -191,7 +210,7 @@ def test_sigterm_to_the_driver_stops_its_workers(tmp_path: Path) -> None:
     spec, sweep_dir = _spec(tmp_path, users=(200,), epochs=30), tmp_path / "sweep"
     driver = _driver(spec, sweep_dir)
     try:
-        _wait_for(lambda: _running(sweep_dir), 120, "a running attempt")
+        _wait_for_running(sweep_dir, driver)
         workers = [t.system_attrs["worker"]["pid"] for t in _trials(sweep_dir) if t.state == TrialState.RUNNING]
         driver.send_signal(signal.SIGTERM)  # the driver only, as `kill PID` or a batch system would
         _, err = driver.communicate(timeout=120)

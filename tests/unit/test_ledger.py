@@ -4,11 +4,15 @@ storage only says so in its name."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import multiprocessing
 import subprocess
 import sys
 import socket
+import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -150,6 +154,38 @@ def test_processes_opening_a_new_sqlite_ledger_at_once_all_succeed(tmp_path: Pat
         start_at = time.time() + 3.0  # after every spawned process has imported optuna
         counts = pool.starmap(_open_new_ledger, [(url, start_at)] * 6)
     assert counts == [0] * 6
+
+
+def test_a_read_only_open_waits_for_a_ledger_being_created_and_adds_nothing(tmp_path: Path) -> None:
+    # `sweep status` (or a test polling the ledger) opening the file while the driver is still
+    # creating its schema wrote Optuna's version bookkeeping too, and the driver then failed on the
+    # duplicate ("table alembic_version already exists") and called its new ledger damaged.
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    opened: dict[str, object] = {}
+
+    def read_only_open() -> None:
+        try:
+            opened["runs"] = Ledger(url, "sweep", create=False).runs()
+        except Exception as exc:  # reported through `opened`, asserted below
+            opened["error"] = exc
+
+    with open(path.with_name("ledger.db.open-lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # what the creating driver holds meanwhile
+        with contextlib.closing(sqlite3.connect(path)) as partial:  # its first table exists, no more
+            partial.execute("CREATE TABLE studies (study_id INTEGER PRIMARY KEY, study_name VARCHAR(512))")
+        reader = threading.Thread(target=read_only_open)
+        reader.start()
+        reader.join(1.5)
+        assert reader.is_alive() and not opened  # waiting, not reading a half-made ledger
+        with contextlib.closing(sqlite3.connect(path)) as partial:
+            partial.execute("DROP TABLE studies")
+            tables_while_waiting = partial.execute("SELECT name FROM sqlite_master").fetchall()
+        assert tables_while_waiting == []  # and it wrote nothing meanwhile
+        optuna.create_study(study_name="sweep", storage=url)  # the driver's creation, done
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    reader.join(60)
+    assert opened == {"runs": {}}
 
 
 # ---- attempts that look dead, whose scheduler job may still be alive --------------------------
