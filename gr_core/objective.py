@@ -13,14 +13,17 @@ from torch import nn
 
 from gr_core.config import RunConfig
 from gr_core.data import JaggedBatch
-from gr_core.losses import sampled_softmax_loss
+from gr_core.losses import CandidateScoring, sampled_softmax_loss
 from gr_core.ranking import ranking_logits, ranking_loss
 
 
 class TrainingObjective(nn.Module):
-    def __init__(self, encoder: nn.Module, config: RunConfig) -> None:
+    def __init__(self, encoder: nn.Module, config: RunConfig, *, candidate_scoring: CandidateScoring = "auto") -> None:
+        """candidate_scoring: how the sampled softmax scores its candidates (`gr_core.losses`);
+        "gather" runs exactly the FLOPs the convention counts (for `FlopCounterMode`)."""
         super().__init__()
         self.encoder = encoder
+        self._candidate_scoring = candidate_scoring
         self._num_negatives = config.train.num_negatives
         self._temperature = config.model.temperature
         self._ranking = config.train.ranking
@@ -38,6 +41,7 @@ class TrainingObjective(nn.Module):
             parts["retrieval"] = sampled_softmax_loss(
                 out_TD, batch.target_ids, self.encoder.item_vectors(), num_negatives=self._num_negatives,
                 temperature=self._temperature, negatives_TR=negatives_TR, reduction="sum",
+                scoring=self._candidate_scoring,
             )
         if self._ranking:
             assert batch.actions is not None

@@ -142,8 +142,9 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
     (`gr_core.objective.TrainingObjective`: sampled softmax with R negatives and/or the ranking
     loss) and backward. The counted step runs attention as plain per-sequence matmuls
     (`gr_core.encoder.per_sequence_attention`, from `kernels.per_sequence`): the attention ops register the analytic formula as their FLOP
-    count, so counting them would check the formula against itself. A second step on the same
-    batch (not counted, the model's own attention) is timed with the optimizer for achieved
+    count, so counting them would check the formula against itself; and it scores the sampled
+    softmax's candidates by gathering them (the model's FLOPs; the trainer may score them densely).
+    A second step on the same batch (not counted, the model's own attention and scoring) is timed with the optimizer for achieved
     FLOP/s and MFU against the measured CPU peak.
     Side effects: sets torch's thread count to train.num_threads and seeds torch's generator.
     """
@@ -161,7 +162,9 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
     torch.manual_seed(train_cfg.seed)
     data = load_sequence_data(data_cfg)
     model = build_model(model_cfg, data.num_items, ranking_head=train_cfg.ranking)
-    objective = TrainingObjective(model, config)
+    # The counted step scores the sampled softmax's candidates in the literal form, so the counter
+    # sees the model's FLOPs; the timed step as the trainer does (possibly densely: `gr_core.losses`).
+    counted, timed = TrainingObjective(model, config, candidate_scoring="gather"), TrainingObjective(model, config)
     model.train()
     max_len = model_cfg.max_seq_len
     subsampled, subsample_length = stochastic_length_plan(data.lengths, data_cfg, max_len)
@@ -175,7 +178,7 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, betas=(train_cfg.beta1, train_cfg.beta2))
     negatives_gen = torch.Generator().manual_seed(train_cfg.seed)
 
-    def step() -> None:
+    def step(objective: TrainingObjective) -> None:
         negatives = (
             sample_negatives(batch.num_tokens, data.num_items, train_cfg.num_negatives, negatives_gen)
             if train_cfg.retrieval
@@ -187,10 +190,10 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
         loss.backward()
 
     with per_sequence_attention(), FlopCounterMode(display=False) as counter:
-        step()
+        step(counted)
     optimizer.step()
     started = time.perf_counter()
-    step()
+    step(timed)
     optimizer.step()
     seconds = time.perf_counter() - started
 

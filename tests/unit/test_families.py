@@ -107,7 +107,7 @@ def _training_step_flops(model_cfg: ModelConfig, lengths: list[int], num_negativ
     with per_sequence_attention(), FlopCounterMode(display=False) as counter:
         out = model(items, timestamps, offsets)
         loss = sampled_softmax_loss(
-            out, targets, model.item_vectors(), num_negatives=num_negatives, temperature=0.05, generator=gen
+            out, targets, model.item_vectors(), num_negatives=num_negatives, temperature=0.05, scoring="gather", generator=gen
         )
         loss.backward()
     return float(counter.get_total_flops())

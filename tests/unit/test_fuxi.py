@@ -222,7 +222,7 @@ def test_analytic_flops_equal_flop_counter_mode_exactly_on_random_configs(seed: 
     targets = torch.randint(1, NUM_ITEMS + 1, (sum(lengths),), generator=gen)
     with per_sequence_attention(), FlopCounterMode(display=False) as counter:
         out = model(items, ts, offsets, request)
-        sampled_softmax_loss(out, targets, model.item_vectors(), num_negatives=3, temperature=0.05,
+        sampled_softmax_loss(out, targets, model.item_vectors(), num_negatives=3, temperature=0.05, scoring="gather",
                              generator=gen).backward()
     analytic = 3 * forward_flops(np.array(lengths), cfg, head_candidates=4).total_dense
     assert float(counter.get_total_flops()) == analytic, (cfg, lengths)
@@ -238,7 +238,7 @@ def test_outside_the_switch_the_channel_op_is_counted_by_the_dense_jagged_formul
     model = build_model(cfg, NUM_ITEMS, ranking_head=True)
     with FlopCounterMode(display=False) as counter:
         out = model(items, ts, offsets, request)
-        sampled_softmax_loss(out, items, model.item_vectors(), num_negatives=5, temperature=0.05,
+        sampled_softmax_loss(out, items, model.item_vectors(), num_negatives=5, temperature=0.05, scoring="gather",
                              generator=torch.Generator().manual_seed(0)).backward()
     by_op = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
     pairs = sum(n * n for n in lengths)

@@ -18,7 +18,7 @@ from gr_core.families import HSTUOptions
 from gr_core.hstu import HSTU, count_parameters
 from gr_core.lengths import CUTS
 from gr_core.sequences import SequenceData
-from gr_core.losses import sampled_softmax_loss
+from gr_core.losses import chosen_scoring, sampled_softmax_loss
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,8 @@ def test_item_embedding_init_and_padding_row():
     assert w.abs().max().item() <= 0.04 + 1e-6
 
 
-def test_sampled_softmax_masks_negatives_equal_to_positive():
+@pytest.mark.parametrize("scoring", ["gather", "dense"])
+def test_sampled_softmax_masks_negatives_equal_to_positive(scoring: str):
     torch.manual_seed(0)
     num_items, d = 3, 4
     items = F.normalize(torch.randn(num_items + 1, d), dim=-1)
@@ -100,7 +101,8 @@ def test_sampled_softmax_masks_negatives_equal_to_positive():
     targets = torch.tensor([1, 2, 3, 1, 2, 3])
     gen_seed = 5
     loss = sampled_softmax_loss(
-        out, targets, items, num_negatives=8, temperature=0.1, generator=torch.Generator().manual_seed(gen_seed)
+        out, targets, items, num_negatives=8, temperature=0.1, generator=torch.Generator().manual_seed(gen_seed),
+        scoring=scoring,
     )
     # Recompute by hand with the same negatives: collisions (very likely with 3 items) are dropped.
     negs = torch.randint(1, num_items + 1, (6, 8), generator=torch.Generator().manual_seed(gen_seed))
@@ -129,11 +131,40 @@ def test_sampled_softmax_is_one_bmm_for_the_flop_counter():
     items = F.normalize(torch.randn(50, d), dim=-1)
     with FlopCounterMode(display=False) as counter:
         sampled_softmax_loss(
-            out, torch.randint(1, 50, (t,)), items, num_negatives=r, temperature=0.05,
+            out, torch.randint(1, 50, (t,)), items, num_negatives=r, temperature=0.05, scoring="gather",
             generator=torch.Generator().manual_seed(0),
         )
     assert counter.get_total_flops() == 2 * t * d * (r + 1)
     assert math.isfinite(counter.get_total_flops())
+
+
+def test_dense_and_gathered_scoring_agree_in_loss_and_gradients():
+    gen = torch.Generator().manual_seed(3)
+    t, d, num_items, r = 40, 8, 25, 6
+    out_TD = F.normalize(torch.randn(t, d, generator=gen), dim=-1)
+    table = F.normalize(torch.randn(num_items + 1, d, generator=gen), dim=-1)
+    targets = torch.randint(1, num_items + 1, (t,), generator=gen)
+    negatives = torch.randint(1, num_items + 1, (t, r), generator=gen)
+    assert (negatives == targets[:, None]).any()  # collisions masked in both forms
+    results = {}
+    for scoring in ("gather", "dense"):
+        out, items = out_TD.clone().requires_grad_(True), table.clone().requires_grad_(True)
+        loss = sampled_softmax_loss(out, targets, items, num_negatives=r, temperature=0.05, negatives_TR=negatives,
+                                    reduction="sum", scoring=scoring)
+        loss.backward()
+        results[scoring] = (loss.detach(), out.grad, items.grad)
+    for gathered, dense in zip(results["gather"], results["dense"]):
+        torch.testing.assert_close(dense, gathered, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_scoring_is_dense_for_small_catalogues_and_gathers_for_large_ones():
+    assert chosen_scoring("auto", num_items=1682, num_candidates=129) == "dense"  # ML-100K, R 128
+    assert chosen_scoring("auto", num_items=26744, num_candidates=129) == "gather"  # ML-20M
+    assert chosen_scoring("auto", num_items=32 * 129 - 1, num_candidates=129) == "dense"
+    assert chosen_scoring("auto", num_items=32 * 129, num_candidates=129) == "gather"
+    assert chosen_scoring("gather", num_items=10, num_candidates=129) == "gather"
+    with pytest.raises(ValueError, match=r"scoring must be one of \['auto', 'gather', 'dense'\], got 'sparse'"):
+        chosen_scoring("sparse", num_items=10, num_candidates=3)  # type: ignore[arg-type]
 
 
 def _bucket(d: int, num_buckets: int) -> int:

@@ -102,7 +102,7 @@ def test_test_metrics_on_the_kept_weights_equal_a_run_that_stopped_at_the_best_e
     """Test is evaluated once, after training, on a copy of the best epoch's weights: bit for bit
     what the same run reports when it ends at that epoch (evaluation draws no random numbers)."""
     cfg = RunConfig(data=TINY.data, model=TINY.model,
-                    train=TrainConfig(epochs=8, batch_size=64, num_negatives=32, lr=3e-2, eval_every=1))
+                    train=TrainConfig(epochs=8, batch_size=64, num_negatives=32, lr=1e-1, eval_every=1))
     full = train_run(cfg)
     assert full.best_epoch < full.epochs_run, "the scenario needs a best epoch before the last"
     short = train_run(RunConfig(data=cfg.data, model=cfg.model,

@@ -49,7 +49,7 @@ def test_training_step_flops_match_flop_counter(model_cfg: ModelConfig) -> None:
         out = model(batch.item_ids, batch.timestamps, batch.seq_offsets)
         loss = sampled_softmax_loss(
             out, batch.target_ids, model.item_vectors(), num_negatives=num_negatives,
-            temperature=0.05, generator=torch.Generator().manual_seed(0),
+            temperature=0.05, scoring="gather", generator=torch.Generator().manual_seed(0),
         )
         loss.backward()
     analytic = 3 * forward_flops(lengths, model_cfg, head_candidates=num_negatives + 1).total_dense
@@ -134,7 +134,7 @@ def test_random_configs_flops_match_flop_counter_by_component(seed: int) -> None
     with FlopCounterMode(display=False) as counter:
         out = model(item_ids, timestamps, offsets)
         loss = sampled_softmax_loss(
-            out, targets, model.item_vectors(), num_negatives=num_negatives, temperature=0.05, generator=gen
+            out, targets, model.item_vectors(), num_negatives=num_negatives, temperature=0.05, scoring="gather", generator=gen
         )
         loss.backward()
     fwd = forward_flops(lengths, model_cfg, head_candidates=num_negatives + 1)
@@ -194,7 +194,7 @@ def test_sasrec_random_configs_flops_match_flop_counter_by_component(seed: int) 
     with FlopCounterMode(display=False) as counter:
         out = model(item_ids, timestamps, offsets)
         loss = sampled_softmax_loss(
-            out, targets, model.item_vectors(), num_negatives=num_negatives, temperature=0.05, generator=gen
+            out, targets, model.item_vectors(), num_negatives=num_negatives, temperature=0.05, scoring="gather", generator=gen
         )
         loss.backward()
     fwd = forward_flops(lengths, model_cfg, head_candidates=num_negatives + 1)
@@ -239,7 +239,7 @@ def test_ranking_task_flops_match_flop_counter(family: str) -> None:
     with FlopCounterMode(display=False) as counter:
         out = model(batch.item_ids, batch.timestamps, batch.seq_offsets)
         loss = sampled_softmax_loss(
-            out, batch.target_ids, model.item_vectors(), num_negatives=5, temperature=0.05,
+            out, batch.target_ids, model.item_vectors(), num_negatives=5, temperature=0.05, scoring="gather",
             generator=torch.Generator().manual_seed(0),
         ) + ranking_loss(ranking_logits(model, out, batch.item_ids), batch.actions)
         loss.backward()
