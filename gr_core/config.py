@@ -260,6 +260,9 @@ class TrainConfig:
     engine: "torch" (a plain AdamW loop, one process) or "deepspeed" (a DeepSpeed engine with ZeRO
     stage `zero_stage`, one or more processes: `gr_core.engines`). grad_accumulation: micro-batches
     per optimizer step in each process. grad_clip: maximum global gradient norm (None: no clipping).
+    num_threads: torch's intra-op threads; "auto" takes the CPUs the run's job was given
+    (`gr_core.threads.intra_op_threads`: a local sweep's share of the machine, Slurm's
+    cpus_per_task), for runs that own their cores; the default 1 suits max_parallel runs per core.
     device: "auto" (the GPU when torch sees one, else the CPU), "cpu" or "cuda"; a process of a
     multi-process run takes GPU LOCAL_RANK (`gr_core.devices`). precision: "fp32", or "bf16"
     (torch autocast over the forward pass and the losses: bfloat16 matmuls, float32 weights,
@@ -281,7 +284,7 @@ class TrainConfig:
     eval_filter: Literal["full", "window"] = "full"
     patience: int | None = None  # early stopping, in epochs without a better validation value
     seed: int = 0
-    num_threads: int = 1  # torch intra-op threads per run
+    num_threads: int | Literal["auto"] = 1  # torch intra-op threads per run (`gr_core.threads.intra_op_threads`)
     engine: Literal["torch", "deepspeed"] = "torch"
     zero_stage: int = 0  # DeepSpeed ZeRO stage 0-3 (engine "deepspeed" only)
     grad_accumulation: int = 1
@@ -318,7 +321,12 @@ class TrainConfig:
         _require(
             self.patience is None or self.patience >= 1, f"train.patience must be >= 1 or unset, got {self.patience}"
         )
-        _require(self.num_threads >= 1, f"train.num_threads must be >= 1, got {self.num_threads}")
+        _require(
+            self.num_threads == "auto" or (
+                isinstance(self.num_threads, int) and not isinstance(self.num_threads, bool) and self.num_threads >= 1),
+            f'train.num_threads must be an integer >= 1 or "auto" (the CPUs the run\'s job was given), '
+            f"got {self.num_threads!r}",
+        )
         _require(0 <= self.zero_stage <= 3, f"train.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         _require(
             self.zero_stage == 0 or self.engine == "deepspeed",

@@ -45,6 +45,7 @@ from gr_core.metrics import evaluate  # looked up here at each evaluation: tests
 from gr_core.objective import TrainingObjective
 from gr_core.ranking import evaluate_ranking
 from gr_core.sequences import SequenceData
+from gr_core.threads import intra_op_threads
 from gr_core.training.callbacks import Callbacks, EvalCallback, StepCallback, StoppedByMainProcess
 from gr_core.training.checkpoints import (
     Checkpointer,
@@ -76,7 +77,8 @@ class Trainer:
         self._started = time.perf_counter()
         self.config, self.callbacks = config, callbacks
         self._train = train = config.train
-        torch.set_num_threads(train.num_threads)
+        self.threads = intra_op_threads(train.num_threads)
+        torch.set_num_threads(self.threads)
         # Python's, NumPy's and torch's global generators: dropout draws from torch's.
         random.seed(train.seed)
         np.random.seed(train.seed)
@@ -295,7 +297,7 @@ class Trainer:
         return TrainResult.of(
             self.progress, num_params=self.num_params, wall_time_s=self.elapsed_s(),
             selection_metric=self.selection.metric, resumed_from_step=self.resumed_from_step,
-            device=describe(self.device), phase_s=dict(self.phase_s),
+            device=describe(self.device), threads=self.threads, phase_s=dict(self.phase_s),
         )
 
 

@@ -146,10 +146,11 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
     softmax's candidates by gathering them (the model's FLOPs; the trainer may score them densely).
     A second step on the same batch (not counted, the model's own attention and scoring) is timed with the optimizer for achieved
     FLOP/s and MFU against the measured CPU peak.
-    Side effects: sets torch's thread count to train.num_threads and seeds torch's generator.
+    Side effects: sets torch's thread count to train.num_threads (resolved) and seeds torch's generator.
     """
     # gr_core's torch modules load only when measuring.
     from gr_core.data import train_batches
+    from gr_core.threads import intra_op_threads
     from gr_core.encoder import build_model
     from gr_core.lengths import stochastic_length_plan
     from gr_core.loaders import load_sequence_data
@@ -158,7 +159,7 @@ def measure_training_step(config: RunConfig) -> StepMeasurement:
     from gr_core.encoder import per_sequence_attention
 
     data_cfg, model_cfg, train_cfg = config.data, config.model, config.train
-    torch.set_num_threads(train_cfg.num_threads)
+    torch.set_num_threads(intra_op_threads(train_cfg.num_threads))
     torch.manual_seed(train_cfg.seed)
     data = load_sequence_data(data_cfg)
     model = build_model(model_cfg, data.num_items, ranking_head=train_cfg.ranking)

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
 import re
 import shutil
 import signal
@@ -45,6 +46,15 @@ class TaskOutcome:
     result: Any = None
     error: str | None = None  # last line of the remote exception, when it failed
     log_path: str | None = None
+
+
+def cpus_per_run(config: DispatchConfig, executor: str) -> int | None:
+    """The CPUs each run may use (what train.num_threads = "auto" takes): on the local executor
+    the machine's CPUs shared by dispatch.max_parallel runs; on Slurm None, the job reads its own
+    allocation (dispatch.cpus_per_task, as SLURM_CPUS_PER_TASK)."""
+    if executor == "slurm":
+        return None
+    return max(1, (os.cpu_count() or 1) // config.max_parallel)
 
 
 def resolve_executor(config: DispatchConfig) -> str:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from slurm.dispatch import Task, TaskOutcome, resolve_executor, run_tasks
+from slurm.dispatch import Task, TaskOutcome, cpus_per_run, resolve_executor, run_tasks
 from slurm.jobs import Requeueable
 from slurm.liveness import slurm_jobs_alive
 from sweeps import tuning
@@ -266,11 +266,11 @@ def _run_waves(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, planned: li
         _dispatch(spec, layout, ledger, pending, progress)
 
 
-def _attempt(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, record: RunRecord) -> Attempt:
+def _attempt(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, record: RunRecord, cpus: int | None) -> Attempt:
     return Attempt(
         ledger_url=ledger.url, sweep_name=spec.sweep.name, trial_id=record.trial_id, layout=layout,
         metric=spec.sweep.metric, tracking=spec.tracking, tune=spec.tune if spec.tune.enabled else None,
-        checkpoint_every=spec.dispatch.checkpoint_every_steps,
+        checkpoint_every=spec.dispatch.checkpoint_every_steps, cpus_per_run=cpus,
     )
 
 
@@ -283,8 +283,9 @@ def _dispatch(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, pending: lis
     if per_job > 1:
         log.info("%d runs in %d jobs of up to %d runs (dispatch.runs_per_job = %s)", len(pending), len(jobs),
                  per_job, spec.dispatch.runs_per_job)
+    cpus = cpus_per_run(spec.dispatch, resolve_executor(spec.dispatch))
     tasks = [
-        Task(key=tuple(r.trial_id for r in job), args=(tuple(_attempt(spec, layout, ledger, r) for r in job),))
+        Task(key=tuple(r.trial_id for r in job), args=(tuple(_attempt(spec, layout, ledger, r, cpus) for r in job),))
         for job in jobs
     ]
     follower = JobFollower(spec, ledger, progress, {record.trial_id: record for record in pending})

@@ -64,7 +64,7 @@ def run_results(
     timed = result.wall_time_s > 0
     achieved = executed / result.wall_time_s if timed else 0.0
     peak, peak_source = run_peak_flops(
-        result.device, config.train.precision, threads=config.train.num_threads, processes=processes
+        result.device, config.train.precision, threads=result.threads, processes=processes
     )
     spent = spent_compute(planned, config.train.epochs, result, run_id=run_id)
     results: dict[str, Any] = {
@@ -85,6 +85,7 @@ def run_results(
         "peak_flops_per_s": peak,
         "peak_source": peak_source,
         "device": result.device,
+        "threads": result.threads,
         "precision": config.train.precision,
         "history": [{**h, "train_flops": spent.flops_per_epoch * h["epoch"]} for h in result.history],
     }

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 import traceback
@@ -37,6 +38,7 @@ import optuna
 from optuna.trial import TrialState
 
 from gr_core.config import RunConfig
+from gr_core.threads import CPUS_PER_RUN_ENV
 from slurm.jobs import current_job, export_distributed_env
 from slurm.preemption import PreemptionWatch
 from sweeps.job_timing import JobClock
@@ -66,6 +68,9 @@ class Attempt:
     tracking: TrackingConfig
     tune: TuneConfig | None = None  # the sweep's [tune] when enabled
     checkpoint_every: int | None = None  # dispatch.checkpoint_every_steps
+    # The CPUs each run of the job may use (train.num_threads = "auto" takes this many; None: the
+    # job's Slurm allocation or affinity mask says): `slurm.dispatch.cpus_per_run`.
+    cpus_per_run: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -245,6 +250,8 @@ def execute_attempt(attempt: Attempt, *, ledger: Ledger | None = None, first_in_
     clock.mark("imports")
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
     place = export_distributed_env()
+    if attempt.cpus_per_run is not None:
+        os.environ[CPUS_PER_RUN_ENV] = str(attempt.cpus_per_run)  # read by `gr_core.threads`
     ledger = Ledger(attempt.ledger_url, attempt.sweep_name) if ledger is None else ledger
     run = LedgerRun.read(ledger, attempt.trial_id)
     # The run's config (fixed when it was planned) says where its processes compute, hence how

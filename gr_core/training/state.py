@@ -68,12 +68,13 @@ class TrainResult:
     epochs_run: int = 0
     resumed_from_step: int | None = None
     device: str = "cpu"
+    threads: int = 1  # torch intra-op threads it trained with (train.num_threads resolved)
     phase_s: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, progress: Progress, **run: Any) -> TrainResult:
         """The result of a run that ended at `progress`; `run`: the fields progress does not hold
-        (num_params, wall_time_s, selection_metric, resumed_from_step, device, phase_s)."""
+        (num_params, wall_time_s, selection_metric, resumed_from_step, device, threads, phase_s)."""
         best, last = progress.best, progress.history[-1]
         assert best is not None  # the last epoch run is always evaluated
         metrics = {k.removeprefix("test/"): v for k, v in best.items() if k.startswith("test/")}
