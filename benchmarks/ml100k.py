@@ -1,6 +1,6 @@
 """HSTU, SASRec and FuXi-alpha on MovieLens-100K: settings chosen on validation only, 5 seeds, paired test differences.
 
-    python benchmarks/ml100k.py                     # the full protocol, 24 runs: hours on 2 cores (resumable)
+    python benchmarks/ml100k.py                     # the full protocol, 24 runs: ~1.5-2 h on 2 cores (resumable)
     python benchmarks/ml100k.py --seeds 0 1 --epochs 2 --lrs 1e-3 --dropouts 0.5   # a quick smoke run
 
 Protocol (the shape is ML-1M's published one with max length 100: D 50, 2 blocks, 1 head, batch
@@ -67,8 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3], help="learning rates searched")
     p.add_argument("--dropouts", type=float, nargs="+", default=[0.2, 0.5], help="dropouts searched")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--patience", type=int, default=20, help="epochs without a better validation ndcg@10")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--patience", type=int, default=10, help="epochs without a better validation ndcg@10")
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--embedding-dim", type=int, default=50)
     p.add_argument("--blocks", type=int, default=2)

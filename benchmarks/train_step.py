@@ -25,7 +25,9 @@ Numbers, per epoch and per thread (`--threads`, 1 by default: per core used):
     bounds          tokens/s if only the matmul FLOPs ran, at that peak; and if only the memory
                     traffic of gathering each position's R+1 candidate vectors ran (read and write
                     of [T, R+1, D] floats forward, the same scattered back), at the measured copy
-                    bandwidth. The lower of the two is "bound".
+                    bandwidth (what the gathered scoring costs; a run that scores its candidates
+                    densely, `gr_core.losses`, does not pay it). The lower of the two is "bound".
+                    On a GPU: its copy bandwidth and bf16 elements.
 
 `--profile` adds the top operators of one epoch by self time (torch.profiler) for this checkout.
 Runs unchanged on a GPU (the runs train on it, bf16). Writes benchmarks/results/train_step.json
@@ -142,22 +144,23 @@ def measure(checkout: Path, job: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def copy_bandwidth(threads: int, megabytes: int = 256) -> float:
-    """Bytes/s of a large float32 copy (read + write) at `threads` threads, best of 5."""
+def copy_bandwidth(device: str, threads: int, megabytes: int = 256) -> float:
+    """Bytes/s of a large float32 copy (read + write) on `device` (the CPU at `threads` threads), best of 5."""
     import torch
 
     torch.set_num_threads(threads)
-    src = torch.ones(megabytes * 2**20 // FLOAT_BYTES)
+    src = torch.ones(megabytes * 2**20 // FLOAT_BYTES, device=device)
     dst = torch.empty_like(src)
-    dst.copy_(src)
-    best = min(_timed(lambda: dst.copy_(src)) for _ in range(5))
-    return 2 * src.numel() * FLOAT_BYTES / best
 
+    def copy() -> float:
+        started = time.perf_counter()
+        dst.copy_(src)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
 
-def _timed(fn: Any) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+    copy()
+    return 2 * src.numel() * FLOAT_BYTES / min(copy() for _ in range(5))
 
 
 def derived(size: str, family: str, result: dict[str, Any], args: argparse.Namespace, peak: float,
@@ -170,7 +173,8 @@ def derived(size: str, family: str, result: dict[str, Any], args: argparse.Names
     tokens_per_epoch = result["tokens"] / result["epochs"]
     flops_per_token = flops_per_epoch / tokens_per_epoch
     tokens_per_s = result["tokens"] / result["seconds"]
-    gather_bytes_per_token = 4 * (config.train.num_negatives + 1) * config.model.embedding_dim * FLOAT_BYTES
+    element_bytes = 2 if result["device"].startswith("cuda") else FLOAT_BYTES  # bf16 on a GPU
+    gather_bytes_per_token = 4 * (config.train.num_negatives + 1) * config.model.embedding_dim * element_bytes
     matmul_bound, gather_bound = peak / flops_per_token, bandwidth / gather_bytes_per_token
     return {
         "tokens_per_s": tokens_per_s,
@@ -207,12 +211,12 @@ def main(argv: list[str] | None = None) -> int:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     checkouts = {"this": ROOT} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
-    bandwidth = copy_bandwidth(args.threads)
+    bandwidth = copy_bandwidth(device, args.threads)
     rows: list[dict[str, Any]] = []
     started = time.time()
     for size in args.sizes:
         for family in args.families:
-            job = {"size": size, "family": family, "data": str(args.data), "threads": args.threads,
+            job = {"size": size, "family": family, "data": str(args.data.resolve()), "threads": args.threads,
                    "device": device, "epochs": args.epochs}
             per_checkout: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
             profile = None

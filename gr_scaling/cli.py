@@ -48,6 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "train_flops": flops.train,
         "wall_time_s": result.wall_time_s,
         "device": result.device,
+        "threads": result.threads,
         "precision": config.train.precision,
         "resumed_from_step": result.resumed_from_step,
     }

@@ -54,7 +54,7 @@ def cpus_per_run(config: DispatchConfig, executor: str) -> int | None:
     allocation (dispatch.cpus_per_task, as SLURM_CPUS_PER_TASK)."""
     if executor == "slurm":
         return None
-    return max(1, (os.cpu_count() or 1) // config.max_parallel)
+    return max(1, len(os.sched_getaffinity(0)) // config.max_parallel)  # the CPUs this driver may use
 
 
 def resolve_executor(config: DispatchConfig) -> str:

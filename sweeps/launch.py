@@ -249,7 +249,9 @@ def _say_what_stays_failed(records: list[RunRecord], spec: SweepSpec, sweep_dir:
 def _run_waves(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, planned: list[PlannedRun], studies: dict,
                in_sweep, progress: SweepProgress) -> None:  # type: ignore[no-untyped-def]
     # Local attempts have no scheduler to ask: their worker pid and heartbeat decide alone.
-    job_alive = slurm_jobs_alive if resolve_executor(spec.dispatch) == "slurm" else None
+    executor = resolve_executor(spec.dispatch)
+    job_alive = slurm_jobs_alive if executor == "slurm" else None
+    cpus = cpus_per_run(spec.dispatch, executor)
     while True:
         requeued = ledger.recover(max_attempts=spec.sweep.max_attempts, job_alive=job_alive)
         if requeued:
@@ -263,7 +265,7 @@ def _run_waves(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, planned: li
         if not pending:
             break
         progress.total = max(progress.total, progress.done + progress.failed + len(pending))  # tuning adds runs
-        _dispatch(spec, layout, ledger, pending, progress)
+        _dispatch(spec, layout, ledger, pending, progress, cpus)
 
 
 def _attempt(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, record: RunRecord, cpus: int | None) -> Attempt:
@@ -275,7 +277,7 @@ def _attempt(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, record: RunRe
 
 
 def _dispatch(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, pending: list[RunRecord],
-              progress: SweepProgress) -> None:
+              progress: SweepProgress, cpus: int | None) -> None:
     """One wave: the pending runs packed into jobs (`sweeps.packing`), each job a tuple of attempts."""
     seconds = {r.trial_id: estimated_seconds(r.flops.get("train", 0.0), spec.cost) for r in pending}
     per_job = runs_per_job(list(seconds.values()), spec.dispatch)
@@ -283,7 +285,6 @@ def _dispatch(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, pending: lis
     if per_job > 1:
         log.info("%d runs in %d jobs of up to %d runs (dispatch.runs_per_job = %s)", len(pending), len(jobs),
                  per_job, spec.dispatch.runs_per_job)
-    cpus = cpus_per_run(spec.dispatch, resolve_executor(spec.dispatch))
     tasks = [
         Task(key=tuple(r.trial_id for r in job), args=(tuple(_attempt(spec, layout, ledger, r, cpus) for r in job),))
         for job in jobs

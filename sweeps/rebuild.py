@@ -28,7 +28,9 @@ from sweeps.spec import SweepSpec
 from sweeps.storage import LedgerUnavailable, ledger_file, open_existing_storage
 
 log = logging.getLogger(__name__)
-SIDE_FILES = ("-wal", "-shm", ".open-lock")  # SQLite's companions of a ledger file
+# SQLite's companions of a ledger file, moved aside with it. (Not the ".open-lock" beside it: it
+# holds no data, and a reader waiting on it must exclude the rebuild's creation of the new file.)
+SIDE_FILES = ("-wal", "-shm")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)

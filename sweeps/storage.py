@@ -32,6 +32,8 @@ HEARTBEAT_GRACE_S = 60
 
 JOURNAL_PREFIX = "journal:"
 REBUILD_HINT = "gr-scaling sweep rebuild-ledger"
+# How long a read-only open waits for another process to finish creating an SQLite ledger.
+CREATION_WAIT_S = 120.0
 
 
 class LedgerUnavailable(ValueError):
@@ -101,27 +103,24 @@ def open_existing_storage(url: str, study_name: str) -> tuple[optuna.storages.Ba
     """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     path = ledger_file(url)
-    if path is not None and (not path.is_file() or path.stat().st_size == 0):
-        state = "is empty" if path.is_file() else "does not exist"
-        raise LedgerUnavailable(
-            f"the ledger {path} {state}; nothing was created. If the sweep has finished runs (runs/*/result.json), "
-            f"rebuild it from them with `{REBUILD_HINT} {path.parent}`; otherwise launch the sweep first"
-        )
-    if url.startswith(JOURNAL_PREFIX):
+    if path is not None and not url.startswith(JOURNAL_PREFIX):
+        # A driver may be creating this SQLite file right now (open_storage holds the open-lock
+        # meanwhile, from before the file exists until its schema is whole): wait for it, or the
+        # file looks empty, or Optuna's version bookkeeping gets written here too.
+        with _shared_lock_if_present(_open_lock(path), path):
+            _require_nonempty(path)
+            sqlite_args = {"connect_args": {"timeout": 60}}
+            _damage_reported(lambda: _require_ledger_tables(url, sqlite_args, path), path)
+            storage: optuna.storages.BaseStorage = _damage_reported(
+                lambda: _rdb_storage(url, sqlite_args, create_tables=False), path)
+    elif url.startswith(JOURNAL_PREFIX):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        storage: optuna.storages.BaseStorage = _damage_reported(
-            lambda: JournalStorage(JournalFileBackend(str(path))), path)
-    elif path is None:
-        storage = _server_storage(url, existing=True)
+        assert path is not None
+        _require_nonempty(path)
+        storage = _damage_reported(lambda: JournalStorage(JournalFileBackend(str(path))), path)
     else:
-        sqlite_args = {"connect_args": {"timeout": 60}}
-        # A driver may be creating this file's schema right now (open_storage holds the open-lock
-        # meanwhile): wait for it, or Optuna's version bookkeeping would be written here too and
-        # one of the two would fail on the duplicate.
-        with _shared_lock_if_present(_open_lock(path)):
-            _damage_reported(lambda: _require_ledger_tables(url, sqlite_args, path), path)
-            storage = _damage_reported(lambda: _rdb_storage(url, sqlite_args, create_tables=False), path)
+        storage = _server_storage(url, existing=True)
     try:
         study = _damage_reported(lambda: optuna.load_study(study_name=study_name, storage=storage), path)
     except KeyError:
@@ -130,6 +129,15 @@ def open_existing_storage(url: str, study_name: str) -> tuple[optuna.storages.Ba
             + (f"; rebuild it from the run directories with `{REBUILD_HINT} {path.parent}`" if path else "")
         ) from None
     return storage, study
+
+
+def _require_nonempty(path: Path) -> None:
+    if not path.is_file() or path.stat().st_size == 0:
+        state = "is empty" if path.is_file() else "does not exist"
+        raise LedgerUnavailable(
+            f"the ledger {path} {state}; nothing was created. If the sweep has finished runs (runs/*/result.json), "
+            f"rebuild it from them with `{REBUILD_HINT} {path.parent}`; otherwise launch the sweep first"
+        )
 
 
 def _damage_reported(open_fn, path: Path | None):  # type: ignore[no-untyped-def]
@@ -150,22 +158,26 @@ def _damage_reported(open_fn, path: Path | None):  # type: ignore[no-untyped-def
 
 
 def _require_ledger_tables(url: str, engine_kwargs: dict, path: Path | None) -> None:
-    """Raise LedgerUnavailable unless the database holds Optuna's tables: opening it as an
-    RDBStorage would create them, and an open of an existing ledger must create nothing."""
+    """Raise LedgerUnavailable unless the database holds Optuna's whole schema, its version
+    bookkeeping included: opening it as an RDBStorage would write what is missing, and an open of
+    an existing ledger must write nothing."""
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(url, **engine_kwargs)
     try:
         with engine.connect() as connection:
-            present = sqlalchemy.inspect(connection).has_table("studies")
+            inspector = sqlalchemy.inspect(connection)
+            present = all(inspector.has_table(name) for name in ("studies", "version_info", "alembic_version"))
+            present = present and bool(connection.execute(sqlalchemy.text("SELECT COUNT(*) FROM version_info")).scalar())
     finally:
         engine.dispose()
     if present:
         return
     if path is not None:
         raise LedgerUnavailable(
-            f"the ledger {path} holds no ledger tables (not a ledger file, or its creation was interrupted); nothing "
-            f"was changed. If the sweep has finished runs, rebuild it from them with `{REBUILD_HINT} {path.parent}`"
+            f"the ledger {path} holds no ledger schema, or an incomplete one (not a ledger file, or its creation was "
+            f"interrupted); "
+            f"nothing was changed. If the sweep has finished runs, rebuild it from them with `{REBUILD_HINT} {path.parent}`"
         )
     raise LedgerUnavailable(
         f"the database {_without_password(url)} holds no ledger (no Optuna tables); nothing was created. Launch the "
@@ -184,7 +196,7 @@ def _server_storage(url: str, *, existing: bool = False) -> optuna.storages.RDBS
     try:
         if existing:
             _require_ledger_tables(url, {"pool_pre_ping": True}, None)
-        return _rdb_storage(url, {"pool_pre_ping": True})
+        return _rdb_storage(url, {"pool_pre_ping": True}, create_tables=not existing)
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError, ModuleNotFoundError) as exc:
         shown = _without_password(url)
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
@@ -230,17 +242,30 @@ def _exclusive_lock(path: Path):
 
 
 @contextlib.contextmanager
-def _shared_lock_if_present(path: Path):
+def _shared_lock_if_present(path: Path, ledger: Path):
     """Hold `path` shared while it exists; creates nothing (for read-only opens). Every ledger
     file open_storage creates has its lock file made first, so a missing one means no creation
-    by this tool is under way."""
+    by this tool is under way. Creating a schema takes a second or so: a lock held for
+    CREATION_WAIT_S (a creator stopped with Ctrl-Z, a hung file system) raises LedgerUnavailable."""
     try:
         handle = open(path)
     except FileNotFoundError:
         yield
         return
     with handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)
+        deadline = time.monotonic() + CREATION_WAIT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LedgerUnavailable(
+                        f"the ledger {ledger} has been being created by another process for over "
+                        f"{CREATION_WAIT_S:.0f} s ({path.name} is held); if that process is stopped or gone, "
+                        "resume or kill it, then try again"
+                    ) from None
+                time.sleep(0.05)
         try:
             yield
         finally:

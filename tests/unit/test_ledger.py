@@ -30,6 +30,7 @@ from ledger_backends import (  # noqa: F401 - `backend` and `ledger` are fixture
 )
 
 from sweeps.ledger import Ledger
+from sweeps import storage
 from sweeps.storage import LedgerUnavailable, ledger_file
 
 
@@ -186,6 +187,30 @@ def test_a_read_only_open_waits_for_a_ledger_being_created_and_adds_nothing(tmp_
         fcntl.flock(lock, fcntl.LOCK_UN)
     reader.join(60)
     assert opened == {"runs": {}}
+
+
+def test_a_ledger_whose_creation_was_interrupted_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    optuna.create_study(study_name="sweep", storage=url)
+    with contextlib.closing(sqlite3.connect(path)) as db, db:  # stopped before its version bookkeeping
+        db.execute("DELETE FROM version_info")
+        db.execute("DROP TABLE alembic_version")
+    with pytest.raises(LedgerUnavailable, match="holds no ledger schema, or an incomplete one"):
+        Ledger(url, "sweep", create=False)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT COUNT(*) FROM version_info").fetchone() == (0,)
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'alembic_version'").fetchall() == []
+
+
+def test_a_read_only_open_gives_up_on_a_creation_that_never_ends(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(storage, "CREATION_WAIT_S", 0.3)
+    path = tmp_path / "ledger.db"
+    with open(path.with_name("ledger.db.open-lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a creator stopped with Ctrl-Z
+        with pytest.raises(LedgerUnavailable, match=r"being created by another process for over 0 s"):
+            Ledger(f"sqlite:///{path}", "sweep", create=False)
+    assert not path.exists()
 
 
 # ---- attempts that look dead, whose scheduler job may still be alive --------------------------

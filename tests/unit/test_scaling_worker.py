@@ -88,7 +88,7 @@ def test_intra_op_threads_as_given_or_from_the_job(monkeypatch: pytest.MonkeyPat
 
 
 def test_cpus_per_run_share_the_machine_locally_and_leave_slurm_to_its_allocation() -> None:
-    cpus = os.cpu_count() or 1
+    cpus = len(os.sched_getaffinity(0))  # what this process may use, not every CPU of the machine
     assert cpus_per_run(DispatchConfig(max_parallel=1), "local") == cpus
     assert cpus_per_run(DispatchConfig(max_parallel=cpus * 4), "local") == 1
     assert cpus_per_run(DispatchConfig(max_parallel=1, cpus_per_task=8), "slurm") is None
