@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from checkouts import commit_of  # benchmarks/checkouts.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -92,18 +94,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sweep_throughput.json")
     return p.parse_args(argv)
-
-
-def _commit(checkout: Path) -> str | None:
-    """The checkout's commit, with "+dirty" when its tracked files have changes (None outside git)."""
-    try:
-        head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
 
 
 def launch(checkout: Path, spec_text: str, workdir: Path) -> float:
@@ -216,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/sweep_throughput.py " + " ".join(
             shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "checkouts": {k: str(v) for k, v in checkouts.items()},
-        "commits": {k: _commit(v) for k, v in checkouts.items()},
+        "commits": {k: commit_of(v) for k, v in checkouts.items()},
         "summary": summary,
         "runs": results,
         "table": "\n".join(table),

@@ -41,12 +41,13 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from checkouts import commit_of  # benchmarks/checkouts.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-100k" / "u.data"
@@ -186,18 +187,6 @@ def derived(size: str, family: str, result: dict[str, Any], args: argparse.Names
     }
 
 
-def _commit(checkout: Path) -> str | None:
-    """The checkout's commit, with "+dirty" when its tracked files have changes (None outside git)."""
-    try:
-        head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker is not None:  # the measuring side: the checkout's code first on sys.path
@@ -243,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "command": "python " + shlex.join([str(Path(__file__).relative_to(ROOT)), *(argv if argv is not None
                                                                                    else sys.argv[1:])]),
-        "commits": {name: _commit(path) for name, path in checkouts.items()},
+        "commits": {name: commit_of(path) for name, path in checkouts.items()},
         "threads": args.threads,
         "copy_bandwidth_bytes_per_s": bandwidth,
         "rows": rows,
