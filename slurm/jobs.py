@@ -37,6 +37,7 @@ class JobPlace:
     job_id: str | None = None
     rank: int = 0
     world_size: int = 1
+    log_path: str | None = None  # this task's stderr log (submitit's JobPaths)
 
 
 def current_job() -> JobPlace:
@@ -45,7 +46,7 @@ def current_job() -> JobPlace:
         env = submitit.JobEnvironment()
     except RuntimeError:
         return JobPlace()
-    return JobPlace(job_id=env.job_id, rank=env.global_rank, world_size=env.num_tasks)
+    return JobPlace(job_id=env.job_id, rank=env.global_rank, world_size=env.num_tasks, log_path=str(env.paths.stderr))
 
 
 def export_distributed_env() -> JobPlace:

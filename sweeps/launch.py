@@ -23,7 +23,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from slurm.dispatch import Task, TaskOutcome, cpus_per_run, resolve_executor, run_tasks
@@ -39,10 +39,11 @@ from sweeps.progress import SweepProgress
 from sweeps.spec import MAX_RUNS, SweepSpec, load_spec
 from sweeps.stopping import stop_active_attempts
 from sweeps.storage import REBUILD_HINT, ledger_file
-from sweeps.worker import Attempt, AttemptResult, execute_attempts
+from sweeps.worker import Attempt, AttemptResult, WaveShare, execute_attempts
 
 log = logging.getLogger(__name__)
 POLL_PACKED_S = 2.0  # how often the driver reads the ledger for the runs that packed jobs finished
+POLL_SHARE = 0.1  # ... and at most this share of its time (a large wave's ledger takes a while to read)
 _SETTLED = ("complete", "failed", "pruned")
 
 
@@ -278,15 +279,21 @@ def _attempt(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, record: RunRe
 
 def _dispatch(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, pending: list[RunRecord],
               progress: SweepProgress, cpus: int | None) -> None:
-    """One wave: the pending runs packed into jobs (`sweeps.packing`), each job a tuple of attempts."""
+    """One wave: the pending runs packed into jobs (`sweeps.packing`), each job a tuple of attempts
+    and, when packed, the wave's runs it may take over once its own are done (`WaveShare`)."""
     seconds = {r.trial_id: estimated_seconds(r.flops.get("train", 0.0), spec.cost) for r in pending}
     per_job = runs_per_job(list(seconds.values()), spec.dispatch)
     jobs = pack(pending, lambda r: seconds[r.trial_id], per_job, min_jobs=spec.dispatch.max_parallel)
+    share = None
     if per_job > 1:
         log.info("%d runs in %d jobs of up to %d runs (dispatch.runs_per_job = %s)", len(pending), len(jobs),
                  per_job, spec.dispatch.runs_per_job)
+        longest_first = sorted(pending, key=lambda r: (-seconds[r.trial_id], r.trial_id))
+        share = WaveShare(trial_ids=tuple(r.trial_id for r in longest_first),
+                          until_s=0.5 * spec.dispatch.timeout_min * 60.0)
     tasks = [
-        Task(key=tuple(r.trial_id for r in job), args=(tuple(_attempt(spec, layout, ledger, r, cpus) for r in job),))
+        Task(key=tuple(r.trial_id for r in job),
+             args=(tuple(_attempt(spec, layout, ledger, r, cpus) for r in job), share))
         for job in jobs
     ]
     follower = JobFollower(spec, ledger, progress, {record.trial_id: record for record in pending})
@@ -294,60 +301,96 @@ def _dispatch(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, pending: lis
         Requeueable(execute_attempts), tasks, config=spec.dispatch, folder=layout.jobs,
         on_submit=follower.submitted, on_done=follower.done, on_poll=follower.poll, job_name=f"gr-{spec.sweep.name}",
     )
+    follower.wave_ended()
 
 
 class JobFollower:
     """The driver's side of a wave's jobs: records where each was dispatched, and puts each run's
-    end on the console, as the ledger has it. A packed job trains its runs in order, so while it
-    runs the driver reads the ledger for its next unreported run (every `POLL_PACKED_S`); the
-    rest are reported when the job ends."""
+    end on the console, as the ledger has it, once. Runs of packed jobs end while their jobs go on
+    (and a job may train a run dealt to another, `WaveShare`), so while packed jobs run the driver
+    reads the ledger for the wave's settled runs (at most every `POLL_PACKED_S`, and for at most
+    `POLL_SHARE` of its time); lone runs are reported as their jobs end."""
 
     def __init__(self, spec: SweepSpec, ledger: Ledger, progress: SweepProgress, records: dict[int, RunRecord]) -> None:
         self.spec, self.ledger, self.progress, self.records = spec, ledger, progress, records
-        self.next_unreported: dict[tuple[int, ...], int] = {}
-        self.dispatched: dict[tuple[int, ...], TaskOutcome] = {}
-        self._last_poll = 0.0
+        self.unreported = dict.fromkeys(sorted(records))  # in trial order: an ordered set
+        self.dispatched: dict[int, TaskOutcome] = {}  # each run's job as dispatched (its own list)
+        self.told: dict[int, tuple[TaskOutcome, AttemptResult]] = {}  # what the job that trained it said
+        self.failed_jobs: list[TaskOutcome] = []
+        self.packed = False
+        self._next_poll = 0.0
 
     def submitted(self, task: Task, job_id: str, log_path: str) -> None:
+        dispatched = TaskOutcome(key=task.key, job_id=job_id, ok=True, log_path=log_path)
         for trial_id in task.key:
-            self.ledger.set_job(trial_id, job_id, log_path)
-        self.next_unreported[task.key] = 0
-        self.dispatched[task.key] = TaskOutcome(key=task.key, job_id=job_id, ok=True, log_path=log_path)
+            self.dispatched[trial_id] = dispatched
+            if self.ledger.attempt_state(trial_id) == "pending":  # else a job of the wave took it already
+                self.ledger.set_job(trial_id, job_id, log_path)
+        self.packed = self.packed or len(task.key) > 1 or (len(task.args) > 1 and task.args[1] is not None)
         self.progress.started()  # a job trains one run at a time
 
     def poll(self) -> None:
-        if not any(len(key) > 1 for key in self.next_unreported) or time.monotonic() - self._last_poll < POLL_PACKED_S:
+        if not self.packed or time.monotonic() < self._next_poll:
             return  # lone runs are reported as their jobs end
-        self._last_poll = time.monotonic()
-        for key, first in list(self.next_unreported.items()):
-            while first < len(key) and self.ledger.attempt_state(key[first]) in _SETTLED:
-                _report(self.spec, self.ledger, self.progress, self.records[key[first]], self.dispatched[key], None)
-                first += 1
-            self.next_unreported[key] = first
+        began = time.monotonic()
+        self._report_settled(self.unreported)
+        took = time.monotonic() - began
+        self._next_poll = time.monotonic() + max(POLL_PACKED_S, took * (1.0 / POLL_SHARE - 1.0))
 
     def done(self, outcome: TaskOutcome) -> None:
         results = outcome.result if outcome.ok and isinstance(outcome.result, list) else []
-        told = {result.trial_id: result for result in results if isinstance(result, AttemptResult)}
+        for result in (r for r in results if isinstance(r, AttemptResult)):
+            if not result.skipped:
+                self.told[result.trial_id] = (outcome, result)
+                if result.error is not None:  # the job said it failed: never left pending
+                    self.ledger.fail_unfinished(result.trial_id, result.error)
+            elif self.ledger.trial_attrs(result.trial_id).get("job_id") == outcome.job_id:
+                _report_not_trained(self.records[result.trial_id], outcome)  # and no other job took it
+                self.unreported.pop(result.trial_id, None)
         if not outcome.ok:
+            self.failed_jobs.append(outcome)
             _settle_dead_job(self.ledger, outcome, self.records)
         self.progress.job_ended()
-        for trial_id in outcome.key[self.next_unreported.pop(outcome.key, 0):]:
-            _report(self.spec, self.ledger, self.progress, self.records[trial_id], outcome, told.get(trial_id))
+        self._report_settled(self.unreported if self.packed else outcome.key)
+
+    def wave_ended(self) -> None:
+        """After the wave's last job: report what settled; if no job of the wave reached any of its
+        runs (each died before its first claim), fail them, so that a job that cannot start is
+        not sent out again and again. Runs left pending otherwise go to the next wave."""
+        states = self.ledger.attempt_states(self.records)
+        if self.failed_jobs and set(states.values()) == {"pending"}:
+            first = self.failed_jobs[0]
+            for trial_id in states:
+                self.ledger.fail_unfinished(trial_id, f"job {first.job_id} ended without a result: {first.error}")
+        self._report_settled(self.unreported)
+
+    def _report_settled(self, trial_ids: Iterable[int]) -> None:
+        """Report each of `trial_ids` that has settled (complete, failed or pruned) and was not yet."""
+        states = self.ledger.attempt_states([t for t in trial_ids if t in self.unreported])
+        for trial_id in sorted(t for t, state in states.items() if state in _SETTLED):
+            outcome, result = self.told.get(trial_id, (self.dispatched[trial_id], None))
+            _report(self.spec, self.ledger, self.progress, self.records[trial_id], outcome, result)
+            self.unreported.pop(trial_id)
 
 
 def _settle_dead_job(ledger: Ledger, outcome: TaskOutcome, records: dict[int, RunRecord]) -> None:
-    """A job that ended without a result (killed, crashed, cancelled while requeued): its running
-    attempt failed. Runs of a packed job it never reached stay pending for the next wave, unless
-    the job reached none of its runs (then they all fail, so a job that cannot start is not
-    dispatched again and again)."""
-    reached = [t for t in outcome.key if ledger.attempt_state(t) != "pending"]
-    for trial_id in outcome.key:
-        if trial_id in reached or not reached:
+    """A job that ended without a result (killed, crashed, cancelled while requeued): the attempt it
+    was training (any run of the wave it had claimed: its own or one it took over) failed. Runs it
+    never reached stay pending: another job of the wave or the next wave trains them."""
+    for trial_id in records:
+        attrs = ledger.trial_attrs(trial_id)
+        if attrs.get("job_id") == outcome.job_id and ledger.attempt_state(trial_id) == "running":
             ledger.fail_unfinished(trial_id, f"job {outcome.job_id} ended without a result: {outcome.error}")
-        else:
+    for trial_id in outcome.key:
+        if ledger.attempt_state(trial_id) == "pending":
             log.info("run %s was not reached by job %s before it ended; it is dispatched again",
                      records[trial_id].run_id, outcome.job_id)
     log.debug("job %s failed; log: %s", outcome.job_id, outcome.log_path)
+
+
+def _report_not_trained(record: RunRecord, outcome: TaskOutcome) -> None:
+    log.warning("job %s did not train run %s: its attempt was taken or had ended (see %s)",
+                outcome.job_id, record.run_id, outcome.log_path)
 
 
 def _report(spec: SweepSpec, ledger: Ledger, progress: SweepProgress, record: RunRecord, outcome: TaskOutcome,
@@ -355,8 +398,7 @@ def _report(spec: SweepSpec, ledger: Ledger, progress: SweepProgress, record: Ru
     """One run's end on the driver's console, as the ledger has it now (a packed job that died
     may have completed some of its runs, failed one, and not reached the rest)."""
     if result is not None and result.skipped:
-        log.warning("job %s did not train run %s: its attempt was taken or had ended (see %s)",
-                    outcome.job_id, record.run_id, outcome.log_path)
+        _report_not_trained(record, outcome)
         return
     if result is not None and result.error is not None:
         ledger.fail_unfinished(record.trial_id, result.error)  # the job said it failed: never left pending

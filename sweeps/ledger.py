@@ -256,8 +256,12 @@ class Ledger:
             log.warning("attempt %d finished before its job id %s was recorded", trial_id, job_id)
 
     # ---- worker side ---------------------------------------------------------------------
-    def claim(self, trial_id: int) -> bool:
-        """Atomically move a pending attempt to running; False if someone else has it (or it ended)."""
+    def claim(self, trial_id: int, *, job_id: str | None = None, log_path: str | None = None) -> bool:
+        """Atomically move a pending attempt to running; False if someone else has it (or it ended).
+
+        `job_id`/`log_path`: the claiming job, recorded when it is not the job the attempt was
+        dispatched in (a packed job that took a run of another job of its wave): the attempt's
+        job is the one that trains it, for liveness, requeue, cancel and the log."""
         try:
             claimed = self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -265,6 +269,10 @@ class Ledger:
         if claimed:
             self.storage.set_trial_system_attr(trial_id, "worker", {"host": socket.gethostname(), "pid": os.getpid()})
             record_heartbeat(self.storage, trial_id)
+            if job_id is not None and self.storage.get_trial(trial_id).user_attrs.get("job_id") != job_id:
+                self.storage.set_trial_user_attr(trial_id, "job_id", job_id)
+                if log_path is not None:
+                    self.storage.set_trial_user_attr(trial_id, "log_path", log_path)
         return claimed
 
     def reclaim(self, trial_id: int, job_id: str) -> bool:
@@ -290,6 +298,17 @@ class Ledger:
     def attempt_state(self, trial_id: int) -> str:
         """One attempt's state: "pending", "running", "complete", "failed" or "pruned"."""
         return state_name(self.storage.get_trial(trial_id).state)
+
+    def attempt_states(self, trial_ids: Iterable[int]) -> dict[int, str]:
+        """The states of several attempts (as `attempt_state`), read in one query."""
+        wanted = set(trial_ids)
+        if not wanted:
+            return {}
+        return {
+            trial_id_of(t): state_name(t.state)
+            for t in self.study.get_trials(deepcopy=False)
+            if trial_id_of(t) in wanted
+        }
 
     def trial_attrs(self, trial_id: int) -> dict[str, Any]:
         return self.storage.get_trial(trial_id).user_attrs

@@ -13,7 +13,10 @@ prints: set [cost] to the hardware the runs train on (its default, an H100, make
 ~1000x shorter than they are, so "auto" then packs as many as the slots allow). Whatever the
 number per job, a wave has at least `max_parallel` jobs while it has that many runs, so no slot
 sits idle. Runs are dealt to jobs longest first, each to the job with the least estimated time
-so far (longest-processing-time first), so a wave's jobs end close together.
+so far (longest-processing-time first), and each job trains its runs longest first. Estimates
+are only estimates: a job whose runs are done takes the longest run still queued in another job
+of its wave (`sweeps.worker.WaveShare`), so the wave's jobs end close together whatever the
+real times are.
 """
 
 from __future__ import annotations
@@ -55,8 +58,9 @@ def runs_per_job(seconds: Sequence[float], dispatch: DispatchConfig) -> int:
 
 def pack(runs: Sequence[Run], seconds: Callable[[Run], float], per_job: int, *, min_jobs: int = 1) -> list[list[Run]]:
     """Deal `runs` into max(ceil(len / per_job), min(len, min_jobs)) jobs of at most `per_job`
-    runs, longest first onto the least-loaded job; each job then trains its runs shortest first
-    (results come in sooner). min_jobs: the parallel slots to fill (`dispatch.max_parallel`)."""
+    runs, longest first onto the least-loaded job; each job then trains its runs longest first
+    (what is left for the end of the wave is short, and other jobs can take it over).
+    min_jobs: the parallel slots to fill (`dispatch.max_parallel`)."""
     if per_job < 1:
         raise ValueError(f"runs per job must be >= 1, got {per_job}")
     jobs: list[list[Run]] = [[] for _ in range(max(math.ceil(len(runs) / per_job), min(len(runs), min_jobs)))]
@@ -67,7 +71,7 @@ def pack(runs: Sequence[Run], seconds: Callable[[Run], float], per_job: int, *, 
         jobs[j].append(run)
         load[j] += seconds(run)
     for job in jobs:
-        job.sort(key=seconds)
+        job.sort(key=seconds, reverse=True)
     return sorted(jobs, key=lambda job: -sum(seconds(run) for run in job))
 
 

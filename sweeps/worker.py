@@ -8,8 +8,10 @@ loses a result.
 The driver sends a job one `Attempt` or several (which ledger, which trial, where the sweep lives,
 how to track and tune): a packed job (`[dispatch] runs_per_job`, `sweeps.packing`) trains its runs
 one after another in one process, each claimed, recorded, retried and checkpointed on its own; a
-run that fails is recorded failed and the next one trains. After a requeue the job starts its
-list again: the runs it recorded are skipped, the one it held is taken back. The run itself (its resolved config, planned FLOPs and parameters) is read from the ledger,
+run that fails is recorded failed and the next one trains. Once its own runs are done it takes
+runs of its wave that no job has started (`WaveShare`), so no slot idles while runs wait. After
+a requeue the job starts its list again: the runs it recorded are skipped, the one it held is
+taken back. The run itself (its resolved config, planned FLOPs and parameters) is read from the ledger,
 where the planner put it: the config crosses the ledger once, as a dict, and becomes a `RunConfig`
 here once, to train. The job returns an `AttemptResult` for the driver's progress display.
 
@@ -39,7 +41,7 @@ from optuna.trial import TrialState
 
 from gr_core.config import RunConfig
 from gr_core.threads import CPUS_PER_RUN_ENV
-from slurm.jobs import current_job, export_distributed_env
+from slurm.jobs import JobPlace, current_job, export_distributed_env
 from slurm.preemption import PreemptionWatch
 from sweeps.job_timing import JobClock
 from sweeps.layout import SweepLayout
@@ -157,9 +159,12 @@ def train_job(config: dict[str, Any], checkpoint_dir: str | None, checkpoint_eve
     }
 
 
-def _claim(ledger: Ledger, trial_id: int, job_id: str | None) -> bool:
-    """Take a pending attempt, or take back the running one this job held before Slurm requeued it."""
-    return ledger.claim(trial_id) or (job_id is not None and ledger.reclaim(trial_id, job_id))
+def _claim(ledger: Ledger, trial_id: int, place: JobPlace) -> bool:
+    """Take a pending attempt (recording this job as its job), or take back the running one this
+    job held before Slurm requeued it."""
+    return ledger.claim(trial_id, job_id=place.job_id, log_path=place.log_path) or (
+        place.job_id is not None and ledger.reclaim(trial_id, place.job_id)
+    )
 
 
 def _recorded_by(ledger: Ledger, trial_id: int, job_id: str | None) -> AttemptResult | None:
@@ -189,40 +194,78 @@ def _log_not_taken(ledger: Ledger, trial_id: int, job_id: str | None) -> None:
         log.info("attempt %d is already taken or finished (%s); nothing to do", trial_id, state)
 
 
-def execute_attempts(attempts: Sequence[Attempt]) -> list[AttemptResult]:
-    """A packed job: `execute_attempt` for each attempt in turn, in this one process.
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class WaveShare:
+    """The runs of a packed job's wave that it may take once its own are done: every run of the
+    wave, longest (estimated) first; the job trains those still pending, one at a time, while it
+    has run for less than `until_s` seconds (half its time limit, the budget packing fills).
+
+    Packing deals runs to jobs by estimated time; the real times differ (evaluation, data, the
+    machine), and without this the job that finishes first leaves its slot idle while another
+    job still has runs queued. Taking the longest run still queued is longest-processing-time
+    first at run time. The claim is atomic, so a run is trained once, by whichever job takes it."""
+
+    trial_ids: tuple[int, ...]
+    until_s: float
+
+
+def execute_attempts(attempts: Sequence[Attempt], share: WaveShare | None = None) -> list[AttemptResult]:
+    """A packed job: `execute_attempt` for each attempt in turn, in this one process, then (with
+    `share`) the runs of its wave that no job has taken yet.
 
     A run that fails is recorded failed (by its attempt, or here when it failed before its claim)
     and reported in its `AttemptResult.error`; the next run trains. Ctrl-C, a cancel and a requeue
     (SystemExit) stop the job as they stop a lone run, and so does an error that leaves the
     process unusable (a CUDA fault) or a ledger the job cannot open: the driver then settles the
     job's runs. A preemption or time-limit signal that comes between two runs (after a run's last
-    step) hands the job over before the next run starts. A job of one attempt behaves as a lone
-    run: its failure fails the job.
+    step) hands the job over before the next run starts. A job of one attempt and no share behaves
+    as a lone run: its failure fails the job. The results: one per attempt of the job's own list,
+    and one per run of the share that it trained.
     """
-    if len(attempts) == 1:
+    if len(attempts) == 1 and share is None:
         return [execute_attempt(attempts[0])]
     if current_job().world_size > 1:
         raise ValueError("a packed job trains runs of one process each; this job has several tasks")
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+    started = time.monotonic()
     ledger = Ledger(attempts[0].ledger_url, attempts[0].sweep_name)
-    results = []
+    results: list[AttemptResult] = []
+    own = {attempt.trial_id for attempt in attempts}
     with PreemptionWatch() as between_runs:
-        for position, attempt in enumerate(attempts):
-            if between_runs.requested():
-                log.warning("signalled between runs: handing the job over before attempt %d", attempt.trial_id)
-                between_runs.hand_over(is_main=True)
-            try:
-                results.append(execute_attempt(attempt, ledger=ledger, first_in_process=position == 0))
-            except Exception as exc:
-                if _poisons_process(exc):
-                    raise
-                error = f"{type(exc).__name__}: {exc}"
-                log.exception("attempt %d failed; the job goes on with its next run", attempt.trial_id)
-                if ledger.fail_unfinished(attempt.trial_id, error):  # it failed before its claim
-                    log.warning("attempt %d recorded failed before it trained: %s", attempt.trial_id, error)
-                results.append(AttemptResult(trial_id=attempt.trial_id, run_id=_run_id(ledger, attempt), error=error))
+        for attempt in attempts:
+            results.append(_packed_attempt(attempt, ledger, between_runs, first_in_process=not results))
+        for trial_id in share.trial_ids if share is not None else ():
+            if trial_id in own or ledger.attempt_state(trial_id) != "pending":
+                continue
+            if time.monotonic() - started >= share.until_s:
+                log.info("the job has run %.0f s (half its time limit): it takes no more runs of its wave",
+                         time.monotonic() - started)
+                break
+            result = _packed_attempt(dataclasses.replace(attempts[0], trial_id=trial_id), ledger, between_runs,
+                                     first_in_process=False)
+            if not result.skipped:  # another job took it first
+                log.info("took run %s of another job of the wave (its own runs were done)", result.run_id)
+                results.append(result)
     return results
+
+
+def _packed_attempt(attempt: Attempt, ledger: Ledger, between_runs: PreemptionWatch, *,
+                    first_in_process: bool) -> AttemptResult:
+    """One run of a packed job; its failure is recorded and returned, not raised, unless it leaves
+    the process unusable."""
+    if between_runs.requested():
+        log.warning("signalled between runs: handing the job over before attempt %d", attempt.trial_id)
+        between_runs.hand_over(is_main=True)
+    try:
+        return execute_attempt(attempt, ledger=ledger, first_in_process=first_in_process)
+    except Exception as exc:
+        if _poisons_process(exc):
+            raise
+        error = f"{type(exc).__name__}: {exc}"
+        log.exception("attempt %d failed; the job goes on with its next run", attempt.trial_id)
+        if ledger.fail_unfinished(attempt.trial_id, error):  # it failed before its claim
+            log.warning("attempt %d recorded failed before it trained: %s", attempt.trial_id, error)
+        return AttemptResult(trial_id=attempt.trial_id, run_id=_run_id(ledger, attempt), error=error)
 
 
 def _poisons_process(exc: BaseException) -> bool:
@@ -258,7 +301,7 @@ def execute_attempt(attempt: Attempt, *, ledger: Ledger | None = None, first_in_
     # they join (NCCL on GPUs), before rank 0 claims the attempt.
     config = RunConfig.from_dict(run.config, where=f"ledger trial {attempt.trial_id}")
     _, group = join_on_device(config.train.device)
-    taken = group.is_main and _claim(ledger, attempt.trial_id, place.job_id)
+    taken = group.is_main and _claim(ledger, attempt.trial_id, place)
     if not group.any(taken):
         if group.is_main:
             earlier = _recorded_by(ledger, attempt.trial_id, place.job_id)
@@ -374,6 +417,6 @@ class ClaimedAttempt:
 
 
 __all__ = [
-    "Attempt", "AttemptResult", "ClaimedAttempt", "LedgerRun", "execute_attempt", "execute_attempts", "train_in_job",
-    "train_job",
+    "Attempt", "AttemptResult", "ClaimedAttempt", "LedgerRun", "WaveShare", "execute_attempt", "execute_attempts",
+    "train_in_job", "train_job",
 ]

@@ -96,7 +96,11 @@ def test_sweep_goes_through_one_job_array_into_the_ledger(
     assert len(array_ids) == 1, [r.job_id for r in runs.values()]
     [array_id] = array_ids
     tasks = 4 // runs_per_job
-    assert sorted(int(r.job_id.split("_")[1]) for r in runs.values()) == sorted(list(range(tasks)) * runs_per_job)
+    trained_by = sorted(int(r.job_id.split("_")[1]) for r in runs.values())
+    if runs_per_job == 1:
+        assert trained_by == list(range(tasks))
+    else:  # a packed task whose runs are done takes those of its wave that no task has started
+        assert set(trained_by) <= set(range(tasks)), trained_by
     assert _sacct_states(array_id, tasks) == {f"{array_id}_{i}": "COMPLETED" for i in range(tasks)}
     for run in runs.values():
         assert 0.0 <= run.metrics["ndcg@10"] <= run.metrics["hr@10"] <= 1.0

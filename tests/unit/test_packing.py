@@ -50,7 +50,7 @@ def test_pack_balances_estimated_time_and_keeps_every_run_once() -> None:
     jobs = pack(list(seconds), seconds.__getitem__, 4)
     assert sorted(run for job in jobs for run in job) == sorted(seconds)
     assert [sum(seconds[r] for r in job) for job in jobs] == [18, 18]  # 8+5+4+1, 7+6+3+2
-    assert all(job == sorted(job, key=seconds.__getitem__) for job in jobs)  # shortest first within a job
+    assert all(job == sorted(job, key=seconds.__getitem__, reverse=True) for job in jobs)  # longest first within a job
     assert pack(["x", "y", "z"], lambda r: 1.0, 1) == [["x"], ["y"], ["z"]]
     # 100 runs, 64 slots, 2 per job: 64 jobs (none of the slots idle), not 50.
     wide = pack(list(range(100)), lambda r: 1.0, 2, min_jobs=64)
