@@ -75,6 +75,12 @@ class DataConfig:
 
     stochastic_length_alpha: Stochastic Length (HSTU paper, section 3.3), off when None; see
     `gr_core.lengths.stochastic_length_subsampled`. `seed` also draws which users it subsamples.
+
+    user_fraction (real sources): train and evaluate on this fraction of the file's users, a
+    deterministic draw from `seed` that is nested (a larger fraction keeps every user of a smaller
+    one), so that it can be a sweep's data-volume axis; the item set stays the file's, so models
+    of every fraction are the same size (`gr_core.loaders.user_subsample`). Synthetic data sets
+    their users with num_users.
     """
 
     source: DataSource = "synthetic"
@@ -89,6 +95,7 @@ class DataConfig:
     transition_strength: float = 0.7  # weight of the sequential (Markov) component
     stochastic_length_alpha: float | None = None  # in (1, 2]; None = every history whole
     candidates: Literal["rated", "catalogue"] = "rated"
+    user_fraction: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -114,6 +121,10 @@ class DataConfig:
                 f"data.{', data.'.join(changed)} only apply to data.source='synthetic', not "
                 f"{self.source!r}; remove them",
             )
+        _require(0.0 < self.user_fraction <= 1.0,
+                 f"data.user_fraction must be in (0, 1] (the share of the file's users kept), got {self.user_fraction}")
+        _require(self.source != "synthetic" or self.user_fraction == 1.0,
+                 "data.user_fraction subsamples a real source's users; synthetic data sets them with data.num_users")
         _require(self.num_users >= 1, f"data.num_users must be >= 1, got {self.num_users}")
         _require(self.num_items >= 2, f"data.num_items must be >= 2, got {self.num_items}")
         _require(
@@ -359,6 +370,10 @@ class TrainConfig:
         return self.task in ("ranking", "both")
 
 
+# (section, field, default) of fields added to a config after sweeps recorded run ids: see `RunConfig.run_id`.
+FIELDS_ADDED_LATER: tuple[tuple[str, str, Any], ...] = (("data", "user_fraction", 1.0),)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class RunConfig:
     """One training run: the three component configs. Its id is a stable hash of the resolved values."""
@@ -379,7 +394,14 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """The hash of the resolved values. A field added after sweeps were recorded
+        (`FIELDS_ADDED_LATER`) is left out while it has its default, so the runs of existing sweeps
+        keep their ids (a relaunch finds them complete rather than planning them anew)."""
+        values = self.to_dict()
+        for section, name, default in FIELDS_ADDED_LATER:
+            if values[section].get(name, default) == default:
+                values[section].pop(name, None)
+        blob = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     @classmethod

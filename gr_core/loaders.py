@@ -408,6 +408,31 @@ def _build_sequence_data(cfg: DataConfig, cache_dir: str | Path | None) -> Seque
         return data
     assert cfg.path is not None  # DataConfig requires it for real sources
     data = load_real(cfg.source, cfg.path, candidates=cfg.candidates, cache_dir=cache_dir)
-    check_leave_one_out(data, where=f"data.path={cfg.path} ({cfg.source})",
-                        fix="use a file with longer user histories")
+    where, fix = f"data.path={cfg.path} ({cfg.source})", "use a file with longer user histories"
+    if cfg.user_fraction < 1.0:
+        data = user_subsample(data, cfg.user_fraction, seed=cfg.seed)
+        where, fix = f"{where} with data.user_fraction={cfg.user_fraction}", f"{fix} or a larger data.user_fraction"
+    check_leave_one_out(data, where=where, fix=fix)
     return data
+
+
+_USER_FRACTION_STREAM = 0xF4AC  # spawn key of the user subsample's draw, apart from other streams
+
+
+def user_subsample(data: SequenceData, fraction: float, *, seed: int) -> SequenceData:
+    """The users whose uniform draw (one per user, in file order, from `seed`) is below `fraction`:
+    nested across fractions (a user kept at 0.25 is kept at 0.5), about `fraction` of them, at
+    least one. Every item id and the item count stay as they were."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    users = len(data.offsets) - 1
+    draws = np.random.default_rng([seed, _USER_FRACTION_STREAM]).random(users)
+    keep = draws < fraction
+    if not keep.any():
+        keep[int(np.argmin(draws))] = True
+    lengths = np.diff(data.offsets)[keep]
+    events = np.repeat(keep, np.diff(data.offsets))
+    return SequenceData(
+        item_ids=data.item_ids[events], timestamps=data.timestamps[events], actions=data.actions[events],
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), num_items=data.num_items,
+    )

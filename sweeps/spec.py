@@ -46,6 +46,7 @@ AXIS_ALIASES: dict[str, str] = {
     "heads": "model.num_heads",
     "seq_len": "model.max_seq_len",
     "users": "data.num_users",
+    "user_fraction": "data.user_fraction",  # a real source's data volume (nested subsamples)
     "items": "data.num_items",
     "epochs": "train.epochs",
     "lr": "train.lr",

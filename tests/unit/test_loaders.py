@@ -162,6 +162,43 @@ def test_a_file_no_user_can_be_trained_on_is_refused_before_training(tmp_path, m
     assert dataset_num_items(cfg) == 4  # counting items needs no trainable user
 
 
+def test_user_fraction_keeps_a_nested_deterministic_share_of_users_and_every_item(tmp_path, monkeypatch):
+    monkeypatch.setenv("GR_SCALING_CACHE", str(tmp_path / "cache"))
+    events = [(u, 1 + (u * 7 + k) % 50, 4, 1000 * u + k) for u in range(1, 401) for k in range(5 + u % 4)]
+    path = str(_write(tmp_path, "ml-100k", events=events))
+    whole = load_sequence_data(DataConfig(source="ml-100k", path=path))
+
+    def users(fraction: float, seed: int = 0) -> set[tuple[int, ...]]:
+        data = load_sequence_data(DataConfig(source="ml-100k", path=path, user_fraction=fraction, seed=seed))
+        assert data.num_items == whole.num_items == 50  # the item set (and model size) of the whole file
+        return {tuple(s) for s in _per_user(data, "timestamps")}  # timestamps identify the users here
+
+    quarter, half = users(0.25), users(0.5)
+    assert quarter < half < {tuple(s) for s in _per_user(whole, "timestamps")}  # nested
+    assert 70 <= len(quarter) <= 130 and 170 <= len(half) <= 230  # ~100 and ~200 of 400
+    assert users(0.25) == quarter and users(0.25, seed=1) != quarter  # deterministic, from data.seed
+    cfg = DataConfig(source="ml-100k", path=path, user_fraction=0.25)
+    lengths = load_sequence_data(cfg).lengths
+    assert np.array_equal(train_sequence_lengths(cfg, 8), split_lengths(lengths, "train", 8))  # D: the tokens trained
+
+
+def test_user_fraction_leaves_existing_run_ids_alone_and_names_its_rules():
+    assert RunConfig().run_id == RunConfig.from_dict({"data": {"user_fraction": 1.0}}).run_id
+    real = {"source": "ml-100k", "path": "u.data"}
+    assert (RunConfig.from_dict({"data": {**real, "user_fraction": 0.5}}).run_id
+            != RunConfig.from_dict({"data": real}).run_id)
+    # The id of the default config, as sweeps recorded it before the field existed.
+    assert RunConfig().run_id == "d20e787e2e9f"
+    for raw, fragment in (
+        ({"data": {**real, "user_fraction": 0.0}}, "data.user_fraction must be in (0, 1]"),
+        ({"data": {**real, "user_fraction": 1.5}}, "data.user_fraction must be in (0, 1]"),
+        ({"data": {"user_fraction": 0.5}}, "synthetic data sets them with data.num_users"),
+    ):
+        with pytest.raises(ValueError, match="run.toml: ") as info:
+            RunConfig.from_dict(raw, where="run.toml")
+        assert fragment in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [

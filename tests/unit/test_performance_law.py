@@ -1,0 +1,54 @@
+"""The Performance Law fit: recovers known parameters from simulated runs, backtests, refuses bad input."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from analysis import performance_law as law
+
+TRUE = np.array([-0.02, 0.8, -0.015, 0.6, -0.01, 0.4, 0.05])  # w_L, a_L, w_d, a_d, w_D, a_D, b
+
+
+def _grid(repeats: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = [(layers, dim, data) for layers, dim, data in itertools.product(
+        (1, 2, 4, 8), (16, 32, 64, 128), (2e3, 2e4, 2e5, 2e6))] * repeats
+    return tuple(np.array(column, dtype=float) for column in zip(*rows))  # type: ignore[return-value]
+
+
+def test_the_fit_recovers_known_parameters_from_simulated_runs() -> None:
+    layers, dim, data = _grid()
+    y = law.predict(TRUE, layers, dim, data) + np.random.default_rng(0).normal(0, 1e-5, layers.size)
+    fitted = law.fit(layers, dim, data, y)
+    assert fitted.r2 > 0.999 and fitted.residual_sd < 2e-5
+    np.testing.assert_allclose(fitted.params, TRUE, rtol=0.05, atol=2e-3)
+    doc = fitted.to_dict()
+    assert set(doc["params"]) == set(law.PARAMS) and doc["n_runs"] == 64
+
+
+def test_the_backtest_predicts_the_top_decade_from_the_runs_below_it() -> None:
+    layers, dim, data = _grid()
+    flops = 6.0 * layers * dim**2 * data  # compute grows with every input
+    y = law.predict(TRUE, layers, dim, data)
+    result = law.backtest(layers, dim, data, y, flops)
+    assert result.n_held_out == int((flops >= flops.max() / 10).sum()) and result.n_fit + result.n_held_out == 64
+    assert result.max_relative_error < 1e-3  # noiseless: the law extrapolates exactly
+    with pytest.raises(ValueError, match="inside and below the top decade"):
+        law.backtest(layers[:2], dim[:2], data[:2], y[:2], np.ones(2))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: {**a, "layers": a["layers"][:-1]}, "layers must have one value per run"),
+        (lambda a: {**a, "data": np.where(a["data"] > 1e6, 0.0, a["data"])}, "data \\(tokens x ApEn\\) must be finite and > 0"),
+        (lambda a: {k: v[:5] for k, v in a.items()}, "needs more runs, got 5"),
+    ],
+)
+def test_bad_inputs_are_refused_with_the_input_named(change, message: str) -> None:
+    layers, dim, data = _grid()
+    args = change({"layers": layers, "dim": dim, "data": data, "y": law.predict(TRUE, layers, dim, data)})
+    with pytest.raises(ValueError, match=message):
+        law.fit(args["layers"], args["dim"], args["data"], args["y"])
