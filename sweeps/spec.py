@@ -12,6 +12,9 @@ width = [16, 32, 64]
 users = [1000, 4000]
 seed = [0]
 
+[axis_settings.width.64.train]   # fields set along with one value of an axis
+lr = 3e-4
+
 [base.model]                # fixed settings for every run (gr_core.config sections)
 max_seq_len = 50
 
@@ -45,6 +48,7 @@ AXIS_ALIASES: dict[str, str] = {
     "width": "model.embedding_dim",
     "heads": "model.num_heads",
     "seq_len": "model.max_seq_len",
+    "family": "model.family",
     "users": "data.num_users",
     "user_fraction": "data.user_fraction",  # a real source's data volume (nested subsamples)
     "items": "data.num_items",
@@ -205,6 +209,12 @@ class Axis:
     name: str  # as written in the spec ("width" or "model.dropout")
     path: str  # dotted config path ("model.embedding_dim")
     values: tuple[Any, ...]
+    # [axis_settings.<name>.<value>]: other fields set with one of its values, {str(value): {dotted path: v}}
+    # (e.g. each model family with its own learning rate); empty for most axes.
+    settings: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def settings_for(self, value: Any) -> dict[str, Any]:
+        return self.settings.get(str(value), {})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -242,8 +252,9 @@ class SweepSpec:
         for point in itertools.product(*(axis.values for axis in self.axes)):
             raw = {section: dict(fields) for section, fields in base.items()}
             for axis, value in zip(self.axes, point):
-                section, _, key = axis.path.partition(".")
-                raw[section][key] = value
+                for path, setting in {axis.path: value, **axis.settings_for(value)}.items():
+                    section, _, key = path.partition(".")
+                    raw[section][key] = setting
             axis_values = {axis.name: value for axis, value in zip(self.axes, point)}
             described = ", ".join(f"{k}={v}" for k, v in axis_values.items())
             yield axis_values, RunConfig.from_dict(raw, where=f"{self.source} (grid point {described})")
@@ -282,7 +293,8 @@ def check_run_count(
     )
 
 
-_TOP_LEVEL = ("sweep", "axes", "base", "dispatch", "tracking", "design", "budget", "ledger", "tune", "cost")
+_TOP_LEVEL = ("sweep", "axes", "axis_settings", "base", "dispatch", "tracking", "design", "budget", "ledger", "tune",
+              "cost")
 
 
 def _resolve_axis(name: str, values: Any, base: RunConfig, source: str) -> Axis:
@@ -311,6 +323,66 @@ def _resolve_axis(name: str, values: Any, base: RunConfig, source: str) -> Axis:
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{exc} (from axes.{name} = {value!r})") from None
     return Axis(name=name, path=dotted, values=tuple(values))
+
+
+def _with_axis_settings(axes: tuple[Axis, ...], raw: Any, base: RunConfig, source: str) -> tuple[Axis, ...]:
+    """Attach [axis_settings.<axis>.<value>.<section>] tables to their axes, each checked: the axis
+    and value exist, the fields are config fields that no axis sweeps and no other axis's values
+    set, and the base config with the value and its settings is valid."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: [axis_settings] must be a table: [axis_settings.<axis>.<value>.<section>]")
+    by_name = {axis.name: axis for axis in axes}
+    swept = {axis.path for axis in axes}
+    set_by: dict[str, str] = {}
+    attached = {}
+    for name, per_value in raw.items():
+        where = f"{source}: axis_settings.{name}"
+        if name not in by_name:
+            raise ValueError(f"{where}: there is no axis {name!r} in [axes] (axes: {sorted(by_name)})")
+        axis = by_name[name]
+        if not isinstance(per_value, dict):
+            raise ValueError(f"{where} must be a table of the axis's values, e.g. [axis_settings.{name}.<value>.train]")
+        known = {str(v): v for v in axis.values}
+        settings: dict[str, dict[str, Any]] = {}
+        for value_key, sections in per_value.items():
+            here = f"{where}.{value_key}"
+            if value_key not in known:
+                raise ValueError(f"{here}: {value_key!r} is not a value of axes.{name} ({list(known)})")
+            if not isinstance(sections, dict) or not all(isinstance(t, dict) for t in sections.values()):
+                raise ValueError(f"{here} must hold config tables, e.g. [axis_settings.{name}.{value_key}.train] lr = 1e-3")
+            flat = {}
+            for section, fields in sections.items():
+                if section not in ("data", "model", "train"):
+                    raise ValueError(f"{here}.{section}: not a config table; use data, model or train")
+                valid = table_keys(section)
+                for key, setting in fields.items():
+                    path = f"{section}.{key}"
+                    if key not in valid:
+                        raise ValueError(f"{here}.{section}: '{key}' is not a field of [{section}]; valid: {sorted(valid)}")
+                    if path in swept:
+                        raise ValueError(f"{here}: {path} is an axis of its own; remove it from one of them")
+                    if path in ("train.task", "train.selection_metric"):
+                        raise ValueError(f"{here}: {path} cannot follow another axis (the sweep's metric depends on "
+                                         "it); make it an axis of its own or set it in [base.train]")
+                    if set_by.setdefault(path, name) != name:
+                        raise ValueError(f"{here}: {path} is set by the values of axes {set_by[path]} and {name} both; "
+                                         "keep it with one axis")
+                    flat[path] = setting
+            resolved = base.to_dict()
+            for path, setting in {axis.path: known[value_key], **flat}.items():
+                section, _, key = path.partition(".")
+                resolved[section][key] = setting
+            try:
+                RunConfig.from_dict(resolved, where=source)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"{exc} (from axis_settings.{name}.{value_key})") from None
+            settings[value_key] = flat
+        attached[name] = dataclasses.replace(axis, settings=settings)
+    return tuple(attached.get(axis.name, axis) for axis in axes)
+
+
+def _setting_paths(axes: tuple[Axis, ...]) -> set[str]:
+    return {path for axis in axes for flat in axis.settings.values() for path in flat}
 
 
 def _check_metric_task(metric: str, base: RunConfig, axes: tuple[Axis, ...], source: str) -> None:
@@ -379,6 +451,7 @@ def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>", max_runs: int
     paths = [axis.path for axis in axes]
     if len(set(paths)) != len(paths):
         raise ValueError(f"{source}: two axes set the same field: {paths}")
+    axes = _with_axis_settings(axes, raw.get("axis_settings", {}), base, source)
     dispatch = _dispatch_from_table(raw.get("dispatch", {}), source)
     tracking = config_from_dict(TrackingConfig, raw.get("tracking", {}), where=source, prefix="tracking.")
     budget = config_from_dict(BudgetConfig, raw.get("budget", {}), where=source, prefix="budget.")
@@ -390,11 +463,11 @@ def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>", max_runs: int
         valid = set(table_keys(tuned_section))
         if tuned_key not in valid:
             raise ValueError(f"{source}: tune.param: '{tuned_key}' is not a field of [{tuned_section}]; valid: {sorted(valid)}")
-        if tune.param in {axis.path for axis in axes}:
+        if tune.param in {axis.path for axis in axes} | _setting_paths(axes):
             raise ValueError(f"{source}: tune.param = '{tune.param}' is tuned, so it cannot also be an axis")
     _check_metric_task(settings.metric, base, axes, source)
     _check_selection(settings.metric, base, axes, source)
-    if design.kind != "grid" and design.adjusted_path in paths:
+    if design.kind != "grid" and design.adjusted_path in set(paths) | _setting_paths(axes):
         raise ValueError(
             f"{source}: design.kind = '{design.kind}' solves {design.adjusted_path} for each run, so it "
             f"cannot also be an axis; remove that axis or set design.adjust to the other data field"

@@ -188,3 +188,38 @@ def test_every_run_selects_on_the_sweep_metric() -> None:
                        source="sel.toml")
     with pytest.raises(ValueError, match="cannot be an axis"):
         spec_from_dict({"axes": {"train.selection_metric": ["hr@10", "mrr"]}}, source="sel.toml")
+
+
+def test_axis_settings_follow_a_value_of_their_axis() -> None:
+    spec = spec_from_dict(
+        {"sweep": {"name": "s"}, "axes": {"family": ["hstu", "sasrec", "fuxi"], "width": [16, 32]},
+         "axis_settings": {"family": {"sasrec": {"train": {"lr": 3e-3}, "model": {"dropout": 0.5}},
+                                      "fuxi": {"train": {"lr": 2e-3}}}}},
+        source="s.toml",
+    )
+    got = {(av["family"], av["width"]): (cfg.model.family, cfg.train.lr, cfg.model.dropout) for av, cfg in spec.run_configs()}
+    assert got[("sasrec", 32)] == ("sasrec", 3e-3, 0.5) and got[("fuxi", 16)][1] == 2e-3
+    assert got[("hstu", 16)][1:] == (1e-3, spec.base.model.dropout)  # the base's, where no setting applies
+    assert {av["family"] for av, _ in spec.run_configs()} == {"hstu", "sasrec", "fuxi"}  # axis values stay plain
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"depth": {"2": {"train": {"lr": 1e-2}}}}, "axis_settings.depth: there is no axis 'depth' in [axes]"),
+        ({"family": {"bert": {"train": {"lr": 1e-2}}}}, "'bert' is not a value of axes.family"),
+        ({"family": {"sasrec": {"optim": {"lr": 1e-2}}}}, "axis_settings.family.sasrec.optim: not a config table"),
+        ({"family": {"sasrec": {"train": {"learning_rate": 1e-2}}}}, "'learning_rate' is not a field of [train]"),
+        ({"family": {"sasrec": {"model": {"embedding_dim": 8}}}}, "model.embedding_dim is an axis of its own"),
+        ({"family": {"sasrec": {"train": {"lr": -1.0}}}}, "(from axis_settings.family.sasrec)"),
+        ({"family": {"sasrec": {"train": {"task": "ranking"}}}}, "train.task cannot follow another axis"),
+        ({"family": {"sasrec": {"train": {"seed": 3}}}, "width": {"16": {"train": {"seed": 4}}}},
+         "train.seed is set by the values of axes family and width both"),
+        ({"family": {"sasrec": {"lr": 1e-2}}}, "must hold config tables"),
+    ],
+)
+def test_bad_axis_settings_name_the_table_and_the_fix(settings: dict, fragment: str) -> None:
+    raw = {"sweep": {"name": "s"}, "axes": {"family": ["hstu", "sasrec"], "width": [16, 32]}, "axis_settings": settings}
+    with pytest.raises(ValueError) as info:
+        spec_from_dict(raw, source="s.toml")
+    assert fragment in str(info.value) and str(info.value).startswith("s.toml")
