@@ -39,6 +39,15 @@ def term(x: Array, weight: float, exponent: float) -> Array:
     return weight * (-0.5 * np.power(x, -exponent) - exponent * np.log(x))
 
 
+def _jacobian(params: Array, layers: Array, dim: Array, data: Array) -> Array:
+    """d prediction / d params [n, 7]: dg/dw = g, d(w g)/da = w ln x (x^(-a) / 2 - 1), dy/db = 1."""
+    columns = []
+    for x, (weight, exponent) in zip((layers, dim, data), (params[0:2], params[2:4], params[4:6])):
+        power, log_x = np.power(x, -exponent), np.log(x)
+        columns += [-0.5 * power - exponent * log_x, weight * log_x * (0.5 * power - 1.0)]
+    return np.column_stack([*columns, np.ones_like(layers)])
+
+
 def predict(params: Array, layers: Array, dim: Array, data: Array) -> Array:
     w_l, a_l, w_d, a_d, w_big_d, a_big_d, b = params
     return term(layers, w_l, a_l) + term(dim, w_d, a_d) + term(data, w_big_d, a_big_d) + b
@@ -93,8 +102,8 @@ def fit(layers: Array, dim: Array, data: Array, y: Array) -> PerformanceLawFit:
     for (w0, a0) in _STARTS:
         start = np.array([w0, a0, w0, a0, w0, a0, float(np.mean(y))])
         with np.errstate(over="ignore", invalid="ignore"):
-            result = optimize.least_squares(residuals, start, bounds=(lower_bounds, np.inf), method="trf",
-                                            x_scale="jac", max_nfev=5000)
+            result = optimize.least_squares(residuals, start, jac=lambda p: _jacobian(p, layers, dim, data),
+                                            bounds=(lower_bounds, np.inf), method="trf", x_scale="jac", max_nfev=5000)
         if np.all(np.isfinite(result.fun)) and (best is None or result.cost < best.cost):
             best = result
     if best is None:

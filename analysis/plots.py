@@ -272,3 +272,32 @@ def plot_isoflop_frontier(
                  fontsize=7, va="bottom", alpha=0.8)
         fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
     return _save(fig, path)
+
+
+def family_scaling_figure(result: dict[str, Any], *, metric: str, path: str | Path) -> Path:
+    """`metric` against training FLOPs, one colour per family, with each family's log-linear fit
+    y = a + b ln C over its runs' range (`analysis.family_study.analyse_families`, one metric's
+    result). Writes a PNG at `path`."""
+    fig = Figure(figsize=(7.0, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    colours = colormaps["tab10"]
+    for index, (family, fam) in enumerate(sorted(result["per_family"].items())):
+        flops = np.array([p["flops"] for p in fam["points"]], dtype=float)
+        y = np.array([p[metric] for p in fam["points"]], dtype=float)
+        colour = colours(index % 10)
+        ax.scatter(flops, y, color=colour, s=22, label=f"{family} ({len(flops)} runs)")
+        line = ((fam.get("plain") or {}).get("log_linear") or {}).get("fit")
+        if line and flops.size:
+            grid = np.geomspace(flops.min(), flops.max(), 50)
+            ax.plot(grid, line["params"]["a"] + line["params"]["b"] * np.log(grid), color=colour, lw=1.2,
+                    label=f"{family}: {line['gain_per_decade']:+.4f} per decade")
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs spent up to the reported epoch")
+    ax.set_ylabel(f"{metric} (test, at the best validation epoch)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    return out

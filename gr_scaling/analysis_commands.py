@@ -231,8 +231,47 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if getattr(args, "by_family", False):
+        return write_family_reports(args)
     paths = write_analysis_report(args)
     print(f"report: {paths.report_html}")
+    return 0
+
+
+def write_family_reports(args: argparse.Namespace) -> int:
+    """`report --by-family`: one report per model family of the sweep (OUT/<family>/), and beside
+    them the families compared (`analysis.family_study`): families.json, families.png and the
+    verdicts on stdout."""
+    from analysis.family_study import analyse_families, family_runs
+    from analysis.plots import family_scaling_figure
+
+    if args.csv or not args.sweep_dir:
+        raise ValueError("--by-family reads each run's model family from a sweep directory; give one (not --csv)")
+    runs = load_runs(args)
+    layout = SweepLayout(Path(args.sweep_dir))
+    by_run = {run.row.run_id: run for run in family_runs(layout.open_ledger(layout.load_spec()).runs().values())}
+    families = sorted({run.family for run in by_run.values()})
+    if len(families) < 2:
+        raise ValueError(f"{args.sweep_dir}: its completed runs are of one model family ({', '.join(families) or 'none'}); "
+                         "--by-family compares several (drop it for this sweep's report)")
+    out = Path(args.out or runs.default_out)
+    opts = study_options(args, runs.cost)
+    for family in families:
+        rows = [row for row in runs.rows if by_run[row.run_id].family == family]
+        require_fittable(rows, metric=runs.metric, selection=args.selection, source=f"{runs.source} ({family})")
+        paths = write_report(
+            out / family, rows, metric=runs.metric, higher_is_better=runs.higher_is_better,
+            flops_convention=runs.convention, title=f"{runs.title} ({family})", n_bootstrap=opts.n_bootstrap,
+            seed=opts.seed, options=opts, selection=args.selection,
+        )
+        print(f"report ({family}): {paths.report_html}")
+    analysis = analyse_families(list(by_run.values()), metrics=[runs.metric], n_bootstrap=opts.n_bootstrap,
+                                seed=opts.seed, selection=args.selection)
+    (out / "families.json").write_text(json.dumps(analysis, indent=2, default=float) + "\n")
+    figure = family_scaling_figure(analysis["metrics"][runs.metric], metric=runs.metric, path=out / "families.png")
+    print(f"families compared: {out / 'families.json'}, {figure}")
+    for comparison in analysis["metrics"][runs.metric]["comparisons"]:
+        print(comparison["verdict"])
     return 0
 
 

@@ -379,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--bootstrap", type=int, default=500)
         if name == "fit":
             p.add_argument("--json", help="write the fit JSON here")
+        else:
+            p.add_argument("--by-family", action="store_true",
+                           help="a sweep of several model families: one report per family, and the families' "
+                                "scaling compared (families.json, families.png, a verdict per pair)")
         _add_analysis_args(p)
         p.set_defaults(func=func)
 

@@ -296,7 +296,7 @@ def _dispatch(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, pending: lis
              args=(tuple(_attempt(spec, layout, ledger, r, cpus) for r in job), share))
         for job in jobs
     ]
-    follower = JobFollower(spec, ledger, progress, {record.trial_id: record for record in pending})
+    follower = JobFollower(spec, ledger, progress, {record.trial_id: record for record in pending}, packed=per_job > 1)
     run_tasks(
         Requeueable(execute_attempts), tasks, config=spec.dispatch, folder=layout.jobs,
         on_submit=follower.submitted, on_done=follower.done, on_poll=follower.poll, job_name=f"gr-{spec.sweep.name}",
@@ -311,13 +311,13 @@ class JobFollower:
     reads the ledger for the wave's settled runs (at most every `POLL_PACKED_S`, and for at most
     `POLL_SHARE` of its time); lone runs are reported as their jobs end."""
 
-    def __init__(self, spec: SweepSpec, ledger: Ledger, progress: SweepProgress, records: dict[int, RunRecord]) -> None:
-        self.spec, self.ledger, self.progress, self.records = spec, ledger, progress, records
+    def __init__(self, spec: SweepSpec, ledger: Ledger, progress: SweepProgress, records: dict[int, RunRecord], *,
+                 packed: bool) -> None:
+        self.spec, self.ledger, self.progress, self.records, self.packed = spec, ledger, progress, records, packed
         self.unreported = dict.fromkeys(sorted(records))  # in trial order: an ordered set
         self.dispatched: dict[int, TaskOutcome] = {}  # each run's job as dispatched (its own list)
         self.told: dict[int, tuple[TaskOutcome, AttemptResult]] = {}  # what the job that trained it said
         self.failed_jobs: list[TaskOutcome] = []
-        self.packed = False
         self._next_poll = 0.0
 
     def submitted(self, task: Task, job_id: str, log_path: str) -> None:
@@ -326,7 +326,6 @@ class JobFollower:
             self.dispatched[trial_id] = dispatched
             if self.ledger.attempt_state(trial_id) == "pending":  # else a job of the wave took it already
                 self.ledger.set_job(trial_id, job_id, log_path)
-        self.packed = self.packed or len(task.key) > 1 or (len(task.args) > 1 and task.args[1] is not None)
         self.progress.started()  # a job trains one run at a time
 
     def poll(self) -> None:

@@ -266,14 +266,19 @@ class Ledger:
             claimed = self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
         except optuna.exceptions.UpdateFinishedTrialError:
             return False
-        if claimed:
+        if not claimed:
+            return False
+        try:
             self.storage.set_trial_system_attr(trial_id, "worker", {"host": socket.gethostname(), "pid": os.getpid()})
             record_heartbeat(self.storage, trial_id)
             if job_id is not None and self.storage.get_trial(trial_id).user_attrs.get("job_id") != job_id:
                 self.storage.set_trial_user_attr(trial_id, "job_id", job_id)
                 if log_path is not None:
                     self.storage.set_trial_user_attr(trial_id, "log_path", log_path)
-        return claimed
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.info("attempt %d was cancelled as it was claimed; not training it", trial_id)
+            return False
+        return True
 
     def reclaim(self, trial_id: int, job_id: str) -> bool:
         """Take back a running attempt after Slurm requeued its job: True when the attempt is still

@@ -131,6 +131,10 @@ def test_budget_stops_launching_and_status_shows_spent(tmp_path: Path, capsys) -
 @pytest.mark.slow
 def test_cancel_a_detached_sweep_then_resume_completes_each_run_once(tmp_path: Path, capsys) -> None:
     spec = _spec(tmp_path, "detached", "[axes]\nwidth = [8, 16]\nusers = [40, 60, 80]\n")
+    # Runs of a few seconds each: the cancel must land while one is running and another is done
+    # (2-epoch runs take ~0.3 s, and a packed job that takes over the queued runs of its wave can
+    # finish them all between two polls of a loaded machine).
+    spec.write_text(spec.read_text().replace("epochs = 2", "epochs = 40"))
     sweep_dir = tmp_path / "sweep"
     assert main(["sweep", "launch", str(spec), "--out", str(sweep_dir), "--detach"]) == 0
     deadline = time.time() + 120

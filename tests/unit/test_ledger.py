@@ -57,6 +57,24 @@ def test_claim_is_exclusive_and_complete_records_metrics(ledger: Ledger) -> None
     assert ledger.pending() == []
 
 
+def test_a_claim_records_the_job_that_takes_the_attempt_and_loses_to_a_cancel(ledger: Ledger, monkeypatch) -> None:
+    ledger.register([planned("a"), planned("b", 16)])
+    a, b = ledger.runs()["a"].trial_id, ledger.runs()["b"].trial_id
+    ledger.set_job(a, "9_0", "jobs/9_0_log.err")  # dispatched in job 9_0, taken by 9_1 of its wave
+    assert ledger.claim(a, job_id="9_1", log_path="jobs/9_1_log.err")
+    assert (ledger.trial_attrs(a)["job_id"], ledger.trial_attrs(a)["log_path"]) == ("9_1", "jobs/9_1_log.err")
+    # A cancel that lands between the claim's state change and its bookkeeping: not taken.
+    original = ledger.storage.set_trial_system_attr
+
+    def cancelled_meanwhile(trial_id: int, key: str, value: object) -> None:
+        ledger.cancel(trial_id)
+        original(trial_id, key, value)
+
+    monkeypatch.setattr(ledger.storage, "set_trial_system_attr", cancelled_meanwhile)
+    assert ledger.claim(b, job_id="9_1") is False
+    assert ledger.runs()["b"].state == "cancelled"
+
+
 def test_failed_run_is_retried_until_max_attempts(ledger: Ledger) -> None:
     ledger.register([planned("a")])
     for attempt in (1, 2):

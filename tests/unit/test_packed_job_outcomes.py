@@ -49,7 +49,7 @@ def test_a_killed_packed_job_reports_its_finished_run_fails_the_one_it_was_in_an
 
 def _follower(ledger: Ledger, records: dict) -> tuple[JobFollower, SweepProgress]:
     progress = SweepProgress(total=len(records), complete=0, to_run_flops=0.0, metric="ndcg@10", live=False)
-    return JobFollower(spec_from_dict(SPEC, source="spec.toml"), ledger, progress, records), progress
+    return JobFollower(spec_from_dict(SPEC, source="spec.toml"), ledger, progress, records, packed=True), progress
 
 
 def test_a_wave_whose_jobs_reached_none_of_its_runs_fails_them_all(tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_the_driver_reports_a_packed_jobs_runs_as_they_finish_not_when_the_job_e
     records = {r.trial_id: r for r in ledger.runs().values()}
     a, b, c = sorted(records, key=lambda t: records[t].run_id)
     progress = SweepProgress(total=3, complete=0, to_run_flops=0.0, metric="ndcg@10", live=False)
-    follower = launch.JobFollower(spec_from_dict(SPEC, source="spec.toml"), ledger, progress, records)
+    follower = launch.JobFollower(spec_from_dict(SPEC, source="spec.toml"), ledger, progress, records, packed=True)
     key = (a, b, c)
     follower.submitted(launch.Task(key=key, args=()), "43_0", "jobs/43_0_log.err")
     assert ledger.claim(a)

@@ -1,0 +1,54 @@
+"""The multi-family study's analysis on runs whose scaling is known: fits, backtests, laws, verdicts."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from analysis.family_study import FamilyRun, analyse_families
+from analysis.plots import family_scaling_figure
+from sweeps.rows import Checkpoint, RunRow
+
+GAINS = {"hstu": 0.030, "sasrec": 0.010, "fuxi": 0.010}  # ndcg@10 per decade of compute
+
+
+def _runs(rng: np.random.Generator) -> list[FamilyRun]:
+    runs = []
+    for family, gain in GAINS.items():
+        for width, depth, fraction in itertools.product((16, 32, 64), (1, 2), (0.25, 0.5, 1.0)):
+            tokens = 2.0e6 * fraction * 50
+            flops = 6.0 * (depth * 12 * width**2 + 128 * width) * tokens
+            y = 0.06 + gain / math.log(10) * math.log(flops / 1e11) + rng.normal(0, 0.003)
+            row = RunRow(
+                run_id=f"{family}-{width}-{depth}-{fraction}", metrics={"ndcg@10": y, "val_ndcg@10": y}, flops=flops,
+                tokens=tokens, planned=True, at_best=Checkpoint(flops=flops, tokens=tokens, epoch=50),
+                at_last=Checkpoint(flops=flops, tokens=tokens, epoch=50), params_non_embedding=depth * 12 * width**2,
+                num_blocks=depth, embedding_dim=width, seed=0,
+            )
+            runs.append(FamilyRun(row=row, family=family, apen=1.5 + 0.1 * fraction))
+    return runs
+
+
+def test_each_family_is_fitted_backtested_on_its_top_decade_and_the_pairs_are_compared(tmp_path) -> None:
+    result = analyse_families(_runs(np.random.default_rng(0)), metrics=["ndcg@10"], n_bootstrap=50)
+    assert result["families"] == ["fuxi", "hstu", "sasrec"]
+    ndcg = result["metrics"]["ndcg@10"]
+    for family, gain in GAINS.items():
+        fam = ndcg["per_family"][family]
+        assert fam["n_runs"] == 18 and len(fam["points"]) == 18
+        loglinear = fam["plain"]["log_linear"]
+        assert abs(loglinear["fit"]["gain_per_decade"] - gain) < 0.004
+        backtest = loglinear["backtest"]
+        flops = np.array([p["flops"] for p in fam["points"]])
+        assert backtest["n_holdout"] == int(np.sum(flops >= flops.max() / 10)) and backtest["max_abs_rel_err"] < 0.1
+        assert fam["plain"]["power_law"]["backtest"] is not None
+        assert "fit" in fam["performance_law"] and "backtest" in fam["performance_law"]
+    verdicts = {frozenset((c["family_a"], c["family_b"])): c for c in ndcg["comparisons"]}
+    assert len(verdicts) == 3
+    assert verdicts[frozenset(("hstu", "sasrec"))]["better"] == "hstu"
+    assert verdicts[frozenset(("fuxi", "sasrec"))]["better"] is None  # the same gain: cannot tell
+    assert "cannot tell" in verdicts[frozenset(("fuxi", "sasrec"))]["verdict"]
+    figure = family_scaling_figure(ndcg, metric="ndcg@10", path=tmp_path / "ndcg.png")
+    assert figure.stat().st_size > 10_000
