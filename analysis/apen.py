@@ -12,6 +12,12 @@ per user, on the user's last `max_len` items, then averaged over users. Self-mat
 (so C_i > 0 and nothing is undefined). A constant sequence has ApEn 0; an i.i.d. uniform sequence
 over K symbols tends to ln K as n grows (from below: ApEn is biased low on short sequences).
 
+A sequence in which no window of m items repeats (most users of a large catalogue: ML-100K's
+users rate up to a few hundred of its 1,682 films, each once) has only self-matches, so
+ApEn = ln((n - m + 1) / (n - m)), about 1 / n: a function of its length alone, not of its order.
+On such data ApEn says how long the sequences are, and the Performance Law's D' = tokens x ApEn
+is close to the number of users.
+
 Item ids are labels, so a tolerance r < 1 (exact match of every position, the paper's default
 0.2) is the meaningful one; it is computed by counting equal windows (sorting, O(n log n) per
 user). r >= 1 (a distance on id values, which the paper's sweep also tried) is computed from all

@@ -9,8 +9,8 @@ times g(x; a) = -x^(-a) / 2 - a ln x:
 L: attention blocks, d: embedding dimension, D' = training tokens x ApEn (the paper's data proxy
 "#tokens x ApEn", `analysis.apen`). The published script fits one data set at a time, so its data
 term is a constant (a free D with weight 1); here the runs differ in data, so D' is each run's
-own and its term has a weight like the others. Seven parameters, fitted by bounded least squares
-(scipy's trust-region reflective, from several starts: the exponents are >= 0, the weights free).
+own and its term has a weight like the others. Seven parameters: the exponents (>= 0) by bounded
+least squares, the weights and b by linear least squares given them (`fit`).
 
 No intervals yet: Wald intervals from the Jacobian at the optimum were tried and checked by
 simulation (100 simulated 64-run studies, nominal 90%): coverage 80-99% across the parameters at
@@ -22,6 +22,7 @@ below the top decade of training compute and predicts that decade, the test ever
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any
 
@@ -31,21 +32,12 @@ from scipy import optimize
 
 Array = npt.NDArray[np.float64]
 PARAMS = ("w_L", "a_L", "w_d", "a_d", "w_D", "a_D", "b")
-_STARTS = ((1.0, 0.5), (-1.0, 0.5), (0.1, 1.0), (-0.1, 2.0), (0.01, 0.1))  # (weight, exponent) per term
+_EXPONENT_GRID = (0.05, 0.2, 0.5, 1.0, 2.0)  # each exponent's grid; the search starts from its best 3 points
 
 
 def term(x: Array, weight: float, exponent: float) -> Array:
     """w g(x; a) = w (-x^(-a) / 2 - a ln x)."""
     return weight * (-0.5 * np.power(x, -exponent) - exponent * np.log(x))
-
-
-def _jacobian(params: Array, layers: Array, dim: Array, data: Array) -> Array:
-    """d prediction / d params [n, 7]: dg/dw = g, d(w g)/da = w ln x (x^(-a) / 2 - 1), dy/db = 1."""
-    columns = []
-    for x, (weight, exponent) in zip((layers, dim, data), (params[0:2], params[2:4], params[4:6])):
-        power, log_x = np.power(x, -exponent), np.log(x)
-        columns += [-0.5 * power - exponent * log_x, weight * log_x * (0.5 * power - 1.0)]
-    return np.column_stack([*columns, np.ones_like(layers)])
 
 
 def predict(params: Array, layers: Array, dim: Array, data: Array) -> Array:
@@ -89,29 +81,41 @@ def _check_inputs(layers: Array, dim: Array, data: Array, y: Array) -> None:
         raise ValueError(f"the Performance Law has {len(PARAMS)} parameters; fitting it needs more runs, got {n}")
 
 
+def _basis(exponents: Array, layers: Array, dim: Array, data: Array) -> Array:
+    """[n, 4]: g(L; a_L), g(d; a_d), g(D'; a_D) and 1, the columns the weights and b multiply."""
+    return np.column_stack([term(x, 1.0, a) for x, a in zip((layers, dim, data), exponents)] + [np.ones_like(layers)])
+
+
 def fit(layers: Array, dim: Array, data: Array, y: Array) -> PerformanceLawFit:
-    """Fit the form above to runs (one value of each per run); ValueError when it cannot be fitted."""
+    """Fit the form above to runs (one value of each per run); ValueError when it cannot be fitted.
+
+    Variable projection: for given exponents the weights and b are a linear least-squares
+    solution, so only the three exponents are searched (bounded trust-region least squares from
+    the best points of a grid), which is fast and needs no start for the weights."""
     layers, dim, data, y = (np.asarray(v, dtype=np.float64) for v in (layers, dim, data, y))
     _check_inputs(layers, dim, data, y)
-    lower_bounds = np.array([-np.inf, 0.0, -np.inf, 0.0, -np.inf, 0.0, -np.inf])
 
-    def residuals(p: Array) -> Array:
-        return predict(p, layers, dim, data) - y
+    def linear(exponents: Array) -> tuple[Array, Array]:
+        basis = _basis(exponents, layers, dim, data)
+        weights, *_ = np.linalg.lstsq(basis, y, rcond=None)
+        return weights, basis @ weights - y
 
+    grid = sorted(itertools.product(_EXPONENT_GRID, repeat=3), key=lambda a: float(np.sum(linear(np.array(a))[1] ** 2)))
     best = None
-    for (w0, a0) in _STARTS:
-        start = np.array([w0, a0, w0, a0, w0, a0, float(np.mean(y))])
+    for start in grid[:3]:
         with np.errstate(over="ignore", invalid="ignore"):
-            result = optimize.least_squares(residuals, start, jac=lambda p: _jacobian(p, layers, dim, data),
-                                            bounds=(lower_bounds, np.inf), method="trf", x_scale="jac", max_nfev=5000)
+            result = optimize.least_squares(lambda a: linear(a)[1], np.array(start), bounds=(0.0, np.inf), method="trf",
+                                            max_nfev=2000)
         if np.all(np.isfinite(result.fun)) and (best is None or result.cost < best.cost):
             best = result
     if best is None:
         raise ValueError("the Performance Law could not be fitted to these runs (no start converged)")
+    weights, residual = linear(best.x)
+    params = np.array([weights[0], best.x[0], weights[1], best.x[1], weights[2], best.x[2], weights[3]])
     n, p = y.shape[0], len(PARAMS)
-    rss = float(np.sum(best.fun**2))
+    rss = float(np.sum(residual**2))
     total = float(np.sum((y - y.mean()) ** 2))
-    return PerformanceLawFit(params=best.x, r2=1.0 - rss / total if total > 0 else float("nan"),
+    return PerformanceLawFit(params=params, r2=1.0 - rss / total if total > 0 else float("nan"),
                              residual_sd=math.sqrt(rss / (n - p)), n_runs=n)
 
 

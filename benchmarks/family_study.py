@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": commit_of(ROOT), "runs": len(rows), "sum_of_run_wall_times_s": wall,
         "sweep_wall_time_s": span,
         "apen": {"m": DEFAULT_M, "r": DEFAULT_R, "per_user_items": "the last max_seq_len"},
+        "apen_by_user_fraction": {str(r["user_fraction"]): r["apen"] for r in rows},
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
         **analysis,
     }
@@ -139,8 +140,11 @@ def render_page(doc: dict[str, Any], figures: dict[str, Path], where: Path) -> s
              f"{doc['machine']['cpu_count']} CPU cores ({doc['machine']['platform']}). The sum of the runs' wall "
              f"times is {doc['sum_of_run_wall_times_s'] / 60:.1f} min; the sweep took {_num(doc['sweep_wall_time_s'] and doc['sweep_wall_time_s'] / 60, '{:.1f}')} min from its first run's start to its last run's end. Each run is placed at the training FLOPs spent "
              "up to its best validation epoch, with the test metric there. Backtests fit the runs below the top "
-             "decade of compute (C < max C / 10) and predict that decade; errors are relative to the observed value.",
-             ""]
+             "decade of compute (C < max C / 10) and predict that decade; errors are relative to the observed value. "
+             "The Performance Law's data term is D' = tokens trained x ApEn of the run's sequences "
+             f"(m = {doc['apen']['m']}, r = {doc['apen']['r']}, each user's last max_seq_len items): "
+             + ", ".join(f"{share} of the users: {value:.4f}" for share, value in sorted(doc["apen_by_user_fraction"].items()))
+             + ".", ""]
     for metric, result in doc["metrics"].items():
         lines += [f"## {metric}", "", f"![{metric} against training FLOPs]({os.path.relpath(figures[metric], where)})", ""]
         for cmp in result["comparisons"]:
@@ -159,9 +163,10 @@ def render_page(doc: dict[str, Any], figures: dict[str, Path], where: Path) -> s
             alpha = (pl.get("params") or {}).get("alpha")
             alpha_iv = (pl.get("param_intervals") or {}).get("alpha") or [None, None]
 
-            def bt(entry: dict[str, Any] | None) -> str:
+            def bt(entry: dict[str, Any] | None, why: str | None = None) -> str:
                 if not entry or entry.get("mean_abs_rel_err") is None:
-                    return "n/a"
+                    reason = (entry or {}).get("error") or why
+                    return f"none ({reason})" if reason else "none"
                 return f"{entry['mean_abs_rel_err']:.1%} / {entry['max_abs_rel_err']:.1%}"
 
             law = fam["performance_law"]
@@ -169,7 +174,7 @@ def render_page(doc: dict[str, Any], figures: dict[str, Path], where: Path) -> s
                 f"| {family} | {fam['n_runs']} | {_num(gain, '{:+.4f}')} [{_num(gain_iv[0], '{:+.4f}')}, "
                 f"{_num(gain_iv[1], '{:+.4f}')}] | {_num(alpha, '{:.3f}')} [{_num(alpha_iv[0], '{:.3f}')}, "
                 f"{_num(alpha_iv[1], '{:.3f}')}] | {bt(fam['plain']['power_law']['backtest'])} | "
-                f"{bt(fam['plain']['log_linear']['backtest'])} | {bt(law.get('backtest'))} | "
+                f"{bt(fam['plain']['log_linear']['backtest'])} | {bt(law.get('backtest'), law.get('backtest_error'))} | "
                 f"{_num((law.get('fit') or {}).get('r2'), '{:.3f}')} |")
         lines.append("")
     return "\n".join(lines) + "\n"

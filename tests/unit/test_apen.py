@@ -31,6 +31,12 @@ def test_a_constant_sequence_has_zero_and_a_random_one_tends_to_ln_k() -> None:
     assert approximate_entropy(x[:60], 2, 0.2) < value - 0.3  # and much lower on a short sequence
 
 
+def test_a_sequence_without_repeated_windows_has_the_value_of_its_length_alone() -> None:
+    for n in (10, 65, 300):
+        x = np.random.default_rng(n).permutation(5000)[:n] + 1  # distinct items: no window repeats
+        assert approximate_entropy(x, 2, 0.2) == pytest.approx(math.log((n - 1) / (n - 2)), rel=1e-12)
+
+
 def test_a_sequence_shorter_than_the_window_counts_zero_and_bad_parameters_are_refused() -> None:
     assert approximate_entropy([1, 2], 2) == approximate_entropy_direct([1, 2], 2) == 0.0
     with pytest.raises(ValueError, match="window length m must be an integer >= 1"):

@@ -28,16 +28,6 @@ def test_the_fit_recovers_known_parameters_from_simulated_runs() -> None:
     assert set(doc["params"]) == set(law.PARAMS) and doc["n_runs"] == 64
 
 
-def test_the_analytic_jacobian_matches_finite_differences() -> None:
-    layers, dim, data = _grid()
-    params = TRUE + 0.1
-    numeric = np.column_stack([
-        (law.predict(params + step, layers, dim, data) - law.predict(params - step, layers, dim, data)) / 2e-6
-        for step in np.eye(len(law.PARAMS)) * 1e-6
-    ])
-    np.testing.assert_allclose(law._jacobian(params, layers, dim, data), numeric, rtol=1e-5, atol=1e-7)
-
-
 def test_the_backtest_predicts_the_top_decade_from_the_runs_below_it() -> None:
     layers, dim, data = _grid()
     flops = 6.0 * layers * dim**2 * data  # compute grows with every input
