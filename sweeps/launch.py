@@ -367,9 +367,18 @@ class JobFollower:
         """Report each of `trial_ids` that has settled (complete, failed or pruned) and was not yet."""
         states = self.ledger.attempt_states([t for t in trial_ids if t in self.unreported])
         for trial_id in sorted(t for t, state in states.items() if state in _SETTLED):
-            outcome, result = self.told.get(trial_id, (self.dispatched[trial_id], None))
+            outcome, result = self.told.get(trial_id) or (self._trained_by(trial_id), None)
             _report(self.spec, self.ledger, self.progress, self.records[trial_id], outcome, result)
             self.unreported.pop(trial_id)
+
+    def _trained_by(self, trial_id: int) -> TaskOutcome:
+        """The job the ledger says took the attempt (its own job may not have started yet: with
+        more jobs than slots, a job that started takes the runs of one still waiting)."""
+        attrs = self.ledger.trial_attrs(trial_id)
+        dealt = self.dispatched.get(trial_id)
+        if dealt is not None and attrs.get("job_id") in (None, dealt.job_id):
+            return dealt
+        return TaskOutcome(key=(trial_id,), job_id=str(attrs.get("job_id")), ok=True, log_path=attrs.get("log_path"))
 
 
 def _settle_dead_job(ledger: Ledger, outcome: TaskOutcome, records: dict[int, RunRecord]) -> None:

@@ -70,3 +70,29 @@ def test_a_failing_run_taken_from_the_wave_is_recorded_and_the_job_goes_on(tmp_p
     assert [r.trial_id for r in results] == [small.trial_id, middle.trial_id, large.trial_id]
     assert results[1].error is not None and "batch_size" in results[1].error
     assert [ledger.attempt_state(a.trial_id) for a in (small, middle, large)] == ["complete", "failed", "complete"]
+
+
+def test_more_jobs_than_slots_the_first_job_takes_the_waiting_jobs_runs_and_each_is_reported_once(
+    tmp_path: Path, caplog
+) -> None:
+    import logging
+
+    from gr_scaling.cli import main
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        '[sweep]\nname = "share"\nmetric = "ndcg@10"\n\n[axes]\nwidth = [8, 12, 16]\nseed = [0, 1]\n\n'
+        "[base.data]\nnum_users = 60\nnum_items = 40\nnum_clusters = 4\nmin_events = 6\nmax_events = 12\n\n"
+        "[base.model]\nmax_seq_len = 12\nnum_blocks = 1\n\n[base.train]\nepochs = 1\nbatch_size = 32\nnum_negatives = 8\n\n"
+        '[dispatch]\nexecutor = "local"\nmax_parallel = 1\nruns_per_job = 2\npoll_interval_s = 0.2\n\n'
+        '[tracking]\nmode = "disabled"\n'
+    )
+    sweep_dir = tmp_path / "sweep"
+    with caplog.at_level(logging.INFO, logger="sweeps"):
+        assert main(["sweep", "launch", str(spec), "--out", str(sweep_dir)]) == 0
+    runs = Ledger(f"sqlite:///{sweep_dir / 'ledger.db'}", "share").runs()
+    assert len(runs) == 6 and {r.state for r in runs.values()} == {"complete"}
+    assert {r.attempts for r in runs.values()} == {1}
+    reported = [line for line in caplog.text.splitlines() if "sweeps.progress" in line or "ndcg@10 0." in line]
+    for run_id in runs:
+        assert sum(f"run {run_id} " in line for line in reported) == 1, run_id

@@ -149,3 +149,29 @@ def test_the_driver_reports_a_packed_jobs_runs_as_they_finish_not_when_the_job_e
     follower.done(TaskOutcome(key=key, job_id="43_0", ok=True,
                               result=[AttemptResult(trial_id=t, run_id=records[t].run_id) for t in key]))
     assert (progress.done, progress.failed, progress.running) == (3, 0, 0)  # b and c once each
+
+
+def test_a_run_taken_from_a_job_not_yet_started_is_reported_once(tmp_path: Path) -> None:
+    # More jobs than slots: the local executor starts job 10_1 only when a slot frees, but job
+    # 10_0 may take the runs of 10_1's list meanwhile; the driver reports them as they finish.
+    ledger = Ledger(storage_url_for(tmp_path), "packed")
+    ledger.register([planned("a", 8), planned("b", 16)])
+    records = {r.trial_id: r for r in ledger.runs().values()}
+    a, b = sorted(records)
+    follower, progress = _follower(ledger, records)
+    share = WaveShare(trial_ids=(b, a), until_s=60.0)
+    follower.submitted(Task(key=(a,), args=((), share)), "10_0", "jobs/10_0_log.err")
+    assert ledger.claim(b, job_id="10_0", log_path="jobs/10_0_log.err")  # b was dealt to 10_1, not started
+    ledger.complete(b, value=0.2, results={"wall_time_s": 1.0})
+    follower.poll()
+    assert progress.done == 1
+    follower.submitted(Task(key=(b,), args=((), share)), "10_1", "jobs/10_1_log.err")  # starts late, finds b done
+    assert ledger.trial_attrs(b)["job_id"] == "10_0"  # the job that trained it stays on record
+    follower.done(TaskOutcome(key=(b,), job_id="10_1", ok=True, result=[AttemptResult(trial_id=b, skipped=True)]))
+    assert ledger.claim(a, job_id="10_0")
+    ledger.complete(a, value=0.1, results={"wall_time_s": 1.0})
+    follower.done(TaskOutcome(key=(a,), job_id="10_0", ok=True, result=[
+        AttemptResult(trial_id=a, run_id=records[a].run_id, value=0.1),
+        AttemptResult(trial_id=b, run_id=records[b].run_id, value=0.2)]))
+    follower.wave_ended()
+    assert (progress.done, progress.failed) == (2, 0)
