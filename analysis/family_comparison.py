@@ -42,7 +42,7 @@ class SlopeComparison:
     level: float
     p_value: float  # two-sided Welch t, H0: equal slopes
     df: float
-    flops_range: tuple[float, float]  # the compute both families' runs span (the overlap)
+    flops_range: tuple[float, float]  # the compute the two families' runs span together
     crossover_flops: float | None  # where the lines meet (significant difference only)
     crossover_interval: tuple[float, float] | None
 
@@ -70,21 +70,25 @@ class SlopeComparison:
         return f"On {self.metric}, {self.better} scales better with compute than {other}: {numbers}. {self._crossover_words()}"
 
     def _crossover_words(self) -> str:
+        """Where the lines cross, worded from the crossover's interval (not its point alone)."""
         if self.crossover_flops is None or self.crossover_interval is None:
             return "The lines do not meet."
         lo_c, hi_c = self.flops_range
-        cross = self.crossover_flops
+        cross, (lo_x, hi_x) = self.crossover_flops, self.crossover_interval
         assert self.better is not None
         other = self.family_b if self.better == self.family_a else self.family_a
-        span = f"(interval {self.crossover_interval[0]:.2e} to {self.crossover_interval[1]:.2e})"
-        if cross <= lo_c:
-            return (f"Its line is ahead of {other}'s over the whole range of compute studied ({lo_c:.2e} to "
-                    f"{hi_c:.2e} FLOPs); they would meet at {cross:.2e} FLOPs {span}, below it.")
-        if cross >= hi_c:
-            return (f"Its line is behind {other}'s over the whole range studied ({lo_c:.2e} to {hi_c:.2e} FLOPs) "
-                    f"and would pass it at {cross:.2e} FLOPs {span}, an extrapolation beyond the largest run.")
-        return (f"Its line passes {other}'s at {cross:.2e} training FLOPs {span}, inside the range studied "
-                f"({lo_c:.2e} to {hi_c:.2e}): behind below that compute, ahead above it.")
+        where = f"{cross:.2e} FLOPs ({self.level:.0%} interval {lo_x:.2e} to {hi_x:.2e})"
+        studied = f"the range of compute studied ({lo_c:.2e} to {hi_c:.2e} FLOPs)"
+        if hi_x <= lo_c:
+            return f"Its line is ahead of {other}'s over {studied}; the lines would meet below it, at {where}."
+        if lo_x >= hi_c:
+            return (f"Its line is behind {other}'s over {studied} and would pass it at {where}, an extrapolation "
+                    "beyond the largest run.")
+        if lo_c <= lo_x and hi_x <= hi_c:
+            return (f"Its line passes {other}'s at {where}, inside {studied}: behind below that compute, ahead "
+                    "above it.")
+        return (f"The lines cross at {where}; the data cannot place that point relative to {studied}, so "
+                "whether it is ahead at the small end is not settled.")
 
     def to_dict(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
@@ -111,12 +115,14 @@ def compare_fits(
     var_a, var_b = fit_a.cov[1][1], fit_b.cov[1][1]
     diff_b = fit_a.params["b"] - fit_b.params["b"]
     se = math.sqrt(var_a + var_b)
-    df = (var_a + var_b) ** 2 / (var_a**2 / fit_a.df_resid + var_b**2 / fit_b.df_resid)
-    t = diff_b / se if se > 0 else math.inf
-    p_value = float(2 * stats.t.sf(abs(t), df))
-    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    if se > 0:
+        df = (var_a + var_b) ** 2 / (var_a**2 / fit_a.df_resid + var_b**2 / fit_b.df_resid)
+        p_value = float(2 * stats.t.sf(abs(diff_b / se), df))
+    else:  # both fits exact (no residual): the slopes are known
+        df, p_value = math.inf, 0.0 if diff_b != 0 else 1.0
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se if se > 0 else 0.0
     ln10 = math.log(10.0)
-    overlap = (max(float(np.min(flops_a)), float(np.min(flops_b))), min(float(np.max(flops_a)), float(np.max(flops_b))))
+    studied = (min(float(np.min(flops_a)), float(np.min(flops_b))), max(float(np.max(flops_a)), float(np.max(flops_b))))
     cross, cross_interval = None, None
     if p_value < 1.0 - level:
         cross, cross_interval = _crossover(fit_a, fit_b, level=level, seed=seed)
@@ -124,7 +130,7 @@ def compare_fits(
         family_a=family_a, family_b=family_b, metric=metric, higher_is_better=higher_is_better,
         gain_a=fit_a.params["b"] * ln10, gain_b=fit_b.params["b"] * ln10, difference=diff_b * ln10,
         interval=((diff_b - half) * ln10, (diff_b + half) * ln10), level=level, p_value=p_value, df=float(df),
-        flops_range=overlap, crossover_flops=cross, crossover_interval=cross_interval,
+        flops_range=studied, crossover_flops=cross, crossover_interval=cross_interval,
     )
 
 

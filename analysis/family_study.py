@@ -28,6 +28,7 @@ import numpy as np
 from analysis import performance_law
 from analysis.apen import dataset_apen
 from analysis.dataset import D_KEY, data_from_runs, select_runs
+from analysis.report import split_rows
 from analysis.family_comparison import compare_slopes, top_decade_holdout
 from analysis.study import StudyOptions, run_study
 from sweeps.ledger_records import RunRecord
@@ -60,7 +61,11 @@ def family_runs(records: Iterable[RunRecord]) -> list[FamilyRun]:
         config = RunConfig.from_dict(record.config, where=f"run {record.run_id}")
         key = (config.data, config.model.max_seq_len)
         if key not in apen_by_data:
-            apen_by_data[key] = dataset_apen(load_sequence_data(config.data), max_len=config.model.max_seq_len)
+            try:
+                apen_by_data[key] = dataset_apen(load_sequence_data(config.data), max_len=config.model.max_seq_len)
+            except (OSError, ValueError) as exc:  # e.g. a relative data.path read from elsewhere
+                log.warning("no ApEn for run %s's data (%s): the Performance Law is not fitted for it", record.run_id, exc)
+                apen_by_data[key] = float("nan")
         runs.append(FamilyRun(row=RunRow.from_record(record), family=config.model.family, apen=apen_by_data[key]))
     return runs
 
@@ -86,7 +91,8 @@ def analyse_families(
         points_by_family: dict[str, list[dict[str, Any]]] = {}
         for family in families:
             members = [run for run in runs if run.family == family]
-            points, chosen = select_runs([run.row for run in members], metric=metric, selection=selection)
+            selected, chosen = select_runs([run.row for run in members], metric=metric, selection=selection)
+            points, _ = split_rows(selected, metric)  # runs whose metric is not finite are left out
             apen = {run.row.run_id: run.apen for run in members}
             for point in points:
                 point["apen"] = apen[point["run_id"]]
@@ -124,6 +130,7 @@ def _one_family(points: list[dict[str, Any]], metric: str, *, n_bootstrap: int, 
                            level=level, cost=None)
     study = run_study(data_from_runs(points, metric=metric, higher_is_better=_higher_is_better(metric)), options)
     result["plain"] = {}
+    result["plain_backtest_error"] = study.backtest_error
     for form in PLAIN_FORMS:
         fit = study.fits.get(form)
         backtest = study.backtests.get(form)
@@ -135,7 +142,10 @@ def _one_family(points: list[dict[str, Any]], metric: str, *, n_bootstrap: int, 
     layers = np.array([p.get("num_blocks", np.nan) for p in points], dtype=float)
     width = np.array([p.get("embedding_dim", np.nan) for p in points], dtype=float)
     data = np.array([p.get(D_KEY, np.nan) for p in points], dtype=float) * np.array([p["apen"] for p in points])
-    result["performance_law"] = _performance_law(layers, width, data, y, flops)
+    if not np.all(np.isfinite(data)):
+        result["performance_law"] = {"fit_error": "no ApEn or token count for some runs (their data could not be read)"}
+    else:
+        result["performance_law"] = _performance_law(layers, width, data, y, flops)
     return result
 
 

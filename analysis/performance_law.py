@@ -51,6 +51,10 @@ class PerformanceLawFit:
     r2: float
     residual_sd: float  # sqrt(RSS / (n - 7))
     n_runs: int
+    # parameter -> why the runs cannot tell it: an input with fewer than 3 distinct values leaves
+    # one contrast for its weight and exponent together (g(1; a) = -1/2 for every a, so layers in
+    # {1, 2} is such a case); predictions at the runs' inputs are still determined.
+    not_identified: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def predict(self, layers: Array, dim: Array, data: Array) -> Array:
         return predict(self.params, np.asarray(layers, float), np.asarray(dim, float), np.asarray(data, float))
@@ -65,6 +69,7 @@ class PerformanceLawFit:
                         "D' = training tokens x ApEn",
             "params": {name: num(v) for name, v in zip(PARAMS, self.params)},
             "r2": num(self.r2), "residual_sd": num(self.residual_sd), "n_runs": self.n_runs,
+            "not_identified": dict(self.not_identified),
         }
 
 
@@ -115,8 +120,16 @@ def fit(layers: Array, dim: Array, data: Array, y: Array) -> PerformanceLawFit:
     n, p = y.shape[0], len(PARAMS)
     rss = float(np.sum(residual**2))
     total = float(np.sum((y - y.mean()) ** 2))
+    not_identified = {}
+    for (name, values), (w, a) in zip((("layers", layers), ("embedding dimension", dim), ("data", data)),
+                                      (("w_L", "a_L"), ("w_d", "a_d"), ("w_D", "a_D"))):
+        distinct = np.unique(values)
+        if distinct.size < 3:
+            why = (f"{name} takes {distinct.size} distinct value(s) ({', '.join(f'{v:g}' for v in distinct)}): "
+                   "the runs fix one contrast of its term, not its weight and exponent apart")
+            not_identified.update({w: why, a: why})
     return PerformanceLawFit(params=params, r2=1.0 - rss / total if total > 0 else float("nan"),
-                             residual_sd=math.sqrt(rss / (n - p)), n_runs=n)
+                             residual_sd=math.sqrt(rss / (n - p)), n_runs=n, not_identified=not_identified)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)

@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--figures", type=Path, default=ROOT / "docs")
     p.add_argument("--docs", type=Path, help="write the page here (default: <figures>/<name>.md)")
     p.add_argument("--bootstrap", type=int, default=500)
+    p.add_argument("--spec-source", help="where the sweep's spec lives in the repository, for the page "
+                                         "(default: the sweep's stored copy)")
     return p.parse_args(argv)
 
 
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = sum(r["wall_time_s"] or 0.0 for r in rows)
     doc = {
         "study": name, "sweep": str(args.sweep), "spec": str(SweepLayout(args.sweep).spec),
+        "spec_source": args.spec_source or str(SweepLayout(args.sweep).spec),
         "command": "python benchmarks/family_study.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "commit": commit_of(ROOT), "runs": len(rows), "sum_of_run_wall_times_s": wall,
         "sweep_wall_time_s": span,
@@ -144,7 +147,10 @@ def render_page(doc: dict[str, Any], figures: dict[str, Path], where: Path) -> s
              "The Performance Law's data term is D' = tokens trained x ApEn of the run's sequences "
              f"(m = {doc['apen']['m']}, r = {doc['apen']['r']}, each user's last max_seq_len items): "
              + ", ".join(f"{share} of the users: {value:.4f}" for share, value in sorted(doc["apen_by_user_fraction"].items()))
-             + ".", ""]
+             + ".", "",
+             f"Rerun: `gr-scaling sweep launch <spec> --out DIR` (this sweep's spec: {doc['spec_source']}), then "
+             f"`python benchmarks/family_study.py --sweep DIR`; `gr-scaling report DIR --by-family [--metric hr@10]` "
+             "draws the same figure per metric (DIR/report/<metric>/families.png) beside a report per family.", ""]
     for metric, result in doc["metrics"].items():
         lines += [f"## {metric}", "", f"![{metric} against training FLOPs]({os.path.relpath(figures[metric], where)})", ""]
         for cmp in result["comparisons"]:
@@ -173,8 +179,9 @@ def render_page(doc: dict[str, Any], figures: dict[str, Path], where: Path) -> s
             lines.append(
                 f"| {family} | {fam['n_runs']} | {_num(gain, '{:+.4f}')} [{_num(gain_iv[0], '{:+.4f}')}, "
                 f"{_num(gain_iv[1], '{:+.4f}')}] | {_num(alpha, '{:.3f}')} [{_num(alpha_iv[0], '{:.3f}')}, "
-                f"{_num(alpha_iv[1], '{:.3f}')}] | {bt(fam['plain']['power_law']['backtest'])} | "
-                f"{bt(fam['plain']['log_linear']['backtest'])} | {bt(law.get('backtest'), law.get('backtest_error'))} | "
+                f"{_num(alpha_iv[1], '{:.3f}')}] | {bt(fam['plain']['power_law']['backtest'], fam.get('plain_backtest_error'))} | "
+                f"{bt(fam['plain']['log_linear']['backtest'], fam.get('plain_backtest_error'))} | "
+                f"{bt(law.get('backtest'), law.get('backtest_error') or law.get('fit_error'))} | "
                 f"{_num((law.get('fit') or {}).get('r2'), '{:.3f}')} |")
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -250,7 +250,7 @@ def write_family_reports(args: argparse.Namespace) -> int:
     runs = load_runs(args)
     layout = SweepLayout(Path(args.sweep_dir))
     by_run = {run.row.run_id: run for run in family_runs(layout.open_ledger(layout.load_spec()).runs().values())}
-    families = sorted({run.family for run in by_run.values()})
+    families = sorted({by_run[row.run_id].family for row in runs.rows})
     if len(families) < 2:
         raise ValueError(f"{args.sweep_dir}: its completed runs are of one model family ({', '.join(families) or 'none'}); "
                          "--by-family compares several (drop it for this sweep's report)")
@@ -265,7 +265,7 @@ def write_family_reports(args: argparse.Namespace) -> int:
             seed=opts.seed, options=opts, selection=args.selection,
         )
         print(f"report ({family}): {paths.report_html}")
-    analysis = analyse_families(list(by_run.values()), metrics=[runs.metric], n_bootstrap=opts.n_bootstrap,
+    analysis = analyse_families([by_run[row.run_id] for row in runs.rows], metrics=[runs.metric], n_bootstrap=opts.n_bootstrap,
                                 seed=opts.seed, selection=args.selection)
     (out / "families.json").write_text(json.dumps(analysis, indent=2, default=float) + "\n")
     figure = family_scaling_figure(analysis["metrics"][runs.metric], metric=runs.metric, path=out / "families.png")

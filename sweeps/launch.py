@@ -342,7 +342,7 @@ class JobFollower:
             if not result.skipped:
                 self.told[result.trial_id] = (outcome, result)
                 if result.error is not None:  # the job said it failed: never left pending
-                    self.ledger.fail_unfinished(result.trial_id, result.error)
+                    self.ledger.fail_pending(result.trial_id, result.error)
             elif self.ledger.trial_attrs(result.trial_id).get("job_id") == outcome.job_id:
                 _report_not_trained(self.records[result.trial_id], outcome)  # and no other job took it
                 self.unreported.pop(result.trial_id, None)
@@ -350,7 +350,9 @@ class JobFollower:
             self.failed_jobs.append(outcome)
             _settle_dead_job(self.ledger, outcome, self.records)
         self.progress.job_ended()
-        self._report_settled(self.unreported if self.packed else outcome.key)
+        # The runs this job was dealt and those it trained; runs it took from a job not yet
+        # started are read by the (throttled) poll and at the wave's end.
+        self._report_settled({*outcome.key, *(r.trial_id for r in results if isinstance(r, AttemptResult))})
 
     def wave_ended(self) -> None:
         """After the wave's last job: report what settled; if no job of the wave reached any of its
@@ -385,9 +387,9 @@ def _settle_dead_job(ledger: Ledger, outcome: TaskOutcome, records: dict[int, Ru
     """A job that ended without a result (killed, crashed, cancelled while requeued): the attempt it
     was training (any run of the wave it had claimed: its own or one it took over) failed. Runs it
     never reached stay pending: another job of the wave or the next wave trains them."""
-    for trial_id in records:
-        attrs = ledger.trial_attrs(trial_id)
-        if attrs.get("job_id") == outcome.job_id and ledger.attempt_state(trial_id) == "running":
+    running = [t for t, state in ledger.attempt_states(records).items() if state == "running"]
+    for trial_id in running:
+        if ledger.trial_attrs(trial_id).get("job_id") == outcome.job_id:
             ledger.fail_unfinished(trial_id, f"job {outcome.job_id} ended without a result: {outcome.error}")
     for trial_id in outcome.key:
         if ledger.attempt_state(trial_id) == "pending":
@@ -409,7 +411,7 @@ def _report(spec: SweepSpec, ledger: Ledger, progress: SweepProgress, record: Ru
         _report_not_trained(record, outcome)
         return
     if result is not None and result.error is not None:
-        ledger.fail_unfinished(record.trial_id, result.error)  # the job said it failed: never left pending
+        ledger.fail_pending(record.trial_id, result.error)  # the job said it failed: never left pending
     trial = ledger.storage.get_trial(record.trial_id)
     state = ledger.attempt_state(record.trial_id)
     if state in ("pending", "running"):

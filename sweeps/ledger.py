@@ -59,6 +59,9 @@ _SETTLED_OR_ACTIVE = {TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING
 # are unknown. `slurm.liveness.slurm_jobs_alive` is the Slurm one.
 JobAlive = Callable[[list[str]], Mapping[str, bool]]
 
+_FEW_ATTEMPTS = 32  # `attempt_states` reads up to this many one by one rather than the whole study
+
+
 class Ledger:
     """A sweep's runs in one Optuna study (one study per sweep name).
 
@@ -305,10 +308,11 @@ class Ledger:
         return state_name(self.storage.get_trial(trial_id).state)
 
     def attempt_states(self, trial_ids: Iterable[int]) -> dict[int, str]:
-        """The states of several attempts (as `attempt_state`), read in one query."""
+        """The states of several attempts (as `attempt_state`): a few, one by one; many, in one
+        query of the whole study."""
         wanted = set(trial_ids)
-        if not wanted:
-            return {}
+        if len(wanted) <= _FEW_ATTEMPTS:
+            return {trial_id: self.attempt_state(trial_id) for trial_id in wanted}
         return {
             trial_id_of(t): state_name(t.state)
             for t in self.study.get_trials(deepcopy=False)
@@ -339,6 +343,14 @@ class Ledger:
             self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             log.warning("trial %d had already finished; error not recorded as a new state", trial_id)
+
+    def fail_pending(self, trial_id: int, error: str) -> bool:
+        """Fail an attempt that no worker has claimed (a job that failed before claiming it);
+        False, and nothing written, if it is running or finished."""
+        if self.storage.get_trial(trial_id).state != TrialState.WAITING:
+            return False
+        self.fail(trial_id, error)
+        return True
 
     def fail_unfinished(self, trial_id: int, error: str) -> bool:
         """Fail an attempt whose job ended without settling it (killed, cancelled while requeued)."""

@@ -231,16 +231,22 @@ def execute_attempts(attempts: Sequence[Attempt], share: WaveShare | None = None
     ledger = Ledger(attempts[0].ledger_url, attempts[0].sweep_name)
     results: list[AttemptResult] = []
     own = {attempt.trial_id for attempt in attempts}
+    job_id = current_job().job_id
     with PreemptionWatch() as between_runs:
         for attempt in attempts:
             results.append(_packed_attempt(attempt, ledger, between_runs, first_in_process=not results))
         for trial_id in share.trial_ids if share is not None else ():
-            if trial_id in own or ledger.attempt_state(trial_id) != "pending":
+            if trial_id in own:
                 continue
-            if time.monotonic() - started >= share.until_s:
+            state = ledger.attempt_state(trial_id)
+            # A run this job took from another's list before Slurm requeued it: take it back.
+            held = state == "running" and job_id is not None and ledger.trial_attrs(trial_id).get("job_id") == job_id
+            if state != "pending" and not held:
+                continue
+            if not held and time.monotonic() - started >= share.until_s:
                 log.info("the job has run %.0f s (half its time limit): it takes no more runs of its wave",
                          time.monotonic() - started)
-                break
+                continue  # still looks for a run it held before a requeue
             result = _packed_attempt(dataclasses.replace(attempts[0], trial_id=trial_id), ledger, between_runs,
                                      first_in_process=False)
             if not result.skipped:  # another job took it first
@@ -263,7 +269,9 @@ def _packed_attempt(attempt: Attempt, ledger: Ledger, between_runs: PreemptionWa
             raise
         error = f"{type(exc).__name__}: {exc}"
         log.exception("attempt %d failed; the job goes on with its next run", attempt.trial_id)
-        if ledger.fail_unfinished(attempt.trial_id, error):  # it failed before its claim
+        # It failed before its claim (a claimed attempt records its own failure): fail it only if
+        # it is still pending; running, it may be another job's.
+        if ledger.fail_pending(attempt.trial_id, error):
             log.warning("attempt %d recorded failed before it trained: %s", attempt.trial_id, error)
         return AttemptResult(trial_id=attempt.trial_id, run_id=_run_id(ledger, attempt), error=error)
 

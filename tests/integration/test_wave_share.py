@@ -96,3 +96,31 @@ def test_more_jobs_than_slots_the_first_job_takes_the_waiting_jobs_runs_and_each
     reported = [line for line in caplog.text.splitlines() if "sweeps.progress" in line or "ndcg@10 0." in line]
     for run_id in runs:
         assert sum(f"run {run_id} " in line for line in reported) == 1, run_id
+
+
+def test_a_requeued_job_takes_back_the_run_it_had_taken_from_another_job(tmp_path: Path, monkeypatch) -> None:
+    import slurm.jobs
+    import sweeps.worker
+    from slurm.jobs import JobPlace
+
+    ledger, (small, middle, large) = _wave(tmp_path)
+    place = JobPlace(job_id="5_0")
+    monkeypatch.setattr(sweeps.worker, "current_job", lambda: place)
+    monkeypatch.setattr(slurm.jobs, "current_job", lambda: place)
+    assert ledger.claim(large.trial_id, job_id="5_0")  # its life before the requeue took `large` from the wave
+    share = WaveShare(trial_ids=(large.trial_id, middle.trial_id, small.trial_id), until_s=0.0)  # no new runs
+    results = execute_attempts((small,), share)
+    assert [r.trial_id for r in results] == [small.trial_id, large.trial_id]
+    assert ledger.attempt_state(large.trial_id) == "complete" and ledger.trial_attrs(large.trial_id)["requeued"] == 1
+    assert ledger.attempt_state(middle.trial_id) == "pending"
+
+
+def test_a_run_that_fails_before_its_claim_does_not_fail_another_jobs_attempt(tmp_path: Path) -> None:
+    ledger, (small, middle, large) = _wave(tmp_path)
+    config = ledger.trial_attrs(middle.trial_id)["config"]
+    config["train"]["batch_size"] = 0  # this job cannot even read it ...
+    ledger.storage.set_trial_user_attr(middle.trial_id, "config", config)
+    assert ledger.claim(middle.trial_id, job_id="other")  # ... while another job trains it
+    results = execute_attempts((small, middle), None)
+    assert results[1].error is not None and "batch_size" in results[1].error
+    assert ledger.attempt_state(middle.trial_id) == "running"

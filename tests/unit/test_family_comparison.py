@@ -66,3 +66,26 @@ def test_when_the_data_cannot_tell_the_verdict_says_so() -> None:
 def test_the_top_decade_holds_the_runs_within_10x_of_the_largest() -> None:
     assert top_decade_holdout(np.array([1.0, 5.0, 10.0, 20.0, 100.0])) == 3  # C >= 10: 10, 20 and 100
     assert top_decade_holdout(np.array([1e10, 2e11, 1e12])) == 2
+
+
+def test_runs_that_do_not_overlap_in_compute_give_the_range_they_span_together() -> None:
+    rng = np.random.default_rng(3)
+    cmp = compare_slopes("hstu", FLOPS, _runs(0.04, 0.03, 0.001, rng), "sasrec", FLOPS * 1000, _runs(0.06, 0.01, 0.001, rng),
+                         metric="ndcg@10", higher_is_better=True)
+    assert cmp.flops_range == (FLOPS.min(), FLOPS.max() * 1000)
+    assert cmp.significant and cmp.better == "hstu"
+
+
+def test_the_crossover_sentence_follows_its_interval_not_only_its_point() -> None:
+    import dataclasses
+
+    rng = np.random.default_rng(1)
+    cmp = compare_slopes("hstu", FLOPS, _runs(0.04, 0.03, 0.001, rng), "sasrec", FLOPS, _runs(0.06, 0.01, 0.001, rng),
+                         metric="ndcg@10", higher_is_better=True)
+    lo, hi = cmp.flops_range
+    below = dataclasses.replace(cmp, crossover_flops=lo / 10, crossover_interval=(lo / 100, lo / 2))
+    assert "ahead of sasrec's over the range of compute studied" in below.verdict()
+    straddling = dataclasses.replace(cmp, crossover_flops=lo / 2, crossover_interval=(lo / 100, lo * 5))
+    assert "the data cannot place that point" in straddling.verdict()
+    beyond = dataclasses.replace(cmp, crossover_flops=hi * 10, crossover_interval=(hi * 2, hi * 50))
+    assert "an extrapolation beyond the largest run" in beyond.verdict()

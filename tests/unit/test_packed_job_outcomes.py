@@ -84,7 +84,7 @@ def test_a_dead_job_fails_only_the_run_it_held_not_one_another_job_took_from_its
     assert ledger.trial_attrs(b)["job_id"] == "7_1" and ledger.trial_attrs(b)["log_path"] == "jobs/7_1_log.err"
     follower.done(TaskOutcome(key=(a, b), job_id="7_0", ok=False, error="killed (OOM)"))
     assert ledger.attempt_state(a) == "failed" and ledger.attempt_state(b) == "running"
-    assert (progress.done, progress.failed) == (1, 0)  # c reported; a fails into a retry, b still trains
+    assert (progress.done, progress.failed) == (0, 0)  # a fails into a retry, b still trains (c: its job's end)
     ledger.complete(b, value=0.2, results={"wall_time_s": 2.0})
     follower.done(TaskOutcome(key=(c,), job_id="7_1", ok=True, result=[
         AttemptResult(trial_id=c, run_id=records[c].run_id, value=0.3),

@@ -28,6 +28,15 @@ def test_the_fit_recovers_known_parameters_from_simulated_runs() -> None:
     assert set(doc["params"]) == set(law.PARAMS) and doc["n_runs"] == 64
 
 
+def test_an_input_of_two_values_leaves_its_weight_and_exponent_unidentified_and_says_so() -> None:
+    layers, dim, data = _grid()
+    layers = np.where(layers > 2, 2.0, layers)  # depth 1 or 2, as in the ML-100K study
+    fitted = law.fit(layers, dim, data, law.predict(TRUE, layers, dim, data))
+    assert set(fitted.not_identified) == {"w_L", "a_L"} and "layers takes 2 distinct value(s) (1, 2)" in fitted.not_identified["a_L"]
+    assert np.allclose(fitted.predict(layers, dim, data), law.predict(TRUE, layers, dim, data), atol=1e-4)
+    assert fitted.to_dict()["not_identified"]["w_L"].startswith("layers")
+
+
 def test_the_backtest_predicts_the_top_decade_from_the_runs_below_it() -> None:
     layers, dim, data = _grid()
     flops = 6.0 * layers * dim**2 * data  # compute grows with every input
