@@ -283,6 +283,19 @@ class Ledger:
             return False
         return True
 
+    def confirm_job(self, trial_id: int, job_id: str | None, log_path: str | None) -> None:
+        """The job training a running attempt records itself again as its job (see `claim`)."""
+        if job_id is None or self.storage.get_trial(trial_id).user_attrs.get("job_id") == job_id:
+            return
+        try:
+            self.storage.set_trial_user_attr(trial_id, "job_id", job_id)
+            if log_path is not None:
+                self.storage.set_trial_user_attr(trial_id, "log_path", log_path)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # cancelled meanwhile: its training stops at the next step
+        else:
+            log.warning("attempt %d was recorded under another job as it was claimed; job %s trains it", trial_id, job_id)
+
     def reclaim(self, trial_id: int, job_id: str) -> bool:
         """Take back a running attempt after Slurm requeued its job: True when the attempt is still
         running, was dispatched as `job_id` (Slurm never runs two lives of one job at once) and the

@@ -322,7 +322,11 @@ def execute_attempt(attempt: Attempt, *, ledger: Ledger | None = None, first_in_
         train_in_job(config, checkpoint_dir=checkpoints, checkpoint_every=attempt.checkpoint_every)
         return AttemptResult(trial_id=attempt.trial_id, run_id=run.run_id, rank=group.rank)
     clock.mark("claim")
-    return ClaimedAttempt(attempt, ledger, run, config, processes=group.world_size, clock=clock).execute()
+    claimed = ClaimedAttempt(attempt, ledger, run, config, processes=group.world_size, clock=clock)
+    # The driver records each job's runs as it submits it; a submission that raced this claim may
+    # have written its own job over this one's, so the job that trains the run says so again now.
+    ledger.confirm_job(attempt.trial_id, place.job_id, place.log_path)
+    return claimed.execute()
 
 
 class ClaimedAttempt:

@@ -70,6 +70,11 @@ def test_a_claim_records_the_job_that_takes_the_attempt_and_loses_to_a_cancel(le
         ledger.cancel(trial_id)
         original(trial_id, key, value)
 
+    # A submission that read the attempt pending and writes its job after the claim: the training
+    # job records itself again before it trains.
+    ledger.storage.set_trial_user_attr(a, "job_id", "9_0")
+    ledger.confirm_job(a, "9_1", "jobs/9_1_log.err")
+    assert ledger.trial_attrs(a)["job_id"] == "9_1"
     monkeypatch.setattr(ledger.storage, "set_trial_system_attr", cancelled_meanwhile)
     assert ledger.claim(b, job_id="9_1") is False
     assert ledger.runs()["b"].state == "cancelled"
