@@ -112,7 +112,27 @@ def analyse_families(
             )
             comparisons.append(cmp.to_dict())
         out["metrics"][metric] = {"per_family": per_family, "comparisons": comparisons}
+    _holm(out, level)
     return out
+
+
+def _holm(out: dict[str, Any], level: float) -> None:
+    """Holm's step-down adjustment over every comparison of every metric (each verdict is a
+    per-comparison test at `level`; several of them at once find "significant" ones by chance)."""
+    from statsmodels.stats.multitest import multipletests
+
+    every = [cmp for result in out["metrics"].values() for cmp in result["comparisons"]]
+    if not every:
+        out["multiplicity"] = "no comparisons"
+        return
+    reject, adjusted, _, _ = multipletests([cmp["p_value"] for cmp in every], alpha=1.0 - level, method="holm")
+    for cmp, p_holm, significant in zip(every, adjusted, reject):
+        cmp["p_holm"], cmp["significant_after_holm"] = float(p_holm), bool(significant)
+    kept = [f"{c['metric']}: {c['family_a']} vs {c['family_b']}" for c in every if c["significant_after_holm"]]
+    out["multiplicity"] = (
+        f"{len(every)} comparisons, each tested at {level:.0%}: {sum(c['significant'] for c in every)} significant alone, "
+        f"{len(kept)} after Holm's adjustment over all of them" + (f" ({'; '.join(kept)})" if kept else "") + "."
+    )
 
 
 def _one_family(points: list[dict[str, Any]], metric: str, *, n_bootstrap: int, seed: int, level: float) -> dict[str, Any]:

@@ -147,16 +147,17 @@ def render_page(doc: dict[str, Any], figures: dict[str, Path], where: Path) -> s
              "The Performance Law's data term is D' = tokens trained x ApEn of the run's sequences "
              f"(m = {doc['apen']['m']}, r = {doc['apen']['r']}, each user's last max_seq_len items): "
              + ", ".join(f"{share} of the users: {value:.4f}" for share, value in sorted(doc["apen_by_user_fraction"].items()))
-             + ".", "",
+             + ".", "", f"Multiplicity: {doc['multiplicity']}", "",
              f"Rerun: `gr-scaling sweep launch <spec> --out DIR` (this sweep's spec: {doc['spec_source']}), then "
              f"`python benchmarks/family_study.py --sweep DIR`; `gr-scaling report DIR --by-family [--metric hr@10]` "
              "draws the same figure per metric (DIR/report/<metric>/families.png) beside a report per family.", ""]
     for metric, result in doc["metrics"].items():
         lines += [f"## {metric}", "", f"![{metric} against training FLOPs]({os.path.relpath(figures[metric], where)})", ""]
         for cmp in result["comparisons"]:
-            lines += [f"- {cmp['verdict']}"]
+            lines += [f"- {cmp['verdict']} (Holm-adjusted p = {cmp['p_holm']:.2g})"]
         lines += ["", "| family | runs | log-linear gain per decade | power-law alpha | backtest mean / max rel. error: "
-                  "power law | log-linear | Performance Law | Performance Law R^2 |", "|---|---|---|---|---|---|---|---|"]
+                  "power law | log-linear | Performance Law | R^2 on all runs: log-linear / power law / Performance Law |",
+                  "|---|---|---|---|---|---|---|---|"]
         for family, fam in result["per_family"].items():
             if "plain" not in fam:
                 lines.append(f"| {family} | {fam['n_runs']} | {fam.get('error', '')} | | | | | |")
@@ -182,6 +183,7 @@ def render_page(doc: dict[str, Any], figures: dict[str, Path], where: Path) -> s
                 f"{_num(alpha_iv[1], '{:.3f}')}] | {bt(fam['plain']['power_law']['backtest'], fam.get('plain_backtest_error'))} | "
                 f"{bt(fam['plain']['log_linear']['backtest'], fam.get('plain_backtest_error'))} | "
                 f"{bt(law.get('backtest'), law.get('backtest_error') or law.get('fit_error'))} | "
+                f"{_num(ll.get('r2'), '{:.3f}')} / {_num(pl.get('r2'), '{:.3f}')} / "
                 f"{_num((law.get('fit') or {}).get('r2'), '{:.3f}')} |")
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -50,5 +50,8 @@ def test_each_family_is_fitted_backtested_on_its_top_decade_and_the_pairs_are_co
     assert verdicts[frozenset(("hstu", "sasrec"))]["better"] == "hstu"
     assert verdicts[frozenset(("fuxi", "sasrec"))]["better"] is None  # the same gain: cannot tell
     assert "cannot tell" in verdicts[frozenset(("fuxi", "sasrec"))]["verdict"]
+    assert all(c["p_holm"] >= c["p_value"] for c in verdicts.values())
+    assert verdicts[frozenset(("hstu", "sasrec"))]["significant_after_holm"]  # 0.030 vs 0.010 survives it
+    assert result["multiplicity"].startswith("3 comparisons, each tested at 95%: 2 significant alone, 2 after Holm")
     figure = family_scaling_figure(ndcg, metric="ndcg@10", path=tmp_path / "ndcg.png")
     assert figure.stat().st_size > 10_000
