@@ -165,7 +165,8 @@ def _one_family(points: list[dict[str, Any]], metric: str, *, n_bootstrap: int, 
     if not np.all(np.isfinite(data)):
         result["performance_law"] = {"fit_error": "no ApEn or token count for some runs (their data could not be read)"}
     else:
-        result["performance_law"] = _performance_law(layers, width, data, y, flops)
+        result["performance_law"] = _performance_law(layers, width, data, y, flops, n_bootstrap=n_bootstrap,
+                                                       level=level, seed=seed)
     return result
 
 
@@ -176,10 +177,11 @@ def _backtest_summary(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _performance_law(layers: np.ndarray, width: np.ndarray, data: np.ndarray, y: np.ndarray,
-                     flops: np.ndarray) -> dict[str, Any]:
+                     flops: np.ndarray, *, n_bootstrap: int, level: float, seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
-        out["fit"] = performance_law.fit(layers, width, data, y).to_dict()
+        out["fit"] = performance_law.fit(layers, width, data, y, n_bootstrap=n_bootstrap, level=level,
+                                         seed=seed).to_dict()
     except ValueError as exc:
         out["fit_error"] = str(exc)
     try:

@@ -35,6 +35,27 @@ def test_an_input_of_two_values_leaves_its_weight_and_exponent_unidentified_and_
     assert set(fitted.not_identified) == {"w_L", "a_L"} and "layers takes 2 distinct value(s) (1, 2)" in fitted.not_identified["a_L"]
     assert np.allclose(fitted.predict(layers, dim, data), law.predict(TRUE, layers, dim, data), atol=1e-4)
     assert fitted.to_dict()["not_identified"]["w_L"].startswith("layers")
+    with_intervals = law.fit(layers, dim, data, law.predict(TRUE, layers, dim, data)
+                             + np.random.default_rng(1).normal(0, 1e-4, layers.size), n_bootstrap=20)
+    assert np.isnan(with_intervals.lower[0]) and np.isnan(with_intervals.upper[1])  # w_L, a_L: no interval
+    assert with_intervals.to_dict()["intervals"]["w_L"] == [None, None]
+
+
+@pytest.mark.slow
+def test_the_bootstrap_intervals_cover_the_true_parameters_near_their_level() -> None:
+    # A small version of benchmarks/performance_law_coverage.py (100 studies: 88-94% at 90%):
+    # 30 studies, 60 refits each; binomial sd 5.5%, so 75% or more for every parameter.
+    layers, dim, data = _grid()
+    clean = law.predict(TRUE, layers, dim, data)
+    rng = np.random.default_rng(7)
+    hits = np.zeros(len(law.PARAMS))
+    for study in range(30):
+        fitted = law.fit(layers, dim, data, clean + rng.normal(0, 2e-4, clean.size), n_bootstrap=60, level=0.9,
+                         seed=study)
+        assert fitted.n_bootstrap >= 55
+        hits += (fitted.lower <= TRUE) & (TRUE <= fitted.upper)
+    assert np.all(hits / 30 >= 0.75), dict(zip(law.PARAMS, hits / 30))
+    assert fitted.to_dict()["intervals"]["a_L"][0] is not None
 
 
 def test_the_backtest_predicts_the_top_decade_from_the_runs_below_it() -> None:
