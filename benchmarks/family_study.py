@@ -185,6 +185,20 @@ def render_page(doc: dict[str, Any], figures: dict[str, Path], where: Path) -> s
                 f"{bt(law.get('backtest'), law.get('backtest_error') or law.get('fit_error'))} | "
                 f"{_num(ll.get('r2'), '{:.3f}')} / {_num(pl.get('r2'), '{:.3f}')} / "
                 f"{_num((law.get('fit') or {}).get('r2'), '{:.3f}')} |")
+        lines += ["", "Performance Law exponents (residual-bootstrap intervals):", ""]
+        for family, fam in result["per_family"].items():
+            law_fit = (fam.get("performance_law") or {}).get("fit")
+            if not law_fit:
+                lines.append(f"- {family}: not fitted ({(fam.get('performance_law') or {}).get('fit_error', fam.get('error'))})")
+                continue
+            intervals = law_fit.get("intervals") or {}
+            shown = []
+            for name in ("a_L", "a_d", "a_D"):
+                lo, hi = intervals.get(name) or [None, None]
+                shown.append(f"{name} {_num(law_fit['params'][name], '{:.3g}')} "
+                             + ("(not identified)" if name in law_fit["not_identified"] else
+                                f"[{_num(lo, '{:.3g}')}, {_num(hi, '{:.3g}')}]"))
+            lines.append(f"- {family}: " + ", ".join(shown))
         lines.append("")
     return "\n".join(lines) + "\n"
 

@@ -41,20 +41,32 @@ def test_an_input_of_two_values_leaves_its_weight_and_exponent_unidentified_and_
     assert with_intervals.to_dict()["intervals"]["w_L"] == [None, None]
 
 
+def test_an_exponent_the_runs_cannot_pin_down_is_flagged_with_its_weight() -> None:
+    layers, dim, data = _grid()
+    params = TRUE.copy()
+    params[5] = 2.0  # data^-2 vanishes over 2e3..2e6: the term is -a ln x, only w_D x a_D shows
+    y = law.predict(params, layers, dim, data) + np.random.default_rng(3).normal(0, 2e-4, layers.size)
+    fitted = law.fit(layers, dim, data, y, n_bootstrap=20)
+    assert {"w_D", "a_D"} <= set(fitted.not_identified) and "halved or doubled" in fitted.not_identified["a_D"]
+    assert "a_d" not in fitted.not_identified and "a_L" not in fitted.not_identified
+    assert fitted.to_dict()["intervals"]["a_D"] == [None, None]
+
+
 @pytest.mark.slow
 def test_the_bootstrap_intervals_cover_the_true_parameters_near_their_level() -> None:
-    # A small version of benchmarks/performance_law_coverage.py (100 studies: 88-94% at 90%):
+    # A small version of benchmarks/performance_law_coverage.py (100 studies: 87-93% at 90%):
     # 30 studies, 60 refits each; binomial sd 5.5%, so 75% or more for every parameter.
     layers, dim, data = _grid()
     clean = law.predict(TRUE, layers, dim, data)
     rng = np.random.default_rng(7)
-    hits = np.zeros(len(law.PARAMS))
+    hits, given = np.zeros(len(law.PARAMS)), np.zeros(len(law.PARAMS))
     for study in range(30):
         fitted = law.fit(layers, dim, data, clean + rng.normal(0, 2e-4, clean.size), n_bootstrap=60, level=0.9,
                          seed=study)
         assert fitted.n_bootstrap >= 55
+        given += np.isfinite(fitted.lower)  # no interval where the fit says the runs cannot tell
         hits += (fitted.lower <= TRUE) & (TRUE <= fitted.upper)
-    assert np.all(hits / 30 >= 0.75), dict(zip(law.PARAMS, hits / 30))
+    assert np.all(given >= 15) and np.all(hits / given >= 0.75), dict(zip(law.PARAMS, zip(hits, given)))
     assert fitted.to_dict()["intervals"]["a_L"][0] is not None
 
 
