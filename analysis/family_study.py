@@ -10,8 +10,11 @@ validation epoch (`analysis.dataset.select_runs`):
   trained up to the reported epoch x the ApEn of the run's data (`analysis.apen`), with R^2 on all
   runs and the same top-decade backtest;
 
-and for each pair of families, the comparison of their log-linear slopes with its verdict
-(`analysis.family_comparison`). Everything lands in one JSON-ready dict; the verdict sentences
+and per family the two-variable law L(N, D) = E + A/N^alpha + B/D^beta (`analysis.chinchilla`)
+on the validation loss (validation NE at the reported epoch; N non-embedding parameters, D the
+tokens trained up to that epoch), with intervals, R^2, the same top-decade backtest and a
+sentence saying whether it fits; and for each pair of families, the comparison of their
+log-linear slopes with its verdict (`analysis.family_comparison`). Everything lands in one JSON-ready dict; the verdict sentences
 are built from the intervals alone.
 """
 
@@ -36,6 +39,10 @@ from sweeps.rows import RunRow
 
 log = logging.getLogger(__name__)
 PLAIN_FORMS = ("power_law", "log_linear")
+VALIDATION_LOSS = "val_ne"  # the validation log loss, normalised (NE), at the reported epoch
+# The two-variable law "fits" when it explains this much of the validation loss's variance and
+# every parameter is identified (an interval, not at a bound).
+MIN_R2_TO_FIT = 0.8
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -113,6 +120,59 @@ def analyse_families(
             comparisons.append(cmp.to_dict())
         out["metrics"][metric] = {"per_family": per_family, "comparisons": comparisons}
     _holm(out, level)
+    out["validation_loss_law"] = {
+        family: two_variable_law([run.row for run in runs if run.family == family], n_bootstrap=n_bootstrap,
+                                 level=level, seed=seed)
+        for family in families}
+    return out
+
+
+def two_variable_law(rows: Sequence[RunRow], *, n_bootstrap: int, level: float, seed: int) -> dict[str, Any]:
+    """L(N, D) on the validation loss of `rows` (one family): fit with bootstrap intervals, R^2 on
+    every run, backtest on the top decade of compute, and whether it fits (`MIN_R2_TO_FIT`)."""
+    from analysis.chinchilla import fit_chinchilla
+
+    usable = [r for r in rows if r.params_non_embedding and r.at_best is not None and r.at_best.tokens
+              and np.isfinite(r.metrics.get(VALIDATION_LOSS, np.nan))]
+    n = np.array([r.params_non_embedding for r in usable], dtype=float)
+    d = np.array([r.at_best.tokens for r in usable], dtype=float)  # type: ignore[union-attr]
+    loss = np.array([r.metrics[VALIDATION_LOSS] for r in usable], dtype=float)
+    flops = np.array([r.at_best.flops for r in usable], dtype=float)  # type: ignore[union-attr]
+    out: dict[str, Any] = {"metric": VALIDATION_LOSS, "form": "L(N, D) = E + A / N^alpha + B / D^beta",
+                           "n_runs": len(usable), "n_distinct_N": int(np.unique(n).size),
+                           "n_distinct_D": int(np.unique(d).size)}
+    try:
+        fit = fit_chinchilla(n, d, loss, n_bootstrap=n_bootstrap, seed=seed, level=level, metric_name=VALIDATION_LOSS)
+    except ValueError as exc:
+        out["fit_error"] = str(exc)
+        out["verdict"] = f"The two-variable law could not be fitted: {exc}"
+        return out
+    predicted = fit.predict(n, d)
+    r2 = 1.0 - float(np.sum((loss - predicted) ** 2)) / float(np.sum((loss - loss.mean()) ** 2))
+    out["fit"] = fit.to_dict()
+    out["r2"] = r2
+    holdout = top_decade_holdout(flops)
+    train = np.argsort(flops, kind="stable")[: len(flops) - holdout]
+    held = np.setdiff1d(np.arange(len(flops)), train)
+    try:
+        small = fit_chinchilla(n[train], d[train], loss[train], n_bootstrap=0, seed=seed, level=level,
+                               metric_name=VALIDATION_LOSS)
+        rel = np.abs(small.predict(n[held], d[held]) - loss[held]) / np.abs(loss[held])
+        out["backtest"] = {"n_train": int(train.size), "n_holdout": int(held.size),
+                           "mean_abs_rel_err": float(rel.mean()), "max_abs_rel_err": float(rel.max())}
+    except ValueError as exc:
+        out["backtest_error"] = str(exc)
+    problems = sorted(set(fit.not_identified) | set(fit.params_at_bounds))
+    if r2 >= MIN_R2_TO_FIT and not problems:
+        out["fits"] = True
+        out["verdict"] = (f"The two-variable law fits the validation loss (R^2 {r2:.2f}); alpha "
+                          f"{fit.params['alpha']:.2f} (N), beta {fit.params['beta']:.2f} (D), with intervals.")
+    else:
+        out["fits"] = False
+        why = [f"R^2 {r2:.2f}" + (f" < {MIN_R2_TO_FIT}" if r2 < MIN_R2_TO_FIT else "")]
+        if problems:
+            why.append("not identified or at a bound: " + ", ".join(problems))
+        out["verdict"] = "The two-variable law does not fit the validation loss here (" + "; ".join(why) + ")."
     return out
 
 
@@ -193,4 +253,4 @@ def _performance_law(layers: np.ndarray, width: np.ndarray, data: np.ndarray, y:
     return out
 
 
-__all__ = ["FamilyRun", "PLAIN_FORMS", "analyse_families", "family_runs"]
+__all__ = ["FamilyRun", "PLAIN_FORMS", "VALIDATION_LOSS", "analyse_families", "family_runs", "two_variable_law"]

@@ -200,6 +200,31 @@ def render_page(doc: dict[str, Any], figures: dict[str, Path], where: Path) -> s
                                 f"[{_num(lo, '{:.3g}')}, {_num(hi, '{:.3g}')}]"))
             lines.append(f"- {family}: " + ", ".join(shown))
         lines.append("")
+    lines += ["## Validation loss in parameters and data", "",
+              "The two-variable law L(N, D) = E + A / N^alpha + B / D^beta (Chinchilla's approach 3, "
+              "`analysis.chinchilla`) on each run's validation NE at its reported epoch, N the non-embedding "
+              "parameters and D the tokens trained up to that epoch; bootstrap intervals over runs, and the same "
+              "top-decade backtest.", "",
+              "| family | runs (distinct N / D) | E | alpha | beta | R^2 | backtest mean / max rel. error | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
+    for family, law in doc.get("validation_loss_law", {}).items():
+        fit = law.get("fit") or {}
+        params, intervals = fit.get("params") or {}, fit.get("param_intervals") or {}
+
+        def with_interval(name: str) -> str:
+            if name not in params:
+                return "n/a"
+            iv = intervals.get(name)
+            return f"{params[name]:.3g} " + ("(not identified)" if iv is None else f"[{_num(iv[0], '{:.3g}')}, {_num(iv[1], '{:.3g}')}]")
+
+        bt = law.get("backtest")
+        lines.append(f"| {family} | {law['n_runs']} ({law.get('n_distinct_N')} / {law.get('n_distinct_D')}) | "
+                     f"{with_interval('E')} | {with_interval('alpha')} | {with_interval('beta')} | "
+                     f"{_num(law.get('r2'), '{:.3f}')} | "
+                     + (f"{bt['mean_abs_rel_err']:.2%} / {bt['max_abs_rel_err']:.2%}" if bt else
+                        f"none ({law.get('backtest_error', law.get('fit_error', ''))})")
+                     + f" | {law['verdict']} |")
+    lines.append("")
     return "\n".join(lines) + "\n"
 
 
