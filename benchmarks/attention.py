@@ -8,6 +8,8 @@ a fixed token budget is reached (so B shrinks as N grows). Implementations, all 
 
 - triton       : Triton kernels with the full relative bias (positional + time), as HSTU uses them
 - triton_norab : the same kernels without the bias
+- triton_exact_rab : the same kernels with the bias computed per logit on every tile (the path
+                 before the fast one, kept for unsorted timestamps): what the fast path gains
 - reference    : `reference.py` (pads to [B, H, N, N] in float32); "oom" where it does not fit
 - sdpa_flash   : causal softmax attention, torch SDPA restricted to the flash backend, on inputs
                  padded to [B, H, N, D] beforehand (padding not timed: a padded model keeps them)
@@ -43,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tokens", type=int, default=32768, help="token budget per batch")
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--dim", type=int, default=64, help="Dqk = Dv")
-    p.add_argument("--impls", nargs="+", default=["triton", "triton_norab", "reference", "sdpa_flash"])
+    p.add_argument("--impls", nargs="+", default=["triton", "triton_exact_rab", "triton_norab", "reference", "sdpa_flash"])
     p.add_argument("--rep-ms", type=int, default=100, help="do_bench timing budget per measurement")
     p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/attention-<device>.json")
     p.add_argument("--interpret-smoke", action="store_true", help="one tiny case on CPU under TRITON_INTERPRET=1")
@@ -71,9 +73,14 @@ def make_inputs(lengths: list[int], max_len: int, heads: int, dim: int, device: 
     total = sum(lengths)
     offsets = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int64)
     q, k, v, dout = (torch.randn(total, heads, dim, generator=g).to(device, dtype) for _ in range(4))
-    # Chronological events: many in the same minute, some days apart (spans many buckets).
-    gaps = torch.exp(torch.rand(total, generator=g) * 12).long() * (torch.rand(total, generator=g) > 0.3)
-    ts = (1_600_000_000 + gaps.cumsum(0)).to(device)
+    # Chronological events as sessions look: a fifth of the steps in the same second, most under
+    # two minutes, one in twenty a pause of up to ~1e6 s (log-uniform). Every step a long pause
+    # (as this benchmark drew before) would make every far tile span many time buckets, the fast
+    # path's worst case; `far_tile_share` reports how these inputs split.
+    steps = torch.randint(0, 120, (total,), generator=g) * (torch.rand(total, generator=g) > 0.2)
+    pauses = torch.rand(total, generator=g) < 0.05
+    steps = torch.where(pauses, torch.exp(torch.rand(total, generator=g) * 14).long(), steps)
+    ts = (1_600_000_000 + steps.cumsum(0)).to(device)
     pos_w = (0.02 * torch.randn(2 * max_len - 1, generator=g)).to(device)
     ts_w = (0.02 * torch.randn(129, generator=g)).to(device)
     return dict(q=q, k=k, v=v, dout=dout, offsets=offsets.to(device), ts=ts, pos_w=pos_w, ts_w=ts_w)
@@ -93,13 +100,15 @@ def build_fns(impl: str, x: dict[str, Any], lengths: list[int], max_len: int) ->
         rab = dict(timestamps=None, pos_weights=None, ts_weights=None)
     args = (x["q"], x["k"], x["v"], x["offsets"], max_len)
 
-    if impl in ("triton", "triton_norab"):
+    if impl in ("triton", "triton_norab", "triton_exact_rab"):
+        fast = impl != "triton_exact_rab"
+
         def fwd() -> Any:
-            return hstu_attention_fwd_triton(*args, alpha, "max_len", *rab.values())
+            return hstu_attention_fwd_triton(*args, alpha, "max_len", *rab.values(), fast_rab=fast)
 
         def fwd_bwd() -> Any:
             fwd()
-            return hstu_attention_bwd_triton(x["dout"], *args, alpha, "max_len", *rab.values())
+            return hstu_attention_bwd_triton(x["dout"], *args, alpha, "max_len", *rab.values(), fast_rab=fast)
 
         return fwd, fwd_bwd, []
     if impl == "reference":
@@ -167,6 +176,22 @@ def measure_cpu(fn: Callable, grads: list, rep_ms: int) -> tuple[float, float]:
     return (time.perf_counter() - start) * 1e3, float("nan")
 
 
+def far_tile_share(x: dict[str, Any], block_q: int = 128, block_k: int = 64) -> dict[str, float]:
+    """Of the forward's far tiles (its first tuned config's tiling), the share spanning 0, 1-2,
+    3-4 and more time-bucket edges: the last take the fast path's loop over edges."""
+    from kernels.hstu_attention.rab_tables import edge_table, far_tile_edge_counts
+
+    offsets, ts = x["offsets"].cpu(), x["ts"].cpu()
+    request = ts[(offsets[1:] - 1).clamp(min=0)]
+    edges = edge_table(ts, request, offsets, x["ts_w"].numel() - 1)
+    if edges is None:
+        return {}
+    spans = far_tile_edge_counts(edges, offsets, block_q, block_k)
+    total = max(int(spans.numel()), 1)
+    return {"0": int((spans == 0).sum()) / total, "1-2": int(((spans >= 1) & (spans <= 2)).sum()) / total,
+            "3-4": int(((spans >= 3) & (spans <= 4)).sum()) / total, ">4": int((spans > 4).sum()) / total}
+
+
 def run_case(impl: str, max_len: int, args: argparse.Namespace, device: str, measure: Callable) -> dict[str, Any]:
     import torch
 
@@ -175,6 +200,8 @@ def run_case(impl: str, max_len: int, args: argparse.Namespace, device: str, mea
                                heads=args.heads, dim=args.dim)
     flops = causal_flops(lengths, args.heads, args.dim, args.dim)
     x = make_inputs(lengths, max_len, args.heads, args.dim, device, torch.bfloat16 if device == "cuda" else torch.float32)
+    if impl == "triton":
+        row["far_tile_share"] = far_tile_share(x)
     try:
         fwd, fwd_bwd, grads = build_fns(impl, x, lengths, max_len)
         row["fwd_ms"], _ = measure(fwd, grads, args.rep_ms)
@@ -243,7 +270,7 @@ def main() -> int:
         # Must precede the first triton import (the kernels are decorated for the interpreter).
         os.environ["TRITON_INTERPRET"] = "1"
         args.lengths, args.tokens, args.heads, args.dim = [48], 64, 2, 16
-        args.impls = ["triton", "triton_norab", "reference"]
+        args.impls = ["triton", "triton_exact_rab", "triton_norab", "reference"]
         rows = [run_case(impl, n, args, "cpu", measure_cpu) for n in args.lengths for impl in args.impls]
         print_table(rows)
         return 0 if all(r["status"] == "ok" for r in rows) else 1

@@ -16,16 +16,21 @@ saves nothing but its inputs):
   dq atomics from `_dkdv_kernel` would be T * D float atomics per tile, and walking each query
   row in order is what lets the positional reduction below carry sums between tiles.
 
-Rab gradients (float32 atomics into [2N-1] / [num_buckets+1] buffers; summation order, hence
-the last bits, vary run to run):
+The bias of a tile is computed as in the forward (`triton_fwd`): by loads and selects from the
+tables of `rab_tables` when timestamps are sorted (far tiles with few edges in the main loop,
+diagonal and many-edge tiles in loops of their own), per logit otherwise.
+
+Rab gradients, without atomics: each dq program writes its own rows of float32 scratch buffers
+and PyTorch sums them over programs in a fixed order, so the weight gradients are bit-identical
+from run to run:
 - positional: each tile's diagonal sums. `tl.gather` rotates row ii of the (square) tile left by
   ii, so column c holds the pairs with j - i = c (unwrapped) or c - BLOCK (wrapped). The wrapped
   part of key block n and the unwrapped part of block n - 1 land on the same BLOCK weights, so
-  they are summed in registers and flushed with one BLOCK-wide atomic per tile instead of BLOCK^2
-  scattered ones. Still the costliest part of the bias backward (see benchmarks/attention.py).
-- time: the buckets of a tile span a short range away from the diagonal (gaps grow slowly in log
-  space), so the tile loops over [min, max] bucket with one masked sum and one scalar atomic each.
-  Unsorted timestamps give the same (exact) result, only slower.
+  they are summed in registers and stored once per tile, in the slot of their distance from the
+  diagonal (two planes: the main loop's chain, and the many-edge tiles' own).
+- time: a register histogram per program. A tile whose buckets are lo..hi adds its dS total to
+  bucket lo and, per edge k, the dS of the keys past it (j <= J[k, i]) to bucket k and minus
+  to k - 1; on the exact path one masked sum per bucket of the tile's range.
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    INTERPRET, add_rab, as_triton_configs, block_d, check_inputs, dot_precision, fast_math,
-    last_dim_contiguous, pad_head_dim, query_times, rab_args, sigmoid, split_time, tune_key_len,
+    FAR_TILE, INTERPRET, LOOP_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
+    exact_rab, fast_math, fast_rab, last_dim_contiguous, pad_head_dim, query_times, rab_args, sigmoid, split_time,
+    tile_buckets, tune_key_len,
 )
+from kernels.hstu_attention.rab_tables import rab_tables
 
 
 # Autotune candidates as launch kwargs (tests run each one explicitly through the *_config args).
@@ -65,12 +72,13 @@ else:
 
 @triton.jit
 def _dkdv_tile(
-    dk, dv, k, v, offs_n, tk_hi, tk_lo, ts_base, m_start, seq_len,
-    Q, DO, TS, REQ_TS, POS_W, TS_W, THR,
-    stride_qt, stride_dot, alpha, max_seq_len, num_buckets,
+    dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
+    Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+    stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
-    MASKED: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+    MASKED: tl.constexpr, KIND: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
+    FAST_RAB: tl.constexpr, MAX_EDGES: tl.constexpr, EDGE_PAD: tl.constexpr, PROBE_EDGES: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
     DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     offs_m = m_start + tl.arange(0, BLOCK_M)
@@ -85,16 +93,26 @@ def _dkdv_tile(
                  mask=m_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
     # Transposed tile [keys, queries], so dk and dv come out of plain (not transposed) dots.
     s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * alpha
-    if HAS_TS:
-        # Next-event rule as in the forward: ts[i + 1], the request time for the last query.
-        tq_hi, tq_lo = split_time(query_times(TS, REQ_TS, offs_m, seq_len), ts_base)
-        dt_hi = tq_hi[None, :] - tk_hi[:, None]
-        dt_lo = tq_lo[None, :] - tk_lo[:, None]
+    if FAST_RAB:
+        # As in the forward, transposed; the next-event rule is in the edge table.
+        if HAS_TS:
+            lo, hi = tile_buckets(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK_M, seq_len) - 1,
+                                  n_start, n_start + BLOCK_N - 1, num_buckets, EDGE_PAD)
+        else:
+            lo = 0
+            hi = 0
+        if MASKED:
+            s_t = fast_rab(s_t, offs_m, m_ok, offs_n, m_start, n_start, 0, hi, EDGES, t_stride, TS_W, num_buckets,
+                           POS_SKEW, skew_stride, skew_pad, max_seq_len, HAS_POS, HAS_TS, True, LOOP_TILE,
+                           MAX_EDGES, PROBE_EDGES, BLOCK_M, BLOCK_N)
+        else:
+            s_t = fast_rab(s_t, offs_m, m_ok, offs_n, m_start, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                           POS_SKEW, skew_stride, skew_pad, max_seq_len, HAS_POS, HAS_TS, True, KIND,
+                           MAX_EDGES, PROBE_EDGES, BLOCK_M, BLOCK_N)
     else:
-        dt_hi = 0.0
-        dt_lo = 0.0
-    s_t, _ = add_rab(s_t, offs_n[:, None] - offs_m[None, :], dt_hi, dt_lo, POS_W, TS_W, THR,
-                     max_seq_len, num_buckets, HAS_POS, HAS_TS)
+        # Next-event rule as in the forward: ts[i + 1], the request time for the last query.
+        s_t, _ = exact_rab(s_t, offs_m, offs_n, n_ok, 0.0, 0.0, tk_hi, tk_lo, ts_base, seq_len, TS, REQ_TS,
+                           POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS, True)
     sig = sigmoid(s_t, FAST_MATH)
     p_t = s_t * sig
     dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
@@ -103,6 +121,11 @@ def _dkdv_tile(
         causal = offs_n[:, None] <= offs_m[None, :]
         p_t = tl.where(causal, p_t, 0.0)
         ds_t = tl.where(causal, ds_t, 0.0)
+    if FAST_RAB and HAS_TS and not MASKED and KIND == FAR_TILE:
+        # A far tile spanning more edges than the unrolled ones counts in the loop over such tiles.
+        keep = hi - lo <= MAX_EDGES
+        p_t = tl.where(keep, p_t, 0.0)
+        ds_t = tl.where(keep, ds_t, 0.0)
     dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
     dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
     return dk, dv
@@ -110,12 +133,13 @@ def _dkdv_tile(
 
 @triton.jit
 def _dkdv_kernel(
-    Q, K, V, DO, DK, DV, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR,
+    Q, K, V, DO, DK, DV, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
-    stride_dkt, stride_dkh, stride_dvt, stride_dvh,
+    stride_dkt, stride_dkh, stride_dvt, stride_dvh, t_stride, skew_stride, skew_pad,
     H, max_seq_len, num_buckets, alpha, tune_len,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     NORM_MAX_LEN: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
+    FAST_RAB: tl.constexpr, MAX_EDGES: tl.constexpr, EDGE_PAD: tl.constexpr, PROBE_EDGES: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
@@ -139,8 +163,9 @@ def _dkdv_kernel(
     DV += seq_start * stride_dvt + h * stride_dvh
     TS += seq_start
     REQ_TS += b
+    EDGES += seq_start
     # Timestamps are rebased to the sequence's first event before splitting (see split_time).
-    if HAS_TS:
+    if HAS_TS and not FAST_RAB:
         ts_base = tl.load(TS)
     else:
         ts_base = 0
@@ -153,7 +178,7 @@ def _dkdv_kernel(
                 mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
     v = tl.load(V + offs_n[:, None] * stride_vt + offs_dv[None, :],
                 mask=n_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
-    if HAS_TS:
+    if HAS_TS and not FAST_RAB:
         tk_hi, tk_lo = split_time(tl.load(TS + offs_n, mask=n_ok, other=0), ts_base)
     else:
         tk_hi = 0.0  # unused
@@ -165,15 +190,29 @@ def _dkdv_kernel(
     # Query blocks starting at or after the block's last key + 1 see every key: no causal mask.
     m_full = tl.minimum(tl.cdiv(n_start + BLOCK_N, BLOCK_M) * BLOCK_M, seq_len)
     for m_start in range(m_first, m_full, BLOCK_M):
-        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, tk_hi, tk_lo, ts_base, m_start, seq_len,
-                            Q, DO, TS, REQ_TS, POS_W, TS_W, THR,
-                            stride_qt, stride_dot, alpha, max_seq_len, num_buckets, D_QK, D_V,
-                            True, HAS_POS, HAS_TS, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
+        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
+                            Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+                            stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
+                            num_buckets, D_QK, D_V, True, LOOP_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD,
+                            PROBE_EDGES, BLOCK_N, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     for m_start in range(m_full, seq_len, BLOCK_M):
-        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, tk_hi, tk_lo, ts_base, m_start, seq_len,
-                            Q, DO, TS, REQ_TS, POS_W, TS_W, THR,
-                            stride_qt, stride_dot, alpha, max_seq_len, num_buckets, D_QK, D_V,
-                            False, HAS_POS, HAS_TS, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
+        dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
+                            Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+                            stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
+                            num_buckets, D_QK, D_V, False, FAR_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD,
+                            PROBE_EDGES, BLOCK_N, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
+    if FAST_RAB and HAS_TS:
+        # Far tiles spanning more edges than the loop above unrolls, redone with all their edges.
+        for m_start in range(m_full, seq_len, BLOCK_M):
+            lo, hi = tile_buckets(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK_M, seq_len) - 1,
+                                  n_start, n_start + BLOCK_N - 1, num_buckets, EDGE_PAD)
+            if hi - lo > MAX_EDGES:
+                dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
+                                    Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+                                    stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
+                                    num_buckets, D_QK, D_V, False, LOOP_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES,
+                                    EDGE_PAD, PROBE_EDGES, BLOCK_N, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION,
+                                    FAST_MATH)
 
     if NORM_MAX_LEN:
         inv_n = 1.0 / max_seq_len
@@ -186,13 +225,78 @@ def _dkdv_kernel(
 
 
 @triton.jit
+def _past_edge_sum(hist, ds, offs_m, live, offs_n, edge, EDGES, t_stride, HIST_PAD: tl.constexpr):
+    """hist + the sum of dS over the keys past `edge` (bucket >= edge) to bucket edge, minus it from
+    edge - 1: summed over the edges, bucket k gets exactly its pairs' dS."""
+    ks = tl.arange(0, HIST_PAD)
+    last_key = tl.load(EDGES + (edge - 1) * t_stride + offs_m, mask=live, other=-1)
+    past = tl.sum(tl.where(offs_n[None, :] <= last_key[:, None], ds, 0.0))
+    return hist + tl.where(ks == edge, past, 0.0) - tl.where(ks == edge - 1, past, 0.0)
+
+
+@triton.jit
+def _edge_sums_unrolled(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, COUNT: tl.constexpr,
+                        HIST_PAD: tl.constexpr):
+    for e in tl.static_range(COUNT):
+        edge = lo + 1 + e
+        hist = _past_edge_sum(hist, ds, offs_m, m_ok & (offs_m * 0 + edge <= hi), offs_n, edge, EDGES, t_stride,
+                              HIST_PAD)
+    return hist
+
+
+@triton.jit
+def _time_gradient(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, KIND: tl.constexpr,
+                   MAX_EDGES: tl.constexpr, PROBE_EDGES: tl.constexpr, HIST_PAD: tl.constexpr):
+    """hist + the time-weight gradient of a tile whose buckets are lo .. hi (the edge table's sums:
+    the tile's total to bucket lo, and per edge the sum past it moved up one bucket)."""
+    ks = tl.arange(0, HIST_PAD)
+    hist += tl.where(ks == lo, tl.sum(ds), 0.0)
+    if KIND == 0:
+        if PROBE_EDGES >= 0:
+            hist = _edge_sums_unrolled(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, PROBE_EDGES,
+                                       HIST_PAD)
+        else:
+            if hi > lo:
+                if hi - lo <= 2:
+                    hist = _edge_sums_unrolled(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, 2, HIST_PAD)
+                else:
+                    hist = _edge_sums_unrolled(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, MAX_EDGES,
+                                               HIST_PAD)
+    else:
+        for edge in range(lo + 1, hi + 1):
+            hist = _past_edge_sum(hist, ds, offs_m, m_ok, offs_n, edge, EDGES, t_stride, HIST_PAD)
+    return hist
+
+
+@triton.jit
+def _bucket_hist(hist, ds, bucket, offs_m, offs_n, seq_len, num_buckets, MASKED: tl.constexpr,
+                 HIST_PAD: tl.constexpr):
+    """hist + the time-weight gradient of a tile with per-logit buckets (the exact path): one
+    masked sum per bucket of the tile's range (short away from the diagonal)."""
+    ks = tl.arange(0, HIST_PAD)
+    if MASKED:
+        valid = (offs_n[None, :] <= offs_m[:, None]) & (offs_m[:, None] < seq_len)
+        lo = tl.min(tl.where(valid, bucket, num_buckets))
+        hi = tl.max(tl.where(valid, bucket, 0))
+    else:
+        # Padded rows read the request time, so their buckets are those of the last real row:
+        # they cannot widen the range.
+        lo = tl.min(bucket)
+        hi = tl.max(bucket)
+    for kb in range(lo, hi + 1):
+        hist += tl.where(ks == kb, tl.sum(tl.where(bucket == kb, ds, 0.0)), 0.0)
+    return hist
+
+
+@triton.jit
 def _dq_tile(
-    dq, carry, q, do, offs_m, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len, inv_n,
-    K, V, TS, POS_W, TS_W, THR, DPOS, DTS,
-    stride_kt, stride_vt, alpha, max_seq_len, num_buckets,
+    dq, carry, hist, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len, inv_n,
+    K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, DPOS_PART,
+    stride_kt, stride_vt, t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
-    MASKED: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+    MASKED: tl.constexpr, KIND: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
+    FAST_RAB: tl.constexpr, MAX_EDGES: tl.constexpr, EDGE_PAD: tl.constexpr, PROBE_EDGES: tl.constexpr,
+    HIST_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
     DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     offs_n = n_start + tl.arange(0, BLOCK)
@@ -207,15 +311,25 @@ def _dq_tile(
     v = tl.load(V + offs_n[:, None] * stride_vt + offs_dv[None, :],
                 mask=n_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * alpha
-    if HAS_TS:
-        tk_hi, tk_lo = split_time(tl.load(TS + offs_n, mask=n_ok, other=0), ts_base)
-        dt_hi = tq_hi[:, None] - tk_hi[None, :]
-        dt_lo = tq_lo[:, None] - tk_lo[None, :]
+    if FAST_RAB:
+        if HAS_TS:
+            lo, hi = tile_buckets(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1,
+                                  n_start, n_start + BLOCK - 1, num_buckets, EDGE_PAD)
+        else:
+            lo = 0
+            hi = 0
+        if MASKED:
+            lo = 0  # the diagonal: buckets from 0 (j = i) up
+            s = fast_rab(s, offs_m, m_ok, offs_n, m_start, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                         POS_SKEW, skew_stride, skew_pad, max_seq_len, HAS_POS, HAS_TS, False, LOOP_TILE,
+                         MAX_EDGES, PROBE_EDGES, BLOCK, BLOCK)
+        else:
+            s = fast_rab(s, offs_m, m_ok, offs_n, m_start, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                         POS_SKEW, skew_stride, skew_pad, max_seq_len, HAS_POS, HAS_TS, False, KIND,
+                         MAX_EDGES, PROBE_EDGES, BLOCK, BLOCK)
     else:
-        dt_hi = 0.0
-        dt_lo = 0.0
-    s, bucket = add_rab(s, offs_n[None, :] - offs_m[:, None], dt_hi, dt_lo, POS_W, TS_W, THR,
-                        max_seq_len, num_buckets, HAS_POS, HAS_TS)
+        s, bucket = exact_rab(s, offs_m, offs_n, n_ok, tq_hi, tq_lo, 0.0, 0.0, ts_base, seq_len, TS, TS,
+                              POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS, False)
     sig = sigmoid(s, FAST_MATH)
     dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
     ds = dp * (sig + s * sig * (1.0 - sig))
@@ -223,6 +337,10 @@ def _dq_tile(
         # Padded rows already have ds = 0 (their dout is zero); this is the causal cut.
         causal = offs_n[None, :] <= offs_m[:, None]
         ds = tl.where(causal, ds, 0.0)
+    if FAST_RAB and HAS_TS and not MASKED and KIND == FAR_TILE:
+        # A far tile spanning more edges than the unrolled ones counts in the loop over such tiles
+        # (its positional sums there too, in the second plane of the scratch rows).
+        ds = tl.where(hi - lo <= MAX_EDGES, ds, 0.0)
     dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
 
     if HAS_POS:
@@ -233,35 +351,33 @@ def _dq_tile(
         rotated = tl.gather(ds, (rows + cols) & (BLOCK - 1), axis=1)
         low = tl.where(wrapped, rotated, 0.0)
         # carry holds the unwrapped part of the previous key block: same BLOCK weights as `low`.
-        idx = n_start - m_start + max_seq_len - 1 - BLOCK + tl.arange(0, BLOCK)
-        tl.atomic_add(DPOS + idx, tl.sum(carry + low, axis=0) * inv_n,
-                      mask=(idx >= 0) & (idx < 2 * max_seq_len - 1), sem="relaxed")
+        # Slot (m_start - n_start) / BLOCK + 1 of this program's row: weights N - 1 - slot * BLOCK + c.
+        slot = (m_start - n_start) // BLOCK + 1
+        tl.store(DPOS_PART + slot * BLOCK + tl.arange(0, BLOCK), tl.sum(carry + low, axis=0) * inv_n)
         carry = rotated - low
     if HAS_TS:
-        if MASKED:
-            valid = (offs_n[None, :] <= offs_m[:, None]) & (offs_m[:, None] < seq_len)
-            lo = tl.min(tl.where(valid, bucket, num_buckets))
-            hi = tl.max(tl.where(valid, bucket, 0))
+        if FAST_RAB:
+            if MASKED:
+                hist = _time_gradient(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, LOOP_TILE, MAX_EDGES,
+                                      PROBE_EDGES, HIST_PAD)
+            else:
+                hist = _time_gradient(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, KIND, MAX_EDGES,
+                                      PROBE_EDGES, HIST_PAD)
         else:
-            # Padded rows read the request time, so their buckets are those of the last real
-            # row: they cannot widen the range.
-            lo = tl.min(bucket)
-            hi = tl.max(bucket)
-        for kb in range(lo, hi + 1):
-            total = tl.sum(tl.where(bucket == kb, ds, 0.0))
-            tl.atomic_add(DTS + kb, total * inv_n, sem="relaxed")
-    return dq, carry
+            hist = _bucket_hist(hist, ds, bucket, offs_m, offs_n, seq_len, num_buckets, MASKED, HIST_PAD)
+    return dq, carry, hist
 
 
 @triton.jit
 def _dq_kernel(
-    Q, K, V, DO, DQ, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, DPOS, DTS,
+    Q, K, V, DO, DQ, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW, DPOS_PART, DTS_PART,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
-    stride_dqt, stride_dqh,
+    stride_dqt, stride_dqh, t_stride, skew_stride, skew_pad,
     H, max_seq_len, num_buckets, alpha, tune_len,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     NORM_MAX_LEN: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+    FAST_RAB: tl.constexpr, MAX_EDGES: tl.constexpr, EDGE_PAD: tl.constexpr, PROBE_EDGES: tl.constexpr,
+    HIST_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
     DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -283,8 +399,14 @@ def _dq_kernel(
     DQ += seq_start * stride_dqt + h * stride_dqh
     TS += seq_start
     REQ_TS += b
+    EDGES += seq_start
+    # This program's rows of the weight-gradient scratch buffers (written by it alone): two
+    # planes of positional slots (the pipelined loop's, the many-edge tiles') and a histogram.
+    plane = (num_m_blocks + 1) * BLOCK
+    DPOS_PART += (bh * num_m_blocks + m_block).to(tl.int64) * 2 * plane
+    DTS_PART += pid.to(tl.int64) * HIST_PAD
     # Timestamps are rebased to the sequence's first event before splitting (see split_time).
-    if HAS_TS:
+    if HAS_TS and not FAST_RAB:
         ts_base = tl.load(TS)
     else:
         ts_base = 0
@@ -297,7 +419,7 @@ def _dq_kernel(
                 mask=m_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
     do = tl.load(DO + offs_m[:, None] * stride_dot + offs_dv[None, :],
                  mask=m_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
-    if HAS_TS:
+    if HAS_TS and not FAST_RAB:
         tq_hi, tq_lo = split_time(query_times(TS, REQ_TS, offs_m, seq_len), ts_base)
     else:
         tq_hi = 0.0  # unused
@@ -309,29 +431,82 @@ def _dq_kernel(
 
     dq = tl.zeros((BLOCK, BLOCK_DQK), dtype=tl.float32)
     carry = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+    hist = tl.zeros((HIST_PAD,), dtype=tl.float32)
     for n_start in range(0, m_start, BLOCK):
-        dq, carry = _dq_tile(dq, carry, q, do, offs_m, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len, inv_n,
-                             K, V, TS, POS_W, TS_W, THR, DPOS, DTS, stride_kt, stride_vt, alpha,
-                             max_seq_len, num_buckets, D_QK, D_V, False, HAS_POS, HAS_TS,
-                             BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
-    dq, carry = _dq_tile(dq, carry, q, do, offs_m, tq_hi, tq_lo, ts_base, m_start, m_start, seq_len, inv_n,
-                         K, V, TS, POS_W, TS_W, THR, DPOS, DTS, stride_kt, stride_vt, alpha,
-                         max_seq_len, num_buckets, D_QK, D_V, True, HAS_POS, HAS_TS,
-                         BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
+        dq, carry, hist = _dq_tile(
+            dq, carry, hist, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len, inv_n,
+            K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, DPOS_PART, stride_kt, stride_vt, t_stride, skew_stride,
+            skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, FAR_TILE, HAS_POS, HAS_TS, FAST_RAB,
+            MAX_EDGES, EDGE_PAD, PROBE_EDGES, HIST_PAD, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
+    dq, carry, hist = _dq_tile(
+        dq, carry, hist, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, m_start, m_start, seq_len, inv_n,
+        K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, DPOS_PART, stride_kt, stride_vt, t_stride, skew_stride,
+        skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, True, LOOP_TILE, HAS_POS, HAS_TS, FAST_RAB,
+        MAX_EDGES, EDGE_PAD, PROBE_EDGES, HIST_PAD, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     if HAS_POS:
-        # The diagonal block's unwrapped part: offsets j - i = 0 .. BLOCK-1 (only 0 is nonzero).
-        idx = max_seq_len - 1 + tl.arange(0, BLOCK)
-        tl.atomic_add(DPOS + idx, tl.sum(carry, axis=0) * inv_n, mask=idx < 2 * max_seq_len - 1, sem="relaxed")
+        # The diagonal block's unwrapped part, slot 0: offsets j - i = 0 .. BLOCK-1 (only 0 is nonzero).
+        tl.store(DPOS_PART + tl.arange(0, BLOCK), tl.sum(carry, axis=0) * inv_n)
+    if FAST_RAB and HAS_TS:
+        # Far tiles spanning more edges than the first loop unrolls, redone with all their edges.
+        # Their diagonal sums chain through their own carry into the second plane, which every
+        # far tile's slot is written in once (zeros where no such tile ends).
+        carry = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+        for n_start in range(0, m_start, BLOCK):
+            lo, hi = tile_buckets(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1,
+                                  n_start, n_start + BLOCK - 1, num_buckets, EDGE_PAD)
+            if hi - lo > MAX_EDGES:
+                dq, carry, hist = _dq_tile(
+                    dq, carry, hist, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len, inv_n,
+                    K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, DPOS_PART + plane, stride_kt, stride_vt, t_stride,
+                    skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, LOOP_TILE, HAS_POS,
+                    HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, HIST_PAD, BLOCK, BLOCK_DQK, BLOCK_DV,
+                    DOT_PRECISION, FAST_MATH)
+            else:
+                if HAS_POS:
+                    slot = (m_start - n_start) // BLOCK + 1
+                    tl.store(DPOS_PART + plane + slot * BLOCK + tl.arange(0, BLOCK), tl.sum(carry, axis=0) * inv_n)
+                    carry = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+        if HAS_POS:
+            tl.store(DPOS_PART + plane + BLOCK + tl.arange(0, BLOCK), tl.sum(carry, axis=0) * inv_n)
+    if HAS_TS:
+        tl.store(DTS_PART + tl.arange(0, HIST_PAD), hist * inv_n)
 
     tl.store(DQ + offs_m[:, None] * stride_dqt + offs_dqk[None, :], (dq * (alpha * inv_n)).to(DQ.dtype.element_ty),
              mask=m_ok[:, None] & (offs_dqk[None, :] < D_QK))
 
 
-_TUNE_KEY = ["tune_len", "BLOCK_DQK", "BLOCK_DV", "HAS_POS", "HAS_TS", "DOT_PRECISION"]
+def _positional_gradient(parts: torch.Tensor, block: int, num_rows: int, max_seq_len: int) -> torch.Tensor:
+    """d pos_w from the dq kernel's diagonal sums: [num_rows, 2 planes, slots, block], flat.
+
+    Slot s, lane c holds weight N - 1 - s * block + c; each weight has one (s, c), so the
+    reduction is a sum over rows and planes (a fixed order: deterministic) and a gather.
+    """
+    num_slots = triton.cdiv(max_seq_len, block) + 1
+    summed = parts[: num_rows * 2 * num_slots * block].view(num_rows * 2, num_slots, block).sum(dim=0)
+    idx = (max_seq_len - 1 - block * torch.arange(num_slots, device=parts.device)[:, None]
+           + torch.arange(block, device=parts.device)[None, :])
+    keep = (idx >= 0) & (idx < 2 * max_seq_len - 1)
+    out = parts.new_zeros(2 * max_seq_len - 1)
+    out[idx[keep]] = summed[keep]
+    return out
+
+
+def _scratch_sizes(max_seq_len: int, rows_per_block: int, hist_pad: int, configs: list[dict[str, int]]
+                   ) -> tuple[int, int]:
+    """Elements of the dq kernel's positional and time scratch buffers, for the largest config."""
+    pos = time = 0
+    for cfg in configs:
+        blocks = triton.cdiv(max_seq_len, cfg["BLOCK"])
+        pos = max(pos, rows_per_block * blocks * 2 * (blocks + 1) * cfg["BLOCK"])
+        time = max(time, rows_per_block * blocks * hist_pad)
+    return pos, time
+
+
+_TUNE_KEY = ["tune_len", "BLOCK_DQK", "BLOCK_DV", "HAS_POS", "HAS_TS", "FAST_RAB", "DOT_PRECISION"]
 _dkdv_tuned = triton.autotune(configs=as_triton_configs(DKDV_CONFIGS), key=_TUNE_KEY)(_dkdv_kernel)
-# The autotuner replays the kernel while timing it; the atomics must start from zero each time.
+# The autotuner replays the kernel while timing it; the scratch rows a program skips must read zero.
 _dq_tuned = triton.autotune(configs=as_triton_configs(DQ_CONFIGS), key=_TUNE_KEY,
-                            reset_to_zero=["DPOS", "DTS"])(_dq_kernel)
+                            reset_to_zero=["DPOS_PART", "DTS_PART"])(_dq_kernel)
 
 
 def hstu_attention_bwd_triton(
@@ -350,10 +525,14 @@ def hstu_attention_bwd_triton(
     request_timestamps: torch.Tensor | None = None,
     dkdv_config: dict[str, int] | None = None,
     dq_config: dict[str, int] | None = None,
+    fast_rab: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(dq, dk, dv, d_pos_weights, d_ts_weights) for dout: [T, H, Dv]; None for absent weights.
 
-    The *_config arguments (block sizes, num_warps, num_stages) bypass the autotuner (tests).
+    The *_config arguments (block sizes, num_warps, num_stages) bypass the autotuner (tests);
+    fast_rab=False forces the exact per-logit bias on every tile. The weight gradients are
+    reduced without atomics (per-program scratch rows summed in a fixed order): bit-identical
+    from run to run.
     """
     check_inputs(q, k, v, seq_offsets, max_seq_len, norm, timestamps, pos_weights, ts_weights, request_timestamps)
     if dout.shape != v.shape:
@@ -365,7 +544,6 @@ def hstu_attention_bwd_triton(
     dvd = v.shape[2]
     num_seqs = seq_offsets.numel() - 1
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    # float32 accumulators for the atomics; cast to the weights' dtype at the end.
     d_pos = q.new_zeros(pos_weights.shape if pos_weights is not None else (1,), dtype=torch.float32)
     d_ts = q.new_zeros(ts_weights.shape if ts_weights is not None else (1,), dtype=torch.float32)
 
@@ -373,29 +551,48 @@ def hstu_attention_bwd_triton(
         ts, req_ts, pos_w, ts_w, thr, num_buckets = rab_args(
             q, seq_offsets, timestamps, request_timestamps, pos_weights, ts_weights
         )
+        tables = rab_tables(q, seq_offsets, max_seq_len, ts, req_ts, pos_weights, ts_weights, fast=fast_rab)
         common = (num_heads, max_seq_len, num_buckets, float(alpha), tune_key_len(max_seq_len), dqk, dvd)
+        table_args = (tables.edge_stride, tables.skew_stride, tables.skew_pad)
         meta = dict(
             NORM_MAX_LEN=norm == "max_len", HAS_POS=pos_weights is not None, HAS_TS=ts_weights is not None,
+            FAST_RAB=tables.fast, MAX_EDGES=tables.max_edges, EDGE_PAD=tables.edge_pad, PROBE_EDGES=-1,
             BLOCK_DQK=block_d(dqk), BLOCK_DV=block_d(dvd),
             DOT_PRECISION=dot_precision(q.dtype), FAST_MATH=fast_math(q.dtype),
         )
+        hist_pad = max(16, triton.next_power_of_2(num_buckets + 1))
+        pos_size, ts_size = _scratch_sizes(max_seq_len, num_seqs * num_heads, hist_pad,
+                                           [dq_config] if dq_config else DQ_CONFIGS)
+        # Zero-filled: programs past their sequence's end write nothing.
+        pos_part = q.new_zeros(pos_size if pos_weights is not None else 1, dtype=torch.float32)
+        ts_part = q.new_zeros(ts_size if ts_weights is not None else 1, dtype=torch.float32)
         in_strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                       dout.stride(0), dout.stride(1))
 
-        dkdv_args = (q, k, v, dout, dk, dv, seq_offsets, ts, req_ts, pos_w, ts_w, thr, *in_strides,
-                     dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), *common)
-        dq_args = (q, k, v, dout, dq, seq_offsets, ts, req_ts, pos_w, ts_w, thr, d_pos, d_ts, *in_strides,
-                   dq.stride(0), dq.stride(1), *common)
+        keys_table, keys_stride, keys_pad = tables.keys_first()
+        dkdv_args = (q, k, v, dout, dk, dv, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges,
+                     keys_table, *in_strides, dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
+                     tables.edge_stride, keys_stride, keys_pad, *common)
+        dq_args = (q, k, v, dout, dq, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges, tables.pos_skew,
+                   pos_part, ts_part, *in_strides, dq.stride(0), dq.stride(1), *table_args, *common)
         # One program per (block, sequence, head); blocks counted over max_seq_len (no host sync).
         for tuned, kernel, block, args, config in ((_dkdv_tuned, _dkdv_kernel, "BLOCK_N", dkdv_args, dkdv_config),
                                                    (_dq_tuned, _dq_kernel, "BLOCK", dq_args, dq_config)):
             def grid(cfg: dict, block: str = block) -> tuple[int]:
                 return (triton.cdiv(max_seq_len, cfg[block]) * num_seqs * num_heads,)
 
+            extra = dict(HIST_PAD=hist_pad) if kernel is _dq_kernel else {}
             if config is None:
-                tuned[grid](*args, **meta)
+                tuned[grid](*args, **meta, **extra)
             else:
-                kernel[grid(config)](*args, **meta, **config)
+                kernel[grid(config)](*args, **meta, **extra, **config)
+        dq_block = (dq_config or _dq_tuned.best_config.all_kwargs())["BLOCK"]
+        dq_programs = triton.cdiv(max_seq_len, dq_block) * num_seqs * num_heads
+        if pos_weights is not None:
+            d_pos = _positional_gradient(pos_part, dq_block, num_seqs * num_heads * triton.cdiv(max_seq_len, dq_block),
+                                         max_seq_len)
+        if ts_weights is not None:
+            d_ts = ts_part[: dq_programs * hist_pad].view(dq_programs, hist_pad).sum(dim=0)[: num_buckets + 1]
     else:
         dq.zero_(), dk.zero_(), dv.zero_()
 

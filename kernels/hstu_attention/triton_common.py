@@ -1,12 +1,17 @@
 """Pieces shared by the forward (`triton_fwd.py`) and backward (`triton_bwd.py`) HSTU kernels.
 
-- `add_rab`: the relative attention bias of one [rows, cols] tile, computed in-kernel from the
-  positional weights (gathered by j - i) and the time weights (gathered by a time bucket).
+- `fast_rab` and its parts: the relative attention bias of a tile by loads and selects, from the
+  host tables of `rab_tables` (sorted timestamps): an aligned block of the skewed positional
+  table, and the time weight chosen among the tile's buckets by integer compares with the edge
+  table (`tile_buckets` bounds them per tile).
+- `add_rab` / `exact_rab`: the bias computed per logit, for any timestamps (the path before the
+  fast one, kept for unsorted timestamps): positional weights gathered by j - i, time weights by
+  a time bucket computed below.
 - `time_bucket`: bucket(d) = clamp(floor(ln(max(|d|, 1)) / 0.301), 0, num_buckets).
 - `sigmoid`: tanh.approx-based for 16-bit inputs, exact-ish for float32.
 - host helpers: input checks, launch arguments, autotune settings.
 
-Cost model (H100, D = 64): a 128x64 tile's two matmuls take ~512 tensor-core cycles per SM, and
+Cost model of the per-logit path (H100, D = 64): a 128x64 tile's two matmuls take ~512 tensor-core cycles per SM, and
 the SM's special-function / conversion unit does 16 lanes per cycle, so every MUFU op (exp,
 rcp, lg2, tanh) or int<->float conversion (I2F, F2I, FRND) per logit costs another ~512 cycles;
 64-bit values per logit double the registers of a tile and spill. A first bias (int64 gap ->
@@ -140,6 +145,159 @@ def add_rab(s, rel, dt_hi, dt_lo, POS_W, TS_W, THR, max_seq_len, num_buckets,
     else:
         bucket = tl.zeros(s.shape, dtype=tl.int32)
     return s, bucket
+
+
+@triton.jit
+def exact_rab(s, offs_q, offs_k, k_ok, q_hi, q_lo, k_hi, k_lo, ts_base, seq_len, TS, REQ_TS, POS_W, TS_W, THR,
+              max_seq_len, num_buckets, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr, KEYS_FIRST: tl.constexpr):
+    """(s + rab, bucket) computed per logit: any timestamps, any tile (`add_rab`).
+
+    Rows are queries (split times q_hi, q_lo given per program; the keys' read here), or with
+    KEYS_FIRST keys (k_hi, k_lo given; the queries' times read here).
+    """
+    if HAS_TS:
+        if KEYS_FIRST:
+            tq_hi, tq_lo = split_time(query_times(TS, REQ_TS, offs_q, seq_len), ts_base)
+            dt_hi = tq_hi[None, :] - k_hi[:, None]
+            dt_lo = tq_lo[None, :] - k_lo[:, None]
+        else:
+            tk_hi, tk_lo = split_time(tl.load(TS + offs_k, mask=k_ok, other=0), ts_base)
+            dt_hi = q_hi[:, None] - tk_hi[None, :]
+            dt_lo = q_lo[:, None] - tk_lo[None, :]
+    else:
+        dt_hi = 0.0
+        dt_lo = 0.0
+    if KEYS_FIRST:
+        rel = offs_k[:, None] - offs_q[None, :]
+    else:
+        rel = offs_k[None, :] - offs_q[:, None]
+    return add_rab(s, rel, dt_hi, dt_lo, POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS)
+
+
+@triton.jit
+def tile_buckets(EDGES, t_stride, row_first, row_last, col_first, col_last, num_buckets,
+                 EDGE_PAD: tl.constexpr):
+    """(lo, hi): the smallest and largest time bucket of a far tile (every key before every query).
+
+    Buckets grow with the query row and shrink with the key, so they are those of the pairs
+    (row_first, col_last) and (row_last, col_first): the count of edges k with J[k, row] >= col.
+    EDGES points at the sequence's first token of the [K, T] edge table (`rab_tables.edge_table`).
+    """
+    ks = tl.arange(0, EDGE_PAD)
+    k_ok = ks < num_buckets
+    lo = tl.sum((tl.load(EDGES + ks * t_stride + row_first, mask=k_ok, other=-1) >= col_last).to(tl.int32))
+    hi = tl.sum((tl.load(EDGES + ks * t_stride + row_last, mask=k_ok, other=-1) >= col_first).to(tl.int32))
+    return lo, hi
+
+
+@triton.jit
+def skewed_position_block(POS_SKEW, skew_stride, col0, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+                          KEYS_FIRST: tl.constexpr):
+    """pos_w[j - i + N - 1] for a [queries, keys] tile: one aligned block of the skewed table,
+    col0 = n_start - m_start + N - 1 + pad (a multiple of 16); with KEYS_FIRST a [keys, queries]
+    tile of the keys-first table, col0 = m_start - n_start + pad."""
+    if KEYS_FIRST:
+        # The keys-first table (`rab_tables.skewed_positions_keys_first`): rows are keys.
+        rk = tl.arange(0, BLOCK_K)
+        cq = tl.max_contiguous(tl.multiple_of(col0 + tl.arange(0, BLOCK_Q), 16), BLOCK_Q)
+        return tl.load(POS_SKEW + rk[:, None] * skew_stride + cq[None, :]).to(tl.float32)
+    else:
+        rq = tl.arange(0, BLOCK_Q)
+        ck = tl.max_contiguous(tl.multiple_of(col0 + tl.arange(0, BLOCK_K), 16), BLOCK_K)
+        return tl.load(POS_SKEW + rq[:, None] * skew_stride + ck[None, :]).to(tl.float32)
+
+
+@triton.jit
+def pass_edge(w, offs_q, q_ok, offs_k, edge, live, EDGES, t_stride, TS_W, num_buckets,
+              KEYS_FIRST: tl.constexpr):
+    """ts_w[edge] wherever the key passes the edge (j <= J[edge, i]), else w: a compare and a select.
+
+    Rows where `live` is false read nothing and keep w (an edge past the tile's range).
+    """
+    # Compared as float32 (exact below 2^24): one FSETP per logit, where the int32 compare came out
+    # as a 64-bit one.
+    last_key = tl.load(EDGES + (edge - 1) * t_stride + offs_q, mask=q_ok & live, other=-1).to(tl.float32)
+    key = offs_k.to(tl.float32)
+    w_edge = tl.load(TS_W + tl.minimum(edge, num_buckets)).to(tl.float32)
+    if KEYS_FIRST:
+        return tl.where(key[:, None] <= last_key[None, :], w_edge, w)
+    else:
+        return tl.where(key[None, :] <= last_key[:, None], w_edge, w)
+
+
+@triton.jit
+def time_weights_unrolled(w, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                          KEYS_FIRST: tl.constexpr, COUNT: tl.constexpr):
+    """Edges lo+1 .. lo+COUNT (those <= hi) in increasing order, unrolled: straight-line code."""
+    for e in tl.static_range(COUNT):
+        edge = lo + 1 + e
+        w = pass_edge(w, offs_q, q_ok, offs_k, edge, offs_q * 0 + edge <= hi, EDGES, t_stride, TS_W,
+                      num_buckets, KEYS_FIRST)
+    return w
+
+
+@triton.jit
+def time_weights_loop(w, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                      KEYS_FIRST: tl.constexpr):
+    """Every edge lo+1 .. hi, in a loop: for diagonal tiles and far tiles with many edges."""
+    for edge in range(lo + 1, hi + 1):
+        w = pass_edge(w, offs_q, q_ok, offs_k, edge, offs_q >= 0, EDGES, t_stride, TS_W, num_buckets,
+                      KEYS_FIRST)
+    return w
+
+
+@triton.jit
+def far_time_weights(template, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                     KEYS_FIRST: tl.constexpr, MAX_EDGES: tl.constexpr, PROBE_EDGES: tl.constexpr):
+    """ts_w[bucket] of a far tile (template's shape), by selection among its buckets lo .. hi.
+
+    Most far tiles span 0-2 edges: a branch per tile on the count runs only the edges there are
+    (0, up to 2, up to MAX_EDGES). A tile spanning more gets a wrong but finite result here; the
+    caller zeroes its contribution and redoes it exactly (`time_weights_loop`). PROBE_EDGES >= 0
+    compiles one class only (benchmarks/kernel_static.py; never launched).
+    """
+    w = tl.zeros_like(template) + tl.load(TS_W + lo).to(tl.float32)
+    if PROBE_EDGES >= 0:
+        w = time_weights_unrolled(w, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                                  KEYS_FIRST, PROBE_EDGES)
+    else:
+        if hi > lo:
+            if hi - lo <= 2:
+                w = time_weights_unrolled(w, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                                          KEYS_FIRST, 2)
+            else:
+                w = time_weights_unrolled(w, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                                          KEYS_FIRST, MAX_EDGES)
+    return w
+
+
+# Tile kinds of `fast_rab`.
+FAR_TILE = tl.constexpr(0)  # every key before every query, few edges: unrolled
+LOOP_TILE = tl.constexpr(1)  # diagonal tiles, and far tiles spanning more than MAX_EDGES edges
+
+
+@triton.jit
+def fast_rab(s, offs_q, q_ok, offs_k, m_start, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+             POS_SKEW, skew_stride, skew_pad, max_seq_len,
+             HAS_POS: tl.constexpr, HAS_TS: tl.constexpr, KEYS_FIRST: tl.constexpr, KIND: tl.constexpr,
+             MAX_EDGES: tl.constexpr, PROBE_EDGES: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr):
+    """s + rab by loads and selects (sorted timestamps; the tables of `rab_tables`), exactly the
+    reference's bias: the time buckets of the tile's pairs are lo .. hi."""
+    if HAS_POS:
+        if KEYS_FIRST:
+            col0 = m_start - n_start + skew_pad
+        else:
+            col0 = n_start - m_start + max_seq_len - 1 + skew_pad
+        s += skewed_position_block(POS_SKEW, skew_stride, col0, BLOCK_Q, BLOCK_K, KEYS_FIRST)
+    if HAS_TS:
+        if KIND == 0:
+            s += far_time_weights(s, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                                  KEYS_FIRST, MAX_EDGES, PROBE_EDGES)
+        else:
+            w = tl.zeros_like(s) + tl.load(TS_W + lo).to(tl.float32)
+            s += time_weights_loop(w, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                                   KEYS_FIRST)
+    return s
 
 
 @functools.lru_cache(maxsize=None)

@@ -14,6 +14,10 @@ Ordering choices:
   host sync; programs past their sequence's end return at once.
 - Key blocks entirely left of the query block need no causal mask and run a lean loop; only the
   blocks crossing the diagonal pay for the mask.
+- With the relative bias and sorted timestamps (`rab_tables`), the lean loop adds it by loads and
+  selects, branching per tile on how many time-bucket edges the tile spans (0, <= 2, <= 4); a
+  tile spanning more is zeroed there and redone in a third loop over its edges, so the lean
+  loop has no nested loop and stays software-pipelined.
 - 1/n is applied once to the accumulator, not to every p.
 """
 
@@ -24,9 +28,11 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    INTERPRET, add_rab, as_triton_configs, block_d, check_inputs, dot_precision, fast_math,
-    last_dim_contiguous, pad_head_dim, query_times, rab_args, sigmoid, split_time, tune_key_len,
+    FAR_TILE, INTERPRET, LOOP_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
+    exact_rab, fast_math, fast_rab, last_dim_contiguous, pad_head_dim, query_times, rab_args, sigmoid, split_time,
+    tile_buckets, tune_key_len,
 )
+from kernels.hstu_attention.rab_tables import rab_tables
 
 
 # Autotune candidates as launch kwargs (tests run each one explicitly through `config=`).
@@ -46,12 +52,13 @@ else:
 
 @triton.jit
 def _fwd_tile(
-    acc, q, offs_m, tq_hi, tq_lo, ts_base, n_start, seq_len,
-    K, V, TS, POS_W, TS_W, THR,
-    stride_kt, stride_vt, alpha, max_seq_len, num_buckets,
+    acc, q, offs_m, m_ok, m_start, tq_hi, tq_lo, ts_base, n_start, seq_len,
+    K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+    stride_kt, stride_vt, t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
-    MASKED: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+    MASKED: tl.constexpr, KIND: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
+    FAST_RAB: tl.constexpr, MAX_EDGES: tl.constexpr, EDGE_PAD: tl.constexpr, PROBE_EDGES: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
     DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     offs_n = n_start + tl.arange(0, BLOCK_N)
@@ -65,20 +72,34 @@ def _fwd_tile(
     k = tl.load(K + offs_n[:, None] * stride_kt + offs_dqk[None, :],
                 mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * alpha
-    if HAS_TS:
-        tk_hi, tk_lo = split_time(tl.load(TS + offs_n, mask=n_ok, other=0), ts_base)
-        dt_hi = tq_hi[:, None] - tk_hi[None, :]
-        dt_lo = tq_lo[:, None] - tk_lo[None, :]
+    if FAST_RAB:
+        last_row = tl.minimum(m_start + BLOCK_M, seq_len) - 1
+        if HAS_TS:
+            lo, hi = tile_buckets(EDGES, t_stride, m_start, last_row, n_start, n_start + BLOCK_N - 1, num_buckets,
+                                  EDGE_PAD)
+        else:
+            lo = 0
+            hi = 0
+        if MASKED:
+            # The diagonal: buckets from 0 (j = i) up to the last row's gap to the first key.
+            s = fast_rab(s, offs_m, m_ok, offs_n, m_start, n_start, 0, hi, EDGES, t_stride, TS_W, num_buckets,
+                         POS_SKEW, skew_stride, skew_pad, max_seq_len, HAS_POS, HAS_TS, False, LOOP_TILE,
+                         MAX_EDGES, PROBE_EDGES, BLOCK_M, BLOCK_N)
+        else:
+            s = fast_rab(s, offs_m, m_ok, offs_n, m_start, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                         POS_SKEW, skew_stride, skew_pad, max_seq_len, HAS_POS, HAS_TS, False, KIND,
+                         MAX_EDGES, PROBE_EDGES, BLOCK_M, BLOCK_N)
     else:
-        dt_hi = 0.0
-        dt_lo = 0.0
-    s, _ = add_rab(s, offs_n[None, :] - offs_m[:, None], dt_hi, dt_lo, POS_W, TS_W, THR,
-                   max_seq_len, num_buckets, HAS_POS, HAS_TS)
+        s, _ = exact_rab(s, offs_m, offs_n, n_ok, tq_hi, tq_lo, 0.0, 0.0, ts_base, seq_len, TS, TS,
+                         POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS, False)
     p = s * sigmoid(s, FAST_MATH)
     if MASKED:
         # Causal, diagonal included. Keys past the sequence need no mask of their own: for the
         # rows that are stored (i < n_b) they already fail j <= i.
         p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)
+    if FAST_RAB and HAS_TS and not MASKED and KIND == FAR_TILE:
+        # A far tile spanning more edges than the unrolled ones counts in the loop over such tiles.
+        p = tl.where(hi - lo <= MAX_EDGES, p, 0.0)
     v = tl.load(V + offs_n[:, None] * stride_vt + offs_dv[None, :],
                 mask=n_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
     return tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
@@ -86,11 +107,13 @@ def _fwd_tile(
 
 @triton.jit
 def _hstu_fwd_kernel(
-    Q, K, V, OUT, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR,
+    Q, K, V, OUT, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+    t_stride, skew_stride, skew_pad,
     H, max_seq_len, num_buckets, alpha, tune_len,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     NORM_MAX_LEN: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
+    FAST_RAB: tl.constexpr, MAX_EDGES: tl.constexpr, EDGE_PAD: tl.constexpr, PROBE_EDGES: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
@@ -113,8 +136,9 @@ def _hstu_fwd_kernel(
     OUT += seq_start * stride_ot + h * stride_oh
     TS += seq_start
     REQ_TS += b
+    EDGES += seq_start
     # Timestamps are rebased to the sequence's first event before splitting (see split_time).
-    if HAS_TS:
+    if HAS_TS and not FAST_RAB:
         ts_base = tl.load(TS)
     else:
         ts_base = 0
@@ -125,7 +149,7 @@ def _hstu_fwd_kernel(
     m_ok = offs_m < seq_len
     q = tl.load(Q + offs_m[:, None] * stride_qt + offs_dqk[None, :],
                 mask=m_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
-    if HAS_TS:
+    if HAS_TS and not FAST_RAB:
         # Query i is scored at the next event's time ts[i+1]; the last one at the request time.
         tq_hi, tq_lo = split_time(query_times(TS, REQ_TS, offs_m, seq_len), ts_base)
     else:
@@ -135,14 +159,30 @@ def _hstu_fwd_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
     n_full_end = (m_start // BLOCK_N) * BLOCK_N  # blocks wholly before the first query
     for n_start in range(0, n_full_end, BLOCK_N):
-        acc = _fwd_tile(acc, q, offs_m, tq_hi, tq_lo, ts_base, n_start, seq_len, K, V, TS, POS_W, TS_W, THR,
-                        stride_kt, stride_vt, alpha, max_seq_len, num_buckets, D_QK, D_V,
-                        False, HAS_POS, HAS_TS, BLOCK_N, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
+        acc = _fwd_tile(acc, q, offs_m, m_ok, m_start, tq_hi, tq_lo, ts_base, n_start, seq_len,
+                        K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
+                        skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, FAR_TILE, HAS_POS, HAS_TS,
+                        FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK_M, BLOCK_N, BLOCK_DQK, BLOCK_DV,
+                        DOT_PRECISION, FAST_MATH)
     n_end = tl.minimum(m_start + BLOCK_M, seq_len)
     for n_start in range(n_full_end, n_end, BLOCK_N):
-        acc = _fwd_tile(acc, q, offs_m, tq_hi, tq_lo, ts_base, n_start, seq_len, K, V, TS, POS_W, TS_W, THR,
-                        stride_kt, stride_vt, alpha, max_seq_len, num_buckets, D_QK, D_V,
-                        True, HAS_POS, HAS_TS, BLOCK_N, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
+        acc = _fwd_tile(acc, q, offs_m, m_ok, m_start, tq_hi, tq_lo, ts_base, n_start, seq_len,
+                        K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
+                        skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, True, LOOP_TILE, HAS_POS, HAS_TS,
+                        FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK_M, BLOCK_N, BLOCK_DQK, BLOCK_DV,
+                        DOT_PRECISION, FAST_MATH)
+    if FAST_RAB and HAS_TS:
+        # Far tiles spanning more edges than the first loop unrolls (a jump in time inside the
+        # tile): rare, redone here with a loop over their edges, away from the pipelined loop.
+        for n_start in range(0, n_full_end, BLOCK_N):
+            lo, hi = tile_buckets(EDGES, t_stride, m_start, n_end - 1, n_start, n_start + BLOCK_N - 1,
+                                  num_buckets, EDGE_PAD)
+            if hi - lo > MAX_EDGES:
+                acc = _fwd_tile(acc, q, offs_m, m_ok, m_start, tq_hi, tq_lo, ts_base, n_start, seq_len,
+                                K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride,
+                                skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, LOOP_TILE,
+                                HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK_M, BLOCK_N,
+                                BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
 
     if NORM_MAX_LEN:
         acc = acc / max_seq_len
@@ -154,7 +194,7 @@ def _hstu_fwd_kernel(
 
 _hstu_fwd_tuned = triton.autotune(
     configs=as_triton_configs(FWD_CONFIGS),
-    key=["tune_len", "BLOCK_DQK", "BLOCK_DV", "HAS_POS", "HAS_TS", "DOT_PRECISION"],
+    key=["tune_len", "BLOCK_DQK", "BLOCK_DV", "HAS_POS", "HAS_TS", "FAST_RAB", "DOT_PRECISION"],
 )(_hstu_fwd_kernel)
 
 
@@ -172,12 +212,14 @@ def hstu_attention_fwd_triton(
     *,
     request_timestamps: torch.Tensor | None = None,
     config: dict[str, int] | None = None,
+    fast_rab: bool = True,
 ) -> torch.Tensor:
     """Jagged causal HSTU attention forward. q, k: [T, H, Dqk]; v: [T, H, Dv]; seq_offsets [B+1] -> [T, H, Dv].
 
     Every sequence must be at most max_seq_len long (not checked here: it would need a host sync;
     the reference raises). `config` (BLOCK_M, BLOCK_N, num_warps, num_stages) bypasses the
-    autotuner; tests use it to check each tuning candidate.
+    autotuner; tests use it to check each tuning candidate. fast_rab=False forces the exact
+    per-logit bias on every tile (the fast path's reference in tests and benchmarks).
     """
     check_inputs(q, k, v, seq_offsets, max_seq_len, norm, timestamps, pos_weights, ts_weights, request_timestamps)
     dv_out = v.shape[2]
@@ -191,14 +233,15 @@ def hstu_attention_fwd_triton(
     ts, req_ts, pos_w, ts_w, thr, num_buckets = rab_args(
         q, seq_offsets, timestamps, request_timestamps, pos_weights, ts_weights
     )
+    tables = rab_tables(q, seq_offsets, max_seq_len, ts, req_ts, pos_weights, ts_weights, fast=fast_rab)
     args = (
-        q, k, v, out, seq_offsets, ts, req_ts, pos_w, ts_w, thr,
+        q, k, v, out, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges, tables.pos_skew,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        num_heads, max_seq_len, num_buckets, float(alpha), tune_key_len(max_seq_len), dqk, dv,
+        tables.edge_stride, tables.skew_stride, tables.skew_pad, num_heads, max_seq_len, num_buckets, float(alpha), tune_key_len(max_seq_len), dqk, dv,
     )
     meta = dict(
         NORM_MAX_LEN=norm == "max_len", HAS_POS=pos_weights is not None, HAS_TS=ts_weights is not None,
-        BLOCK_DQK=block_d(dqk), BLOCK_DV=block_d(dv),
+        FAST_RAB=tables.fast, MAX_EDGES=tables.max_edges, EDGE_PAD=tables.edge_pad, PROBE_EDGES=-1, BLOCK_DQK=block_d(dqk), BLOCK_DV=block_d(dv),
         DOT_PRECISION=dot_precision(q.dtype), FAST_MATH=fast_math(q.dtype),
     )
 

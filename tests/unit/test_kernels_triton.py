@@ -19,6 +19,7 @@ import sys
 if "triton" not in sys.modules:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import logging  # noqa: E402
 import random  # noqa: E402
 
 import pytest  # noqa: E402
@@ -27,7 +28,8 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
-from kernels.hstu_attention import triton_common  # noqa: E402
+from kernels.hstu_attention import rab_tables, triton_common  # noqa: E402
+from kernels.hstu_attention.rab_tables import FAR_TILE_MAX_EDGES, edge_table, far_tile_edge_counts  # noqa: E402
 from kernels.hstu_attention.reference import (  # noqa: E402
     hstu_attention_reference,
     hstu_attention_reference_backward,
@@ -71,10 +73,14 @@ def make_case(lengths, heads, dqk, dv, max_seq_len, num_buckets, seed, dtype=tor
     k = torch.randn(total, heads, dqk, generator=g)
     v = torch.randn(total, heads, dv, generator=g)
     dout = torch.randn(total, heads, dv, generator=g)
-    # Chronological per sequence: a fifth of the gaps zero (same second), the rest log-uniform
-    # up to ~1e6 s, so the gaps cross many bucket edges.
-    gaps = torch.exp(torch.rand(total, generator=g) * 14).long() * (torch.rand(total, generator=g) > 0.2)
-    ts = 1_600_000_000 + gaps.cumsum(0)
+    # Chronological per sequence, as sessions look: a fifth of the steps zero (same second), most
+    # under two minutes, one in twenty a pause log-uniform up to ~1e6 s. A query's gaps to its keys
+    # cross many bucket edges, and a pause inside a tile makes it span more edges than the fast
+    # path unrolls (`test_fast_rab_takes_both_tile_paths_and_matches_the_reference` counts both).
+    steps = torch.randint(0, 120, (total,), generator=g) * (torch.rand(total, generator=g) > 0.2)
+    pauses = torch.rand(total, generator=g) < 0.05
+    steps = torch.where(pauses, torch.exp(torch.rand(total, generator=g) * 14).long(), steps)
+    ts = 1_600_000_000 + steps.cumsum(0)
     # rab weights well above their N(0, 0.02) init, so a wrong index shows up in the output.
     pos_w = 0.5 * torch.randn(2 * max_seq_len - 1, generator=g)
     ts_w = 0.5 * torch.randn(num_buckets + 1, generator=g)
@@ -100,9 +106,11 @@ def request_times(ts, offsets, seed):
 
 def check_against_reference(lengths, heads, dqk, dv, max_seq_len, rab, norm, alpha=0.5, num_buckets=128,
                             seed=0, dtype=torch.float32, device="cpu", tol=None, layout="contiguous",
-                            request=False):
+                            request=False, timestamps=None):
     q, k, v, dout, offsets, ts, pos_w, ts_w = make_case(
         lengths, heads, dqk, dv, max_seq_len, num_buckets, seed, dtype, device)
+    if timestamps is not None:
+        ts = timestamps.to(device)
     if layout == "fused":
         # q, k, v as views into one [T, H, 2*Dqk + Dv] projection, like HSTU's uvqk split.
         fused = torch.cat([q, k, v], dim=2)
@@ -190,15 +198,53 @@ def test_strided_views_and_int32_offsets(layout):
     check_against_reference([20, 35, 1], 2, 16, 16, 40, "both", "seq_len", device=DEVICE, layout=layout)
 
 
-def test_time_weight_gradient_with_unsorted_timestamps():
-    # The kernel's per-tile bucket loop assumes nothing about the order of timestamps.
+def test_unsorted_timestamps_take_the_exact_path_and_say_so(caplog):
+    # The per-logit path assumes nothing about the order of timestamps; the fast one needs it.
     lengths, heads, d, n = [50, 19], 2, 16, 64
     q, k, v, dout, offsets, ts, pos_w, ts_w = make_case(lengths, heads, d, d, n, 40, seed=3, device=DEVICE)
     ts = ts[torch.randperm(ts.numel(), generator=torch.Generator().manual_seed(0)).to(ts.device)]
-    kw = dict(timestamps=ts, pos_weights=None, ts_weights=ts_w)
-    grads = hstu_attention_bwd_triton(dout, q, k, v, offsets, n, 0.5, "max_len", **kw)
+    kw = dict(timestamps=ts, pos_weights=pos_w, ts_weights=ts_w)
+    rab_tables._logged_fallback = False
+    with caplog.at_level(logging.INFO, logger="kernels.hstu_attention.rab_tables"):
+        grads = hstu_attention_bwd_triton(dout, q, k, v, offsets, n, 0.5, "max_len", **kw)
+    assert "exact per-logit path" in caplog.text
     want = hstu_attention_reference_backward(dout, q, k, v, offsets, n, alpha=0.5, norm="max_len", **kw)
-    assert rel_err(grads[4], want[4]) <= TOLERANCE[torch.float32]
+    for name, g, w in zip(GRAD_NAMES, grads, want):
+        assert rel_err(g, w) <= TOLERANCE[torch.float32], name
+
+
+def _mixed_timestamps(lengths, seed):
+    """Mostly steady clicks (a minute or so apart, ties included) with a few long pauses."""
+    g = torch.Generator().manual_seed(seed)
+    total = sum(lengths)
+    steps = torch.randint(0, 90, (total,), generator=g)
+    pauses = torch.rand(total, generator=g) < 0.03
+    steps = torch.where(pauses, torch.exp(torch.rand(total, generator=g) * 16).long(), steps)
+    return 1_600_000_000 + steps.cumsum(0)
+
+
+def test_fast_rab_takes_both_tile_paths_and_matches_the_reference():
+    """Far tiles within MAX_EDGES edges take loads and selects, the others the exact path: both exact."""
+    lengths, n = [150, 97, 0, 1, 64], 160
+    ts = _mixed_timestamps(lengths, seed=5)
+    offsets = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    edges = edge_table(ts, ts[offsets[1:].clamp(min=1) - 1], offsets, 128)
+    spans = far_tile_edge_counts(edges, offsets, 32, 16)  # the forward's tiles here (FWD_CONFIGS)
+    fast, looped = int((spans <= FAR_TILE_MAX_EDGES).sum()), int((spans > FAR_TILE_MAX_EDGES).sum())
+    assert fast >= 10 and looped >= 3, (fast, looped)
+    check_against_reference(lengths, 2, 16, 16, n, "both", "seq_len", device=DEVICE, timestamps=ts, seed=5)
+    check_against_reference(lengths, 1, 16, 32, n, "ts", "max_len", device=DEVICE, timestamps=ts, seed=6,
+                            request=True)
+
+
+def test_weight_gradients_are_bit_identical_across_runs():
+    lengths, n = [150, 40, 97], 160
+    q, k, v, dout, offsets, _, pos_w, ts_w = make_case(lengths, 2, 16, 16, n, 128, seed=9, device=DEVICE)
+    kw = dict(timestamps=_mixed_timestamps(lengths, seed=9).to(DEVICE), pos_weights=pos_w, ts_weights=ts_w)
+    first = hstu_attention_bwd_triton(dout, q, k, v, offsets, n, 0.5, "seq_len", **kw)
+    second = hstu_attention_bwd_triton(dout, q, k, v, offsets, n, 0.5, "seq_len", **kw)
+    for name, a, b in zip(GRAD_NAMES, first, second):
+        assert torch.equal(a, b), name
 
 
 @triton.jit

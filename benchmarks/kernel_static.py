@@ -1,0 +1,304 @@
+"""Static cost of the HSTU attention kernels, compiled for a GPU on a machine without one.
+
+    python benchmarks/kernel_static.py                 # sm_90 and sm_80: table + benchmarks/results/kernel_static.json
+    python benchmarks/kernel_static.py --arch 90 --kernels fwd --out /tmp/k.json
+
+Each kernel (forward, dk/dv, dq) is compiled by Triton for the target (`triton.compile` with a
+`GPUTarget`; no device needed) in three variants, bf16 with D = 64 and its first tuned config:
+
+- norab      : no relative attention bias
+- rab_exact  : the bias computed per logit on every tile (log2 polynomial, threshold and weight
+               gathers): the kernels before the fast path, and today's path for unsorted timestamps
+- rab_fast   : the shipped fast path (`rab_tables`): positional blocks from the skewed table,
+               time buckets by integer compares against the edge table, a branch per far tile on
+               its edge count (0, <= 2, <= 4); diagonal and many-edge tiles in separate loops
+
+and the probes rab_fast_e0/e1/e2/e4: the fast path with its far-tile loop compiled for tiles
+spanning exactly 0/1/2/4 edges (`PROBE_EDGES`, never launched). The shipped loop holds all the
+edge-count branches, so its static size is not what one tile executes; a probe's loop is.
+
+Per kernel: registers and spill bytes (`ptxas -v` on the PTX, with the ptxas Triton uses for the target), shared
+memory (Triton's metadata), and in the far-tile main loop (located by its backward branch in the
+SASS from `cuobjdump -sass`): SASS instructions per logit (loop instructions x threads / tile
+logits), 4-byte global loads per logit (per-element gathers; a tile load is 16-byte vectors),
+and whether the loop is software-pipelined (asynchronous global->shared copies in it).
+These are proxies, not timings: only a GPU decides the speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "kernel_static.json"
+KERNELS = ("fwd", "dkdv", "dq")
+VARIANTS = ("norab", "rab_exact", "rab_fast", "rab_fast_e0", "rab_fast_e1", "rab_fast_e2", "rab_fast_e4")
+# The probes: the far-tile loop compiled for tiles spanning exactly this many time-bucket edges.
+_PROBE_EDGES = {"rab_fast_e0": 0, "rab_fast_e1": 1, "rab_fast_e2": 2, "rab_fast_e4": 4}
+HEAD_DIM = 64
+NUM_BUCKETS = 128
+# A 4-byte global load per logit or more in the main loop is a per-element gather.
+_ALIGNED_INTS = ("t_stride", "skew_stride", "max_seq_len", "tune_len", "num_buckets")
+_SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*)\s*([^;]*);")
+_REGISTERS = re.compile(r"Used (\d+) registers")
+_SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelCost:
+    kernel: str
+    variant: str
+    arch: int
+    config: dict[str, int]
+    registers: int
+    spill_store_bytes: int
+    spill_load_bytes: int
+    shared_bytes: int
+    loop_instructions: int
+    logits_per_thread: float
+    instructions_per_logit: float
+    scalar_loads_per_logit: float
+    pipelined: bool
+    compile_s: float
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", type=int, nargs="+", default=[90, 80], help="compute capabilities (90 = H100)")
+    p.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=KERNELS)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    return p.parse_args()
+
+
+def _tool(name: str) -> str:
+    import triton
+
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+
+
+def _kernel_spec(kernel: str) -> tuple[Any, dict[str, int], dict[str, str], str]:
+    """(jit function, launch config, pointer signature, name of the tile-rows constexpr)."""
+    from kernels.hstu_attention import triton_bwd, triton_fwd
+
+    bf16, f32, i64, i32 = "*bf16", "*fp32", "*i64", "*i32"
+    common = {"SEQ_OFFSETS": i64, "TS": i64, "REQ_TS": i64, "POS_W": f32, "TS_W": f32, "THR": f32,
+              "EDGES": i32, "POS_SKEW": f32}
+    if kernel == "fwd":
+        ptrs = {"Q": bf16, "K": bf16, "V": bf16, "OUT": bf16, **common}
+        return triton_fwd._hstu_fwd_kernel, dict(triton_fwd.FWD_CONFIGS[0]), ptrs, "fwd"
+    if kernel == "dkdv":
+        ptrs = {n: bf16 for n in ("Q", "K", "V", "DO", "DK", "DV")} | common
+        return triton_bwd._dkdv_kernel, dict(triton_bwd.DKDV_CONFIGS[0]), ptrs, "dkdv"
+    ptrs = {n: bf16 for n in ("Q", "K", "V", "DO", "DQ")} | common | {"DPOS_PART": f32, "DTS_PART": f32}
+    return triton_bwd._dq_kernel, dict(triton_bwd.DQ_CONFIGS[0]), ptrs, "dq"
+
+
+def _tile_shape(kernel: str, config: dict[str, int]) -> tuple[int, int]:
+    if kernel == "fwd":
+        return config["BLOCK_M"], config["BLOCK_N"]
+    if kernel == "dkdv":
+        return config["BLOCK_N"], config["BLOCK_M"]
+    return config["BLOCK"], config["BLOCK"]
+
+
+def compile_kernel(kernel: str, variant: str, arch: int) -> tuple[Any, dict[str, int]]:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from kernels.hstu_attention.rab_tables import FAR_TILE_MAX_EDGES
+
+    fn, config, ptrs, _ = _kernel_spec(kernel)
+    has_rab = variant != "norab"
+    constexprs: dict[str, Any] = dict(
+        D_QK=HEAD_DIM, D_V=HEAD_DIM, NORM_MAX_LEN=True, HAS_POS=has_rab, HAS_TS=has_rab,
+        FAST_RAB=variant.startswith("rab_fast"), PROBE_EDGES=_PROBE_EDGES.get(variant, -1),
+        MAX_EDGES=FAR_TILE_MAX_EDGES, EDGE_PAD=NUM_BUCKETS,
+        HIST_PAD=triton.next_power_of_2(NUM_BUCKETS + 1), BLOCK_DQK=HEAD_DIM, BLOCK_DV=HEAD_DIM,
+        DOT_PRECISION="tf32", FAST_MATH=True,
+        **{k: v for k, v in config.items() if k not in ("num_warps", "num_stages")},
+    )
+    signature = {}
+    for name in fn.arg_names:
+        if name in ptrs:
+            signature[name] = ptrs[name]
+        elif name in constexprs:
+            signature[name] = "constexpr"
+        elif name == "alpha":
+            signature[name] = "fp32"
+        else:
+            signature[name] = "i32"
+    unknown = [n for n in constexprs if n not in fn.arg_names]
+    for name in unknown:
+        constexprs.pop(name)
+    # What a launch specializes: 16-byte aligned tensors, and the integers that are multiples of
+    # 16 at the benchmark's shape (N 4096, T 32768, H 4, D 64, 128 buckets).
+    aligned = [n for n in fn.arg_names if n in ptrs or n.startswith("stride_") or n in _ALIGNED_INTS]
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    src = ASTSource(fn, signature, constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()},
+                    attrs=attrs)
+    options = dict(num_warps=config["num_warps"], num_stages=config["num_stages"])
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options), config
+
+
+def ptxas_usage(ptx: str, arch: int) -> tuple[int, int, int]:
+    """(registers, spill store bytes, spill load bytes) of the kernel in `ptx`."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(ptx)
+        # The assembler Triton itself uses for this architecture (the wheel ships two).
+        done = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name={gpu}", str(src), "-o", str(Path(tmp) / "k.o")],
+                              capture_output=True, text=True, check=True)
+    log = done.stdout + done.stderr
+    regs = _REGISTERS.search(log)
+    spills = _SPILLS.search(log)
+    if regs is None or spills is None:
+        raise RuntimeError(f"could not read ptxas -v output:\n{log}")
+    return int(regs.group(1)), int(spills.group(1)), int(spills.group(2))
+
+
+def sass_instructions(cubin: bytes) -> list[tuple[int, str, str]]:
+    """(address, opcode with modifiers, operands) of every SASS instruction."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "k.cubin"
+        path.write_bytes(cubin)
+        text = subprocess.run([_tool("cuobjdump"), "-sass", str(path)], capture_output=True, text=True,
+                              check=True).stdout
+    return [(int(m.group(1), 16), m.group(2), m.group(3)) for m in _SASS_LINE.finditer(text)]
+
+
+def loops(instructions: list[tuple[int, str, str]]) -> list[tuple[int, int]]:
+    """(start, end) addresses of the outermost loops (backward branches), in program order."""
+    spans = []
+    for addr, op, operands in instructions:
+        if op.startswith("BRA") and (target := re.search(r"0x([0-9a-f]+)", operands)):
+            start = int(target.group(1), 16)
+            if start < addr:
+                spans.append((start, addr))
+    outer = [a for a in spans if not any(b != a and b[0] <= a[0] and a[1] <= b[1] for b in spans)]
+    return sorted(set(outer))
+
+
+def far_tile_loop(kernel: str, instructions: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """The instructions of the loop over far tiles: the forward's and dq's first key loop, the
+    dk/dv kernel's second query loop (its first one walks the blocks crossing the diagonal)."""
+    found = loops(instructions)
+    which = 1 if kernel == "dkdv" else 0
+    if len(found) <= which:
+        raise RuntimeError(f"{kernel}: expected at least {which + 1} loops in the SASS, found {len(found)}")
+    start, end = found[which]
+    return [ins for ins in instructions if start <= ins[0] <= end]
+
+
+def scalar_global_loads(loop: list[tuple[int, str, str]]) -> int:
+    """Global loads of 4 bytes or less (LDG/LDGSTS without a .64/.128 width): one element each."""
+    count = 0
+    for _, op, _ in loop:
+        if op.startswith(("LDG.", "LDGSTS.")) and not re.search(r"\.(64|128)\b", op):
+            count += 1
+    return count
+
+
+def pipelined(loop: list[tuple[int, str, str]]) -> bool:
+    """True when the loop issues asynchronous global->shared copies (LDGSTS on sm_80/90, TMA on
+    sm_90): the software pipeliner staged its tile loads ahead of use."""
+    return any(op.startswith(("LDGSTS", "UTMALDG", "UBLKCP")) for _, op, _ in loop)
+
+
+def measure(kernel: str, variant: str, arch: int) -> KernelCost:
+    start = time.perf_counter()
+    compiled, config = compile_kernel(kernel, variant, arch)
+    compile_s = time.perf_counter() - start
+    regs, spill_st, spill_ld = ptxas_usage(compiled.asm["ptx"], arch)
+    loop = far_tile_loop(kernel, sass_instructions(compiled.asm["cubin"]))
+    rows, cols = _tile_shape(kernel, config)
+    logits_per_thread = rows * cols / (32 * config["num_warps"])
+    return KernelCost(
+        kernel=kernel, variant=variant, arch=arch, config=config, registers=regs, spill_store_bytes=spill_st,
+        spill_load_bytes=spill_ld, shared_bytes=int(compiled.metadata.shared), loop_instructions=len(loop),
+        logits_per_thread=logits_per_thread, instructions_per_logit=round(len(loop) / logits_per_thread, 2),
+        scalar_loads_per_logit=round(scalar_global_loads(loop) / logits_per_thread, 3),
+        pipelined=pipelined(loop), compile_s=round(compile_s, 1),
+    )
+
+
+def summary(costs: list[KernelCost]) -> dict[str, Any]:
+    """Per (arch, kernel): the fast path against the bias-free kernel, the issue's static targets."""
+    out: dict[str, Any] = {}
+    by = {(c.arch, c.kernel, c.variant): c for c in costs}
+    for (arch, kernel, variant), cost in by.items():
+        if variant != "rab_fast" or (arch, kernel, "norab") not in by:
+            continue
+        base = by[(arch, kernel, "norab")]
+        exact = by.get((arch, kernel, "rab_exact"))
+        probes = {v: by[(arch, kernel, v)] for v in _PROBE_EDGES if (arch, kernel, v) in by}
+        out[f"sm_{arch}/{kernel}"] = {
+            "spills_zero": cost.spill_store_bytes == 0 and cost.spill_load_bytes == 0,
+            "registers_at_most_168": cost.registers <= 168,
+            "shared_within_10pct_of_norab": cost.shared_bytes <= 1.10 * base.shared_bytes,
+            "pipelined": cost.pipelined,
+            "exact_instructions_vs_norab": (round(exact.instructions_per_logit / base.instructions_per_logit, 2)
+                                            if exact else None),
+            "far_tile_instructions_vs_norab": {
+                v: round(p.instructions_per_logit / base.instructions_per_logit, 2) for v, p in probes.items()},
+            "far_tile_scalar_loads_per_logit": {v: p.scalar_loads_per_logit for v, p in probes.items()},
+        }
+    return out
+
+
+def print_table(costs: list[KernelCost]) -> None:
+    head = (f"{'arch':>5} {'kernel':>5} {'variant':>13} {'regs':>4} {'spill B':>8} {'smem KB':>7} "
+            f"{'loop ins':>8} {'ins/logit':>9} {'4B ld/logit':>11} {'pipelined':>9}")
+    print(head)
+    print("-" * len(head))
+    for c in costs:
+        print(f"{c.arch:>5} {c.kernel:>5} {c.variant:>13} {c.registers:>4} {c.spill_store_bytes + c.spill_load_bytes:>8} "
+              f"{c.shared_bytes / 1024:>7.1f} {c.loop_instructions:>8} {c.instructions_per_logit:>9.2f} "
+              f"{c.scalar_loads_per_logit:>11.3f} {str(c.pipelined):>9}")
+
+
+def run(archs: list[int], kernels: list[str], variants: list[str]) -> dict[str, Any]:
+    import triton
+
+    costs = [measure(k, v, a) for a in archs for k in kernels for v in variants]
+    print_table(costs)
+    return {
+        "triton": triton.__version__,
+        "machine": platform.node(),
+        "head_dim": HEAD_DIM,
+        "dtype": "bfloat16",
+        "num_time_buckets": NUM_BUCKETS,
+        "costs": [dataclasses.asdict(c) for c in costs],
+        "summary": summary(costs),
+    }
+
+
+def main() -> None:
+    os.environ.pop("TRITON_INTERPRET", None)  # compiled code, not the interpreter
+    args = parse_args()
+    result = run(args.arch, args.kernels, args.variants)
+    print(json.dumps(result["summary"], indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The fast rab path's host tables: bucket for bucket the reference's, and the positional block layout."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from kernels.hstu_attention import rab_tables
+from kernels.hstu_attention.rab_tables import (
+    SKEW_ALIGN, SKEW_ROWS, edge_table, skewed_positions, skewed_positions_keys_first,
+)
+from kernels.hstu_attention.reference import time_buckets
+from kernels.hstu_attention.triton_common import _threshold_values
+
+NUM_BUCKETS = 128
+
+
+def _offsets(lengths: list[int]) -> torch.Tensor:
+    return torch.tensor([0, *torch.tensor(lengths, dtype=torch.int64).cumsum(0).tolist()], dtype=torch.int64)
+
+
+def _buckets_from_edges(edges: torch.Tensor, offsets: torch.Tensor) -> list[torch.Tensor]:
+    """Per sequence [n, n]: bucket(i, j) = #edges k with j <= J[k, i] (what the kernels select by)."""
+    out = []
+    for b in range(offsets.numel() - 1):
+        start, end = int(offsets[b]), int(offsets[b + 1])
+        n = end - start
+        j = torch.arange(n)
+        out.append((j[None, None, :] <= edges[:, start:end, None].long()).sum(0))
+    return out
+
+
+def _reference_buckets(ts: torch.Tensor, request: torch.Tensor, offsets: torch.Tensor) -> list[torch.Tensor]:
+    out = []
+    for b in range(offsets.numel() - 1):
+        seq = ts[int(offsets[b]): int(offsets[b + 1])]
+        query = torch.cat([seq[1:], request[b: b + 1]])[: seq.numel()]
+        out.append(time_buckets(query[:, None] - seq[None, :], NUM_BUCKETS))
+    return out
+
+
+def _assert_same_buckets(ts: torch.Tensor, request: torch.Tensor, lengths: list[int]) -> None:
+    offsets = _offsets(lengths)
+    edges = edge_table(ts, request, offsets, NUM_BUCKETS)
+    assert edges is not None and edges.dtype == torch.int32 and edges.shape == (NUM_BUCKETS, ts.numel())
+    for got, want in zip(_buckets_from_edges(edges, offsets), _reference_buckets(ts, request, offsets)):
+        causal = torch.ones_like(want, dtype=torch.bool).tril()
+        assert torch.equal(got[causal], want[causal])
+
+
+def test_buckets_match_the_reference_at_every_edge_and_one_second_either_side():
+    thresholds = [t for t in _threshold_values(NUM_BUCKETS)[1:] if t < 2**45]
+    gaps = sorted({max(g, 0) for t in thresholds for g in (t - 1, t, t + 1)} | {0, 1, 2})
+    # One sequence per gap: key at t0, next key `gap` later, request `gap` after that (gaps g and 2g).
+    lengths, ts, request = [], [], []
+    t0 = 1_700_000_000_123
+    for gap in gaps:
+        lengths.append(2)
+        ts += [t0, t0 + gap]
+        request.append(t0 + 2 * gap)
+    _assert_same_buckets(torch.tensor(ts), torch.tensor(request), lengths)
+
+
+def test_buckets_match_on_long_sorted_sequences_with_ties_and_jumps():
+    gen = torch.Generator().manual_seed(0)
+    lengths = [0, 1, 37, 150, 64]
+    total = sum(lengths)
+    steps = torch.exp(torch.rand(total, generator=gen) * 20).long() * (torch.rand(total, generator=gen) > 0.3)
+    steps[::17] = 2**31 - 7  # gaps near 2^31
+    ts = 10**9 + steps.cumsum(0)
+    offsets = _offsets(lengths)
+    last = torch.stack([ts[int(e) - 1] if e > s else torch.tensor(0) for s, e in zip(offsets[:-1], offsets[1:])])
+    request = last + torch.tensor([5, 0, 3600, 2**31, 1])
+    _assert_same_buckets(ts, request, lengths)
+
+
+def test_spans_just_below_2_46_are_exact_and_beyond_fall_back(caplog):
+    near = 2**46 - 2
+    ts = torch.tensor([0, 1, near - 1])
+    _assert_same_buckets(ts, torch.tensor([near]), [3])
+    was_logged = rab_tables._logged_fallback
+    rab_tables._logged_fallback = False
+    try:
+        with caplog.at_level(logging.INFO, logger="kernels.hstu_attention.rab_tables"):
+            assert edge_table(ts, torch.tensor([2**46 + 1]), _offsets([3]), NUM_BUCKETS) is None
+        assert "exact per-logit path" in caplog.text
+    finally:
+        rab_tables._logged_fallback = was_logged
+
+
+@pytest.mark.parametrize("ts, request_times", [
+    ([5, 3, 9, 1, 2], [10, 3]),  # unsorted inside the first sequence
+    ([1, 2, 3, 4, 5], [2, 6]),  # a request time before its sequence's last event
+])
+def test_unusable_timestamps_select_the_exact_path(ts, request_times):
+    assert edge_table(torch.tensor(ts), torch.tensor(request_times), _offsets([3, 2]), NUM_BUCKETS) is None
+
+
+def test_sequences_need_no_order_between_them():
+    # The second sequence starts earlier than the first ends: only order within one matters.
+    ts = torch.tensor([100, 200, 300, 5, 50])
+    _assert_same_buckets(ts, torch.tensor([400, 60]), [3, 2])
+
+
+@pytest.mark.parametrize("max_seq_len", [1, 17, 64, 200])
+def test_skewed_positions_hold_every_tile_as_an_aligned_block(max_seq_len):
+    pos_w = torch.randn(2 * max_seq_len - 1, generator=torch.Generator().manual_seed(max_seq_len))
+    skew = skewed_positions(pos_w, max_seq_len)
+    assert skew.table.shape[0] == SKEW_ROWS and skew.table.stride(0) % SKEW_ALIGN == 0
+    for m_start, n_start, rows, cols in [(64, 0, 32, 16), (128, 32, 128, 64), (32, 16, 16, 16)]:
+        if n_start + cols > m_start or m_start >= max_seq_len:
+            continue
+        col0 = n_start - m_start + max_seq_len - 1 + skew.pad
+        assert col0 % SKEW_ALIGN == 0
+        block = skew.table[:rows, col0: col0 + cols]
+        i = m_start + torch.arange(rows)[:, None]
+        j = n_start + torch.arange(cols)[None, :]
+        idx = j - i + max_seq_len - 1
+        want = torch.where((idx >= 0), pos_w[idx.clamp(min=0)], torch.zeros(()))
+        assert torch.equal(block, want)
+
+
+@pytest.mark.parametrize("max_seq_len", [1, 17, 64, 200])
+def test_keys_first_table_holds_every_transposed_tile_as_an_aligned_block(max_seq_len):
+    pos_w = torch.randn(2 * max_seq_len - 1, generator=torch.Generator().manual_seed(max_seq_len))
+    skew = skewed_positions_keys_first(pos_w, max_seq_len)
+    assert skew.table.shape[0] == SKEW_ROWS and skew.table.stride(0) % SKEW_ALIGN == 0
+    # [keys, queries] tiles of the dk/dv kernel: far ones (queries after keys) and diagonal ones.
+    for n_start, m_start, keys, queries in [(0, 64, 32, 16), (32, 128, 128, 64), (64, 0, 64, 64), (0, 0, 128, 128)]:
+        if n_start >= max_seq_len or m_start >= max_seq_len:
+            continue
+        col0 = m_start - n_start + skew.pad
+        assert col0 % SKEW_ALIGN == 0 and col0 >= 0
+        block = skew.table[:keys, col0: col0 + queries]
+        j = n_start + torch.arange(keys)[:, None]
+        i = m_start + torch.arange(queries)[None, :]
+        idx = j - i + max_seq_len - 1
+        inside = (idx >= 0) & (idx < 2 * max_seq_len - 1)
+        want = torch.where(inside, pos_w[idx.clamp(0, 2 * max_seq_len - 2)], torch.zeros(()))
+        assert torch.equal(block, want)
