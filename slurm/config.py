@@ -45,7 +45,7 @@ class DispatchConfig:
     max_parallel: int = 2  # runs in flight at once (local) / slurm_array_parallelism
     timeout_min: int = 120
     cpus_per_task: int = 1
-    poll_interval_s: float = 1.0
+    poll_interval_s: float = 1.0  # between checks of Slurm jobs (squeue); a local job's end is seen within 0.05 s
     partition: str | None = None
     account: str | None = None
     qos: str | None = None

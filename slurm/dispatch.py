@@ -171,6 +171,20 @@ def remote_error_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
+LOCAL_CHECK_S = 0.05  # a local job's check is a waitpid: the driver looks this often
+
+
+def _wait_for_local_end(jobs: Sequence[submitit.Job], poll_interval_s: float) -> None:
+    """Sleep up to poll_interval_s, returning early once a local job has ended (its slot is free
+    and its outcome waits); Slurm's `squeue` is what poll_interval_s spares, a waitpid costs nothing."""
+    deadline = time.monotonic() + poll_interval_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or any(job.done() for job in jobs):
+            return
+        time.sleep(min(LOCAL_CHECK_S, left))
+
+
 def run_tasks(
     fn: Callable[..., Any],
     tasks: Sequence[Task],
@@ -186,8 +200,9 @@ def run_tasks(
     """Run `fn(*task.args)` for every task; return the outcomes in completion order.
 
     `on_submit(task, job_id, log_path)` runs as each job is submitted (on Slurm the job id of an
-    array task is "<array job id>_<index>"), `on_done(outcome)` as it ends, `on_poll()` every
-    `poll_interval_s` while jobs run (to follow them by other means). On Slurm, tasks go
+    array task is "<array job id>_<index>"), `on_done(outcome)` as it ends (a local job's end is
+    seen within `LOCAL_CHECK_S`, a Slurm job's at the next poll), `on_poll()` every
+    `poll_interval_s` while jobs run and after each local job's end (to follow them by other means). On Slurm, tasks go
     out as one `sbatch --array`, split into several when there are more than `max_array_size`
     (default: the cluster's MaxArraySize). job_name: the Slurm job name (default: fn's name).
     """
@@ -237,7 +252,7 @@ def run_tasks(
             if on_submit is not None:
                 on_submit(task, job.job_id, str(job.paths.stderr))
             in_flight.append((task, job))
-        time.sleep(config.poll_interval_s)
+        _wait_for_local_end([job for _, job in in_flight], config.poll_interval_s)
         if on_poll is not None:
             on_poll()
         running = []

@@ -80,8 +80,8 @@ class FuXiOptions:
     num_time_buckets: int = 128  # the temporal channel has num_time_buckets + 1 weights
     ffn_multiply: float = 1.0  # MFFN width F = int(embedding_dim * ffn_multiply), as upstream
     ffn_single_stage: bool = False  # True: the block ends after stage 1 (no SwiGLU)
-    # Semantic channel kernel (kernels.hstu_attention): "auto" = Triton on CUDA, reference on CPU.
-    attention_impl: Literal["auto", "reference", "triton"] = "auto"
+    # Semantic channel kernel (kernels.hstu_attention): "auto" = Triton on CUDA, the padded PyTorch form on CPU.
+    attention_impl: Literal["auto", "reference", "padded", "triton"] = "auto"
 
     def __post_init__(self) -> None:
         require_finite(self, "model")

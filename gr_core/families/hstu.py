@@ -50,8 +50,8 @@ class HSTUOptions:
     attn_norm: Literal["max_len", "seq_len"] = "max_len"  # divide SiLU attention by N or by n_b
     use_rab: bool = True  # relative attention bias (positional + time buckets)
     num_time_buckets: int = 128
-    # HSTU attention kernel (kernels.hstu_attention): "auto" = Triton on CUDA, reference on CPU.
-    attention_impl: Literal["auto", "reference", "triton"] = "auto"
+    # HSTU attention kernel (kernels.hstu_attention): "auto" = Triton on CUDA, the padded PyTorch form on CPU.
+    attention_impl: Literal["auto", "reference", "padded", "triton"] = "auto"
 
     def __post_init__(self) -> None:
         require_finite(self, "model")

@@ -24,10 +24,10 @@ from kernels.hstu_attention.reference import (
 
 logger = logging.getLogger(__name__)
 
-Impl = Literal["auto", "reference", "triton"]
-# Concrete implementations of the one custom op; "auto" picks Triton on CUDA, the reference on CPU
-# (where Triton only runs under its slow numpy interpreter, for tests).
-_IMPLS = ("reference", "triton")
+Impl = Literal["auto", "reference", "padded", "triton"]
+# Concrete implementations of the one custom op; "auto" picks Triton on CUDA and the padded PyTorch
+# form elsewhere (on the CPU Triton only runs under its slow numpy interpreter, for tests).
+_IMPLS = ("reference", "padded", "triton")
 VALID_IMPLS: tuple[str, ...] = ("auto", *_IMPLS)
 _logged_impls: set[str] = set()
 
@@ -36,7 +36,7 @@ def _resolve(impl: str, q: torch.Tensor) -> str:
     if impl not in VALID_IMPLS:
         raise ValueError(f"unknown hstu_attention impl {impl!r}; valid ones are {list(VALID_IMPLS)}")
     if impl == "auto":
-        return "triton" if q.is_cuda else "reference"
+        return "triton" if q.is_cuda else "padded"
     return impl
 
 

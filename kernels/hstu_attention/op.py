@@ -10,7 +10,8 @@ matmuls inside it (a dispatch mode is not re-entered while it runs an op it coun
 
 FLOPs use the "dense jagged" convention (`reference.dense_attention_flops`): forward =
 sum_b n_b^2 * H * (Dqk + Dv) * 2, backward = 2x forward, as for any matmul. Each op takes an
-`impl` argument: the PyTorch reference, or the Triton kernels of `triton_fwd.py`/`triton_bwd.py`.
+`impl` argument: the PyTorch reference (`reference.py`, the readable ground truth), its fast padded
+form for the CPU (`padded.py`), or the Triton kernels of `triton_fwd.py`/`triton_bwd.py`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
+from kernels.hstu_attention.padded import hstu_attention_padded, hstu_attention_padded_backward
 from kernels.hstu_attention.reference import (
     dense_attention_flops,
     hstu_attention_reference,
@@ -48,14 +50,21 @@ def hstu_attention_op(
 ) -> torch.Tensor:
     """Jagged HSTU attention forward; see `reference.hstu_attention_reference`.
 
-    impl: "reference" (PyTorch, any device) or "triton" (the tiled kernel; CUDA, or CPU under
-    TRITON_INTERPRET=1). Both are this one op, so FLOP counting and autograd see the same thing.
+    impl: "reference" (PyTorch, any device), "padded" (the same computation without its waste:
+    `padded.py`) or "triton" (the tiled kernel; CUDA, or CPU under TRITON_INTERPRET=1). All are
+    this one op, so FLOP counting and autograd see the same thing.
     """
     if impl == "triton":
         from kernels.hstu_attention.triton_fwd import hstu_attention_fwd_triton
 
         return hstu_attention_fwd_triton(
             q, k, v, seq_offsets, max_seq_len, alpha, norm, timestamps, pos_weights, ts_weights,
+            request_timestamps=request_timestamps,
+        )
+    if impl == "padded":
+        return hstu_attention_padded(
+            q, k, v, seq_offsets, max_seq_len, alpha=alpha, norm=norm,  # type: ignore[arg-type]
+            timestamps=timestamps, pos_weights=pos_weights, ts_weights=ts_weights,
             request_timestamps=request_timestamps,
         )
     return hstu_attention_reference(
@@ -97,7 +106,8 @@ def hstu_attention_backward_op(
             request_timestamps=request_timestamps,
         )
     else:
-        grads = hstu_attention_reference_backward(
+        backward = hstu_attention_padded_backward if impl == "padded" else hstu_attention_reference_backward
+        grads = backward(
             grad_out, q, k, v, seq_offsets, max_seq_len, alpha=alpha, norm=norm,  # type: ignore[arg-type]
             timestamps=timestamps, pos_weights=pos_weights, ts_weights=ts_weights,
             request_timestamps=request_timestamps,

@@ -64,7 +64,8 @@ class _Layout:
         return x_BN[self.batch_idx, self.pos]
 
 
-def _layout(seq_offsets: torch.Tensor, num_tokens: int, max_seq_len: int) -> _Layout:
+def check_offsets(seq_offsets: torch.Tensor, num_tokens: int, max_seq_len: int) -> None:
+    """seq_offsets [B+1] must run from 0 to T without decreasing, no sequence longer than max_seq_len."""
     if seq_offsets.dim() != 1 or seq_offsets.numel() < 1:
         raise ValueError(f"seq_offsets must be 1-D [B+1], got shape {tuple(seq_offsets.shape)}")
     if seq_offsets.dtype not in (torch.int32, torch.int64):
@@ -76,13 +77,20 @@ def _layout(seq_offsets: torch.Tensor, num_tokens: int, max_seq_len: int) -> _La
             f"seq_offsets must start at 0, be non-decreasing and end at T={num_tokens}; "
             f"got first={int(offsets[0])}, last={int(offsets[-1])}"
         )
-    num_seqs = lengths.numel()
-    padded_len = int(lengths.max()) if num_seqs > 0 else 0
+    padded_len = int(lengths.max()) if lengths.numel() > 0 else 0
     if padded_len > max_seq_len:
         raise ValueError(
             f"a sequence has length {padded_len} > max_seq_len={max_seq_len}; truncate the inputs "
             "or raise max_seq_len (the positional bias has 2*max_seq_len-1 weights)"
         )
+
+
+def _layout(seq_offsets: torch.Tensor, num_tokens: int, max_seq_len: int) -> _Layout:
+    check_offsets(seq_offsets, num_tokens, max_seq_len)
+    offsets = seq_offsets.to(torch.int64)
+    lengths = offsets[1:] - offsets[:-1]
+    num_seqs = lengths.numel()
+    padded_len = int(lengths.max()) if num_seqs > 0 else 0
     device = offsets.device
     batch_idx = torch.repeat_interleave(torch.arange(num_seqs, device=device), lengths)
     pos = torch.arange(num_tokens, device=device) - offsets[:-1][batch_idx]
@@ -296,6 +304,7 @@ def dense_attention_flops(seq_offsets: torch.Tensor, num_heads: int, dqk: int, d
 __all__ = [
     "NORMS",
     "TIME_BUCKET_INCREMENT",
+    "check_offsets",
     "dense_attention_flops",
     "hstu_attention_reference",
     "hstu_attention_reference_backward",

@@ -52,6 +52,19 @@ def test_local_pool_never_exceeds_max_parallel(tmp_path: Path) -> None:
     assert time.perf_counter() - started >= 1.2  # two waves of two
 
 
+def test_a_local_jobs_end_is_seen_without_waiting_for_the_poll_interval(tmp_path: Path) -> None:
+    # poll_interval_s spares Slurm's squeue; a local job's end is a waitpid, seen within
+    # LOCAL_CHECK_S, so its slot goes to the next task at once (the demo's tail waited up to 1 s).
+    config = DispatchConfig(executor="local", max_parallel=1, poll_interval_s=60.0)
+    polls = []
+    started = time.perf_counter()
+    outcomes = run_tasks(math.sqrt, [Task(key=i, args=(float(i * i),)) for i in range(3)], config=config,
+                         folder=tmp_path, on_poll=lambda: polls.append(time.perf_counter()))
+    assert [o.result for o in outcomes] == [0.0, 1.0, 2.0]
+    assert time.perf_counter() - started < 30.0  # three 60 s polls before this change
+    assert len(polls) == 3  # on_poll still runs after each local job's end
+
+
 def test_auto_executor_is_local_without_srun(monkeypatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     assert resolve_executor(DispatchConfig(executor="auto")) == "local"
