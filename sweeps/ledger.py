@@ -59,7 +59,11 @@ _SETTLED_OR_ACTIVE = {TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING
 # are unknown. `slurm.liveness.slurm_jobs_alive` is the Slurm one.
 JobAlive = Callable[[list[str]], Mapping[str, bool]]
 
-_FEW_ATTEMPTS = 32  # `attempt_states` reads up to this many one by one rather than the whole study
+_FEW_ATTEMPTS = 32  # `attempt_states` reads up to this many one by one rather than the whole study...
+# ... unless the study has at most this many unfinished attempts per wanted one: a whole-study read
+# re-reads only unfinished attempts (Optuna caches finished ones in the process) at ~0.25 ms each
+# in one query, against ~2 ms for an attempt read alone (SQLite, 12 and 200 pending attempts).
+_WHOLE_STUDY_PER_WANTED = 8
 
 
 class Ledger:
@@ -83,11 +87,19 @@ class Ledger:
             )
         else:
             self.storage, self.study = open_existing_storage(url, sweep_name)
+        # Unfinished attempts at this process's last whole-study read (None before one): what the
+        # next whole-study read costs, roughly (`attempt_states`).
+        self._unfinished_seen: int | None = None
 
     # ---- reading -------------------------------------------------------------------------
+    def _trials(self) -> list[FrozenTrial]:
+        trials = self.study.get_trials(deepcopy=False)
+        self._unfinished_seen = sum(1 for t in trials if not t.state.is_finished())
+        return trials
+
     def _trials_by_run(self) -> dict[str, list[FrozenTrial]]:
         grouped: dict[str, list[FrozenTrial]] = {}
-        for trial in self.study.get_trials(deepcopy=False):
+        for trial in self._trials():
             grouped.setdefault(trial.user_attrs["run_id"], []).append(trial)
         return grouped
 
@@ -321,16 +333,15 @@ class Ledger:
         return state_name(self.storage.get_trial(trial_id).state)
 
     def attempt_states(self, trial_ids: Iterable[int]) -> dict[int, str]:
-        """The states of several attempts (as `attempt_state`): a few, one by one; many, in one
-        query of the whole study."""
+        """The states of several attempts (as `attempt_state`), read the cheaper way: a few, one by
+        one, unless the study had few unfinished attempts at the last whole-study read (a driver
+        following its wave: the wave is most of them); many, in one read of the whole study."""
         wanted = set(trial_ids)
-        if len(wanted) <= _FEW_ATTEMPTS:
+        whole_study_is_cheap = (self._unfinished_seen is not None
+                                and self._unfinished_seen <= _WHOLE_STUDY_PER_WANTED * len(wanted))
+        if len(wanted) <= _FEW_ATTEMPTS and not whole_study_is_cheap:
             return {trial_id: self.attempt_state(trial_id) for trial_id in wanted}
-        return {
-            trial_id_of(t): state_name(t.state)
-            for t in self.study.get_trials(deepcopy=False)
-            if trial_id_of(t) in wanted
-        }
+        return {trial_id_of(t): state_name(t.state) for t in self._trials() if trial_id_of(t) in wanted}
 
     def trial_attrs(self, trial_id: int) -> dict[str, Any]:
         return self.storage.get_trial(trial_id).user_attrs

@@ -50,9 +50,8 @@ class BatchMaps:
     slot: torch.Tensor  # [T] padded slot b * N + i of each token
     source: torch.Tensor  # [B * N] token in each padded slot, T (a zero row) in the padding
     mask_BNN: torch.Tensor  # bool: causal (j <= i), both positions inside the sequence
-    pos_idx: torch.Tensor  # [N * N] index of pos_weights for (i, j)
-    ts_idx: torch.Tensor | None  # [B * N * N] index of ts_weights for (b, i, j)
-    _scales: dict[tuple[torch.dtype, str], torch.Tensor] = dataclasses.field(default_factory=dict)
+    pos_idx: torch.Tensor  # [N * N] int32 index of pos_weights for (i, j)
+    ts_idx: torch.Tensor | None  # [B * N * N] int32 index of ts_weights for (b, i, j)
 
     def pad(self, x_T: torch.Tensor) -> torch.Tensor:
         """[T, ...] -> [B, N, ...], zero in the padding."""
@@ -65,14 +64,11 @@ class BatchMaps:
 
     def scale(self, dtype: torch.dtype, norm: str) -> torch.Tensor:
         """mask / n as [B, 1, N, N] in dtype (n = max_seq_len or the sequence's length)."""
-        key = (dtype, norm)
-        if key not in self._scales:
-            if norm == "max_len":
-                n_B = torch.full((self.num_seqs,), float(self.max_seq_len), dtype=dtype, device=self.lengths.device)
-            else:
-                n_B = self.lengths.to(dtype).clamp(min=1.0)  # an empty sequence has no pairs to scale
-            self._scales[key] = self.mask_BNN.to(dtype)[:, None] / n_B[:, None, None, None]
-        return self._scales[key]
+        if norm == "max_len":
+            n_B = torch.full((self.num_seqs,), float(self.max_seq_len), dtype=dtype, device=self.lengths.device)
+        else:
+            n_B = self.lengths.to(dtype).clamp(min=1.0)  # an empty sequence has no pairs to scale
+        return self.mask_BNN.to(dtype)[:, None] / n_B[:, None, None, None]
 
     def matches(self, seq_offsets: torch.Tensor, timestamps: torch.Tensor | None,
                 request_timestamps: torch.Tensor | None, max_seq_len: int, num_ts_buckets: int | None) -> bool:
@@ -106,7 +102,7 @@ def _build(seq_offsets: torch.Tensor, max_seq_len: int, timestamps: torch.Tensor
     ar = torch.arange(padded_len, device=device)
     valid_BN = ar[None, :] < lengths[:, None]
     mask = (ar[None, :, None] >= ar[None, None, :]) & valid_BN[:, :, None] & valid_BN[:, None, :]
-    pos_idx = (ar[None, :] - ar[:, None] + max_seq_len - 1).reshape(-1)  # [i, j] -> j - i + N - 1
+    pos_idx = (ar[None, :] - ar[:, None] + max_seq_len - 1).reshape(-1).to(torch.int32)  # [i, j] -> j - i + N - 1
     ts_idx = None
     if num_ts_buckets is not None:
         assert timestamps is not None
@@ -121,7 +117,8 @@ def _build(seq_offsets: torch.Tensor, max_seq_len: int, timestamps: torch.Tensor
             next_ts[rows, last] = ts_BN[rows, last]
         else:
             next_ts[rows, last] = request_timestamps.to(torch.int64)[rows]
-        ts_idx = time_buckets(next_ts[:, :, None] - ts_BN[:, None, :], num_ts_buckets).reshape(-1)
+        # int32: what the memo keeps between calls is 5 bytes a pair with the mask
+        ts_idx = time_buckets(next_ts[:, :, None] - ts_BN[:, None, :], num_ts_buckets).reshape(-1).to(torch.int32)
     return BatchMaps(
         seq_offsets=_copy(seq_offsets), timestamps=_copy(timestamps) if num_ts_buckets is not None else None,
         request_timestamps=_copy(request_timestamps) if num_ts_buckets is not None else None,

@@ -80,6 +80,28 @@ def test_a_claim_records_the_job_that_takes_the_attempt_and_loses_to_a_cancel(le
     assert ledger.runs()["b"].state == "cancelled"
 
 
+def test_attempt_states_read_one_by_one_or_the_whole_study_say_the_same(backend: Backend, monkeypatch) -> None:
+    ledger = backend.open()
+    ledger.register([planned(name) for name in "abcd"])
+    ids = {name: record.trial_id for name, record in ledger.runs().items()}
+    ledger.claim(ids["a"])
+    ledger.complete(ids["a"], value=0.1, results={"metrics": {"ndcg@10": 0.1}})
+    ledger.claim(ids["b"])
+    ledger.fail(ids["b"], "boom")
+    ledger.claim(ids["c"])
+    want = {ids["a"]: "complete", ids["b"]: "failed", ids["c"]: "running", ids["d"]: "pending"}
+    cold = backend.open()  # no whole-study read yet: one by one
+    reads = []
+    read_one = cold.storage.get_trial
+    monkeypatch.setattr(cold.storage, "get_trial", lambda trial_id: reads.append(trial_id) or read_one(trial_id))
+    assert cold.attempt_states(ids.values()) == want and sorted(reads) == sorted(ids.values())
+    # After a whole-study read saw two unfinished attempts, following a few is one more such read.
+    cold.pending()
+    reads.clear()
+    assert cold.attempt_states([ids["c"], ids["d"]]) == {ids["c"]: "running", ids["d"]: "pending"}
+    assert reads == []
+
+
 def test_failed_run_is_retried_until_max_attempts(ledger: Ledger) -> None:
     ledger.register([planned("a")])
     for attempt in (1, 2):
