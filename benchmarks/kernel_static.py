@@ -96,7 +96,7 @@ def _kernel_spec(kernel: str) -> tuple[Any, dict[str, int], dict[str, str], str]
 
     bf16, f32, i64, i32 = "*bf16", "*fp32", "*i64", "*i32"
     common = {"SEQ_OFFSETS": i64, "TS": i64, "REQ_TS": i64, "POS_W": f32, "TS_W": f32, "THR": f32,
-              "EDGES": i32, "POS_SKEW": f32}
+              "EDGES": i32, "FIRST_Q": i32, "POS_SKEW": f32}
     if kernel == "fwd":
         ptrs = {"Q": bf16, "K": bf16, "V": bf16, "OUT": bf16, **common}
         return triton_fwd._hstu_fwd_kernel, dict(triton_fwd.FWD_CONFIGS[0]), ptrs, "fwd"

@@ -141,6 +141,31 @@ def edge_table(
     return (last - starts[seq_id][None, :]).to(torch.int32).contiguous()
 
 
+def first_query_table(edges: torch.Tensor, seq_offsets: torch.Tensor) -> torch.Tensor:
+    """The edge table seen from the keys, for [keys, queries] tiles (the dk/dv kernel): int32
+    [K, T], I[k - 1, j] = the first query (index within the sequence) whose edge-k key limit
+    reaches key j, the sequence's length where none does.
+
+    J[k, i] does not decrease with i (later queries are scored later), so j <= J[k, i] exactly
+    when i >= I[k, j]: a key row's test against the tile's queries needs one value per row, as a
+    query row's does with J (the kernels load a row's value, not a column's, per edge).
+    """
+    num_edges, num_tokens = edges.shape
+    device = edges.device
+    if num_tokens == 0:
+        return edges.clone()
+    starts = seq_offsets[:-1].to(torch.int64)
+    lengths = seq_offsets[1:].to(torch.int64) - starts
+    seq_id = torch.repeat_interleave(torch.arange(lengths.numel(), device=device), lengths)
+    local = torch.arange(num_tokens, device=device) - starts[seq_id]
+    # Per edge row, one sorted run per sequence: seq_id * stride + (J + 1), with J + 1 in [0, n].
+    stride = int(lengths.max()) + 2
+    runs = seq_id[None, :] * stride + edges.to(torch.int64) + 1
+    wanted = (seq_id * stride + local + 1).expand(num_edges, -1).contiguous()
+    first = torch.searchsorted(runs, wanted) - starts[seq_id][None, :]
+    return first.to(torch.int32).contiguous()
+
+
 def far_tile_edge_counts(edges: torch.Tensor, seq_offsets: torch.Tensor, block_q: int, block_k: int) -> torch.Tensor:
     """How many time-bucket edges each far tile of a [block_q, block_k] tiling spans (hi - lo, as
     the kernels' `tile_buckets` finds them): a diagnostic of how often the fast path's tiles need
@@ -179,6 +204,7 @@ class RabTables:
     pos_skew_keys: torch.Tensor | None = None  # [SKEW_ROWS, width] for [keys, queries] tiles
     skew_pad_keys: int = 0
     max_edges: int = FAR_TILE_MAX_EDGES
+    seq_offsets: torch.Tensor | None = None  # for `first_queries`
 
     @property
     def edge_stride(self) -> int:
@@ -187,6 +213,12 @@ class RabTables:
     @property
     def skew_stride(self) -> int:
         return self.pos_skew.stride(0) if self.pos_skew.dim() == 2 else 0
+
+    def first_queries(self) -> torch.Tensor:
+        """`first_query_table` of the edges (the dk/dv kernel's), or the placeholder."""
+        if not self.fast or self.edges.dim() != 2 or self.seq_offsets is None:
+            return self.edges
+        return first_query_table(self.edges, self.seq_offsets)
 
     def keys_first(self) -> tuple[torch.Tensor, int, int]:
         """(table, row stride, pad) of the positional table for [keys, queries] tiles."""
@@ -219,11 +251,13 @@ def rab_tables(
     if not fast or edges is None or (pos_weights is None and ts_weights is None):
         return RabTables(False, dummy_int, dummy, 0, edge_pad)
     if pos_weights is None:
-        return RabTables(True, edges, dummy, 0, edge_pad, dummy, 0)
+        return RabTables(True, edges, dummy, 0, edge_pad, dummy, 0, seq_offsets=seq_offsets)
     skew = skewed_positions(pos_weights, max_seq_len)
     keys_first = skewed_positions_keys_first(pos_weights, max_seq_len)
-    return RabTables(True, edges, skew.table, skew.pad, edge_pad, keys_first.table, keys_first.pad)
+    return RabTables(True, edges, skew.table, skew.pad, edge_pad, keys_first.table, keys_first.pad,
+                     seq_offsets=seq_offsets)
 
 
 __all__ = ["FAR_TILE_MAX_EDGES", "RabTables", "SKEW_ALIGN", "SKEW_ROWS", "SkewedPositions", "edge_table",
-           "far_tile_edge_counts", "rab_tables", "skewed_positions", "skewed_positions_keys_first"]
+           "far_tile_edge_counts", "first_query_table", "rab_tables", "skewed_positions",
+           "skewed_positions_keys_first"]

@@ -41,8 +41,8 @@ import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
     FAR_TILE, INTERPRET, LOOP_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
-    exact_rab, fast_math, fast_rab, last_dim_contiguous, pad_head_dim, query_times, rab_args, sigmoid, split_time,
-    tile_buckets, tune_key_len,
+    exact_rab, fast_math, last_dim_contiguous, pad_head_dim, position_bias, query_times, rab_args,
+    saturated_sum, scaled_logits, sigmoid, split_time, tile_buckets, tune_key_len,
 )
 from kernels.hstu_attention.rab_tables import rab_tables
 
@@ -73,7 +73,7 @@ else:
 @triton.jit
 def _dkdv_tile(
     dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
-    Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+    Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, POS_SKEW,
     stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     MASKED: tl.constexpr, KIND: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
@@ -89,10 +89,8 @@ def _dkdv_tile(
     m_ok = offs_m < seq_len
     q = tl.load(Q + offs_m[:, None] * stride_qt + offs_dqk[None, :],
                 mask=m_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
-    do = tl.load(DO + offs_m[:, None] * stride_dot + offs_dv[None, :],
-                 mask=m_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
+    do_ok = m_ok
     # Transposed tile [keys, queries], so dk and dv come out of plain (not transposed) dots.
-    s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * alpha
     if FAST_RAB:
         # As in the forward, transposed; the next-event rule is in the edge table.
         if HAS_TS:
@@ -101,18 +99,28 @@ def _dkdv_tile(
         else:
             lo = 0
             hi = 0
+        pos_t = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, True,
+                              BLOCK_M, BLOCK_N)
+        s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)
+        # Rows are keys: their edge tests read `first_query_table` (one value per key row).
         if MASKED:
-            s_t = fast_rab(s_t, offs_m, m_ok, offs_n, m_start, n_start, 0, hi, EDGES, t_stride, TS_W, num_buckets,
-                           POS_SKEW, skew_stride, skew_pad, max_seq_len, HAS_POS, HAS_TS, True, LOOP_TILE,
-                           MAX_EDGES, PROBE_EDGES, BLOCK_M, BLOCK_N)
+            s_t = scaled_logits(s_t, alpha, pos_t, offs_n, n_ok, m_start, 0, hi, FIRST_Q, t_stride, TS_W,
+                                num_buckets, HAS_TS, True, LOOP_TILE, MAX_EDGES, PROBE_EDGES, BLOCK_M)
         else:
-            s_t = fast_rab(s_t, offs_m, m_ok, offs_n, m_start, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                           POS_SKEW, skew_stride, skew_pad, max_seq_len, HAS_POS, HAS_TS, True, KIND,
-                           MAX_EDGES, PROBE_EDGES, BLOCK_M, BLOCK_N)
+            s_t = scaled_logits(s_t, alpha, pos_t, offs_n, n_ok, m_start, lo, hi, FIRST_Q, t_stride, TS_W,
+                                num_buckets, HAS_TS, True, KIND, MAX_EDGES, PROBE_EDGES, BLOCK_M)
+            if HAS_TS and KIND == FAR_TILE:
+                # A far tile spanning more edges than the unrolled ones counts in the loop over such
+                # tiles: here its dout loads as zeros, which zeroes both its dv and (through dp)
+                # its dk terms: a predicate per load, not a select per logit.
+                do_ok = m_ok & (offs_m * 0 + hi - lo <= MAX_EDGES)
     else:
+        s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * alpha
         # Next-event rule as in the forward: ts[i + 1], the request time for the last query.
         s_t, _ = exact_rab(s_t, offs_m, offs_n, n_ok, 0.0, 0.0, tk_hi, tk_lo, ts_base, seq_len, TS, REQ_TS,
                            POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS, True)
+    do = tl.load(DO + offs_m[:, None] * stride_dot + offs_dv[None, :],
+                 mask=do_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
     sig = sigmoid(s_t, FAST_MATH)
     p_t = s_t * sig
     dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
@@ -121,11 +129,6 @@ def _dkdv_tile(
         causal = offs_n[:, None] <= offs_m[None, :]
         p_t = tl.where(causal, p_t, 0.0)
         ds_t = tl.where(causal, ds_t, 0.0)
-    if FAST_RAB and HAS_TS and not MASKED and KIND == FAR_TILE:
-        # A far tile spanning more edges than the unrolled ones counts in the loop over such tiles.
-        keep = hi - lo <= MAX_EDGES
-        p_t = tl.where(keep, p_t, 0.0)
-        ds_t = tl.where(keep, ds_t, 0.0)
     dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
     dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
     return dk, dv
@@ -133,7 +136,7 @@ def _dkdv_tile(
 
 @triton.jit
 def _dkdv_kernel(
-    Q, K, V, DO, DK, DV, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+    Q, K, V, DO, DK, DV, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, POS_SKEW,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
     stride_dkt, stride_dkh, stride_dvt, stride_dvh, t_stride, skew_stride, skew_pad,
     H, max_seq_len, num_buckets, alpha, tune_len,
@@ -164,6 +167,7 @@ def _dkdv_kernel(
     TS += seq_start
     REQ_TS += b
     EDGES += seq_start
+    FIRST_Q += seq_start
     # Timestamps are rebased to the sequence's first event before splitting (see split_time).
     if HAS_TS and not FAST_RAB:
         ts_base = tl.load(TS)
@@ -191,13 +195,13 @@ def _dkdv_kernel(
     m_full = tl.minimum(tl.cdiv(n_start + BLOCK_N, BLOCK_M) * BLOCK_M, seq_len)
     for m_start in range(m_first, m_full, BLOCK_M):
         dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
-                            Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+                            Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, POS_SKEW,
                             stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
                             num_buckets, D_QK, D_V, True, LOOP_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD,
                             PROBE_EDGES, BLOCK_N, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     for m_start in range(m_full, seq_len, BLOCK_M):
         dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
-                            Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+                            Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, POS_SKEW,
                             stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
                             num_buckets, D_QK, D_V, False, FAR_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD,
                             PROBE_EDGES, BLOCK_N, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
@@ -208,7 +212,7 @@ def _dkdv_kernel(
                                   n_start, n_start + BLOCK_N - 1, num_buckets, EDGE_PAD)
             if hi - lo > MAX_EDGES:
                 dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
-                                    Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+                                    Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, POS_SKEW,
                                     stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
                                     num_buckets, D_QK, D_V, False, LOOP_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES,
                                     EDGE_PAD, PROBE_EDGES, BLOCK_N, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION,
@@ -230,7 +234,9 @@ def _past_edge_sum(hist, ds, offs_m, live, offs_n, edge, EDGES, t_stride, HIST_P
     edge - 1: summed over the edges, bucket k gets exactly its pairs' dS."""
     ks = tl.arange(0, HIST_PAD)
     last_key = tl.load(EDGES + (edge - 1) * t_stride + offs_m, mask=live, other=-1)
-    past = tl.sum(tl.where(offs_n[None, :] <= last_key[:, None], ds, 0.0))
+    # The forward's indicator (`triton_common.pass_edge`): a saturating add, no predicate.
+    passing = saturated_sum((last_key + 1).to(tl.float32), -offs_n.to(tl.float32))
+    past = tl.sum(ds * passing)
     return hist + tl.where(ks == edge, past, 0.0) - tl.where(ks == edge - 1, past, 0.0)
 
 
@@ -306,29 +312,37 @@ def _dq_tile(
         n_ok = offs_n < seq_len
     else:
         n_ok = tl.full((BLOCK,), 1, tl.int1)
-    k = tl.load(K + offs_n[:, None] * stride_kt + offs_dqk[None, :],
-                mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
-    v = tl.load(V + offs_n[:, None] * stride_vt + offs_dv[None, :],
-                mask=n_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
-    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * alpha
+    v_ok = n_ok
     if FAST_RAB:
         if HAS_TS:
             lo, hi = tile_buckets(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1,
                                   n_start, n_start + BLOCK - 1, num_buckets, EDGE_PAD)
+            if MASKED:
+                lo = 0  # the diagonal: buckets from 0 (j = i) up
+            elif KIND == FAR_TILE:
+                # A far tile spanning more edges than the unrolled ones counts in the loop over such
+                # tiles (its positional sums there too, in the second plane of the scratch rows):
+                # here its V tile loads as zeros, so dp and ds are zero: a predicate per load.
+                v_ok = n_ok & (offs_n * 0 + hi - lo <= MAX_EDGES)
         else:
             lo = 0
             hi = 0
+    k = tl.load(K + offs_n[:, None] * stride_kt + offs_dqk[None, :],
+                mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
+    v = tl.load(V + offs_n[:, None] * stride_vt + offs_dv[None, :],
+                mask=v_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+    if FAST_RAB:
+        pos = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, False, BLOCK,
+                            BLOCK)
         if MASKED:
-            lo = 0  # the diagonal: buckets from 0 (j = i) up
-            s = fast_rab(s, offs_m, m_ok, offs_n, m_start, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                         POS_SKEW, skew_stride, skew_pad, max_seq_len, HAS_POS, HAS_TS, False, LOOP_TILE,
-                         MAX_EDGES, PROBE_EDGES, BLOCK, BLOCK)
+            s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                              HAS_TS, False, LOOP_TILE, MAX_EDGES, PROBE_EDGES, BLOCK)
         else:
-            s = fast_rab(s, offs_m, m_ok, offs_n, m_start, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                         POS_SKEW, skew_stride, skew_pad, max_seq_len, HAS_POS, HAS_TS, False, KIND,
-                         MAX_EDGES, PROBE_EDGES, BLOCK, BLOCK)
+            s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                              HAS_TS, False, KIND, MAX_EDGES, PROBE_EDGES, BLOCK)
     else:
-        s, bucket = exact_rab(s, offs_m, offs_n, n_ok, tq_hi, tq_lo, 0.0, 0.0, ts_base, seq_len, TS, TS,
+        s, bucket = exact_rab(s * alpha, offs_m, offs_n, n_ok, tq_hi, tq_lo, 0.0, 0.0, ts_base, seq_len, TS, TS,
                               POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS, False)
     sig = sigmoid(s, FAST_MATH)
     dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
@@ -337,10 +351,6 @@ def _dq_tile(
         # Padded rows already have ds = 0 (their dout is zero); this is the causal cut.
         causal = offs_n[None, :] <= offs_m[:, None]
         ds = tl.where(causal, ds, 0.0)
-    if FAST_RAB and HAS_TS and not MASKED and KIND == FAR_TILE:
-        # A far tile spanning more edges than the unrolled ones counts in the loop over such tiles
-        # (its positional sums there too, in the second plane of the scratch rows).
-        ds = tl.where(hi - lo <= MAX_EDGES, ds, 0.0)
     dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
 
     if HAS_POS:
@@ -571,7 +581,7 @@ def hstu_attention_bwd_triton(
 
         keys_table, keys_stride, keys_pad = tables.keys_first()
         dkdv_args = (q, k, v, dout, dk, dv, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges,
-                     keys_table, *in_strides, dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
+                     tables.first_queries(), keys_table, *in_strides, dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
                      tables.edge_stride, keys_stride, keys_pad, *common)
         dq_args = (q, k, v, dout, dq, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges, tables.pos_skew,
                    pos_part, ts_part, *in_strides, dq.stride(0), dq.stride(1), *table_args, *common)

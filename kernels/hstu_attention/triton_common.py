@@ -1,9 +1,9 @@
 """Pieces shared by the forward (`triton_fwd.py`) and backward (`triton_bwd.py`) HSTU kernels.
 
-- `fast_rab` and its parts: the relative attention bias of a tile by loads and selects, from the
-  host tables of `rab_tables` (sorted timestamps): an aligned block of the skewed positional
-  table, and the time weight chosen among the tile's buckets by integer compares with the edge
-  table (`tile_buckets` bounds them per tile).
+- the fast path's pieces (sorted timestamps; the host tables of `rab_tables`):
+  `position_bias` is an aligned block of the skewed positional table, and `scaled_logits` adds it
+  and the time weight, chosen among the tile's buckets by the edge table (`tile_buckets` bounds
+  them per tile; per edge and logit one saturating add and one FFMA, `pass_edge`).
 - `add_rab` / `exact_rab`: the bias computed per logit, for any timestamps (the path before the
   fast one, kept for unsorted timestamps): positional weights gathered by j - i, time weights by
   a time bucket computed below.
@@ -48,6 +48,8 @@ from kernels.hstu_attention.reference import check_inputs as check_shapes
 # is first imported (torch.utils.flop_counter imports it), so tests set it in tests/conftest.py.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
+# PTX add.sat.f32 for `saturated_sum` (the interpreter runs no inline assembly).
+SATURATING_ADD = tl.constexpr(not INTERPRET)
 # ln(x) / 0.301 = log2(x) * (ln 2 / 0.301)
 _LOG2_TO_BUCKET = tl.constexpr(math.log(2.0) / TIME_BUCKET_INCREMENT)
 # log2(1 + x) on [0, 1), least squares on Chebyshev nodes: max error 1.5e-5 (3.3e-5 buckets).
@@ -193,9 +195,9 @@ def tile_buckets(EDGES, t_stride, row_first, row_last, col_first, col_last, num_
 @triton.jit
 def skewed_position_block(POS_SKEW, skew_stride, col0, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
                           KEYS_FIRST: tl.constexpr):
-    """pos_w[j - i + N - 1] for a [queries, keys] tile: one aligned block of the skewed table,
-    col0 = n_start - m_start + N - 1 + pad (a multiple of 16); with KEYS_FIRST a [keys, queries]
-    tile of the keys-first table, col0 = m_start - n_start + pad."""
+    """The skewed table's block for a [queries, keys] tile: pos_w[j - i + N - 1] (times the table's
+    scale), col0 = n_start - m_start + N - 1 + pad (a multiple of 16); with KEYS_FIRST a [keys,
+    queries] tile of the keys-first table, col0 = m_start - n_start + pad."""
     if KEYS_FIRST:
         # The keys-first table (`rab_tables.skewed_positions_keys_first`): rows are keys.
         rk = tl.arange(0, BLOCK_K)
@@ -208,95 +210,122 @@ def skewed_position_block(POS_SKEW, skew_stride, col0, BLOCK_Q: tl.constexpr, BL
 
 
 @triton.jit
-def pass_edge(w, offs_q, q_ok, offs_k, edge, live, EDGES, t_stride, TS_W, num_buckets,
-              KEYS_FIRST: tl.constexpr):
-    """ts_w[edge] wherever the key passes the edge (j <= J[edge, i]), else w: a compare and a select.
-
-    Rows where `live` is false read nothing and keep w (an edge past the tile's range).
-    """
-    # Compared as float32 (exact below 2^24): one FSETP per logit, where the int32 compare came out
-    # as a 64-bit one.
-    last_key = tl.load(EDGES + (edge - 1) * t_stride + offs_q, mask=q_ok & live, other=-1).to(tl.float32)
-    key = offs_k.to(tl.float32)
-    w_edge = tl.load(TS_W + tl.minimum(edge, num_buckets)).to(tl.float32)
-    if KEYS_FIRST:
-        return tl.where(key[:, None] <= last_key[None, :], w_edge, w)
-    else:
-        return tl.where(key[None, :] <= last_key[:, None], w_edge, w)
-
-
-@triton.jit
-def time_weights_unrolled(w, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                          KEYS_FIRST: tl.constexpr, COUNT: tl.constexpr):
-    """Edges lo+1 .. lo+COUNT (those <= hi) in increasing order, unrolled: straight-line code."""
-    for e in tl.static_range(COUNT):
-        edge = lo + 1 + e
-        w = pass_edge(w, offs_q, q_ok, offs_k, edge, offs_q * 0 + edge <= hi, EDGES, t_stride, TS_W,
-                      num_buckets, KEYS_FIRST)
-    return w
-
-
-@triton.jit
-def time_weights_loop(w, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                      KEYS_FIRST: tl.constexpr):
-    """Every edge lo+1 .. hi, in a loop: for diagonal tiles and far tiles with many edges."""
-    for edge in range(lo + 1, hi + 1):
-        w = pass_edge(w, offs_q, q_ok, offs_k, edge, offs_q >= 0, EDGES, t_stride, TS_W, num_buckets,
-                      KEYS_FIRST)
-    return w
-
-
-@triton.jit
-def far_time_weights(template, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                     KEYS_FIRST: tl.constexpr, MAX_EDGES: tl.constexpr, PROBE_EDGES: tl.constexpr):
-    """ts_w[bucket] of a far tile (template's shape), by selection among its buckets lo .. hi.
-
-    Most far tiles span 0-2 edges: a branch per tile on the count runs only the edges there are
-    (0, up to 2, up to MAX_EDGES). A tile spanning more gets a wrong but finite result here; the
-    caller zeroes its contribution and redoes it exactly (`time_weights_loop`). PROBE_EDGES >= 0
-    compiles one class only (benchmarks/kernel_static.py; never launched).
-    """
-    w = tl.zeros_like(template) + tl.load(TS_W + lo).to(tl.float32)
-    if PROBE_EDGES >= 0:
-        w = time_weights_unrolled(w, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                                  KEYS_FIRST, PROBE_EDGES)
-    else:
-        if hi > lo:
-            if hi - lo <= 2:
-                w = time_weights_unrolled(w, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                                          KEYS_FIRST, 2)
-            else:
-                w = time_weights_unrolled(w, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                                          KEYS_FIRST, MAX_EDGES)
-    return w
-
-
-# Tile kinds of `fast_rab`.
-FAR_TILE = tl.constexpr(0)  # every key before every query, few edges: unrolled
-LOOP_TILE = tl.constexpr(1)  # diagonal tiles, and far tiles spanning more than MAX_EDGES edges
-
-
-@triton.jit
-def fast_rab(s, offs_q, q_ok, offs_k, m_start, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-             POS_SKEW, skew_stride, skew_pad, max_seq_len,
-             HAS_POS: tl.constexpr, HAS_TS: tl.constexpr, KEYS_FIRST: tl.constexpr, KIND: tl.constexpr,
-             MAX_EDGES: tl.constexpr, PROBE_EDGES: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr):
-    """s + rab by loads and selects (sorted timestamps; the tables of `rab_tables`), exactly the
-    reference's bias: the time buckets of the tile's pairs are lo .. hi."""
+def position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len,
+                  HAS_POS: tl.constexpr, KEYS_FIRST: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr):
+    """pos_w[j - i + N - 1] for a fast-path tile (one aligned block of the skewed table), or 0."""
     if HAS_POS:
         if KEYS_FIRST:
             col0 = m_start - n_start + skew_pad
         else:
             col0 = n_start - m_start + max_seq_len - 1 + skew_pad
-        s += skewed_position_block(POS_SKEW, skew_stride, col0, BLOCK_Q, BLOCK_K, KEYS_FIRST)
+        return skewed_position_block(POS_SKEW, skew_stride, col0, BLOCK_Q, BLOCK_K, KEYS_FIRST)
+    else:
+        return 0.0
+
+
+@triton.jit
+def saturated_sum(row_term, col_term):
+    """clamp(row_term[:, None] + col_term[None, :], 0, 1): on the GPU one add.sat.f32 per element
+    (the interpreter runs no inline assembly)."""
+    a, b = tl.broadcast(row_term[:, None], col_term[None, :])
+    if SATURATING_ADD:
+        return tl.inline_asm_elementwise("add.rn.sat.f32 $0, $1, $2;", "=r,r,r", [a, b], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.minimum(tl.maximum(a + b, 0.0), 1.0)
+
+
+@triton.jit
+def pass_edge(s, offs_row, row_ok, col_rel, col_start, edge, live, EDGES, t_stride, TS_W, num_buckets,
+              KEYS_FIRST: tl.constexpr):
+    """s + (ts_w[edge] - ts_w[edge - 1]) for the tile's pairs past `edge` (key j <= J[edge, i]).
+
+    A pair's bucket is lo plus the edges it passes (passing edge k + 1 implies passing k), so
+    from ts_w[lo] the steps telescope to ts_w[bucket] (to float rounding). Rows are queries and
+    EDGES the edge table (j <= J), or with KEYS_FIRST keys and EDGES `first_query_table` (i >= I):
+    either way one value per row and edge. The indicator is clamp(row term -/+ col_rel, 0, 1)
+    of integers held exactly in float32: per logit one saturating add, then one FFMA, and no
+    predicate (compares came out as bit masks packed around the selects). Rows where `live` is
+    false read nothing and pass nothing (an edge past the tile's range).
+    """
+    if KEYS_FIRST:
+        first_query = tl.load(EDGES + (edge - 1) * t_stride + offs_row, mask=row_ok & live, other=1 << 30)
+        passing = saturated_sum((col_start - first_query + 1).to(tl.float32), col_rel)
+    else:
+        last_key = tl.load(EDGES + (edge - 1) * t_stride + offs_row, mask=row_ok & live, other=-1)
+        passing = saturated_sum((last_key - col_start + 1).to(tl.float32), -col_rel)
+    step = tl.load(TS_W + tl.minimum(edge, num_buckets)).to(tl.float32) - \
+        tl.load(TS_W + tl.minimum(edge, num_buckets) - 1).to(tl.float32)
+    return s + step * passing
+
+
+@triton.jit
+def time_weights_unrolled(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                          KEYS_FIRST: tl.constexpr, COUNT: tl.constexpr):
+    """Edges lo+1 .. lo+COUNT (those <= hi) in increasing order, unrolled: straight-line code."""
+    for e in tl.static_range(COUNT):
+        edge = lo + 1 + e
+        s = pass_edge(s, offs_row, row_ok, col_rel, col_start, edge, offs_row * 0 + edge <= hi, EDGES, t_stride,
+                      TS_W, num_buckets, KEYS_FIRST)
+    return s
+
+
+@triton.jit
+def time_weights_loop(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                      KEYS_FIRST: tl.constexpr):
+    """Every edge lo+1 .. hi, in a loop: for diagonal tiles and far tiles with many edges."""
+    for edge in range(lo + 1, hi + 1):
+        s = pass_edge(s, offs_row, row_ok, col_rel, col_start, edge, offs_row >= 0, EDGES, t_stride, TS_W,
+                      num_buckets, KEYS_FIRST)
+    return s
+
+
+# Tile kinds of `scaled_logits`.
+FAR_TILE = tl.constexpr(0)  # every key before every query, few edges: unrolled
+LOOP_TILE = tl.constexpr(1)  # diagonal tiles, and far tiles spanning more than MAX_EDGES edges
+
+
+@triton.jit
+def scaled_logits(qk, alpha, pos, offs_row, row_ok, col_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                  HAS_TS: tl.constexpr, KEYS_FIRST: tl.constexpr, KIND: tl.constexpr, MAX_EDGES: tl.constexpr,
+                  PROBE_EDGES: tl.constexpr, BLOCK_COL: tl.constexpr):
+    """alpha * qk + pos + ts_w[bucket] on the fast path (sorted timestamps; the tables of
+    `rab_tables`): exactly the reference's bias, the time buckets by selection among the tile's
+    buckets lo .. hi. The positional term rides on the scaling's FFMA. Rows are queries (offs_row,
+    row_ok; the columns start at key col_start) or with KEYS_FIRST keys (EDGES is then
+    `first_query_table`).
+
+    Far tiles (KIND FAR_TILE) branch once per tile on their edge count: none (one add of the
+    tile's one weight per logit), up to 2, up to MAX_EDGES (unrolled, per edge and logit one
+    saturating add and one FFMA: `pass_edge`). A far tile spanning more gets the tile's lowest
+    weight only (wrong but finite logits, at a 0-edge tile's cost); its caller zeroes the tile's
+    contribution (by masking a V or dout load: a predicate per load, not a select per logit) and
+    redoes it in a loop over its edges (LOOP_TILE, as the diagonal tiles are). PROBE_EDGES >= 0
+    compiles one far-tile class only (benchmarks/kernel_static.py; never launched).
+    """
+    # The edges add onto the logits themselves: a loop carrying a tile of its own got a layout
+    # other than the dot's from the compiler (32 rows a thread, 255 registers kernel-wide).
+    s = qk * alpha + pos
     if HAS_TS:
+        s += tl.load(TS_W + lo).to(tl.float32)
+        col_rel = tl.arange(0, BLOCK_COL).to(tl.float32)
         if KIND == 0:
-            s += far_time_weights(s, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                                  KEYS_FIRST, MAX_EDGES, PROBE_EDGES)
+            if PROBE_EDGES > 0:
+                s = time_weights_unrolled(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride, TS_W,
+                                          num_buckets, KEYS_FIRST, PROBE_EDGES)
+            elif PROBE_EDGES < 0:
+                # A tile spanning more than MAX_EDGES runs as one spanning none (it is redone).
+                hi = tl.where(hi - lo <= MAX_EDGES, hi, lo)
+                if hi > lo:
+                    if hi - lo <= 2:
+                        s = time_weights_unrolled(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride,
+                                                  TS_W, num_buckets, KEYS_FIRST, 2)
+                    else:
+                        s = time_weights_unrolled(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride,
+                                                  TS_W, num_buckets, KEYS_FIRST, MAX_EDGES)
         else:
-            w = tl.zeros_like(s) + tl.load(TS_W + lo).to(tl.float32)
-            s += time_weights_loop(w, offs_q, q_ok, offs_k, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                                   KEYS_FIRST)
+            s = time_weights_loop(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride, TS_W,
+                                  num_buckets, KEYS_FIRST)
     return s
 
 

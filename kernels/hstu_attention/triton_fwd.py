@@ -29,8 +29,8 @@ import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
     FAR_TILE, INTERPRET, LOOP_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
-    exact_rab, fast_math, fast_rab, last_dim_contiguous, pad_head_dim, query_times, rab_args, sigmoid, split_time,
-    tile_buckets, tune_key_len,
+    exact_rab, fast_math, last_dim_contiguous, pad_head_dim, position_bias, query_times, rab_args,
+    scaled_logits, sigmoid, split_time, tile_buckets, tune_key_len,
 )
 from kernels.hstu_attention.rab_tables import rab_tables
 
@@ -71,7 +71,7 @@ def _fwd_tile(
         n_ok = tl.full((BLOCK_N,), 1, tl.int1)
     k = tl.load(K + offs_n[:, None] * stride_kt + offs_dqk[None, :],
                 mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
-    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * alpha
+    v_ok = n_ok
     if FAST_RAB:
         last_row = tl.minimum(m_start + BLOCK_M, seq_len) - 1
         if HAS_TS:
@@ -80,16 +80,22 @@ def _fwd_tile(
         else:
             lo = 0
             hi = 0
+        pos = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, False,
+                            BLOCK_M, BLOCK_N)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
         if MASKED:
             # The diagonal: buckets from 0 (j = i) up to the last row's gap to the first key.
-            s = fast_rab(s, offs_m, m_ok, offs_n, m_start, n_start, 0, hi, EDGES, t_stride, TS_W, num_buckets,
-                         POS_SKEW, skew_stride, skew_pad, max_seq_len, HAS_POS, HAS_TS, False, LOOP_TILE,
-                         MAX_EDGES, PROBE_EDGES, BLOCK_M, BLOCK_N)
+            s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, 0, hi, EDGES, t_stride, TS_W, num_buckets,
+                              HAS_TS, False, LOOP_TILE, MAX_EDGES, PROBE_EDGES, BLOCK_N)
         else:
-            s = fast_rab(s, offs_m, m_ok, offs_n, m_start, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                         POS_SKEW, skew_stride, skew_pad, max_seq_len, HAS_POS, HAS_TS, False, KIND,
-                         MAX_EDGES, PROBE_EDGES, BLOCK_M, BLOCK_N)
+            s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                              HAS_TS, False, KIND, MAX_EDGES, PROBE_EDGES, BLOCK_N)
+            if HAS_TS and KIND == FAR_TILE:
+                # A far tile spanning more edges than the unrolled ones counts in the loop over such
+                # tiles: here its V tile loads as zeros (a predicate per load, not a select per logit).
+                v_ok = n_ok & (offs_n * 0 + hi - lo <= MAX_EDGES)
     else:
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * alpha
         s, _ = exact_rab(s, offs_m, offs_n, n_ok, tq_hi, tq_lo, 0.0, 0.0, ts_base, seq_len, TS, TS,
                          POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS, False)
     p = s * sigmoid(s, FAST_MATH)
@@ -97,11 +103,8 @@ def _fwd_tile(
         # Causal, diagonal included. Keys past the sequence need no mask of their own: for the
         # rows that are stored (i < n_b) they already fail j <= i.
         p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)
-    if FAST_RAB and HAS_TS and not MASKED and KIND == FAR_TILE:
-        # A far tile spanning more edges than the unrolled ones counts in the loop over such tiles.
-        p = tl.where(hi - lo <= MAX_EDGES, p, 0.0)
     v = tl.load(V + offs_n[:, None] * stride_vt + offs_dv[None, :],
-                mask=n_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
+                mask=v_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
     return tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
 
 

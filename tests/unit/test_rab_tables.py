@@ -9,7 +9,7 @@ import torch
 
 from kernels.hstu_attention import rab_tables
 from kernels.hstu_attention.rab_tables import (
-    SKEW_ALIGN, SKEW_ROWS, edge_table, skewed_positions, skewed_positions_keys_first,
+    SKEW_ALIGN, SKEW_ROWS, edge_table, first_query_table, skewed_positions, skewed_positions_keys_first,
 )
 from kernels.hstu_attention.reference import time_buckets
 from kernels.hstu_attention.triton_common import _threshold_values
@@ -74,6 +74,28 @@ def test_buckets_match_on_long_sorted_sequences_with_ties_and_jumps():
     last = torch.stack([ts[int(e) - 1] if e > s else torch.tensor(0) for s, e in zip(offsets[:-1], offsets[1:])])
     request = last + torch.tensor([5, 0, 3600, 2**31, 1])
     _assert_same_buckets(ts, request, lengths)
+
+
+def test_first_query_table_is_the_edge_table_seen_from_the_keys():
+    # i >= I[k, j] exactly when j <= J[k, i]: the dk/dv kernel tests key rows by I, the others
+    # query rows by J, and both must pick the same pairs (empty and one-token sequences included).
+    gen = torch.Generator().manual_seed(1)
+    lengths = [5, 0, 1, 90, 33]
+    total = sum(lengths)
+    steps = torch.exp(torch.rand(total, generator=gen) * 16).long() * (torch.rand(total, generator=gen) > 0.25)
+    ts = 10**9 + steps.cumsum(0)
+    offsets = _offsets(lengths)
+    last = torch.stack([ts[int(e) - 1] if e > s else torch.tensor(0) for s, e in zip(offsets[:-1], offsets[1:])])
+    edges = edge_table(ts, last + 30, offsets, NUM_BUCKETS)
+    first = first_query_table(edges, offsets)
+    assert first.dtype == torch.int32 and first.shape == edges.shape
+    for b in range(len(lengths)):
+        start, n = int(offsets[b]), lengths[b]
+        i, j = torch.arange(n), torch.arange(n)
+        by_rows = j[None, None, :] <= edges[:, start:start + n, None].long()  # [K, i, j]
+        by_keys = i[None, :, None] >= first[:, None, start:start + n].long()
+        assert torch.equal(by_rows, by_keys)
+        assert bool(((first[:, start:start + n] >= 0) & (first[:, start:start + n] <= n)).all())
 
 
 def test_spans_just_below_2_46_are_exact_and_beyond_fall_back(caplog):
