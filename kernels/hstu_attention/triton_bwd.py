@@ -359,12 +359,13 @@ def _dq_tile(
         wrapped = rows + cols >= BLOCK
         # rotated[ii, c] = ds[ii, (ii + c) mod BLOCK]: j - i = c, or c - BLOCK where wrapped.
         rotated = tl.gather(ds, (rows + cols) & (BLOCK - 1), axis=1)
-        low = tl.where(wrapped, rotated, 0.0)
-        # carry holds the unwrapped part of the previous key block: same BLOCK weights as `low`.
+        # carry holds the column sums of the previous key block's unwrapped part: the same BLOCK
+        # weights as this block's wrapped part (sums, not the tile: 32 registers fewer a thread).
         # Slot (m_start - n_start) / BLOCK + 1 of this program's row: weights N - 1 - slot * BLOCK + c.
         slot = (m_start - n_start) // BLOCK + 1
-        tl.store(DPOS_PART + slot * BLOCK + tl.arange(0, BLOCK), tl.sum(carry + low, axis=0) * inv_n)
-        carry = rotated - low
+        low = tl.sum(tl.where(wrapped, rotated, 0.0), axis=0)
+        tl.store(DPOS_PART + slot * BLOCK + tl.arange(0, BLOCK), (carry + low) * inv_n)
+        carry = tl.sum(tl.where(wrapped, 0.0, rotated), axis=0)
     if HAS_TS:
         if FAST_RAB:
             if MASKED:
@@ -440,7 +441,7 @@ def _dq_kernel(
         inv_n = 1.0 / seq_len
 
     dq = tl.zeros((BLOCK, BLOCK_DQK), dtype=tl.float32)
-    carry = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+    carry = tl.zeros((BLOCK,), dtype=tl.float32)
     hist = tl.zeros((HIST_PAD,), dtype=tl.float32)
     for n_start in range(0, m_start, BLOCK):
         dq, carry, hist = _dq_tile(
@@ -455,12 +456,12 @@ def _dq_kernel(
         MAX_EDGES, EDGE_PAD, PROBE_EDGES, HIST_PAD, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     if HAS_POS:
         # The diagonal block's unwrapped part, slot 0: offsets j - i = 0 .. BLOCK-1 (only 0 is nonzero).
-        tl.store(DPOS_PART + tl.arange(0, BLOCK), tl.sum(carry, axis=0) * inv_n)
+        tl.store(DPOS_PART + tl.arange(0, BLOCK), carry * inv_n)
     if FAST_RAB and HAS_TS:
         # Far tiles spanning more edges than the first loop unrolls, redone with all their edges.
         # Their diagonal sums chain through their own carry into the second plane, which every
         # far tile's slot is written in once (zeros where no such tile ends).
-        carry = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+        carry = tl.zeros((BLOCK,), dtype=tl.float32)
         for n_start in range(0, m_start, BLOCK):
             lo, hi = tile_buckets(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1,
                                   n_start, n_start + BLOCK - 1, num_buckets, EDGE_PAD)
@@ -474,10 +475,10 @@ def _dq_kernel(
             else:
                 if HAS_POS:
                     slot = (m_start - n_start) // BLOCK + 1
-                    tl.store(DPOS_PART + plane + slot * BLOCK + tl.arange(0, BLOCK), tl.sum(carry, axis=0) * inv_n)
-                    carry = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+                    tl.store(DPOS_PART + plane + slot * BLOCK + tl.arange(0, BLOCK), carry * inv_n)
+                    carry = tl.zeros((BLOCK,), dtype=tl.float32)
         if HAS_POS:
-            tl.store(DPOS_PART + plane + BLOCK + tl.arange(0, BLOCK), tl.sum(carry, axis=0) * inv_n)
+            tl.store(DPOS_PART + plane + BLOCK + tl.arange(0, BLOCK), carry * inv_n)
     if HAS_TS:
         tl.store(DTS_PART + tl.arange(0, HIST_PAD), hist * inv_n)
 
