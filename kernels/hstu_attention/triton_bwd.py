@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    FAR_TILE, INTERPRET, LOOP_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
+    FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
     exact_rab, fast_math, last_dim_contiguous, pad_head_dim, position_bias, query_times, rab_args,
     saturated_sum, scaled_logits, sigmoid, split_time, tile_buckets, tune_key_len,
 )
@@ -214,7 +214,7 @@ def _dkdv_kernel(
                 dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
                                     Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, POS_SKEW,
                                     stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
-                                    num_buckets, D_QK, D_V, False, LOOP_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES,
+                                    num_buckets, D_QK, D_V, False, MANY_EDGE_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES,
                                     EDGE_PAD, PROBE_EDGES, BLOCK_N, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION,
                                     FAST_MATH)
 
@@ -458,9 +458,11 @@ def _dq_kernel(
         # The diagonal block's unwrapped part, slot 0: offsets j - i = 0 .. BLOCK-1 (only 0 is nonzero).
         tl.store(DPOS_PART + tl.arange(0, BLOCK), carry * inv_n)
     if FAST_RAB and HAS_TS:
-        # Far tiles spanning more edges than the first loop unrolls, redone with all their edges.
-        # Their diagonal sums chain through their own carry into the second plane, which every
-        # far tile's slot is written in once (zeros where no such tile ends).
+        # Far tiles spanning more edges than the first loop unrolls, redone with all their edges
+        # (edge by edge: the forward's merging of equal edges cost this register-bound kernel
+        # about 1 KB more spills on sm_80). Their diagonal sums chain through their own carry
+        # into the second plane, which every far tile's slot is written in once (zeros where no
+        # such tile ends).
         carry = tl.zeros((BLOCK,), dtype=tl.float32)
         for n_start in range(0, m_start, BLOCK):
             lo, hi = tile_buckets(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1,

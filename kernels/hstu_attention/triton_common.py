@@ -271,18 +271,51 @@ def time_weights_unrolled(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES
 
 
 @triton.jit
+def edge_row(offs_row, row_ok, edge, live, EDGES, t_stride, KEYS_FIRST: tl.constexpr):
+    """The tile rows' values of one edge: J[edge, i] (query rows; -1 where not live) or, with
+    KEYS_FIRST, I[edge, j] (key rows; 2^30 where not live): either way, passing nothing."""
+    if KEYS_FIRST:
+        return tl.load(EDGES + (edge - 1) * t_stride + offs_row, mask=row_ok & live, other=1 << 30)
+    else:
+        return tl.load(EDGES + (edge - 1) * t_stride + offs_row, mask=row_ok & live, other=-1)
+
+
+@triton.jit
 def time_weights_loop(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                      KEYS_FIRST: tl.constexpr):
-    """Every edge lo+1 .. hi, in a loop: for diagonal tiles and far tiles with many edges."""
-    for edge in range(lo + 1, hi + 1):
-        s = pass_edge(s, offs_row, row_ok, col_rel, col_start, edge, offs_row >= 0, EDGES, t_stride, TS_W,
-                      num_buckets, KEYS_FIRST)
+                      KEYS_FIRST: tl.constexpr, MERGE: tl.constexpr):
+    """Every edge lo+1 .. hi, in a loop: for diagonal tiles and far tiles with many edges.
+
+    MERGE (the many-edge far tiles): consecutive edges whose rows' values are all equal (a long
+    pause inside the tile puts many edges on the same key) pass the same pairs, so their steps
+    are summed and applied once, at a per-edge cost of one compare-and-reduce over the rows
+    rather than a saturating add and an FFMA per logit. On the benchmark's inputs the forward's
+    many-edge tiles span 17.4 edges on average, of which 12.4 differ from the next (N 4096).
+    """
+    if MERGE:
+        cur = edge_row(offs_row, row_ok, lo + 1, offs_row >= 0, EDGES, t_stride, KEYS_FIRST)
+        pending = 0.0
+        for edge in range(lo + 1, hi + 1):
+            nxt = edge_row(offs_row, row_ok, edge + 1, offs_row * 0 + edge + 1 <= hi, EDGES, t_stride, KEYS_FIRST)
+            pending += tl.load(TS_W + edge).to(tl.float32) - tl.load(TS_W + edge - 1).to(tl.float32)
+            if tl.min((cur == nxt).to(tl.int32)) == 0:  # the last edge always differs (sentinel next)
+                if KEYS_FIRST:
+                    passing = saturated_sum((col_start - cur + 1).to(tl.float32), col_rel)
+                else:
+                    passing = saturated_sum((cur - col_start + 1).to(tl.float32), -col_rel)
+                s += pending * passing
+                pending = 0.0
+            cur = nxt
+    else:
+        for edge in range(lo + 1, hi + 1):
+            s = pass_edge(s, offs_row, row_ok, col_rel, col_start, edge, offs_row >= 0, EDGES, t_stride, TS_W,
+                          num_buckets, KEYS_FIRST)
     return s
 
 
 # Tile kinds of `scaled_logits`.
 FAR_TILE = tl.constexpr(0)  # every key before every query, few edges: unrolled
-LOOP_TILE = tl.constexpr(1)  # diagonal tiles, and far tiles spanning more than MAX_EDGES edges
+LOOP_TILE = tl.constexpr(1)  # diagonal tiles: a loop over their edges
+MANY_EDGE_TILE = tl.constexpr(2)  # far tiles spanning more than MAX_EDGES edges: a loop merging equal edges
 
 
 @triton.jit
@@ -325,7 +358,7 @@ def scaled_logits(qk, alpha, pos, offs_row, row_ok, col_start, lo, hi, EDGES, t_
                                                   TS_W, num_buckets, KEYS_FIRST, MAX_EDGES)
         else:
             s = time_weights_loop(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride, TS_W,
-                                  num_buckets, KEYS_FIRST)
+                                  num_buckets, KEYS_FIRST, KIND == 2)
     return s
 
 

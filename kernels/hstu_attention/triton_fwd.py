@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    FAR_TILE, INTERPRET, LOOP_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
+    FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
     exact_rab, fast_math, last_dim_contiguous, pad_head_dim, position_bias, query_times, rab_args,
     scaled_logits, sigmoid, split_time, tile_buckets, tune_key_len,
 )
@@ -183,7 +183,7 @@ def _hstu_fwd_kernel(
             if hi - lo > MAX_EDGES:
                 acc = _fwd_tile(acc, q, offs_m, m_ok, m_start, tq_hi, tq_lo, ts_base, n_start, seq_len,
                                 K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride,
-                                skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, LOOP_TILE,
+                                skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, MANY_EDGE_TILE,
                                 HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK_M, BLOCK_N,
                                 BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
 

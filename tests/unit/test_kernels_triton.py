@@ -223,8 +223,26 @@ def _mixed_timestamps(lengths, seed):
     return 1_600_000_000 + steps.cumsum(0)
 
 
+def _merged_edge_runs(edges: torch.Tensor, offsets: torch.Tensor, block_q: int, block_k: int) -> tuple[int, int]:
+    """(edges, edges equal on every row to the next one) over the far tiles spanning more than
+    FAR_TILE_MAX_EDGES edges: the many-edge loop merges the latter (`time_weights_loop`)."""
+    total = equal = 0
+    for b in range(offsets.numel() - 1):
+        start, n = int(offsets[b]), int(offsets[b + 1] - offsets[b])
+        for m0 in range(0, n, block_q):
+            rows = edges[:, start + m0: start + min(m0 + block_q, n)]
+            for n0 in range(0, (m0 // block_k) * block_k, block_k):
+                lo = int((rows[:, 0] >= n0 + block_k - 1).sum())
+                hi = int((rows[:, -1] >= n0).sum())
+                if hi - lo > FAR_TILE_MAX_EDGES:
+                    total += hi - lo
+                    equal += sum(bool(torch.equal(rows[k - 1], rows[k])) for k in range(lo + 1, hi))
+    return total, equal
+
+
 def test_fast_rab_takes_both_tile_paths_and_matches_the_reference():
-    """Far tiles within MAX_EDGES edges take loads and selects, the others the exact path: both exact."""
+    """Far tiles within MAX_EDGES edges take the unrolled edges, the others the loop over their
+    edges (merging runs of equal edges): both exact."""
     lengths, n = [150, 97, 0, 1, 64], 160
     ts = _mixed_timestamps(lengths, seed=5)
     offsets = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
@@ -232,6 +250,8 @@ def test_fast_rab_takes_both_tile_paths_and_matches_the_reference():
     spans = far_tile_edge_counts(edges, offsets, 32, 16)  # the forward's tiles here (FWD_CONFIGS)
     fast, looped = int((spans <= FAR_TILE_MAX_EDGES).sum()), int((spans > FAR_TILE_MAX_EDGES).sum())
     assert fast >= 10 and looped >= 3, (fast, looped)
+    many, merged = _merged_edge_runs(edges, offsets, 32, 16)
+    assert 0 < merged < many, (many, merged)  # the loop both merges edges and applies them
     check_against_reference(lengths, 2, 16, 16, n, "both", "seq_len", device=DEVICE, timestamps=ts, seed=5)
     check_against_reference(lengths, 1, 16, 32, n, "ts", "max_len", device=DEVICE, timestamps=ts, seed=6,
                             request=True)
