@@ -42,7 +42,7 @@ import triton.language as tl
 from kernels.hstu_attention.triton_common import (
     FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
     exact_rab, fast_math, last_dim_contiguous, pad_head_dim, position_bias, query_times, rab_args,
-    saturated_sum, scaled_logits, sigmoid, split_time, tile_buckets, tune_key_len,
+    passing_pairs, scaled_logits, sigmoid, split_time, tile_buckets, tune_key_len,
 )
 from kernels.hstu_attention.rab_tables import rab_tables
 
@@ -234,9 +234,8 @@ def _past_edge_sum(hist, ds, offs_m, live, offs_n, edge, EDGES, t_stride, HIST_P
     edge - 1: summed over the edges, bucket k gets exactly its pairs' dS."""
     ks = tl.arange(0, HIST_PAD)
     last_key = tl.load(EDGES + (edge - 1) * t_stride + offs_m, mask=live, other=-1)
-    # The forward's indicator (`triton_common.pass_edge`): a saturating add, no predicate.
-    passing = saturated_sum((last_key + 1).to(tl.float32), -offs_n.to(tl.float32))
-    past = tl.sum(ds * passing)
+    # The forward's indicator, with absolute key indices (a tile starting at key 0).
+    past = tl.sum(ds * passing_pairs(last_key, offs_n.to(tl.float32), 0, False))
     return hist + tl.where(ks == edge, past, 0.0) - tl.where(ks == edge - 1, past, 0.0)
 
 

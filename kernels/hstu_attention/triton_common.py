@@ -236,6 +236,28 @@ def saturated_sum(row_term, col_term):
 
 
 @triton.jit
+def edge_row(offs_row, row_ok, edge, live, EDGES, t_stride, KEYS_FIRST: tl.constexpr):
+    """The tile rows' values of one edge: J[edge, i] (query rows; -1 where not live) or, with
+    KEYS_FIRST, I[edge, j] (key rows; 2^30 where not live): either way, passing nothing."""
+    if KEYS_FIRST:
+        return tl.load(EDGES + (edge - 1) * t_stride + offs_row, mask=row_ok & live, other=1 << 30)
+    else:
+        return tl.load(EDGES + (edge - 1) * t_stride + offs_row, mask=row_ok & live, other=-1)
+
+
+@triton.jit
+def passing_pairs(values, col_rel, col_start, KEYS_FIRST: tl.constexpr):
+    """1.0 for the tile's pairs past an edge, else 0.0, from its rows' values (`edge_row`): query
+    rows pass keys j <= J (col_rel <= J - col_start), key rows pass queries i >= I. The indicator
+    is clamp(row term -/+ col_rel, 0, 1) of integers held exactly in float32: per logit one
+    saturating add and no predicate (compares came out as bit masks packed around the selects)."""
+    if KEYS_FIRST:
+        return saturated_sum((col_start - values + 1).to(tl.float32), col_rel)
+    else:
+        return saturated_sum((values - col_start + 1).to(tl.float32), -col_rel)
+
+
+@triton.jit
 def pass_edge(s, offs_row, row_ok, col_rel, col_start, edge, live, EDGES, t_stride, TS_W, num_buckets,
               KEYS_FIRST: tl.constexpr):
     """s + (ts_w[edge] - ts_w[edge - 1]) for the tile's pairs past `edge` (key j <= J[edge, i]).
@@ -243,17 +265,12 @@ def pass_edge(s, offs_row, row_ok, col_rel, col_start, edge, live, EDGES, t_stri
     A pair's bucket is lo plus the edges it passes (passing edge k + 1 implies passing k), so
     from ts_w[lo] the steps telescope to ts_w[bucket] (to float rounding). Rows are queries and
     EDGES the edge table (j <= J), or with KEYS_FIRST keys and EDGES `first_query_table` (i >= I):
-    either way one value per row and edge. The indicator is clamp(row term -/+ col_rel, 0, 1)
-    of integers held exactly in float32: per logit one saturating add, then one FFMA, and no
-    predicate (compares came out as bit masks packed around the selects). Rows where `live` is
-    false read nothing and pass nothing (an edge past the tile's range).
+    either way one value per row and edge, and per logit one saturating add (`passing_pairs`)
+    and one FFMA. Rows where `live` is false read nothing and pass nothing (an edge past the
+    tile's range).
     """
-    if KEYS_FIRST:
-        first_query = tl.load(EDGES + (edge - 1) * t_stride + offs_row, mask=row_ok & live, other=1 << 30)
-        passing = saturated_sum((col_start - first_query + 1).to(tl.float32), col_rel)
-    else:
-        last_key = tl.load(EDGES + (edge - 1) * t_stride + offs_row, mask=row_ok & live, other=-1)
-        passing = saturated_sum((last_key - col_start + 1).to(tl.float32), -col_rel)
+    values = edge_row(offs_row, row_ok, edge, live, EDGES, t_stride, KEYS_FIRST)
+    passing = passing_pairs(values, col_rel, col_start, KEYS_FIRST)
     step = tl.load(TS_W + tl.minimum(edge, num_buckets)).to(tl.float32) - \
         tl.load(TS_W + tl.minimum(edge, num_buckets) - 1).to(tl.float32)
     return s + step * passing
@@ -268,16 +285,6 @@ def time_weights_unrolled(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES
         s = pass_edge(s, offs_row, row_ok, col_rel, col_start, edge, offs_row * 0 + edge <= hi, EDGES, t_stride,
                       TS_W, num_buckets, KEYS_FIRST)
     return s
-
-
-@triton.jit
-def edge_row(offs_row, row_ok, edge, live, EDGES, t_stride, KEYS_FIRST: tl.constexpr):
-    """The tile rows' values of one edge: J[edge, i] (query rows; -1 where not live) or, with
-    KEYS_FIRST, I[edge, j] (key rows; 2^30 where not live): either way, passing nothing."""
-    if KEYS_FIRST:
-        return tl.load(EDGES + (edge - 1) * t_stride + offs_row, mask=row_ok & live, other=1 << 30)
-    else:
-        return tl.load(EDGES + (edge - 1) * t_stride + offs_row, mask=row_ok & live, other=-1)
 
 
 @triton.jit
@@ -297,12 +304,10 @@ def time_weights_loop(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_
         for edge in range(lo + 1, hi + 1):
             nxt = edge_row(offs_row, row_ok, edge + 1, offs_row * 0 + edge + 1 <= hi, EDGES, t_stride, KEYS_FIRST)
             pending += tl.load(TS_W + edge).to(tl.float32) - tl.load(TS_W + edge - 1).to(tl.float32)
-            if tl.min((cur == nxt).to(tl.int32)) == 0:  # the last edge always differs (sentinel next)
-                if KEYS_FIRST:
-                    passing = saturated_sum((col_start - cur + 1).to(tl.float32), col_rel)
-                else:
-                    passing = saturated_sum((cur - col_start + 1).to(tl.float32), -col_rel)
-                s += pending * passing
+            # The last edge's next reads the sentinel: it ends its run unless every row passes
+            # nothing anyway.
+            if tl.min((cur == nxt).to(tl.int32)) == 0:
+                s += pending * passing_pairs(cur, col_rel, col_start, KEYS_FIRST)
                 pending = 0.0
             cur = nxt
     else:
