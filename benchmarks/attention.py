@@ -258,9 +258,10 @@ def target_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def tuned_configs() -> dict[str, dict[str, str]]:
     """The autotuner's choice per kernel and tuning key, for the record."""
-    from kernels.hstu_attention import triton_bwd, triton_fwd
+    from kernels.hstu_attention import triton_bwd, triton_fwd, triton_rab_grad
 
-    tuned = {"fwd": triton_fwd._hstu_fwd_tuned, "dkdv": triton_bwd._dkdv_tuned, "dq": triton_bwd._dq_tuned}
+    tuned = {"fwd": triton_fwd._hstu_fwd_tuned, "dkdv": triton_bwd._dkdv_tuned, "dq": triton_bwd._dq_tuned,
+             "rab_grad": triton_rab_grad._rab_grad_tuned}
     return {name: {str(key): str(cfg) for key, cfg in t.cache.items()} for name, t in tuned.items()}
 
 

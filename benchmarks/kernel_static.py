@@ -3,7 +3,7 @@
     python benchmarks/kernel_static.py                 # sm_90 and sm_80: table + benchmarks/results/kernel_static.json
     python benchmarks/kernel_static.py --arch 90 --kernels fwd --out /tmp/k.json
 
-Each kernel (forward, dk/dv, dq) is compiled by Triton for the target (`triton.compile` with a
+Each kernel (forward, dk/dv, dq, and the backward's rab-gradient kernel) is compiled by Triton for the target (`triton.compile` with a
 `GPUTarget`; no device needed) in three variants, bf16 with D = 64 and its first tuned config:
 
 - norab      : no relative attention bias
@@ -13,15 +13,20 @@ Each kernel (forward, dk/dv, dq) is compiled by Triton for the target (`triton.c
                time buckets by integer compares against the edge table, a branch per far tile on
                its edge count (0, <= 2, <= 4); diagonal and many-edge tiles in separate loops
 
-and the probes rab_fast_e0/e1/e2/e4: the fast path with its far-tile loop compiled for tiles
+(the rab-gradient kernel, `triton_rab_grad`, exists with the bias only: its baseline is the
+bias-free backward, dk/dv + dq; the "backward" summary adds the three kernels up) and the probes
+rab_fast_e0/e1/e2/e4: the fast path with its far-tile loop compiled for tiles
 spanning exactly 0/1/2/4 edges (`PROBE_EDGES`, never launched). The shipped loop holds all the
 edge-count branches, so its static size is not what one tile executes; a probe's loop is.
 
 Per kernel: registers and spill bytes (`ptxas -v` on the PTX, with the ptxas Triton uses for the target), shared
 memory (Triton's metadata), and in the far-tile main loop (located by its backward branch in the
 SASS from `cuobjdump -sass`): SASS instructions per logit (loop instructions x threads / tile
-logits), 4-byte global loads per logit (per-element gathers; a tile load is 16-byte vectors),
-and whether the loop is software-pipelined (asynchronous global->shared copies in it).
+logits; for the rab-gradient kernel, whose tile loop holds a loop over the heads, per logit and
+head at H = 4: (tile loop + 3 more passes of the head loop) / 4), 4-byte global loads per logit
+(per-element gathers; a tile load is 16-byte vectors), whether the loop is software-pipelined (asynchronous global->shared copies in it), and the
+spill accesses (LDL/STL) in the hottest loop (the far-tile loop, or the rab-gradient kernel's
+loop over heads): spilled values reloaded there cost per logit, elsewhere per tile or program.
 These are proxies, not timings: only a GPU decides the speed.
 """
 
@@ -44,7 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "kernel_static.json"
-KERNELS = ("fwd", "dkdv", "dq")
+KERNELS = ("fwd", "dkdv", "dq", "rabgrad")
+# The benchmark's head count: the rab-gradient kernel's reductions are shared by this many heads.
+HEADS = 4
 VARIANTS = ("norab", "rab_exact", "rab_fast", "rab_fast_e0", "rab_fast_e1", "rab_fast_e2", "rab_fast_e4")
 # The probes: the far-tile loop compiled for tiles spanning exactly this many time-bucket edges.
 _PROBE_EDGES = {"rab_fast_e0": 0, "rab_fast_e1": 1, "rab_fast_e2": 2, "rab_fast_e4": 4}
@@ -72,6 +79,7 @@ class KernelCost:
     instructions_per_logit: float
     scalar_loads_per_logit: float
     pipelined: bool
+    hot_loop_local_accesses: int
     compile_s: float
 
 
@@ -103,8 +111,13 @@ def _kernel_spec(kernel: str) -> tuple[Any, dict[str, int], dict[str, str], str]
     if kernel == "dkdv":
         ptrs = {n: bf16 for n in ("Q", "K", "V", "DO", "DK", "DV")} | common
         return triton_bwd._dkdv_kernel, dict(triton_bwd.DKDV_CONFIGS[0]), ptrs, "dkdv"
-    ptrs = {n: bf16 for n in ("Q", "K", "V", "DO", "DQ")} | common | {"DPOS_PART": f32, "DTS_PART": f32}
-    return triton_bwd._dq_kernel, dict(triton_bwd.DQ_CONFIGS[0]), ptrs, "dq"
+    if kernel == "dq":
+        ptrs = {n: bf16 for n in ("Q", "K", "V", "DO", "DQ")} | common
+        return triton_bwd._dq_kernel, dict(triton_bwd.DQ_CONFIGS[0]), ptrs, "dq"
+    from kernels.hstu_attention import triton_rab_grad
+
+    ptrs = {n: bf16 for n in ("Q", "K", "V", "DO")} | common | {"DPOS_PART": f32, "DTS_PART": f32}
+    return triton_rab_grad._rab_grad_kernel, dict(triton_rab_grad.RAB_GRAD_CONFIGS[0]), ptrs, "rabgrad"
 
 
 def _tile_shape(kernel: str, config: dict[str, int]) -> tuple[int, int]:
@@ -184,27 +197,43 @@ def sass_instructions(cubin: bytes) -> list[tuple[int, str, str]]:
     return [(int(m.group(1), 16), m.group(2), m.group(3)) for m in _SASS_LINE.finditer(text)]
 
 
-def loops(instructions: list[tuple[int, str, str]]) -> list[tuple[int, int]]:
-    """(start, end) addresses of the outermost loops (backward branches), in program order."""
+def loops(instructions: list[tuple[int, str, str]], within: tuple[int, int] | None = None
+          ) -> list[tuple[int, int]]:
+    """(start, end) addresses of the outermost loops (backward branches), in program order; with
+    `within`, of the outermost loops nested strictly inside that one."""
     spans = []
     for addr, op, operands in instructions:
         if op.startswith("BRA") and (target := re.search(r"0x([0-9a-f]+)", operands)):
             start = int(target.group(1), 16)
             if start < addr:
                 spans.append((start, addr))
+    if within is not None:
+        spans = [a for a in spans if a != within and within[0] <= a[0] and a[1] <= within[1]]
     outer = [a for a in spans if not any(b != a and b[0] <= a[0] and a[1] <= b[1] for b in spans)]
     return sorted(set(outer))
 
 
 def far_tile_loop(kernel: str, instructions: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
-    """The instructions of the loop over far tiles: the forward's and dq's first key loop, the
-    dk/dv kernel's second query loop (its first one walks the blocks crossing the diagonal)."""
+    """The instructions of the loop over far tiles: the forward's, dq's and the rab-gradient
+    kernel's first key loop, the dk/dv kernel's second query loop (its first one walks the blocks
+    crossing the diagonal)."""
     found = loops(instructions)
     which = 1 if kernel == "dkdv" else 0
     if len(found) <= which:
         raise RuntimeError(f"{kernel}: expected at least {which + 1} loops in the SASS, found {len(found)}")
     start, end = found[which]
     return [ins for ins in instructions if start <= ins[0] <= end]
+
+
+def head_loop(loop: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """The rab-gradient kernel's loop over the heads, inside its far-tile loop `loop` (the one
+    nested loop holding the tile's dots)."""
+    inner = [span for span in loops(loop, within=(loop[0][0], loop[-1][0]))
+             if any(op.startswith(("HGMMA", "HMMA")) for a, op, _ in loop if span[0] <= a <= span[1])]
+    if len(inner) != 1:
+        raise RuntimeError(f"rabgrad: expected one loop over the heads with dots in the tile loop, found {len(inner)}")
+    start, end = inner[0]
+    return [ins for ins in loop if start <= ins[0] <= end]
 
 
 def scalar_global_loads(loop: list[tuple[int, str, str]]) -> int:
@@ -214,6 +243,11 @@ def scalar_global_loads(loop: list[tuple[int, str, str]]) -> int:
         if op.startswith(("LDG.", "LDGSTS.")) and not re.search(r"\.(64|128)\b", op):
             count += 1
     return count
+
+
+def local_accesses(loop: list[tuple[int, str, str]]) -> int:
+    """Local-memory loads and stores (register spills and their reloads) in `loop`."""
+    return sum(op.startswith(("LDL", "STL")) for _, op, _ in loop)
 
 
 def pipelined(loop: list[tuple[int, str, str]]) -> bool:
@@ -230,46 +264,77 @@ def measure(kernel: str, variant: str, arch: int) -> KernelCost:
     loop = far_tile_loop(kernel, sass_instructions(compiled.asm["cubin"]))
     rows, cols = _tile_shape(kernel, config)
     logits_per_thread = rows * cols / (32 * config["num_warps"])
+    # Instructions and loads a tile of logits costs; the rab-gradient kernel runs its head loop
+    # HEADS times a tile, and its costs are per logit and head.
+    executed, loads, passes, hot = len(loop), scalar_global_loads(loop), 1, loop
+    if kernel == "rabgrad":
+        hot = head_loop(loop)
+        executed += (HEADS - 1) * len(hot)
+        loads += (HEADS - 1) * scalar_global_loads(hot)
+        passes = HEADS
     return KernelCost(
         kernel=kernel, variant=variant, arch=arch, config=config, registers=regs, spill_store_bytes=spill_st,
         spill_load_bytes=spill_ld, shared_bytes=int(compiled.metadata.shared), loop_instructions=len(loop),
-        logits_per_thread=logits_per_thread, instructions_per_logit=round(len(loop) / logits_per_thread, 2),
-        scalar_loads_per_logit=round(scalar_global_loads(loop) / logits_per_thread, 3),
-        pipelined=pipelined(loop), compile_s=round(compile_s, 1),
+        logits_per_thread=logits_per_thread,
+        instructions_per_logit=round(executed / (passes * logits_per_thread), 2),
+        scalar_loads_per_logit=round(loads / (passes * logits_per_thread), 3),
+        pipelined=pipelined(loop), hot_loop_local_accesses=local_accesses(hot), compile_s=round(compile_s, 1),
     )
 
 
 def summary(costs: list[KernelCost]) -> dict[str, Any]:
-    """Per (arch, kernel): the fast path against the bias-free kernel, the issue's static targets."""
+    """Per (arch, kernel): the fast path against the bias-free kernel, the issue's static targets.
+
+    The rab-gradient kernel is held to the bias-free dq kernel's registers and shared memory
+    (it runs after dq, in the same slots), and "backward" per (arch) sums the three backward
+    kernels' instructions per logit against dk/dv + dq without the bias.
+    """
     out: dict[str, Any] = {}
     by = {(c.arch, c.kernel, c.variant): c for c in costs}
     for (arch, kernel, variant), cost in by.items():
-        if variant != "rab_fast" or (arch, kernel, "norab") not in by:
+        base_kernel = "dq" if kernel == "rabgrad" else kernel
+        if variant != "rab_fast" or (arch, base_kernel, "norab") not in by:
             continue
-        base = by[(arch, kernel, "norab")]
+        base = by[(arch, base_kernel, "norab")]
         exact = by.get((arch, kernel, "rab_exact"))
         probes = {v: by[(arch, kernel, v)] for v in _PROBE_EDGES if (arch, kernel, v) in by}
-        out[f"sm_{arch}/{kernel}"] = {
+        entry = {
             "spills_zero": cost.spill_store_bytes == 0 and cost.spill_load_bytes == 0,
             "registers_at_most_168": cost.registers <= 168,
             "shared_within_10pct_of_norab": cost.shared_bytes <= 1.10 * base.shared_bytes,
             "pipelined": cost.pipelined,
-            "exact_instructions_vs_norab": (round(exact.instructions_per_logit / base.instructions_per_logit, 2)
-                                            if exact else None),
-            "far_tile_instructions_vs_norab": {
-                v: round(p.instructions_per_logit / base.instructions_per_logit, 2) for v, p in probes.items()},
-            "far_tile_scalar_loads_per_logit": {v: p.scalar_loads_per_logit for v, p in probes.items()},
+        }
+        if kernel != "rabgrad":
+            entry |= {
+                "exact_instructions_vs_norab": (round(exact.instructions_per_logit / base.instructions_per_logit, 2)
+                                                if exact else None),
+                "far_tile_instructions_vs_norab": {
+                    v: round(p.instructions_per_logit / base.instructions_per_logit, 2) for v, p in probes.items()},
+            }
+        entry["far_tile_scalar_loads_per_logit"] = {v: p.scalar_loads_per_logit for v, p in probes.items()}
+        out[f"sm_{arch}/{kernel}"] = entry
+    for arch in sorted({c.arch for c in costs}):
+        parts = ("dkdv", "dq", "rabgrad")
+        if not all((arch, k, v) in by for k in parts for v in ("rab_fast", "rab_exact")) or \
+                not all((arch, k, "norab") in by for k in parts[:2]):
+            continue
+        base = sum(by[(arch, k, "norab")].instructions_per_logit for k in parts[:2])
+        ratios = {v: round(sum(by[(arch, k, v)].instructions_per_logit for k in parts) / base, 2)
+                  for v in ("rab_exact", *_PROBE_EDGES) if all((arch, k, v) in by for k in parts)}
+        out[f"sm_{arch}/backward"] = {
+            "exact_instructions_vs_norab": ratios.pop("rab_exact"),
+            "far_tile_instructions_vs_norab": ratios,
         }
     return out
 
 
 def print_table(costs: list[KernelCost]) -> None:
-    head = (f"{'arch':>5} {'kernel':>5} {'variant':>13} {'regs':>4} {'spill B':>8} {'smem KB':>7} "
+    head = (f"{'arch':>5} {'kernel':>7} {'variant':>13} {'regs':>4} {'spill B':>8} {'smem KB':>7} "
             f"{'loop ins':>8} {'ins/logit':>9} {'4B ld/logit':>11} {'pipelined':>9}")
     print(head)
     print("-" * len(head))
     for c in costs:
-        print(f"{c.arch:>5} {c.kernel:>5} {c.variant:>13} {c.registers:>4} {c.spill_store_bytes + c.spill_load_bytes:>8} "
+        print(f"{c.arch:>5} {c.kernel:>7} {c.variant:>13} {c.registers:>4} {c.spill_store_bytes + c.spill_load_bytes:>8} "
               f"{c.shared_bytes / 1024:>7.1f} {c.loop_instructions:>8} {c.instructions_per_logit:>9.2f} "
               f"{c.scalar_loads_per_logit:>11.3f} {str(c.pipelined):>9}")
 
@@ -277,7 +342,9 @@ def print_table(costs: list[KernelCost]) -> None:
 def run(archs: list[int], kernels: list[str], variants: list[str]) -> dict[str, Any]:
     import triton
 
-    costs = [measure(k, v, a) for a in archs for k in kernels for v in variants]
+    # The rab-gradient kernel has no bias-free variant (the backward without a bias does not launch it).
+    costs = [measure(k, v, a) for a in archs for k in kernels for v in variants
+             if not (k == "rabgrad" and v == "norab")]
     print_table(costs)
     return {
         "triton": triton.__version__,

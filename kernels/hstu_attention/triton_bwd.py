@@ -1,4 +1,5 @@
-"""Triton backward of jagged HSTU attention: dq, dk, dv and the rab weight gradients.
+"""Triton backward of jagged HSTU attention: dq, dk, dv, and (through `triton_rab_grad`) the rab
+weight gradients.
 
 With s = alpha q k^T + rab, p = silu(s) (causal-masked) and out = p v / n:
 
@@ -6,31 +7,21 @@ With s = alpha q k^T + rab, p = silu(s) (causal-masked) and out = p v / n:
     dk = alpha ds^T q / n  dq = alpha ds k / n
     d_pos[j - i + N - 1] += ds / n,  d_ts[bucket(ts[i+1] - ts[j])] += ds / n  (summed over heads)
 
-Two kernels, both recomputing s and p tile by tile (nothing of size [n, n] is stored; the forward
-saves nothing but its inputs):
+Three kernels, each recomputing s and p tile by tile (nothing of size [n, n] is stored; the
+forward saves nothing but its inputs):
 
 - `_dkdv_kernel`: one program per (key block, sequence, head) over the query blocks at or after
   it; dk, dv in registers, plain stores.
 - `_dq_kernel`: one program per (query block, sequence, head) over the key blocks up to the
-  diagonal; dq in registers, plus the rab gradients. A second pass recomputes s once more, but
-  dq atomics from `_dkdv_kernel` would be T * D float atomics per tile, and walking each query
-  row in order is what lets the positional reduction below carry sums between tiles.
+  diagonal; dq in registers. A second pass recomputes s once more, but dq atomics from
+  `_dkdv_kernel` would be T * D float atomics per tile.
+- `triton_rab_grad`: one program per (query block, sequence) with the heads inside, for the
+  weight gradients, which need dS only summed over heads: their reductions run once per tile,
+  not once per head.
 
 The bias of a tile is computed as in the forward (`triton_fwd`): by loads and selects from the
 tables of `rab_tables` when timestamps are sorted (far tiles with few edges in the main loop,
 diagonal and many-edge tiles in loops of their own), per logit otherwise.
-
-Rab gradients, without atomics: each dq program writes its own rows of float32 scratch buffers
-and PyTorch sums them over programs in a fixed order, so the weight gradients are bit-identical
-from run to run:
-- positional: each tile's diagonal sums. `tl.gather` rotates row ii of the (square) tile left by
-  ii, so column c holds the pairs with j - i = c (unwrapped) or c - BLOCK (wrapped). The wrapped
-  part of key block n and the unwrapped part of block n - 1 land on the same BLOCK weights, so
-  they are summed in registers and stored once per tile, in the slot of their distance from the
-  diagonal (two planes: the main loop's chain, and the many-edge tiles' own).
-- time: a register histogram per program. A tile whose buckets are lo..hi adds its dS total to
-  bucket lo and, per edge k, the dS of the keys past it (j <= J[k, i]) to bucket k and minus
-  to k - 1; on the exact path one masked sum per bucket of the tile's range.
 """
 
 from __future__ import annotations
@@ -42,13 +33,13 @@ import triton.language as tl
 from kernels.hstu_attention.triton_common import (
     FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
     exact_rab, fast_math, last_dim_contiguous, pad_head_dim, position_bias, query_times, rab_args,
-    passing_pairs, scaled_logits, sigmoid, split_time, tile_buckets, tune_key_len,
+    scaled_logits, sigmoid, split_time, tile_buckets, tune_key_len,
 )
 from kernels.hstu_attention.rab_tables import rab_tables
+from kernels.hstu_attention.triton_rab_grad import rab_weight_gradients
 
 
 # Autotune candidates as launch kwargs (tests run each one explicitly through the *_config args).
-# The dq kernel's tiles are square: the diagonal-sum rotation of the positional gradient needs it.
 if INTERPRET:
     # BLOCK_N != BLOCK_M so the interpreter tests cover the non-square causal bookkeeping.
     DKDV_CONFIGS = [dict(BLOCK_N=32, BLOCK_M=16, num_warps=4, num_stages=1)]
@@ -229,79 +220,14 @@ def _dkdv_kernel(
 
 
 @triton.jit
-def _past_edge_sum(hist, ds, offs_m, live, offs_n, edge, EDGES, t_stride, HIST_PAD: tl.constexpr):
-    """hist + the sum of dS over the keys past `edge` (bucket >= edge) to bucket edge, minus it from
-    edge - 1: summed over the edges, bucket k gets exactly its pairs' dS."""
-    ks = tl.arange(0, HIST_PAD)
-    last_key = tl.load(EDGES + (edge - 1) * t_stride + offs_m, mask=live, other=-1)
-    # The forward's indicator, with absolute key indices (a tile starting at key 0).
-    past = tl.sum(ds * passing_pairs(last_key, offs_n.to(tl.float32), 0, False))
-    return hist + tl.where(ks == edge, past, 0.0) - tl.where(ks == edge - 1, past, 0.0)
-
-
-@triton.jit
-def _edge_sums_unrolled(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, COUNT: tl.constexpr,
-                        HIST_PAD: tl.constexpr):
-    for e in tl.static_range(COUNT):
-        edge = lo + 1 + e
-        hist = _past_edge_sum(hist, ds, offs_m, m_ok & (offs_m * 0 + edge <= hi), offs_n, edge, EDGES, t_stride,
-                              HIST_PAD)
-    return hist
-
-
-@triton.jit
-def _time_gradient(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, KIND: tl.constexpr,
-                   MAX_EDGES: tl.constexpr, PROBE_EDGES: tl.constexpr, HIST_PAD: tl.constexpr):
-    """hist + the time-weight gradient of a tile whose buckets are lo .. hi (the edge table's sums:
-    the tile's total to bucket lo, and per edge the sum past it moved up one bucket)."""
-    ks = tl.arange(0, HIST_PAD)
-    hist += tl.where(ks == lo, tl.sum(ds), 0.0)
-    if KIND == 0:
-        if PROBE_EDGES >= 0:
-            hist = _edge_sums_unrolled(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, PROBE_EDGES,
-                                       HIST_PAD)
-        else:
-            if hi > lo:
-                if hi - lo <= 2:
-                    hist = _edge_sums_unrolled(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, 2, HIST_PAD)
-                else:
-                    hist = _edge_sums_unrolled(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, MAX_EDGES,
-                                               HIST_PAD)
-    else:
-        for edge in range(lo + 1, hi + 1):
-            hist = _past_edge_sum(hist, ds, offs_m, m_ok, offs_n, edge, EDGES, t_stride, HIST_PAD)
-    return hist
-
-
-@triton.jit
-def _bucket_hist(hist, ds, bucket, offs_m, offs_n, seq_len, num_buckets, MASKED: tl.constexpr,
-                 HIST_PAD: tl.constexpr):
-    """hist + the time-weight gradient of a tile with per-logit buckets (the exact path): one
-    masked sum per bucket of the tile's range (short away from the diagonal)."""
-    ks = tl.arange(0, HIST_PAD)
-    if MASKED:
-        valid = (offs_n[None, :] <= offs_m[:, None]) & (offs_m[:, None] < seq_len)
-        lo = tl.min(tl.where(valid, bucket, num_buckets))
-        hi = tl.max(tl.where(valid, bucket, 0))
-    else:
-        # Padded rows read the request time, so their buckets are those of the last real row:
-        # they cannot widen the range.
-        lo = tl.min(bucket)
-        hi = tl.max(bucket)
-    for kb in range(lo, hi + 1):
-        hist += tl.where(ks == kb, tl.sum(tl.where(bucket == kb, ds, 0.0)), 0.0)
-    return hist
-
-
-@triton.jit
 def _dq_tile(
-    dq, carry, hist, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len, inv_n,
-    K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, DPOS_PART,
+    dq, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len,
+    K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
     stride_kt, stride_vt, t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     MASKED: tl.constexpr, KIND: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
     FAST_RAB: tl.constexpr, MAX_EDGES: tl.constexpr, EDGE_PAD: tl.constexpr, PROBE_EDGES: tl.constexpr,
-    HIST_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
     DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     offs_n = n_start + tl.arange(0, BLOCK)
@@ -320,8 +246,7 @@ def _dq_tile(
                 lo = 0  # the diagonal: buckets from 0 (j = i) up
             elif KIND == FAR_TILE:
                 # A far tile spanning more edges than the unrolled ones counts in the loop over such
-                # tiles (its positional sums there too, in the second plane of the scratch rows):
-                # here its V tile loads as zeros, so dp and ds are zero: a predicate per load.
+                # tiles: here its V tile loads as zeros, so dp and ds are zero: a predicate per load.
                 v_ok = n_ok & (offs_n * 0 + hi - lo <= MAX_EDGES)
         else:
             lo = 0
@@ -341,8 +266,8 @@ def _dq_tile(
             s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
                               HAS_TS, False, KIND, MAX_EDGES, PROBE_EDGES, BLOCK)
     else:
-        s, bucket = exact_rab(s * alpha, offs_m, offs_n, n_ok, tq_hi, tq_lo, 0.0, 0.0, ts_base, seq_len, TS, TS,
-                              POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS, False)
+        s, _ = exact_rab(s * alpha, offs_m, offs_n, n_ok, tq_hi, tq_lo, 0.0, 0.0, ts_base, seq_len, TS, TS,
+                         POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS, False)
     sig = sigmoid(s, FAST_MATH)
     dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
     ds = dp * (sig + s * sig * (1.0 - sig))
@@ -350,44 +275,19 @@ def _dq_tile(
         # Padded rows already have ds = 0 (their dout is zero); this is the causal cut.
         causal = offs_n[None, :] <= offs_m[:, None]
         ds = tl.where(causal, ds, 0.0)
-    dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
-
-    if HAS_POS:
-        rows = tl.arange(0, BLOCK)[:, None]
-        cols = tl.arange(0, BLOCK)[None, :]
-        wrapped = rows + cols >= BLOCK
-        # rotated[ii, c] = ds[ii, (ii + c) mod BLOCK]: j - i = c, or c - BLOCK where wrapped.
-        rotated = tl.gather(ds, (rows + cols) & (BLOCK - 1), axis=1)
-        # carry holds the column sums of the previous key block's unwrapped part: the same BLOCK
-        # weights as this block's wrapped part (sums, not the tile: 32 registers fewer a thread).
-        # Slot (m_start - n_start) / BLOCK + 1 of this program's row: weights N - 1 - slot * BLOCK + c.
-        slot = (m_start - n_start) // BLOCK + 1
-        low = tl.sum(tl.where(wrapped, rotated, 0.0), axis=0)
-        tl.store(DPOS_PART + slot * BLOCK + tl.arange(0, BLOCK), (carry + low) * inv_n)
-        carry = tl.sum(tl.where(wrapped, 0.0, rotated), axis=0)
-    if HAS_TS:
-        if FAST_RAB:
-            if MASKED:
-                hist = _time_gradient(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, LOOP_TILE, MAX_EDGES,
-                                      PROBE_EDGES, HIST_PAD)
-            else:
-                hist = _time_gradient(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, KIND, MAX_EDGES,
-                                      PROBE_EDGES, HIST_PAD)
-        else:
-            hist = _bucket_hist(hist, ds, bucket, offs_m, offs_n, seq_len, num_buckets, MASKED, HIST_PAD)
-    return dq, carry, hist
+    return tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
 
 
 @triton.jit
 def _dq_kernel(
-    Q, K, V, DO, DQ, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW, DPOS_PART, DTS_PART,
+    Q, K, V, DO, DQ, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
     stride_dqt, stride_dqh, t_stride, skew_stride, skew_pad,
     H, max_seq_len, num_buckets, alpha, tune_len,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     NORM_MAX_LEN: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
     FAST_RAB: tl.constexpr, MAX_EDGES: tl.constexpr, EDGE_PAD: tl.constexpr, PROBE_EDGES: tl.constexpr,
-    HIST_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
     DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -410,11 +310,6 @@ def _dq_kernel(
     TS += seq_start
     REQ_TS += b
     EDGES += seq_start
-    # This program's rows of the weight-gradient scratch buffers (written by it alone): two
-    # planes of positional slots (the pipelined loop's, the many-edge tiles') and a histogram.
-    plane = (num_m_blocks + 1) * BLOCK
-    DPOS_PART += (bh * num_m_blocks + m_block).to(tl.int64) * 2 * plane
-    DTS_PART += pid.to(tl.int64) * HIST_PAD
     # Timestamps are rebased to the sequence's first event before splitting (see split_time).
     if HAS_TS and not FAST_RAB:
         ts_base = tl.load(TS)
@@ -434,91 +329,43 @@ def _dq_kernel(
     else:
         tq_hi = 0.0  # unused
         tq_lo = 0.0
-    if NORM_MAX_LEN:
-        inv_n = 1.0 / max_seq_len
-    else:
-        inv_n = 1.0 / seq_len
 
     dq = tl.zeros((BLOCK, BLOCK_DQK), dtype=tl.float32)
-    carry = tl.zeros((BLOCK,), dtype=tl.float32)
-    hist = tl.zeros((HIST_PAD,), dtype=tl.float32)
     for n_start in range(0, m_start, BLOCK):
-        dq, carry, hist = _dq_tile(
-            dq, carry, hist, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len, inv_n,
-            K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, DPOS_PART, stride_kt, stride_vt, t_stride, skew_stride,
+        dq = _dq_tile(
+            dq, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len,
+            K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
             skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, FAR_TILE, HAS_POS, HAS_TS, FAST_RAB,
-            MAX_EDGES, EDGE_PAD, PROBE_EDGES, HIST_PAD, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
-    dq, carry, hist = _dq_tile(
-        dq, carry, hist, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, m_start, m_start, seq_len, inv_n,
-        K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, DPOS_PART, stride_kt, stride_vt, t_stride, skew_stride,
+            MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
+    dq = _dq_tile(
+        dq, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, m_start, m_start, seq_len,
+        K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
         skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, True, LOOP_TILE, HAS_POS, HAS_TS, FAST_RAB,
-        MAX_EDGES, EDGE_PAD, PROBE_EDGES, HIST_PAD, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
-    if HAS_POS:
-        # The diagonal block's unwrapped part, slot 0: offsets j - i = 0 .. BLOCK-1 (only 0 is nonzero).
-        tl.store(DPOS_PART + tl.arange(0, BLOCK), carry * inv_n)
+        MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     if FAST_RAB and HAS_TS:
-        # Far tiles spanning more edges than the first loop unrolls, redone with all their edges
-        # (edge by edge: the forward's merging of equal edges cost this register-bound kernel
-        # about 1 KB more spills on sm_80). Their diagonal sums chain through their own carry
-        # into the second plane, which every far tile's slot is written in once (zeros where no
-        # such tile ends).
-        carry = tl.zeros((BLOCK,), dtype=tl.float32)
+        # Far tiles spanning more edges than the first loop unrolls, redone with all their edges.
         for n_start in range(0, m_start, BLOCK):
             lo, hi = tile_buckets(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1,
                                   n_start, n_start + BLOCK - 1, num_buckets, EDGE_PAD)
             if hi - lo > MAX_EDGES:
-                dq, carry, hist = _dq_tile(
-                    dq, carry, hist, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len, inv_n,
-                    K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, DPOS_PART + plane, stride_kt, stride_vt, t_stride,
-                    skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, LOOP_TILE, HAS_POS,
-                    HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, HIST_PAD, BLOCK, BLOCK_DQK, BLOCK_DV,
+                dq = _dq_tile(
+                    dq, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len,
+                    K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride,
+                    skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, MANY_EDGE_TILE, HAS_POS,
+                    HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK, BLOCK_DQK, BLOCK_DV,
                     DOT_PRECISION, FAST_MATH)
-            else:
-                if HAS_POS:
-                    slot = (m_start - n_start) // BLOCK + 1
-                    tl.store(DPOS_PART + plane + slot * BLOCK + tl.arange(0, BLOCK), carry * inv_n)
-                    carry = tl.zeros((BLOCK,), dtype=tl.float32)
-        if HAS_POS:
-            tl.store(DPOS_PART + plane + BLOCK + tl.arange(0, BLOCK), carry * inv_n)
-    if HAS_TS:
-        tl.store(DTS_PART + tl.arange(0, HIST_PAD), hist * inv_n)
 
+    if NORM_MAX_LEN:
+        inv_n = 1.0 / max_seq_len
+    else:
+        inv_n = 1.0 / seq_len
     tl.store(DQ + offs_m[:, None] * stride_dqt + offs_dqk[None, :], (dq * (alpha * inv_n)).to(DQ.dtype.element_ty),
              mask=m_ok[:, None] & (offs_dqk[None, :] < D_QK))
 
 
-def _positional_gradient(parts: torch.Tensor, block: int, num_rows: int, max_seq_len: int) -> torch.Tensor:
-    """d pos_w from the dq kernel's diagonal sums: [num_rows, 2 planes, slots, block], flat.
-
-    Slot s, lane c holds weight N - 1 - s * block + c; each weight has one (s, c), so the
-    reduction is a sum over rows and planes (a fixed order: deterministic) and a gather.
-    """
-    num_slots = triton.cdiv(max_seq_len, block) + 1
-    summed = parts[: num_rows * 2 * num_slots * block].view(num_rows * 2, num_slots, block).sum(dim=0)
-    idx = (max_seq_len - 1 - block * torch.arange(num_slots, device=parts.device)[:, None]
-           + torch.arange(block, device=parts.device)[None, :])
-    keep = (idx >= 0) & (idx < 2 * max_seq_len - 1)
-    out = parts.new_zeros(2 * max_seq_len - 1)
-    out[idx[keep]] = summed[keep]
-    return out
-
-
-def _scratch_sizes(max_seq_len: int, rows_per_block: int, hist_pad: int, configs: list[dict[str, int]]
-                   ) -> tuple[int, int]:
-    """Elements of the dq kernel's positional and time scratch buffers, for the largest config."""
-    pos = time = 0
-    for cfg in configs:
-        blocks = triton.cdiv(max_seq_len, cfg["BLOCK"])
-        pos = max(pos, rows_per_block * blocks * 2 * (blocks + 1) * cfg["BLOCK"])
-        time = max(time, rows_per_block * blocks * hist_pad)
-    return pos, time
-
-
 _TUNE_KEY = ["tune_len", "BLOCK_DQK", "BLOCK_DV", "HAS_POS", "HAS_TS", "FAST_RAB", "DOT_PRECISION"]
 _dkdv_tuned = triton.autotune(configs=as_triton_configs(DKDV_CONFIGS), key=_TUNE_KEY)(_dkdv_kernel)
-# The autotuner replays the kernel while timing it; the scratch rows a program skips must read zero.
-_dq_tuned = triton.autotune(configs=as_triton_configs(DQ_CONFIGS), key=_TUNE_KEY,
-                            reset_to_zero=["DPOS_PART", "DTS_PART"])(_dq_kernel)
+_dq_tuned = triton.autotune(configs=as_triton_configs(DQ_CONFIGS), key=_TUNE_KEY)(_dq_kernel)
 
 
 def hstu_attention_bwd_triton(
@@ -537,6 +384,7 @@ def hstu_attention_bwd_triton(
     request_timestamps: torch.Tensor | None = None,
     dkdv_config: dict[str, int] | None = None,
     dq_config: dict[str, int] | None = None,
+    rab_grad_config: dict[str, int] | None = None,
     fast_rab: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(dq, dk, dv, d_pos_weights, d_ts_weights) for dout: [T, H, Dv]; None for absent weights.
@@ -572,12 +420,6 @@ def hstu_attention_bwd_triton(
             BLOCK_DQK=block_d(dqk), BLOCK_DV=block_d(dvd),
             DOT_PRECISION=dot_precision(q.dtype), FAST_MATH=fast_math(q.dtype),
         )
-        hist_pad = max(16, triton.next_power_of_2(num_buckets + 1))
-        pos_size, ts_size = _scratch_sizes(max_seq_len, num_seqs * num_heads, hist_pad,
-                                           [dq_config] if dq_config else DQ_CONFIGS)
-        # Zero-filled: programs past their sequence's end write nothing.
-        pos_part = q.new_zeros(pos_size if pos_weights is not None else 1, dtype=torch.float32)
-        ts_part = q.new_zeros(ts_size if ts_weights is not None else 1, dtype=torch.float32)
         in_strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                       dout.stride(0), dout.stride(1))
 
@@ -586,25 +428,23 @@ def hstu_attention_bwd_triton(
                      tables.first_queries(), keys_table, *in_strides, dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
                      tables.edge_stride, keys_stride, keys_pad, *common)
         dq_args = (q, k, v, dout, dq, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges, tables.pos_skew,
-                   pos_part, ts_part, *in_strides, dq.stride(0), dq.stride(1), *table_args, *common)
+                   *in_strides, dq.stride(0), dq.stride(1), *table_args, *common)
         # One program per (block, sequence, head); blocks counted over max_seq_len (no host sync).
         for tuned, kernel, block, args, config in ((_dkdv_tuned, _dkdv_kernel, "BLOCK_N", dkdv_args, dkdv_config),
                                                    (_dq_tuned, _dq_kernel, "BLOCK", dq_args, dq_config)):
             def grid(cfg: dict, block: str = block) -> tuple[int]:
                 return (triton.cdiv(max_seq_len, cfg[block]) * num_seqs * num_heads,)
 
-            extra = dict(HIST_PAD=hist_pad) if kernel is _dq_kernel else {}
             if config is None:
-                tuned[grid](*args, **meta, **extra)
+                tuned[grid](*args, **meta)
             else:
-                kernel[grid(config)](*args, **meta, **extra, **config)
-        dq_block = (dq_config or _dq_tuned.best_config.all_kwargs())["BLOCK"]
-        dq_programs = triton.cdiv(max_seq_len, dq_block) * num_seqs * num_heads
-        if pos_weights is not None:
-            d_pos = _positional_gradient(pos_part, dq_block, num_seqs * num_heads * triton.cdiv(max_seq_len, dq_block),
-                                         max_seq_len)
-        if ts_weights is not None:
-            d_ts = ts_part[: dq_programs * hist_pad].view(dq_programs, hist_pad).sum(dim=0)[: num_buckets + 1]
+                kernel[grid(config)](*args, **meta, **config)
+        if pos_weights is not None or ts_weights is not None:
+            d_pos_part, d_ts_part = rab_weight_gradients(
+                q, k, v, dout, seq_offsets, max_seq_len, alpha, (ts, req_ts, pos_w, ts_w, thr, num_buckets), tables,
+                meta, config=rab_grad_config)
+            d_pos = d_pos_part if d_pos_part is not None else d_pos
+            d_ts = d_ts_part if d_ts_part is not None else d_ts
     else:
         dq.zero_(), dk.zero_(), dv.zero_()
 

@@ -1,8 +1,9 @@
-"""Pieces shared by the forward (`triton_fwd.py`) and backward (`triton_bwd.py`) HSTU kernels.
+"""Pieces shared by the forward (`triton_fwd.py`) and backward (`triton_bwd.py`, `triton_rab_grad.py`) HSTU
+kernels.
 
 - the fast path's pieces (sorted timestamps; the host tables of `rab_tables`):
   `position_bias` is an aligned block of the skewed positional table, and `scaled_logits` adds it
-  and the time weight, chosen among the tile's buckets by the edge table (`tile_buckets` bounds
+  and the time weight (`add_time_bias`), chosen among the tile's buckets by the edge table (`tile_buckets` bounds
   them per tile; per edge and logit one saturating add and one FFMA, `pass_edge`).
 - `add_rab` / `exact_rab`: the bias computed per logit, for any timestamps (the path before the
   fast one, kept for unsorted timestamps): positional weights gathered by j - i, time weights by
@@ -67,12 +68,16 @@ _ROUND_MAGIC_BITS = tl.constexpr(0x4B400000)
 
 
 @triton.jit
+def tanh_approx(x):
+    """tanh.approx.f32: one MUFU op, ~6e-4 relative error, far below bf16's rounding (GPU only)."""
+    return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                     pack=1)
+
+
+@triton.jit
 def sigmoid(x, FAST: tl.constexpr):
     if FAST:
-        # tanh.approx.f32: one MUFU op, ~6e-4 relative error, far below bf16's rounding of p.
-        th = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [x * 0.5],
-                                       dtype=tl.float32, is_pure=True, pack=1)
-        return 0.5 * th + 0.5
+        return 0.5 * tanh_approx(x * 0.5) + 0.5
     else:
         return tl.sigmoid(x)
 
@@ -328,22 +333,30 @@ def scaled_logits(qk, alpha, pos, offs_row, row_ok, col_start, lo, hi, EDGES, t_
                   HAS_TS: tl.constexpr, KEYS_FIRST: tl.constexpr, KIND: tl.constexpr, MAX_EDGES: tl.constexpr,
                   PROBE_EDGES: tl.constexpr, BLOCK_COL: tl.constexpr):
     """alpha * qk + pos + ts_w[bucket] on the fast path (sorted timestamps; the tables of
-    `rab_tables`): exactly the reference's bias, the time buckets by selection among the tile's
-    buckets lo .. hi. The positional term rides on the scaling's FFMA. Rows are queries (offs_row,
-    row_ok; the columns start at key col_start) or with KEYS_FIRST keys (EDGES is then
-    `first_query_table`).
+    `rab_tables`): exactly the reference's bias, the positional term riding on the scaling's
+    FFMA, the time term by `add_time_bias`."""
+    return add_time_bias(qk * alpha + pos, offs_row, row_ok, col_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                         HAS_TS, KEYS_FIRST, KIND, MAX_EDGES, PROBE_EDGES, BLOCK_COL)
+
+
+@triton.jit
+def add_time_bias(s, offs_row, row_ok, col_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                  HAS_TS: tl.constexpr, KEYS_FIRST: tl.constexpr, KIND: tl.constexpr, MAX_EDGES: tl.constexpr,
+                  PROBE_EDGES: tl.constexpr, BLOCK_COL: tl.constexpr):
+    """s + ts_w[bucket] for a fast-path tile (a [rows, BLOCK_COL] float32 tile), the buckets by
+    selection among the tile's buckets lo .. hi. Rows are queries (offs_row, row_ok; the columns
+    start at key col_start) or with KEYS_FIRST keys (EDGES is then `first_query_table`).
 
     Far tiles (KIND FAR_TILE) branch once per tile on their edge count: none (one add of the
     tile's one weight per logit), up to 2, up to MAX_EDGES (unrolled, per edge and logit one
     saturating add and one FFMA: `pass_edge`). A far tile spanning more gets the tile's lowest
     weight only (wrong but finite logits, at a 0-edge tile's cost); its caller zeroes the tile's
     contribution (by masking a V or dout load: a predicate per load, not a select per logit) and
-    redoes it in a loop over its edges (LOOP_TILE, as the diagonal tiles are). PROBE_EDGES >= 0
-    compiles one far-tile class only (benchmarks/kernel_static.py; never launched).
+    redoes it in a loop over its edges (MANY_EDGE_TILE; the diagonal tiles' is LOOP_TILE).
+    PROBE_EDGES >= 0 compiles one far-tile class only (benchmarks/kernel_static.py; never launched).
     """
     # The edges add onto the logits themselves: a loop carrying a tile of its own got a layout
     # other than the dot's from the compiler (32 rows a thread, 255 registers kernel-wide).
-    s = qk * alpha + pos
     if HAS_TS:
         s += tl.load(TS_W + lo).to(tl.float32)
         col_rel = tl.arange(0, BLOCK_COL).to(tl.float32)

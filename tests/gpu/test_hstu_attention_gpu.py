@@ -17,6 +17,7 @@ import torch
 from kernels.hstu_attention import triton_common
 from kernels.hstu_attention.reference import hstu_attention_reference, hstu_attention_reference_backward
 from kernels.hstu_attention.triton_bwd import DKDV_CONFIGS, DQ_CONFIGS, hstu_attention_bwd_triton
+from kernels.hstu_attention.triton_rab_grad import RAB_GRAD_CONFIGS
 from kernels.hstu_attention.triton_fwd import FWD_CONFIGS, hstu_attention_fwd_triton
 
 pytestmark = [
@@ -54,7 +55,7 @@ def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 def check(lengths, heads, dqk, dv, max_seq_len, rab, norm, dtype, *, alpha=0.5, seed=0, num_buckets=128,
-          fwd_config=None, dkdv_config=None, dq_config=None, pinned=True):
+          fwd_config=None, dkdv_config=None, dq_config=None, rab_grad_config=None, pinned=True):
     (q, k, v, dout), offsets, ts, pos_w, ts_w = make_case(lengths, heads, dqk, dv, max_seq_len, num_buckets, seed, dtype)
     pos_w = pos_w if rab in ("pos", "both") else None
     ts_w = ts_w if rab in ("ts", "both") else None
@@ -64,12 +65,14 @@ def check(lengths, heads, dqk, dv, max_seq_len, rab, norm, dtype, *, alpha=0.5, 
         fwd_config = fwd_config or FWD_CONFIGS[0]
         dkdv_config = dkdv_config or DKDV_CONFIGS[0]
         dq_config = dq_config or DQ_CONFIGS[0]
+        rab_grad_config = rab_grad_config or RAB_GRAD_CONFIGS[0]
     tol = TOLERANCE[dtype]
 
     out = hstu_attention_fwd_triton(*args, alpha, norm, **kw, config=fwd_config)
     want = hstu_attention_reference(*args, alpha=alpha, norm=norm, **kw)
     errors = {"out": rel_err(out, want)}
-    grads = hstu_attention_bwd_triton(dout, *args, alpha, norm, **kw, dkdv_config=dkdv_config, dq_config=dq_config)
+    grads = hstu_attention_bwd_triton(dout, *args, alpha, norm, **kw, dkdv_config=dkdv_config, dq_config=dq_config,
+                                      rab_grad_config=rab_grad_config)
     want_grads = hstu_attention_reference_backward(dout, *args, alpha=alpha, norm=norm, **kw)
     for name, g, w in zip(GRAD_NAMES, grads, want_grads):
         assert (g is None) == (w is None), name
@@ -106,9 +109,10 @@ def test_shapes_and_edges(dtype, lengths, heads, dqk, dv, max_seq_len, rab):
 
 @pytest.mark.parametrize("which, index", [("fwd", i) for i in range(len(FWD_CONFIGS))]
                          + [("dkdv", i) for i in range(len(DKDV_CONFIGS))]
-                         + [("dq", i) for i in range(len(DQ_CONFIGS))])
+                         + [("dq", i) for i in range(len(DQ_CONFIGS))]
+                         + [("rab_grad", i) for i in range(len(RAB_GRAD_CONFIGS))])
 def test_every_tuning_candidate(which, index):
-    configs = {"fwd": FWD_CONFIGS, "dkdv": DKDV_CONFIGS, "dq": DQ_CONFIGS}[which]
+    configs = {"fwd": FWD_CONFIGS, "dkdv": DKDV_CONFIGS, "dq": DQ_CONFIGS, "rab_grad": RAB_GRAD_CONFIGS}[which]
     check([700, 1, 129, 64, 333], 2, 64, 64, 1024, "both", "seq_len", torch.bfloat16,
           **{f"{which}_config": configs[index]})
 

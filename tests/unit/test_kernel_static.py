@@ -1,10 +1,10 @@
 """benchmarks/kernel_static.py on one kernel: the fast rab path keeps its static properties.
 
-Compiles the forward and dk/dv kernels for sm_90 on this CPU-only machine (a subprocess: the test
-session runs Triton under its interpreter, which cannot compile) and fails if the fast rab path
-starts to spill, loses its software pipelining, gathers a weight per logit in the far-tile loop
-again, or its forward's bias-free far tiles (no edge) grow past 1.5x the bias-free kernel's
-instructions per logit.
+Compiles the forward, dk/dv, dq and rab-gradient kernels for sm_90 on this CPU-only machine (a
+subprocess: the test session runs Triton under its interpreter, which cannot compile) and fails if
+the fast rab path starts to spill (in the rab-gradient kernel: in its loop over heads), loses its
+software pipelining, gathers a weight per logit in the far-tile loop again, or its forward's
+bias-free far tiles (no edge) grow past 1.5x the bias-free kernel's instructions per logit.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ def test_fast_rab_compiles_without_spills_or_gathers_and_pipelined(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "kernel_static.py"), "--arch", "90", "--kernels", "fwd", "dkdv",
-         "--variants", "norab", "rab_exact", "rab_fast", "rab_fast_e0", "--out", str(out)],
+         "dq", "rabgrad", "--variants", "norab", "rab_exact", "rab_fast", "rab_fast_e0", "--out", str(out)],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     costs = {(c["kernel"], c["variant"]): c for c in json.loads(out.read_text())["costs"]}
-    for kernel in ("fwd", "dkdv"):
+    for kernel in ("fwd", "dkdv", "dq"):
         fast, exact, base = (costs[kernel, v] for v in ("rab_fast", "rab_exact", "norab"))
         assert fast["spill_store_bytes"] == 0 and fast["spill_load_bytes"] == 0, kernel
         assert fast["pipelined"] and base["pipelined"], kernel
@@ -48,4 +48,15 @@ def test_fast_rab_compiles_without_spills_or_gathers_and_pipelined(tmp_path):
     assert e0["instructions_per_logit"] <= 1.5 * base["instructions_per_logit"]
     # The edge loops carry the dot's own layout (a loop-carried tile of their own took 255).
     assert costs["fwd", "rab_fast"]["registers"] < 240
+    # dq no longer reduces the weight gradients per head: its bias-free far tiles cost about what
+    # the forward's do over their kernel (1.26x at this commit, 2.57x with the reductions inside).
+    e0, base = costs["dq", "rab_fast_e0"], costs["dq", "norab"]
+    assert e0["instructions_per_logit"] <= 1.5 * base["instructions_per_logit"]
+    # The rab-gradient kernel: one loop over heads per tile, pipelined, no spill reloads in it, and
+    # per logit and head (H = 4) under 1.5x the bias-free dq kernel's cost at a bias-free far tile
+    # (1.17x at this commit).
+    grad = costs["rabgrad", "rab_fast"]
+    assert grad["pipelined"] and grad["hot_loop_local_accesses"] == 0
+    assert grad["scalar_loads_per_logit"] < 0.5
+    assert costs["rabgrad", "rab_fast_e0"]["instructions_per_logit"] <= 1.5 * base["instructions_per_logit"]
     assert "fwd" in done.stdout and "rab_fast" in done.stdout  # the table is printed
