@@ -49,8 +49,9 @@ from kernels.hstu_attention.reference import check_inputs as check_shapes
 # is first imported (torch.utils.flop_counter imports it), so tests set it in tests/conftest.py.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-# PTX add.sat.f32 for `saturated_sum` (the interpreter runs no inline assembly).
-SATURATING_ADD = tl.constexpr(not INTERPRET)
+# Inline PTX (add.sat.f32 in `saturated_sum`, tanh.approx.f32 in `tanh_approx`): the interpreter
+# runs none, and computes the same functions in plain Triton instead.
+INLINE_PTX = tl.constexpr(not INTERPRET)
 # ln(x) / 0.301 = log2(x) * (ln 2 / 0.301)
 _LOG2_TO_BUCKET = tl.constexpr(math.log(2.0) / TIME_BUCKET_INCREMENT)
 # log2(1 + x) on [0, 1), least squares on Chebyshev nodes: max error 1.5e-5 (3.3e-5 buckets).
@@ -69,9 +70,14 @@ _ROUND_MAGIC_BITS = tl.constexpr(0x4B400000)
 
 @triton.jit
 def tanh_approx(x):
-    """tanh.approx.f32: one MUFU op, ~6e-4 relative error, far below bf16's rounding (GPU only)."""
-    return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
-                                     pack=1)
+    """tanh(x) for the 16-bit paths: tanh.approx.f32, one MUFU op with ~6e-4 relative error, far
+    below bf16's rounding; under the interpreter 2 sigmoid(2x) - 1, so CPU tests run the same
+    algebra around it (tests/unit/test_kernels_triton.py, with fast math forced)."""
+    if INLINE_PTX:
+        return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                         pack=1)
+    else:
+        return 2.0 * tl.sigmoid(2.0 * x) - 1.0
 
 
 @triton.jit
@@ -233,7 +239,7 @@ def saturated_sum(row_term, col_term):
     """clamp(row_term[:, None] + col_term[None, :], 0, 1): on the GPU one add.sat.f32 per element
     (the interpreter runs no inline assembly)."""
     a, b = tl.broadcast(row_term[:, None], col_term[None, :])
-    if SATURATING_ADD:
+    if INLINE_PTX:
         return tl.inline_asm_elementwise("add.rn.sat.f32 $0, $1, $2;", "=r,r,r", [a, b], dtype=tl.float32,
                                          is_pure=True, pack=1)
     else:

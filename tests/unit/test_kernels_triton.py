@@ -257,6 +257,18 @@ def test_fast_rab_takes_both_tile_paths_and_matches_the_reference():
                             request=True)
 
 
+def test_fast_math_paths_match_the_reference(monkeypatch):
+    """The 16-bit inputs' sigmoid algebra (tanh-based, and the rab-gradient kernel's halved logits),
+    run under the interpreter with fast math forced and an exact tanh in place of tanh.approx."""
+    from kernels.hstu_attention import triton_bwd, triton_fwd
+
+    for module in (triton_fwd, triton_bwd):
+        monkeypatch.setattr(module, "fast_math", lambda dtype: True)
+    lengths, n = [150, 97, 0, 1, 64], 160
+    check_against_reference(lengths, 2, 16, 16, n, "both", "seq_len", device=DEVICE,
+                            timestamps=_mixed_timestamps(lengths, seed=7), seed=7)
+
+
 def test_weight_gradients_are_bit_identical_across_runs():
     lengths, n = [150, 40, 97], 160
     q, k, v, dout, offsets, _, pos_w, ts_w = make_case(lengths, 2, 16, 16, n, 128, seed=9, device=DEVICE)
