@@ -33,7 +33,7 @@ import triton.language as tl
 from kernels.hstu_attention.triton_common import (
     FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
     exact_rab, fast_math, last_dim_contiguous, pad_head_dim, position_bias, query_times, rab_args,
-    scaled_logits, sigmoid, split_time, tile_buckets, tune_key_len,
+    logit_scale, scaled_logits, silu_and_grad, silu_grad, split_time, tile_buckets, tune_key_len,
 )
 from kernels.hstu_attention.rab_tables import rab_tables
 from kernels.hstu_attention.triton_rab_grad import rab_weight_gradients
@@ -112,10 +112,10 @@ def _dkdv_tile(
                            POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS, True)
     do = tl.load(DO + offs_m[:, None] * stride_dot + offs_dv[None, :],
                  mask=do_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
-    sig = sigmoid(s_t, FAST_MATH)
-    p_t = s_t * sig
+    # dS up to the logit scale, which dk's alpha carries (`silu_and_grad`).
+    p_t, grad_t = silu_and_grad(s_t, FAST_MATH)
     dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
-    ds_t = dp_t * (sig + p_t * (1.0 - sig))
+    ds_t = dp_t * grad_t
     if MASKED:
         causal = offs_n[:, None] <= offs_m[None, :]
         p_t = tl.where(causal, p_t, 0.0)
@@ -268,9 +268,10 @@ def _dq_tile(
     else:
         s, _ = exact_rab(s * alpha, offs_m, offs_n, n_ok, tq_hi, tq_lo, 0.0, 0.0, ts_base, seq_len, TS, TS,
                          POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS, False)
-    sig = sigmoid(s, FAST_MATH)
+    # dS up to the logit scale, which dq's alpha carries (`silu_grad`).
+    grad = silu_grad(s, FAST_MATH)
     dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
-    ds = dp * (sig + s * sig * (1.0 - sig))
+    ds = dp * grad
     if MASKED:
         # Padded rows already have ds = 0 (their dout is zero); this is the causal cut.
         causal = offs_n[None, :] <= offs_m[:, None]
@@ -408,11 +409,15 @@ def hstu_attention_bwd_triton(
     d_ts = q.new_zeros(ts_weights.shape if ts_weights is not None else (1,), dtype=torch.float32)
 
     if num_tokens > 0 and num_seqs > 0:
+        # With fast math the kernels' logits are s / 2 (`logit_scale`): alpha and the weights
+        # halved; dq and dk, scaled by alpha, come out right.
+        scale = logit_scale(fast_math(q.dtype))
         ts, req_ts, pos_w, ts_w, thr, num_buckets = rab_args(
-            q, seq_offsets, timestamps, request_timestamps, pos_weights, ts_weights
+            q, seq_offsets, timestamps, request_timestamps, pos_weights, ts_weights, scale
         )
-        tables = rab_tables(q, seq_offsets, max_seq_len, ts, req_ts, pos_weights, ts_weights, fast=fast_rab)
-        common = (num_heads, max_seq_len, num_buckets, float(alpha), tune_key_len(max_seq_len), dqk, dvd)
+        tables = rab_tables(q, seq_offsets, max_seq_len, ts, req_ts, pos_w if pos_weights is not None else None,
+                            ts_weights, fast=fast_rab)
+        common = (num_heads, max_seq_len, num_buckets, float(alpha) * scale, tune_key_len(max_seq_len), dqk, dvd)
         table_args = (tables.edge_stride, tables.skew_stride, tables.skew_pad)
         meta = dict(
             NORM_MAX_LEN=norm == "max_len", HAS_POS=pos_weights is not None, HAS_TS=ts_weights is not None,
@@ -441,8 +446,8 @@ def hstu_attention_bwd_triton(
                 kernel[grid(config)](*args, **meta, **config)
         if pos_weights is not None or ts_weights is not None:
             d_pos_part, d_ts_part = rab_weight_gradients(
-                q, k, v, dout, seq_offsets, max_seq_len, alpha, (ts, req_ts, pos_w, ts_w, thr, num_buckets), tables,
-                meta, config=rab_grad_config)
+                q, k, v, dout, seq_offsets, max_seq_len, float(alpha) * scale, (ts, req_ts, pos_w, ts_w, thr, num_buckets),
+                tables, meta, config=rab_grad_config)
             d_pos = d_pos_part if d_pos_part is not None else d_pos
             d_ts = d_ts_part if d_ts_part is not None else d_ts
     else:

@@ -9,7 +9,8 @@ kernels.
   fast one, kept for unsorted timestamps): positional weights gathered by j - i, time weights by
   a time bucket computed below.
 - `time_bucket`: bucket(d) = clamp(floor(ln(max(|d|, 1)) / 0.301), 0, num_buckets).
-- `sigmoid`: tanh.approx-based for 16-bit inputs, exact-ish for float32.
+- `silu`, `silu_grad`, `silu_and_grad`: tanh.approx-based for 16-bit inputs (on logits halved by the host,
+  `logit_scale`), exact-ish for float32.
 - host helpers: input checks, launch arguments, autotune settings.
 
 Cost model of the per-logit path (H100, D = 64): a 128x64 tile's two matmuls take ~512 tensor-core cycles per SM, and
@@ -21,7 +22,7 @@ float -> log -> floor -> int) ran 14x slower than the bias-free kernel. So, per 
   per row/column by `split_time`), combined by one FMA into an approximate float32 gap;
 - its log2 comes from the float32 exponent bits plus a degree-5 polynomial of the mantissa
   (ALU/FMA only), and rounding uses the 1.5 * 2^23 add trick, not FRND/F2I;
-- sigmoid(x) = 0.5 + 0.5 tanh(x / 2) is one MUFU op where exp + reciprocal are two.
+- sigmoid(s) = 0.5 + 0.5 tanh(s / 2) is one MUFU op where exp + reciprocal are two.
 
 Exact buckets: the approximate log lands within `_EDGE_WINDOW` of the true one; within that
 distance of an edge, an exact comparison of (high, low) parts with `bucket_thresholds` (the
@@ -81,11 +82,46 @@ def tanh_approx(x):
 
 
 @triton.jit
-def sigmoid(x, FAST: tl.constexpr):
+def silu(x, FAST: tl.constexpr):
+    """silu(s) = s sigmoid(s) from the kernels' logits x = s * logit_scale (see `logit_scale`):
+    with FAST, x = s / 2 and silu(s) = x (1 + tanh(x)): one MUFU op and one FFMA."""
     if FAST:
-        return 0.5 * tanh_approx(x * 0.5) + 0.5
+        return x + x * tanh_approx(x)
     else:
-        return tl.sigmoid(x)
+        return x * tl.sigmoid(x)
+
+
+@triton.jit
+def silu_grad(x, FAST: tl.constexpr):
+    """g with silu'(s) = g * logit_scale, from x = s * logit_scale (`silu_and_grad` without silu:
+    with FAST, a (1 + x - x th), one op fewer than through silu(s))."""
+    if FAST:
+        th = tanh_approx(x)
+        a = th + 1.0
+        return a * (x - x * th) + a
+    else:
+        sig = tl.sigmoid(x)
+        return sig + x * sig * (1.0 - sig)
+
+
+@triton.jit
+def silu_and_grad(x, FAST: tl.constexpr):
+    """(silu(s), g) from x = s * logit_scale, with silu'(s) = g * logit_scale: dS = dP * g, the
+    scale applied once to the gradients (it rides on alpha, which the host scales with the weights).
+
+    silu'(s) = sig (1 + s (1 - sig)); with FAST, sig = (1 + th) / 2 for th = tanh(x), x = s / 2, so
+    2 silu'(s) = (1 + th)(1 + x - x th) = a (2x - p) + a, a = 1 + th, p = x + x th = silu(s): both
+    for one MUFU op and four FMA-class ops per logit.
+    """
+    if FAST:
+        th = tanh_approx(x)
+        p = x + x * th
+        a = th + 1.0
+        return p, a * (2.0 * x - p) + a
+    else:
+        sig = tl.sigmoid(x)
+        p = x * sig
+        return p, sig + p * (1.0 - sig)
 
 
 @triton.jit
@@ -206,8 +242,8 @@ def tile_buckets(EDGES, t_stride, row_first, row_last, col_first, col_last, num_
 @triton.jit
 def skewed_position_block(POS_SKEW, skew_stride, col0, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
                           KEYS_FIRST: tl.constexpr):
-    """The skewed table's block for a [queries, keys] tile: pos_w[j - i + N - 1] (times the table's
-    scale), col0 = n_start - m_start + N - 1 + pad (a multiple of 16); with KEYS_FIRST a [keys,
+    """The skewed table's block for a [queries, keys] tile: pos_w[j - i + N - 1] (times the host's
+    `logit_scale`), col0 = n_start - m_start + N - 1 + pad (a multiple of 16); with KEYS_FIRST a [keys,
     queries] tile of the keys-first table, col0 = m_start - n_start + pad."""
     if KEYS_FIRST:
         # The keys-first table (`rab_tables.skewed_positions_keys_first`): rows are keys.
@@ -480,15 +516,17 @@ def rab_args(
     request_timestamps: torch.Tensor | None,
     pos_weights: torch.Tensor | None,
     ts_weights: torch.Tensor | None,
+    scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """(timestamps int64, request times int64 [B], pos_weights, ts_weights, thresholds, num_buckets).
+    """(timestamps int64, request times int64 [B], pos_weights, ts_weights, thresholds, num_buckets),
+    the weights times `scale` (`logit_scale`).
 
     An absent term gets a 1-element placeholder (never read: HAS_POS / HAS_TS are constexpr).
     Without request_timestamps each sequence's last query keeps its own time (the reference's
     default): its last timestamp, gathered on the device (no host sync).
     """
     dummy = ref.new_zeros(1)
-    pos = pos_weights.contiguous() if pos_weights is not None else dummy
+    pos = (pos_weights if scale == 1.0 else pos_weights * scale).contiguous() if pos_weights is not None else dummy
     if ts_weights is None:
         return dummy.long(), dummy.long(), pos, dummy, dummy, 0
     assert timestamps is not None
@@ -500,12 +538,20 @@ def rab_args(
         request = request_timestamps.to(device=ts.device, dtype=torch.int64).contiguous()
     num_buckets = ts_weights.numel() - 1
     thr = bucket_thresholds(num_buckets, ref.device)
-    return ts, request, pos, ts_weights.contiguous(), thr, num_buckets
+    return ts, request, pos, (ts_weights if scale == 1.0 else ts_weights * scale).contiguous(), thr, num_buckets
 
 
 def fast_math(dtype: torch.dtype) -> bool:
     """tanh.approx sigmoid for 16-bit inputs on the GPU; float32 keeps the 1e-4 path exact-ish."""
     return dtype != torch.float32 and not INTERPRET
+
+
+def logit_scale(fast: bool) -> float:
+    """What the kernels' logits are scaled by: with fast math they carry x = s / 2 (silu(s) =
+    x (1 + tanh x) needs no other halving), so the host halves alpha and the bias weights, exactly
+    (a power of two). dq and dk, scaled by alpha, come out right; the rab-gradient kernel rescales
+    its dS."""
+    return 0.5 if fast else 1.0
 
 
 def dot_precision(dtype: torch.dtype) -> str:

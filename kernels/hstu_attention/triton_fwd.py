@@ -30,7 +30,7 @@ import triton.language as tl
 from kernels.hstu_attention.triton_common import (
     FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
     exact_rab, fast_math, last_dim_contiguous, pad_head_dim, position_bias, query_times, rab_args,
-    scaled_logits, sigmoid, split_time, tile_buckets, tune_key_len,
+    logit_scale, scaled_logits, silu, split_time, tile_buckets, tune_key_len,
 )
 from kernels.hstu_attention.rab_tables import rab_tables
 
@@ -98,7 +98,7 @@ def _fwd_tile(
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * alpha
         s, _ = exact_rab(s, offs_m, offs_n, n_ok, tq_hi, tq_lo, 0.0, 0.0, ts_base, seq_len, TS, TS,
                          POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS, False)
-    p = s * sigmoid(s, FAST_MATH)
+    p = silu(s, FAST_MATH)
     if MASKED:
         # Causal, diagonal included. Keys past the sequence need no mask of their own: for the
         # rows that are stored (i < n_b) they already fail j <= i.
@@ -233,14 +233,17 @@ def hstu_attention_fwd_triton(
     out = torch.empty((num_tokens, num_heads, dv), dtype=v.dtype, device=v.device)
     if num_tokens == 0 or num_seqs == 0:
         return out[..., :dv_out].zero_()
+    # With fast math the kernel's logits are s / 2 (`logit_scale`): alpha and the weights halved.
+    scale = logit_scale(fast_math(q.dtype))
     ts, req_ts, pos_w, ts_w, thr, num_buckets = rab_args(
-        q, seq_offsets, timestamps, request_timestamps, pos_weights, ts_weights
+        q, seq_offsets, timestamps, request_timestamps, pos_weights, ts_weights, scale
     )
-    tables = rab_tables(q, seq_offsets, max_seq_len, ts, req_ts, pos_weights, ts_weights, fast=fast_rab)
+    tables = rab_tables(q, seq_offsets, max_seq_len, ts, req_ts, pos_w if pos_weights is not None else None,
+                        ts_weights, fast=fast_rab)
     args = (
         q, k, v, out, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges, tables.pos_skew,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        tables.edge_stride, tables.skew_stride, tables.skew_pad, num_heads, max_seq_len, num_buckets, float(alpha), tune_key_len(max_seq_len), dqk, dv,
+        tables.edge_stride, tables.skew_stride, tables.skew_pad, num_heads, max_seq_len, num_buckets, float(alpha) * scale, tune_key_len(max_seq_len), dqk, dv,
     )
     meta = dict(
         NORM_MAX_LEN=norm == "max_len", HAS_POS=pos_weights is not None, HAS_TS=ts_weights is not None,

@@ -34,7 +34,7 @@ import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
     FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, add_time_bias, as_triton_configs, exact_rab, passing_pairs,
-    position_bias, query_times, sigmoid, split_time, tanh_approx, tile_buckets, tune_key_len,
+    position_bias, query_times, silu_grad, split_time, tile_buckets, tune_key_len,
 )
 from kernels.hstu_attention.rab_tables import RabTables
 
@@ -122,7 +122,9 @@ def _head_summed_ds(bias, offs_m, m_ok, do_ok, offs_n, n_ok, H, Q, K, V, DO,
                     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
                     alpha, D_QK: tl.constexpr, D_V: tl.constexpr, BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr,
                     BLOCK_DV: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr):
-    """sum over heads of dS = (dout v^T) * silu'(alpha q k^T + bias) for one tile (unmasked)."""
+    """sum over heads of dS = (dout v^T) * silu'(s) for one tile (unmasked), from the logits as the
+    kernels carry them: alpha q k^T + bias = s * logit_scale (alpha and the bias weights scaled by
+    the host)."""
     offs_dqk = tl.arange(0, BLOCK_DQK)
     offs_dv = tl.arange(0, BLOCK_DV)
     q_mask = m_ok[:, None] & (offs_dqk[None, :] < D_QK)
@@ -130,30 +132,15 @@ def _head_summed_ds(bias, offs_m, m_ok, do_ok, offs_n, n_ok, H, Q, K, V, DO,
     k_mask = n_ok[:, None] & (offs_dqk[None, :] < D_QK)
     v_mask = n_ok[:, None] & (offs_dv[None, :] < D_V)
     ds_sum = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
-    if FAST_MATH:
-        # silu'(s) = sig (1 + s (1 - sig)) with sig = (1 + th) / 2, th = tanh(s / 2): from x = s / 2,
-        # 2 silu'(s) = (1 + th)(1 + x - x th): per logit and head one MUFU op and five FMA-class
-        # ops (the halving of the bias once per tile, of the sum once at the end).
-        half_bias = bias * 0.5
-        half_alpha = alpha * 0.5
     for h in range(H):
         q = tl.load(Q + h * stride_qh + offs_m[:, None] * stride_qt + offs_dqk[None, :], mask=q_mask, other=0.0)
         k = tl.load(K + h * stride_kh + offs_n[:, None] * stride_kt + offs_dqk[None, :], mask=k_mask, other=0.0)
         do = tl.load(DO + h * stride_doh + offs_m[:, None] * stride_dot + offs_dv[None, :], mask=do_mask, other=0.0)
         v = tl.load(V + h * stride_vh + offs_n[:, None] * stride_vt + offs_dv[None, :], mask=v_mask, other=0.0)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-        # silu'(s) before the second dot: fewer tiles live at once.
-        if FAST_MATH:
-            x = qk * half_alpha + half_bias
-            th = tanh_approx(x)
-            a = th + 1.0
-            grad = a * (x - x * th) + a
-        else:
-            s = qk * alpha + bias
-            sig = sigmoid(s, FAST_MATH)
-            grad = sig + s * sig * (1.0 - sig)
-        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
-        ds_sum += dp * grad
+        # silu' before the second dot: fewer tiles live at once.
+        grad = silu_grad(tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * alpha + bias, FAST_MATH)
+        ds_sum += tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION) * grad
+    # The logits are s * logit_scale (`silu_and_grad`): s / 2 with fast math.
     if FAST_MATH:
         ds_sum = ds_sum * 0.5
     return ds_sum

@@ -3,8 +3,9 @@
 Compiles the forward, dk/dv, dq and rab-gradient kernels for sm_90 on this CPU-only machine (a
 subprocess: the test session runs Triton under its interpreter, which cannot compile) and fails if
 the fast rab path starts to spill (in the rab-gradient kernel: in its loop over heads), loses its
-software pipelining, gathers a weight per logit in the far-tile loop again, or its forward's
-bias-free far tiles (no edge) grow past 1.5x the bias-free kernel's instructions per logit.
+software pipelining, gathers a weight per logit in the far-tile loop again, or its forward's and
+dq's far tiles inside one time bucket cost more than 4 instructions per logit over the bias-free
+kernel's.
 """
 
 from __future__ import annotations
@@ -43,18 +44,20 @@ def test_fast_rab_compiles_without_spills_or_gathers_and_pipelined(tmp_path):
         assert costs[kernel, "rab_fast_e0"]["scalar_loads_per_logit"] <= 0.1, kernel
         assert fast["instructions_per_logit"] < 0.6 * exact["instructions_per_logit"], kernel
     # A far tile inside one time bucket: the positional block rides on the scaling's FFMA and the
-    # time weight is one add (1.40x at this commit, 1.62x before).
+    # time weight is one add: the bias costs at most 4 instructions per logit over the bias-free
+    # kernel's (3.5 at this commit, 5.5 before the fast path's rewrite of stop 23).
     e0, base = costs["fwd", "rab_fast_e0"], costs["fwd", "norab"]
-    assert e0["instructions_per_logit"] <= 1.5 * base["instructions_per_logit"]
+    assert e0["instructions_per_logit"] - base["instructions_per_logit"] <= 4.0
     # The edge loops carry the dot's own layout (a loop-carried tile of their own took 255).
     assert costs["fwd", "rab_fast"]["registers"] < 240
-    # dq no longer reduces the weight gradients per head: its bias-free far tiles cost about what
-    # the forward's do over their kernel (1.26x at this commit, 2.57x with the reductions inside).
+    # dq no longer reduces the weight gradients per head: its bias-free far tiles cost what the
+    # forward's do over their kernel (3.4 instructions per logit at this commit, 20.7 with the
+    # reductions inside).
     e0, base = costs["dq", "rab_fast_e0"], costs["dq", "norab"]
-    assert e0["instructions_per_logit"] <= 1.5 * base["instructions_per_logit"]
+    assert e0["instructions_per_logit"] - base["instructions_per_logit"] <= 4.0
     # The rab-gradient kernel: one loop over heads per tile, pipelined, no spill reloads in it, and
     # per logit and head (H = 4) under 1.5x the bias-free dq kernel's cost at a bias-free far tile
-    # (1.17x at this commit).
+    # (1.37x at this commit).
     grad = costs["rabgrad", "rab_fast"]
     assert grad["pipelined"] and grad["hot_loop_local_accesses"] == 0
     assert grad["scalar_loads_per_logit"] < 0.5

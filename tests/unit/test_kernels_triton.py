@@ -258,8 +258,9 @@ def test_fast_rab_takes_both_tile_paths_and_matches_the_reference():
 
 
 def test_fast_math_paths_match_the_reference(monkeypatch):
-    """The 16-bit inputs' sigmoid algebra (tanh-based, and the rab-gradient kernel's halved logits),
-    run under the interpreter with fast math forced and an exact tanh in place of tanh.approx."""
+    """The 16-bit inputs' algebra (logits halved with alpha and the bias weights, silu and its
+    gradient from tanh), run under the interpreter with fast math forced and an exact tanh in
+    place of tanh.approx."""
     from kernels.hstu_attention import triton_bwd, triton_fwd
 
     for module in (triton_fwd, triton_bwd):
@@ -267,6 +268,10 @@ def test_fast_math_paths_match_the_reference(monkeypatch):
     lengths, n = [150, 97, 0, 1, 64], 160
     check_against_reference(lengths, 2, 16, 16, n, "both", "seq_len", device=DEVICE,
                             timestamps=_mixed_timestamps(lengths, seed=7), seed=7)
+    # Unsorted timestamps: the per-logit bias, from the weights halved as the logits are.
+    order = torch.randperm(sum(lengths), generator=torch.Generator().manual_seed(8))
+    shuffled = _mixed_timestamps(lengths, seed=8)[order]
+    check_against_reference(lengths, 3, 16, 16, n, "both", "max_len", device=DEVICE, timestamps=shuffled, seed=8)
 
 
 def test_weight_gradients_are_bit_identical_across_runs():
