@@ -15,9 +15,9 @@ forward saves nothing but its inputs):
 - `_dq_kernel`: one program per (query block, sequence, head) over the key blocks up to the
   diagonal; dq in registers. A second pass recomputes s once more, but dq atomics from
   `_dkdv_kernel` would be T * D float atomics per tile.
-- `triton_rab_grad`: one program per (query block, sequence) with the heads inside, for the
-  weight gradients, which need dS only summed over heads: their reductions run once per tile,
-  not once per head.
+- `triton_rab_grad`: one program per (sequence, distance from the diagonal) with the heads
+  inside, for the weight gradients, which need dS only summed over heads: their reductions run
+  once per tile or program, not once per tile and head.
 
 The bias of a tile is computed as in the forward (`triton_fwd`): by loads and selects from the
 tables of `rab_tables` when timestamps are sorted (far tiles with few edges in the main loop,
@@ -31,9 +31,9 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
-    exact_rab, fast_math, last_dim_contiguous, pad_head_dim, position_bias, query_times, rab_args,
-    logit_scale, scaled_logits, silu_and_grad, silu_grad, split_time, tile_buckets, tune_key_len,
+    BACKWARD_TUNE_KEY, FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs,
+    dot_precision, exact_rab, fast_math, last_dim_contiguous, logit_scale, pad_head_dim, position_bias, query_times,
+    rab_args, scaled_logits, silu_and_grad, silu_grad, split_time, tile_buckets, tune_key_len,
 )
 from kernels.hstu_attention.rab_tables import rab_tables
 from kernels.hstu_attention.triton_rab_grad import rab_weight_gradients
@@ -259,12 +259,9 @@ def _dq_tile(
     if FAST_RAB:
         pos = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, False, BLOCK,
                             BLOCK)
-        if MASKED:
-            s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                              HAS_TS, False, LOOP_TILE, MAX_EDGES, PROBE_EDGES, BLOCK)
-        else:
-            s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                              HAS_TS, False, KIND, MAX_EDGES, PROBE_EDGES, BLOCK)
+        # MASKED tiles (the diagonal's) come with KIND LOOP_TILE.
+        s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets, HAS_TS,
+                          False, KIND, MAX_EDGES, PROBE_EDGES, BLOCK)
     else:
         s, _ = exact_rab(s * alpha, offs_m, offs_n, n_ok, tq_hi, tq_lo, 0.0, 0.0, ts_base, seq_len, TS, TS,
                          POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS, False)
@@ -364,9 +361,8 @@ def _dq_kernel(
              mask=m_ok[:, None] & (offs_dqk[None, :] < D_QK))
 
 
-_TUNE_KEY = ["tune_len", "BLOCK_DQK", "BLOCK_DV", "HAS_POS", "HAS_TS", "FAST_RAB", "DOT_PRECISION"]
-_dkdv_tuned = triton.autotune(configs=as_triton_configs(DKDV_CONFIGS), key=_TUNE_KEY)(_dkdv_kernel)
-_dq_tuned = triton.autotune(configs=as_triton_configs(DQ_CONFIGS), key=_TUNE_KEY)(_dq_kernel)
+_dkdv_tuned = triton.autotune(configs=as_triton_configs(DKDV_CONFIGS), key=BACKWARD_TUNE_KEY)(_dkdv_kernel)
+_dq_tuned = triton.autotune(configs=as_triton_configs(DQ_CONFIGS), key=BACKWARD_TUNE_KEY)(_dq_kernel)
 
 
 def hstu_attention_bwd_triton(

@@ -542,15 +542,16 @@ def rab_args(
 
 
 def fast_math(dtype: torch.dtype) -> bool:
-    """tanh.approx sigmoid for 16-bit inputs on the GPU; float32 keeps the 1e-4 path exact-ish."""
+    """tanh.approx-based silu on halved logits (`logit_scale`) for 16-bit inputs on the GPU;
+    float32 keeps the 1e-4 path exact-ish."""
     return dtype != torch.float32 and not INTERPRET
 
 
 def logit_scale(fast: bool) -> float:
     """What the kernels' logits are scaled by: with fast math they carry x = s / 2 (silu(s) =
-    x (1 + tanh x) needs no other halving), so the host halves alpha and the bias weights, exactly
-    (a power of two). dq and dk, scaled by alpha, come out right; the rab-gradient kernel rescales
-    its dS."""
+    x (1 + tanh x) needs no other halving), so the host halves alpha and the bias weights (a power
+    of two: exact but for float16 subnormals, below 6e-5, which lose their last bit). dq and dk,
+    scaled by alpha, come out right; the rab-gradient kernel rescales its dS."""
     return 0.5 if fast else 1.0
 
 
@@ -567,6 +568,10 @@ def as_triton_configs(configs: list[dict[str, int]]) -> list[triton.Config]:
                       num_warps=c["num_warps"], num_stages=c["num_stages"])
         for c in configs
     ]
+
+
+# The backward kernels' autotune key (each tuning per power-of-two length and bias layout).
+BACKWARD_TUNE_KEY = ["tune_len", "BLOCK_DQK", "BLOCK_DV", "HAS_POS", "HAS_TS", "FAST_RAB", "DOT_PRECISION"]
 
 
 def tune_key_len(max_seq_len: int) -> int:

@@ -33,8 +33,8 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, add_time_bias, as_triton_configs, exact_rab, passing_pairs,
-    position_bias, query_times, silu_grad, split_time, tile_buckets, tune_key_len,
+    BACKWARD_TUNE_KEY, FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, add_time_bias, as_triton_configs, exact_rab,
+    passing_pairs, position_bias, query_times, silu_grad, split_time, tile_buckets, tune_key_len,
 )
 from kernels.hstu_attention.rab_tables import RabTables
 
@@ -157,7 +157,8 @@ def _rab_grad_tile(
     HIST_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
     DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
-    """(ds_acc + the tile's head-summed dS, hist + its time-weight gradient)."""
+    """(ds_acc + the tile's head-summed dS, hist + its time-weight gradient); MASKED tiles (the
+    diagonal's) come with KIND LOOP_TILE."""
     offs_m = m_start + tl.arange(0, BLOCK)
     offs_n = n_start + tl.arange(0, BLOCK)
     m_ok = offs_m < seq_len
@@ -176,7 +177,11 @@ def _rab_grad_tile(
             if MASKED:
                 lo = 0  # the diagonal: buckets from 0 (j = i) up
             elif KIND == FAR_TILE:
+                # A far tile spanning more edges than the unrolled ones is redone in the many-edge
+                # loop: here zero dout zeroes its dS, and it runs as a tile with no edge (as its
+                # bias in `add_time_bias`), so its time sums skip the edges too.
                 do_ok = m_ok & (offs_m * 0 + hi - lo <= MAX_EDGES)
+                hi = tl.where(hi - lo <= MAX_EDGES, hi, lo)
         else:
             lo = 0
             hi = 0
@@ -185,12 +190,8 @@ def _rab_grad_tile(
                                  BLOCK, BLOCK)
         else:
             base = zero
-        if MASKED:
-            bias = add_time_bias(base, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                                 HAS_TS, False, LOOP_TILE, MAX_EDGES, PROBE_EDGES, BLOCK)
-        else:
-            bias = add_time_bias(base, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                                 HAS_TS, False, KIND, MAX_EDGES, PROBE_EDGES, BLOCK)
+        bias = add_time_bias(base, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets, HAS_TS, False,
+                             KIND, MAX_EDGES, PROBE_EDGES, BLOCK)
     else:
         if HAS_TS:
             # Timestamps rebased to the sequence's first event before splitting (see split_time).
@@ -210,12 +211,8 @@ def _rab_grad_tile(
         ds = tl.where(offs_n[None, :] <= offs_m[:, None], ds, 0.0)
     if HAS_TS:
         if FAST_RAB:
-            if MASKED:
-                hist = _time_gradient(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, LOOP_TILE, MAX_EDGES,
-                                      PROBE_EDGES, HIST_PAD)
-            else:
-                hist = _time_gradient(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, KIND, MAX_EDGES,
-                                      PROBE_EDGES, HIST_PAD)
+            hist = _time_gradient(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, KIND, MAX_EDGES,
+                                  PROBE_EDGES, HIST_PAD)
         else:
             hist = _bucket_hist(hist, ds, bucket, offs_m, offs_n, seq_len, num_buckets, MASKED, HIST_PAD)
     if HAS_POS:
@@ -337,9 +334,8 @@ def _scratch_sizes(max_seq_len: int, num_seqs: int, hist_pad: int, configs: list
     return pos, time
 
 
-_TUNE_KEY = ["tune_len", "BLOCK_DQK", "BLOCK_DV", "HAS_POS", "HAS_TS", "FAST_RAB", "DOT_PRECISION"]
 # The autotuner replays the kernel while timing it; the scratch rows a program skips must read zero.
-_rab_grad_tuned = triton.autotune(configs=as_triton_configs(RAB_GRAD_CONFIGS), key=_TUNE_KEY,
+_rab_grad_tuned = triton.autotune(configs=as_triton_configs(RAB_GRAD_CONFIGS), key=BACKWARD_TUNE_KEY,
                                   reset_to_zero=["DPOS_PART", "DTS_PART"])(_rab_grad_kernel)
 
 
