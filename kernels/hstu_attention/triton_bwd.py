@@ -32,8 +32,9 @@ import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
     BACKWARD_TUNE_KEY, FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs,
-    dot_precision, exact_rab, fast_math, last_dim_contiguous, logit_scale, pad_head_dim, position_bias, query_times,
-    rab_args, scaled_logits, silu_and_grad, silu_grad, split_time, tile_buckets, tune_key_len,
+    dot_precision, exact_rab, exact_row_times, fast_math, last_dim_contiguous, logit_scale, pad_head_dim,
+    position_bias, rab_args, scaled_logits, silu_and_grad, silu_grad, spans_many_edges, tile_time_range,
+    tune_key_len, unless_many_edges,
 )
 from kernels.hstu_attention.rab_tables import rab_tables
 from kernels.hstu_attention.triton_rab_grad import rab_weight_gradients
@@ -83,28 +84,19 @@ def _dkdv_tile(
     do_ok = m_ok
     # Transposed tile [keys, queries], so dk and dv come out of plain (not transposed) dots.
     if FAST_RAB:
-        # As in the forward, transposed; the next-event rule is in the edge table.
-        if HAS_TS:
-            lo, hi = tile_buckets(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK_M, seq_len) - 1,
-                                  n_start, n_start + BLOCK_N - 1, num_buckets, EDGE_PAD)
-        else:
-            lo = 0
-            hi = 0
+        # As in the forward, transposed; the next-event rule is in the edge table. MASKED tiles
+        # (the diagonal's) come with KIND LOOP_TILE.
+        lo, hi = tile_time_range(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK_M, seq_len) - 1, n_start,
+                                 n_start + BLOCK_N - 1, num_buckets, HAS_TS, MASKED, EDGE_PAD)
         pos_t = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, True,
                               BLOCK_M, BLOCK_N)
         s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)
         # Rows are keys: their edge tests read `first_query_table` (one value per key row).
-        if MASKED:
-            s_t = scaled_logits(s_t, alpha, pos_t, offs_n, n_ok, m_start, 0, hi, FIRST_Q, t_stride, TS_W,
-                                num_buckets, HAS_TS, True, LOOP_TILE, MAX_EDGES, PROBE_EDGES, BLOCK_M)
-        else:
-            s_t = scaled_logits(s_t, alpha, pos_t, offs_n, n_ok, m_start, lo, hi, FIRST_Q, t_stride, TS_W,
-                                num_buckets, HAS_TS, True, KIND, MAX_EDGES, PROBE_EDGES, BLOCK_M)
-            if HAS_TS and KIND == FAR_TILE:
-                # A far tile spanning more edges than the unrolled ones counts in the loop over such
-                # tiles: here its dout loads as zeros, which zeroes both its dv and (through dp)
-                # its dk terms: a predicate per load, not a select per logit.
-                do_ok = m_ok & (offs_m * 0 + hi - lo <= MAX_EDGES)
+        s_t = scaled_logits(s_t, alpha, pos_t, offs_n, n_ok, m_start, lo, hi, FIRST_Q, t_stride, TS_W,
+                            num_buckets, HAS_TS, True, KIND, MAX_EDGES, PROBE_EDGES, BLOCK_M)
+        # Its dout loads as zeros where the many-edge loop redoes the tile, which zeroes both its
+        # dv and (through dp) its dk terms.
+        do_ok = unless_many_edges(m_ok, offs_m, lo, hi, HAS_TS, KIND, MAX_EDGES)
     else:
         s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * alpha
         # Next-event rule as in the forward: ts[i + 1], the request time for the last query.
@@ -159,12 +151,6 @@ def _dkdv_kernel(
     REQ_TS += b
     EDGES += seq_start
     FIRST_Q += seq_start
-    # Timestamps are rebased to the sequence's first event before splitting (see split_time).
-    if HAS_TS and not FAST_RAB:
-        ts_base = tl.load(TS)
-    else:
-        ts_base = 0
-
     offs_n = n_start + tl.arange(0, BLOCK_N)
     offs_dqk = tl.arange(0, BLOCK_DQK)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -173,11 +159,7 @@ def _dkdv_kernel(
                 mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
     v = tl.load(V + offs_n[:, None] * stride_vt + offs_dv[None, :],
                 mask=n_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
-    if HAS_TS and not FAST_RAB:
-        tk_hi, tk_lo = split_time(tl.load(TS + offs_n, mask=n_ok, other=0), ts_base)
-    else:
-        tk_hi = 0.0  # unused
-        tk_lo = 0.0
+    ts_base, tk_hi, tk_lo = exact_row_times(TS, REQ_TS, offs_n, n_ok, seq_len, HAS_TS and not FAST_RAB, True)
 
     dk = tl.zeros((BLOCK_N, BLOCK_DQK), dtype=tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_DV), dtype=tl.float32)
@@ -199,9 +181,8 @@ def _dkdv_kernel(
     if FAST_RAB and HAS_TS:
         # Far tiles spanning more edges than the loop above unrolls, redone with all their edges.
         for m_start in range(m_full, seq_len, BLOCK_M):
-            lo, hi = tile_buckets(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK_M, seq_len) - 1,
-                                  n_start, n_start + BLOCK_N - 1, num_buckets, EDGE_PAD)
-            if hi - lo > MAX_EDGES:
+            if spans_many_edges(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK_M, seq_len) - 1, n_start,
+                                n_start + BLOCK_N - 1, num_buckets, MAX_EDGES, EDGE_PAD):
                 dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
                                     Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, POS_SKEW,
                                     stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
@@ -239,18 +220,10 @@ def _dq_tile(
         n_ok = tl.full((BLOCK,), 1, tl.int1)
     v_ok = n_ok
     if FAST_RAB:
-        if HAS_TS:
-            lo, hi = tile_buckets(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1,
-                                  n_start, n_start + BLOCK - 1, num_buckets, EDGE_PAD)
-            if MASKED:
-                lo = 0  # the diagonal: buckets from 0 (j = i) up
-            elif KIND == FAR_TILE:
-                # A far tile spanning more edges than the unrolled ones counts in the loop over such
-                # tiles: here its V tile loads as zeros, so dp and ds are zero: a predicate per load.
-                v_ok = n_ok & (offs_n * 0 + hi - lo <= MAX_EDGES)
-        else:
-            lo = 0
-            hi = 0
+        lo, hi = tile_time_range(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1, n_start,
+                                 n_start + BLOCK - 1, num_buckets, HAS_TS, MASKED, EDGE_PAD)
+        # Its V tile loads as zeros where the many-edge loop redoes the tile: dp and ds are zero.
+        v_ok = unless_many_edges(n_ok, offs_n, lo, hi, HAS_TS, KIND, MAX_EDGES)
     k = tl.load(K + offs_n[:, None] * stride_kt + offs_dqk[None, :],
                 mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
     v = tl.load(V + offs_n[:, None] * stride_vt + offs_dv[None, :],
@@ -308,12 +281,6 @@ def _dq_kernel(
     TS += seq_start
     REQ_TS += b
     EDGES += seq_start
-    # Timestamps are rebased to the sequence's first event before splitting (see split_time).
-    if HAS_TS and not FAST_RAB:
-        ts_base = tl.load(TS)
-    else:
-        ts_base = 0
-
     offs_m = m_start + tl.arange(0, BLOCK)
     offs_dqk = tl.arange(0, BLOCK_DQK)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -322,11 +289,7 @@ def _dq_kernel(
                 mask=m_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
     do = tl.load(DO + offs_m[:, None] * stride_dot + offs_dv[None, :],
                  mask=m_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
-    if HAS_TS and not FAST_RAB:
-        tq_hi, tq_lo = split_time(query_times(TS, REQ_TS, offs_m, seq_len), ts_base)
-    else:
-        tq_hi = 0.0  # unused
-        tq_lo = 0.0
+    ts_base, tq_hi, tq_lo = exact_row_times(TS, REQ_TS, offs_m, m_ok, seq_len, HAS_TS and not FAST_RAB, False)
 
     dq = tl.zeros((BLOCK, BLOCK_DQK), dtype=tl.float32)
     for n_start in range(0, m_start, BLOCK):
@@ -343,9 +306,8 @@ def _dq_kernel(
     if FAST_RAB and HAS_TS:
         # Far tiles spanning more edges than the first loop unrolls, redone with all their edges.
         for n_start in range(0, m_start, BLOCK):
-            lo, hi = tile_buckets(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1,
-                                  n_start, n_start + BLOCK - 1, num_buckets, EDGE_PAD)
-            if hi - lo > MAX_EDGES:
+            if spans_many_edges(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1, n_start,
+                                n_start + BLOCK - 1, num_buckets, MAX_EDGES, EDGE_PAD):
                 dq = _dq_tile(
                     dq, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len,
                     K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride,

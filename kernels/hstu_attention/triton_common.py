@@ -239,6 +239,70 @@ def tile_buckets(EDGES, t_stride, row_first, row_last, col_first, col_last, num_
     return lo, hi
 
 
+# Tile kinds of `scaled_logits`.
+FAR_TILE = tl.constexpr(0)  # every key before every query, few edges: unrolled
+LOOP_TILE = tl.constexpr(1)  # diagonal tiles: a loop over their edges
+MANY_EDGE_TILE = tl.constexpr(2)  # far tiles spanning more than MAX_EDGES edges: a loop merging equal edges
+
+
+@triton.jit
+def tile_time_range(EDGES, t_stride, row_first, row_last, col_first, col_last, num_buckets,
+                    HAS_TS: tl.constexpr, MASKED: tl.constexpr, EDGE_PAD: tl.constexpr):
+    """(lo, hi): the buckets a fast-path tile's time weights select among (`add_time_bias`) for
+    query rows row_first .. row_last and keys col_first .. col_last: a far tile's (`tile_buckets`),
+    a diagonal tile's (MASKED) from 0 (j = i) up; none without time weights."""
+    if HAS_TS:
+        lo, hi = tile_buckets(EDGES, t_stride, row_first, row_last, col_first, col_last, num_buckets, EDGE_PAD)
+        if MASKED:
+            lo = 0
+    else:
+        lo = 0
+        hi = 0
+    return lo, hi
+
+
+@triton.jit
+def spans_many_edges(EDGES, t_stride, row_first, row_last, col_first, col_last, num_buckets,
+                     MAX_EDGES: tl.constexpr, EDGE_PAD: tl.constexpr):
+    """Whether a far tile spans more edges than `add_time_bias` unrolls: the tiles the kernels'
+    many-edge loops (KIND MANY_EDGE_TILE) redo."""
+    lo, hi = tile_buckets(EDGES, t_stride, row_first, row_last, col_first, col_last, num_buckets, EDGE_PAD)
+    return hi - lo > MAX_EDGES
+
+
+@triton.jit
+def unless_many_edges(ok, offs, lo, hi, HAS_TS: tl.constexpr, KIND: tl.constexpr, MAX_EDGES: tl.constexpr):
+    """The row mask `ok`, all false for a far tile spanning more edges than the unrolled ones.
+
+    `add_time_bias` gives such a tile a 0-edge tile's bias, and a many-edge loop redoes it; its
+    caller masks one load of the tile (V or dout) with this, which zeroes the tile's contribution
+    here: a predicate per load, not a select per logit.
+    """
+    if HAS_TS and KIND == FAR_TILE:
+        return ok & (offs * 0 + hi - lo <= MAX_EDGES)
+    else:
+        return ok
+
+
+@triton.jit
+def exact_row_times(TS, REQ_TS, offs_row, row_ok, seq_len, EXACT_TS: tl.constexpr, KEYS_FIRST: tl.constexpr):
+    """(ts_base, hi, lo) for the exact path (`exact_rab`): the tile rows' times split once per
+    program (`split_time`), rebased to the sequence's first event: query rows at the time they
+    are scored at (`query_times`), or with KEYS_FIRST key rows at their own. Unused zeros unless
+    EXACT_TS (time weights on the exact path)."""
+    if EXACT_TS:
+        ts_base = tl.load(TS)
+        if KEYS_FIRST:
+            hi, lo = split_time(tl.load(TS + offs_row, mask=row_ok, other=0), ts_base)
+        else:
+            hi, lo = split_time(query_times(TS, REQ_TS, offs_row, seq_len), ts_base)
+    else:
+        ts_base = 0
+        hi = 0.0
+        lo = 0.0
+    return ts_base, hi, lo
+
+
 @triton.jit
 def skewed_position_block(POS_SKEW, skew_stride, col0, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
                           KEYS_FIRST: tl.constexpr):
@@ -362,12 +426,6 @@ def time_weights_loop(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_
             s = pass_edge(s, offs_row, row_ok, col_rel, col_start, edge, offs_row >= 0, EDGES, t_stride, TS_W,
                           num_buckets, KEYS_FIRST)
     return s
-
-
-# Tile kinds of `scaled_logits`.
-FAR_TILE = tl.constexpr(0)  # every key before every query, few edges: unrolled
-LOOP_TILE = tl.constexpr(1)  # diagonal tiles: a loop over their edges
-MANY_EDGE_TILE = tl.constexpr(2)  # far tiles spanning more than MAX_EDGES edges: a loop merging equal edges
 
 
 @triton.jit

@@ -29,8 +29,8 @@ import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
     FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
-    exact_rab, fast_math, last_dim_contiguous, pad_head_dim, position_bias, query_times, rab_args,
-    logit_scale, scaled_logits, silu, split_time, tile_buckets, tune_key_len,
+    exact_rab, exact_row_times, fast_math, last_dim_contiguous, logit_scale, pad_head_dim, position_bias, rab_args,
+    scaled_logits, silu, spans_many_edges, tile_time_range, tune_key_len, unless_many_edges,
 )
 from kernels.hstu_attention.rab_tables import rab_tables
 
@@ -73,27 +73,16 @@ def _fwd_tile(
                 mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
     v_ok = n_ok
     if FAST_RAB:
-        last_row = tl.minimum(m_start + BLOCK_M, seq_len) - 1
-        if HAS_TS:
-            lo, hi = tile_buckets(EDGES, t_stride, m_start, last_row, n_start, n_start + BLOCK_N - 1, num_buckets,
-                                  EDGE_PAD)
-        else:
-            lo = 0
-            hi = 0
+        # MASKED tiles (the diagonal's) come with KIND LOOP_TILE.
+        lo, hi = tile_time_range(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK_M, seq_len) - 1, n_start,
+                                 n_start + BLOCK_N - 1, num_buckets, HAS_TS, MASKED, EDGE_PAD)
         pos = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, False,
                             BLOCK_M, BLOCK_N)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-        if MASKED:
-            # The diagonal: buckets from 0 (j = i) up to the last row's gap to the first key.
-            s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, 0, hi, EDGES, t_stride, TS_W, num_buckets,
-                              HAS_TS, False, LOOP_TILE, MAX_EDGES, PROBE_EDGES, BLOCK_N)
-        else:
-            s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                              HAS_TS, False, KIND, MAX_EDGES, PROBE_EDGES, BLOCK_N)
-            if HAS_TS and KIND == FAR_TILE:
-                # A far tile spanning more edges than the unrolled ones counts in the loop over such
-                # tiles: here its V tile loads as zeros (a predicate per load, not a select per logit).
-                v_ok = n_ok & (offs_n * 0 + hi - lo <= MAX_EDGES)
+        s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+                          HAS_TS, False, KIND, MAX_EDGES, PROBE_EDGES, BLOCK_N)
+        # Its V tile loads as zeros where the many-edge loop redoes the tile.
+        v_ok = unless_many_edges(n_ok, offs_n, lo, hi, HAS_TS, KIND, MAX_EDGES)
     else:
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * alpha
         s, _ = exact_rab(s, offs_m, offs_n, n_ok, tq_hi, tq_lo, 0.0, 0.0, ts_base, seq_len, TS, TS,
@@ -140,24 +129,13 @@ def _hstu_fwd_kernel(
     TS += seq_start
     REQ_TS += b
     EDGES += seq_start
-    # Timestamps are rebased to the sequence's first event before splitting (see split_time).
-    if HAS_TS and not FAST_RAB:
-        ts_base = tl.load(TS)
-    else:
-        ts_base = 0
-
     offs_m = m_start + tl.arange(0, BLOCK_M)
     offs_dqk = tl.arange(0, BLOCK_DQK)
     offs_dv = tl.arange(0, BLOCK_DV)
     m_ok = offs_m < seq_len
     q = tl.load(Q + offs_m[:, None] * stride_qt + offs_dqk[None, :],
                 mask=m_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
-    if HAS_TS and not FAST_RAB:
-        # Query i is scored at the next event's time ts[i+1]; the last one at the request time.
-        tq_hi, tq_lo = split_time(query_times(TS, REQ_TS, offs_m, seq_len), ts_base)
-    else:
-        tq_hi = 0.0  # unused
-        tq_lo = 0.0
+    ts_base, tq_hi, tq_lo = exact_row_times(TS, REQ_TS, offs_m, m_ok, seq_len, HAS_TS and not FAST_RAB, False)
 
     acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
     n_full_end = (m_start // BLOCK_N) * BLOCK_N  # blocks wholly before the first query
@@ -178,9 +156,8 @@ def _hstu_fwd_kernel(
         # Far tiles spanning more edges than the first loop unrolls (a jump in time inside the
         # tile): rare, redone here with a loop over their edges, away from the pipelined loop.
         for n_start in range(0, n_full_end, BLOCK_N):
-            lo, hi = tile_buckets(EDGES, t_stride, m_start, n_end - 1, n_start, n_start + BLOCK_N - 1,
-                                  num_buckets, EDGE_PAD)
-            if hi - lo > MAX_EDGES:
+            if spans_many_edges(EDGES, t_stride, m_start, n_end - 1, n_start, n_start + BLOCK_N - 1, num_buckets,
+                                MAX_EDGES, EDGE_PAD):
                 acc = _fwd_tile(acc, q, offs_m, m_ok, m_start, tq_hi, tq_lo, ts_base, n_start, seq_len,
                                 K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride,
                                 skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, MANY_EDGE_TILE,

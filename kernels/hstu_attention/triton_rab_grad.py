@@ -34,7 +34,8 @@ import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
     BACKWARD_TUNE_KEY, FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, add_time_bias, as_triton_configs, exact_rab,
-    passing_pairs, position_bias, query_times, silu_grad, split_time, tile_buckets, tune_key_len,
+    exact_row_times, passing_pairs, position_bias, silu_grad, spans_many_edges, tile_time_range, tune_key_len,
+    unless_many_edges,
 )
 from kernels.hstu_attention.rab_tables import RabTables
 
@@ -171,20 +172,13 @@ def _rab_grad_tile(
     # The tile's bias, once for all heads.
     zero = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
     if FAST_RAB:
-        if HAS_TS:
-            lo, hi = tile_buckets(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1,
-                                  n_start, n_start + BLOCK - 1, num_buckets, EDGE_PAD)
-            if MASKED:
-                lo = 0  # the diagonal: buckets from 0 (j = i) up
-            elif KIND == FAR_TILE:
-                # A far tile spanning more edges than the unrolled ones is redone in the many-edge
-                # loop: here zero dout zeroes its dS, and it runs as a tile with no edge (as its
-                # bias in `add_time_bias`), so its time sums skip the edges too.
-                do_ok = m_ok & (offs_m * 0 + hi - lo <= MAX_EDGES)
-                hi = tl.where(hi - lo <= MAX_EDGES, hi, lo)
-        else:
-            lo = 0
-            hi = 0
+        lo, hi = tile_time_range(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1, n_start,
+                                 n_start + BLOCK - 1, num_buckets, HAS_TS, MASKED, EDGE_PAD)
+        # Where the many-edge loop redoes the tile, zero dout zeroes its dS here, and it runs as a
+        # tile with no edge (as its bias in `add_time_bias`), so its time sums skip the edges too.
+        do_ok = unless_many_edges(m_ok, offs_m, lo, hi, HAS_TS, KIND, MAX_EDGES)
+        if HAS_TS and KIND == FAR_TILE:
+            hi = tl.where(hi - lo <= MAX_EDGES, hi, lo)
         if HAS_POS:
             base = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, False,
                                  BLOCK, BLOCK)
@@ -193,14 +187,7 @@ def _rab_grad_tile(
         bias = add_time_bias(base, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets, HAS_TS, False,
                              KIND, MAX_EDGES, PROBE_EDGES, BLOCK)
     else:
-        if HAS_TS:
-            # Timestamps rebased to the sequence's first event before splitting (see split_time).
-            ts_base = tl.load(TS)
-            tq_hi, tq_lo = split_time(query_times(TS, REQ_TS, offs_m, seq_len), ts_base)
-        else:
-            ts_base = 0
-            tq_hi = 0.0  # unused
-            tq_lo = 0.0
+        ts_base, tq_hi, tq_lo = exact_row_times(TS, REQ_TS, offs_m, m_ok, seq_len, HAS_TS, False)
         bias, bucket = exact_rab(zero, offs_m, offs_n, n_ok, tq_hi, tq_lo, 0.0, 0.0, ts_base, seq_len, TS, TS,
                                  POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS, False)
     ds = _head_summed_ds(bias, offs_m, m_ok, do_ok, offs_n, n_ok, H, Q, K, V, DO, stride_qt, stride_qh, stride_kt,
@@ -268,9 +255,9 @@ def _rab_grad_kernel(
         if FAST_RAB and HAS_TS:
             # Far tiles spanning more edges than the first loop unrolls, redone with all of them.
             for m_start in range(first_m, seq_len, BLOCK):
-                lo, hi = tile_buckets(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1,
-                                      m_start - first_m, m_start - first_m + BLOCK - 1, num_buckets, EDGE_PAD)
-                if hi - lo > MAX_EDGES:
+                if spans_many_edges(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1,
+                                    m_start - first_m, m_start - first_m + BLOCK - 1, num_buckets, MAX_EDGES,
+                                    EDGE_PAD):
                     ds_acc, hist = _rab_grad_tile(
                         ds_acc, hist, m_start, m_start - first_m, seq_len, H, Q, K, V, DO, TS, REQ_TS, POS_W, TS_W,
                         THR, EDGES, POS_SKEW, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
