@@ -6,6 +6,10 @@ import os
 # imports triton): without a GPU, Triton kernels run under the numpy interpreter.
 if not os.path.exists("/dev/nvidiactl"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
+if os.environ.get("TRITON_INTERPRET") == "1":
+    from triton_interpreter import install as _patch_triton_language_once_per_launch
+
+    _patch_triton_language_once_per_launch()
 
 # Tests never reach W&B's servers, and runs stay single-threaded on the 2-core CI machine.
 os.environ.setdefault("WANDB_MODE", "offline")
