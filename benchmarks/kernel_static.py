@@ -2,6 +2,7 @@
 
     python benchmarks/kernel_static.py                 # sm_90 and sm_80: table + benchmarks/results/kernel_static.json
     python benchmarks/kernel_static.py --arch 90 --kernels fwd --out /tmp/k.json
+    python benchmarks/kernel_static.py --maxnreg 168       # registers capped: what each kernel spills at 168
 
 Each kernel (forward, dk/dv, dq, and the backward's rab-gradient kernel) is compiled by Triton for the target (`triton.compile` with a
 `GPUTarget`; no device needed) in three variants, bf16 with D = 64 and its first tuned config:
@@ -27,6 +28,9 @@ head at H = 4: (tile loop + 3 more passes of the head loop) / 4), 4-byte global 
 (per-element gathers; a tile load is 16-byte vectors), whether the loop is software-pipelined (asynchronous global->shared copies in it), and the
 spill accesses (LDL/STL) in the hottest loop (the far-tile loop, or the rab-gradient kernel's
 loop over heads): spilled values reloaded there cost per logit, elsewhere per tile or program.
+With --maxnreg N every kernel is compiled with its registers capped at N per thread (PTX
+`.maxnreg`, what a tuning config's `maxnreg` does): the spill bytes then say how far each kernel is
+from fitting N registers (results in kernel_static_maxnreg<N>.json unless --out says otherwise).
 These are proxies, not timings: only a GPU decides the speed.
 """
 
@@ -88,8 +92,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--arch", type=int, nargs="+", default=[90, 80], help="compute capabilities (90 = H100)")
     p.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=KERNELS)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    return p.parse_args()
+    p.add_argument("--maxnreg", type=int, default=None,
+                   help="cap the registers per thread (PTX .maxnreg, as a tuning config's maxnreg)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"JSON results (default {DEFAULT_OUT.relative_to(ROOT)}, or kernel_static_maxnreg<N>.json "
+                        "beside it with --maxnreg)")
+    args = p.parse_args()
+    if args.maxnreg is not None and not 24 <= args.maxnreg <= 255:
+        p.error(f"--maxnreg must be between 24 and 255 (registers per thread), got {args.maxnreg}")
+    if args.out is None:
+        args.out = DEFAULT_OUT if args.maxnreg is None else DEFAULT_OUT.with_name(f"kernel_static_maxnreg{args.maxnreg}.json")
+    return args
 
 
 def _tool(name: str) -> str:
@@ -128,7 +141,7 @@ def _tile_shape(kernel: str, config: dict[str, int]) -> tuple[int, int]:
     return config["BLOCK"], config["BLOCK"]
 
 
-def compile_kernel(kernel: str, variant: str, arch: int) -> tuple[Any, dict[str, int]]:
+def compile_kernel(kernel: str, variant: str, arch: int, maxnreg: int | None = None) -> tuple[Any, dict[str, int]]:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -165,6 +178,8 @@ def compile_kernel(kernel: str, variant: str, arch: int) -> tuple[Any, dict[str,
     src = ASTSource(fn, signature, constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()},
                     attrs=attrs)
     options = dict(num_warps=config["num_warps"], num_stages=config["num_stages"])
+    if maxnreg is not None:
+        options["maxnreg"] = config["maxnreg"] = maxnreg
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options), config
 
 
@@ -256,9 +271,9 @@ def pipelined(loop: list[tuple[int, str, str]]) -> bool:
     return any(op.startswith(("LDGSTS", "UTMALDG", "UBLKCP")) for _, op, _ in loop)
 
 
-def measure(kernel: str, variant: str, arch: int) -> KernelCost:
+def measure(kernel: str, variant: str, arch: int, maxnreg: int | None = None) -> KernelCost:
     start = time.perf_counter()
-    compiled, config = compile_kernel(kernel, variant, arch)
+    compiled, config = compile_kernel(kernel, variant, arch, maxnreg)
     compile_s = time.perf_counter() - start
     regs, spill_st, spill_ld = ptxas_usage(compiled.asm["ptx"], arch)
     loop = far_tile_loop(kernel, sass_instructions(compiled.asm["cubin"]))
@@ -343,12 +358,14 @@ def print_table(costs: list[KernelCost]) -> None:
               f"{c.scalar_loads_per_logit:>11.3f} {str(c.pipelined):>9}")
 
 
-def run(archs: list[int], kernels: list[str], variants: list[str]) -> dict[str, Any]:
+def run(archs: list[int], kernels: list[str], variants: list[str], maxnreg: int | None = None) -> dict[str, Any]:
     import triton
 
     # The rab-gradient kernel has no bias-free variant (the backward without a bias does not launch it).
-    costs = [measure(k, v, a) for a in archs for k in kernels for v in variants
+    costs = [measure(k, v, a, maxnreg) for a in archs for k in kernels for v in variants
              if not (k == "rabgrad" and v == "norab")]
+    if maxnreg is not None:
+        print(f"registers capped at {maxnreg} per thread (.maxnreg)")
     print_table(costs)
     return {
         "triton": triton.__version__,
@@ -356,6 +373,7 @@ def run(archs: list[int], kernels: list[str], variants: list[str]) -> dict[str, 
         "head_dim": HEAD_DIM,
         "dtype": "bfloat16",
         "num_time_buckets": NUM_BUCKETS,
+        "maxnreg": maxnreg,
         "costs": [dataclasses.asdict(c) for c in costs],
         "summary": summary(costs),
     }
@@ -364,7 +382,7 @@ def run(archs: list[int], kernels: list[str], variants: list[str]) -> dict[str, 
 def main() -> None:
     os.environ.pop("TRITON_INTERPRET", None)  # compiled code, not the interpreter
     args = parse_args()
-    result = run(args.arch, args.kernels, args.variants)
+    result = run(args.arch, args.kernels, args.variants, args.maxnreg)
     print(json.dumps(result["summary"], indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -63,3 +63,24 @@ def test_fast_rab_compiles_without_spills_or_gathers_and_pipelined(tmp_path):
     assert grad["scalar_loads_per_logit"] < 0.5
     assert costs["rabgrad", "rab_fast_e0"]["instructions_per_logit"] <= 1.5 * base["instructions_per_logit"]
     assert "fwd" in done.stdout and "rab_fast" in done.stdout  # the table is printed
+
+
+def _static(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernel_static.py"), *args], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=900)
+
+
+def test_maxnreg_caps_the_registers_and_is_recorded(tmp_path):
+    # The bias-free dq kernel takes 160 registers on sm_90 at this commit: capped at 128 it fits
+    # them (spilling or not), and the cap is in the record.
+    out = tmp_path / "capped.json"
+    done = _static("--arch", "90", "--kernels", "dq", "--variants", "norab", "--maxnreg", "128", "--out", str(out),
+                   tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    [cost] = result["costs"]
+    assert result["maxnreg"] == 128 and cost["config"]["maxnreg"] == 128 and cost["registers"] <= 128
+    assert "capped at 128" in done.stdout
+    bad = _static("--maxnreg", "300", tmp_path=tmp_path)
+    assert bad.returncode == 2 and "error: --maxnreg must be between 24 and 255" in bad.stderr
