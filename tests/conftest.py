@@ -6,15 +6,18 @@ import os
 # imports triton): without a GPU, Triton kernels run under the numpy interpreter.
 if not os.path.exists("/dev/nvidiactl"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
-if os.environ.get("TRITON_INTERPRET") == "1":
-    from triton_interpreter import install as _patch_triton_language_once_per_launch
-
-    _patch_triton_language_once_per_launch()
 
 # Tests never reach W&B's servers, and runs stay single-threaded on the 2-core CI machine.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# After the environment above: this imports triton, and with it numpy, whose BLAS reads
+# OMP_NUM_THREADS when it loads.
+if os.environ.get("TRITON_INTERPRET") == "1":
+    from triton_interpreter import install as _patch_triton_language_once_per_launch  # noqa: E402
+
+    _patch_triton_language_once_per_launch()
 
 # The PostgreSQL server of the ledger tests (unit and integration), one per session.
 from integration.pg_server import postgres_url  # noqa: E402,F401

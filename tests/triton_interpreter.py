@@ -4,7 +4,7 @@ Under TRITON_INTERPRET=1 each launch (`GridExecutor.__call__`) points the builti
 `triton.language` modules that the kernel's globals hold (`triton.language`, `.core`) at the numpy
 interpreter for its duration, and then every call of a `@triton.jit` function from inside the
 kernel (`InterpretedFunction.__call__`: the project's helpers, and `tl.zeros` and the like) does the
-same for the modules in its own globals: five `inspect.getmembers` scans per call, about a third of
+same for the modules in its own globals: three to five `inspect.getmembers` scans per call, about a third of
 the HSTU kernels' interpreted time (their tiles call a dozen helpers each). Within a launch nothing
 restores those patches, so once a module is patched, patching it again is a no-op: this skips
 those repeats and patches exactly as before otherwise. Written for the pinned triton
@@ -46,7 +46,8 @@ def install() -> None:
         if fn not in modules_of:
             modules_of[fn] = _language_modules(fn, languages)
         wanted = modules_of[fn]
-        if _patched_in_launch is not None and wanted <= _patched_in_launch:
+        # A function that sees no triton.language at all still goes to Triton (which refuses it).
+        if wanted and _patched_in_launch is not None and wanted <= _patched_in_launch:
             return scope_type()  # already patched in this launch, and restored at its end
         scope = patch_lang(fn)
         if _patched_in_launch is not None:

@@ -285,11 +285,11 @@ def _dq_kernel(
     offs_dqk = tl.arange(0, BLOCK_DQK)
     offs_dv = tl.arange(0, BLOCK_DV)
     m_ok = offs_m < seq_len
+    ts_base, tq_hi, tq_lo = exact_row_times(TS, REQ_TS, offs_m, m_ok, seq_len, HAS_TS and not FAST_RAB, False)
     q = tl.load(Q + offs_m[:, None] * stride_qt + offs_dqk[None, :],
                 mask=m_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
     do = tl.load(DO + offs_m[:, None] * stride_dot + offs_dv[None, :],
                  mask=m_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
-    ts_base, tq_hi, tq_lo = exact_row_times(TS, REQ_TS, offs_m, m_ok, seq_len, HAS_TS and not FAST_RAB, False)
 
     dq = tl.zeros((BLOCK, BLOCK_DQK), dtype=tl.float32)
     for n_start in range(0, m_start, BLOCK):
