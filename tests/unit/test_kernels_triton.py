@@ -271,11 +271,13 @@ def test_fast_math_paths_match_the_reference(monkeypatch):
     # Unsorted timestamps: the per-logit bias, from the weights halved as the logits are.
     order = torch.randperm(sum(lengths), generator=torch.Generator().manual_seed(8))
     shuffled = _mixed_timestamps(lengths, seed=8)[order]
-    check_against_reference(lengths, 3, 16, 16, n, "both", "max_len", device=DEVICE, timestamps=shuffled, seed=8)
+    check_against_reference(lengths, 1, 16, 16, n, "both", "max_len", device=DEVICE, timestamps=shuffled, seed=8)
 
 
 def test_weight_gradients_are_bit_identical_across_runs():
-    lengths, n = [150, 40, 97], 160
+    # Several rab-gradient programs per sequence (4 at the interpreter's 32-row blocks) and a
+    # many-edge tile, so the scratch rows of many programs are summed.
+    lengths, n = [97, 40, 64], 100
     q, k, v, dout, offsets, _, pos_w, ts_w = make_case(lengths, 2, 16, 16, n, 128, seed=9, device=DEVICE)
     kw = dict(timestamps=_mixed_timestamps(lengths, seed=9).to(DEVICE), pos_weights=pos_w, ts_weights=ts_w)
     first = hstu_attention_bwd_triton(dout, q, k, v, offsets, n, 0.5, "seq_len", **kw)
