@@ -84,8 +84,8 @@ def _dkdv_tile(
     do_ok = m_ok
     # Transposed tile [keys, queries], so dk and dv come out of plain (not transposed) dots.
     if FAST_RAB:
-        # As in the forward, transposed; the next-event rule is in the edge table. MASKED tiles
-        # (the diagonal's) come with KIND LOOP_TILE.
+        # As in the forward, transposed; the next-event rule is in the edge table.
+        tl.static_assert(not MASKED or KIND == LOOP_TILE, "a masked (diagonal) tile takes the loop over its edges")
         lo, hi = tile_time_range(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK_M, seq_len) - 1, n_start,
                                  n_start + BLOCK_N - 1, num_buckets, HAS_TS, MASKED, EDGE_PAD)
         pos_t = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, True,
@@ -232,7 +232,7 @@ def _dq_tile(
     if FAST_RAB:
         pos = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, False, BLOCK,
                             BLOCK)
-        # MASKED tiles (the diagonal's) come with KIND LOOP_TILE.
+        tl.static_assert(not MASKED or KIND == LOOP_TILE, "a masked (diagonal) tile takes the loop over its edges")
         s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets, HAS_TS,
                           False, KIND, MAX_EDGES, PROBE_EDGES, BLOCK)
     else:

@@ -73,7 +73,7 @@ def _fwd_tile(
                 mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
     v_ok = n_ok
     if FAST_RAB:
-        # MASKED tiles (the diagonal's) come with KIND LOOP_TILE.
+        tl.static_assert(not MASKED or KIND == LOOP_TILE, "a masked (diagonal) tile takes the loop over its edges")
         lo, hi = tile_time_range(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK_M, seq_len) - 1, n_start,
                                  n_start + BLOCK_N - 1, num_buckets, HAS_TS, MASKED, EDGE_PAD)
         pos = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, False,

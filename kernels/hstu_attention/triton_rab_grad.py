@@ -158,8 +158,8 @@ def _rab_grad_tile(
     HIST_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
     DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
-    """(ds_acc + the tile's head-summed dS, hist + its time-weight gradient); MASKED tiles (the
-    diagonal's) come with KIND LOOP_TILE."""
+    """(ds_acc + the tile's head-summed dS, hist + its time-weight gradient)."""
+    tl.static_assert(not MASKED or KIND == LOOP_TILE, "a masked (diagonal) tile takes the loop over its edges")
     offs_m = m_start + tl.arange(0, BLOCK)
     offs_n = n_start + tl.arange(0, BLOCK)
     m_ok = offs_m < seq_len
