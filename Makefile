@@ -30,8 +30,11 @@ slurm-packages: $(STAMP)
 browser-packages: $(STAMP)
 	$(BIN)/python tests/unit/headless_chromium.py install --best-effort
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist; `auto`: one per core); `slurm` tests stay
+# on one of them (tests/xdist_groups.py). TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= auto
 test: $(STAMP) slurm-packages browser-packages
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

@@ -21,3 +21,6 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 
 # The PostgreSQL server of the ledger tests (unit and integration), one per session.
 from integration.pg_server import postgres_url  # noqa: E402,F401
+
+# `make test` runs the suite on pytest-xdist workers: every `slurm` test on one of them.
+from xdist_groups import pytest_xdist_make_scheduler  # noqa: E402,F401

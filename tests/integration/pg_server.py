@@ -9,6 +9,7 @@ trust authentication and durability off (fsync, synchronous commit): a test data
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import glob
 import os
 import pwd
@@ -79,13 +80,26 @@ class Server:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start() -> Server:
+def _installed_bindir() -> Path:
+    """The server binaries' directory, installing the package first when they are missing. The
+    pytest-xdist workers (`make test`) each start a server at once: they install one at a time, as
+    a second apt-get would fail on dpkg's lock."""
     bindir = _bindir()
-    if bindir is None:
-        _install()
+    if bindir is not None:
+        return bindir
+    with open(Path(tempfile.gettempdir()) / "gr-scaling-postgresql-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         bindir = _bindir()
         if bindir is None:
-            raise ServerError(f"installed {PACKAGE} but found no /usr/lib/postgresql/*/bin/initdb")
+            _install()
+            bindir = _bindir()
+    if bindir is None:
+        raise ServerError(f"installed {PACKAGE} but found no /usr/lib/postgresql/*/bin/initdb")
+    return bindir
+
+
+def start() -> Server:
+    bindir = _installed_bindir()
     root = Path(tempfile.mkdtemp(prefix="gr-ledger-pg-"))
     user = None
     if os.geteuid() == 0:
