@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -38,6 +39,7 @@ from sweeps.ledger_records import (
 )
 from sweeps.optuna_adapter import study_id_of, trial_id_of
 from sweeps.storage import (
+    HEARTBEAT_GRACE_S,
     Heartbeat,
     open_existing_storage,
     open_storage,
@@ -64,6 +66,25 @@ _FEW_ATTEMPTS = 32  # `attempt_states` reads up to this many one by one rather t
 # re-reads only unfinished attempts (Optuna caches finished ones in the process) at ~0.25 ms each
 # in one query, against ~2 ms for an attempt read alone (SQLite, 12 and 200 pending attempts).
 _WHOLE_STUDY_PER_WANTED = 8
+
+
+
+CLAIMANT_PREFIX = "claimant:"  # system attrs "claimant:<host>:<pid>" = {"host", "pid"}: processes that claimed an attempt
+
+
+def _lost_claim(trial: FrozenTrial, host: str) -> str | None:
+    """Why a running attempt that never recorded its worker is dead, or None while it may be
+    alive: every claimant on this host is gone, or (claimants elsewhere, or an attempt taken before
+    claimants were recorded) it was taken longer ago than a heartbeat may be late."""
+    claimants = [v for k, v in trial.system_attrs.items() if k.startswith(CLAIMANT_PREFIX)]
+    here = [c for c in claimants if c.get("host") == host]
+    if claimants and len(here) == len(claimants) and not any(pid_alive(int(c.get("pid", -1))) for c in here):
+        pids = ", ".join(str(c.get("pid")) for c in here)
+        return f"the process that took it ({pids} on {host}) died before recording itself as its worker"
+    started = trial.datetime_start
+    if started is not None and time.time() - started.timestamp() > HEARTBEAT_GRACE_S:
+        return f"taken at {started:%Y-%m-%d %H:%M:%S} and no worker recorded itself within {HEARTBEAT_GRACE_S} s"
+    return None
 
 
 class Ledger:
@@ -219,7 +240,12 @@ class Ledger:
         quiet = stale_heartbeats(self.storage, study_id_of(self.study), running)
         suspects: list[tuple[int, FrozenTrial, str]] = []
         for trial in running:
-            trial_id, worker = trial_id_of(trial), trial.system_attrs.get("worker", {})
+            trial_id, worker = trial_id_of(trial), trial.system_attrs.get("worker")
+            if worker is None:
+                lost = _lost_claim(trial, host)
+                if lost is not None:
+                    suspects.append((trial_id, trial, lost))
+                continue
             if worker.get("host") == host and not pid_alive(worker.get("pid", -1)):
                 suspects.append((trial_id, trial, f"worker process {worker.get('pid')} on {host} died"))
             elif trial_id in quiet:
@@ -276,15 +302,21 @@ class Ledger:
 
         `job_id`/`log_path`: the claiming job, recorded when it is not the job the attempt was
         dispatched in (a packed job that took a run of another job of its wave): the attempt's
-        job is the one that trains it, for liveness, requeue, cancel and the log."""
+        job is the one that trains it, for liveness, requeue, cancel and the log.
+
+        Taking the attempt and recording this process as its worker are two writes: the process
+        first records itself as a claimant, so that `recover` can tell an attempt whose claimant
+        died between them (it has no worker to check and no heartbeat to go stale)."""
+        me = {"host": socket.gethostname(), "pid": os.getpid()}
         try:
+            self.storage.set_trial_system_attr(trial_id, f"{CLAIMANT_PREFIX}{me['host']}:{me['pid']}", me)
             claimed = self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
         except optuna.exceptions.UpdateFinishedTrialError:
             return False
         if not claimed:
             return False
         try:
-            self.storage.set_trial_system_attr(trial_id, "worker", {"host": socket.gethostname(), "pid": os.getpid()})
+            self.storage.set_trial_system_attr(trial_id, "worker", me)
             record_heartbeat(self.storage, trial_id)
             if job_id is not None and self.storage.get_trial(trial_id).user_attrs.get("job_id") != job_id:
                 self.storage.set_trial_user_attr(trial_id, "job_id", job_id)

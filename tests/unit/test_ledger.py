@@ -134,6 +134,68 @@ def test_attempt_of_a_dead_worker_is_failed_and_requeued(backend: Backend) -> No
     assert "died" in (attempts[0].error or "")
 
 
+def _claim_killed_before_recording_its_worker(backend: Backend, trial_id: int) -> None:
+    """Claim from a child process killed (os._exit) between taking the attempt and recording itself
+    as its worker: the claim's two writes."""
+    code = (
+        "import os\nfrom sweeps.ledger import Ledger\n"
+        f"ledger = Ledger({backend.url!r}, {backend.name!r})\n"
+        "write = ledger.storage.set_trial_system_attr\n"
+        "def dying(trial_id, key, value):\n"
+        "    if key == 'worker':\n        os._exit(9)\n"
+        "    write(trial_id, key, value)\n"
+        "ledger.storage.set_trial_system_attr = dying\n"
+        f"ledger.claim({trial_id})\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 9
+
+
+def test_a_worker_killed_while_claiming_does_not_leave_its_attempt_running(backend: Backend) -> None:
+    """A sweep killed with SIGKILL resumed 11 of its 12 runs (CI, two test workers): one worker had
+    died between taking its attempt and recording itself as the worker, which left the attempt
+    running with no pid to check and no heartbeat to go stale, so no recover ever retried it."""
+    ledger = backend.open()
+    ledger.register([planned("a")])
+    trial_id = ledger.runs()["a"].trial_id
+    _claim_killed_before_recording_its_worker(backend, trial_id)
+    assert ledger.runs()["a"].state == "running"
+    assert ledger.recover(max_attempts=3) == ["a"]
+    attempts = ledger.attempts("a")
+    assert [a.state for a in attempts] == ["failed", "pending"]
+    assert "died before recording itself as its worker" in (attempts[0].error or "")
+
+
+def test_an_attempt_being_claimed_by_a_live_process_is_left_running(ledger: Ledger) -> None:
+    ledger.register([planned("a")])
+    trial_id = ledger.runs()["a"].trial_id
+    claimant = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # Between the claim's two writes: taken, its worker not recorded yet.
+        ledger.storage.set_trial_system_attr(trial_id, f"claimant:{socket.gethostname()}:{claimant.pid}",
+                                             {"host": socket.gethostname(), "pid": claimant.pid})
+        assert ledger.storage.set_trial_state_values(trial_id, optuna.trial.TrialState.RUNNING)
+        assert ledger.recover(max_attempts=3) == []
+        assert ledger.runs()["a"].state == "running"
+    finally:
+        claimant.kill()
+        claimant.wait()
+    assert ledger.recover(max_attempts=3) == ["a"]
+
+
+def test_an_attempt_taken_without_a_recorded_claimant_is_failed_once_a_heartbeat_would_be_late(
+    ledger: Ledger, monkeypatch
+) -> None:
+    # As a ledger written before claimants were recorded has it, or a claimant on another host.
+    ledger.register([planned("a")])
+    trial_id = ledger.runs()["a"].trial_id
+    assert ledger.storage.set_trial_state_values(trial_id, optuna.trial.TrialState.RUNNING)
+    assert ledger.recover(max_attempts=3) == []
+    now = time.time()
+    monkeypatch.setattr("sweeps.ledger.time.time", lambda: now + storage.HEARTBEAT_GRACE_S + 5)
+    assert ledger.recover(max_attempts=3) == ["a"]
+    assert "no worker recorded itself within" in (ledger.attempts("a")[0].error or "")
+
+
 def test_a_requeued_job_takes_its_running_attempt_back(ledger: Ledger) -> None:
     ledger.register([planned("a")])
     trial_id = ledger.runs()["a"].trial_id
