@@ -68,8 +68,8 @@ _FEW_ATTEMPTS = 32  # `attempt_states` reads up to this many one by one rather t
 _WHOLE_STUDY_PER_WANTED = 8
 
 
-
-CLAIMANT_PREFIX = "claimant:"  # system attrs "claimant:<host>:<pid>" = {"host", "pid"}: processes that claimed an attempt
+# An attempt's system attrs "claimant:<host>:<pid>" = {"host", "pid"}: the processes that tried to take it.
+CLAIMANT_PREFIX = "claimant:"
 
 
 def _lost_claim(trial: FrozenTrial, host: str) -> str | None:
