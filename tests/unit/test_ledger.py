@@ -116,10 +116,21 @@ def test_failed_run_is_retried_until_max_attempts(ledger: Ledger) -> None:
     assert ledger.pending() == []
 
 
-def _claim_in_a_child_process(backend: Backend, trial_id: int) -> None:
-    """Claim from a child process that then exits: its attempt is left "running" with a dead pid."""
-    code = f"from sweeps.ledger import Ledger; assert Ledger({backend.url!r}, {backend.name!r}).claim({trial_id})"
-    subprocess.run([sys.executable, "-c", code], check=True)
+def _claim_in_a_child_process(backend: Backend, trial_id: int, *, killed_before_recording_its_worker: bool = False
+                              ) -> None:
+    """Claim from a child process that then exits: its attempt is left "running" with a dead pid.
+    Or, killed_before_recording_its_worker, it dies (os._exit) between the claim's two writes:
+    taking the attempt and recording itself as its worker."""
+    code = f"import os\nfrom sweeps.ledger import Ledger\nledger = Ledger({backend.url!r}, {backend.name!r})\n"
+    if killed_before_recording_its_worker:
+        code += ("write = ledger.storage.set_trial_system_attr\n"
+                 "def dying(trial_id, key, value):\n"
+                 "    if key == 'worker':\n        os._exit(9)\n"
+                 "    write(trial_id, key, value)\n"
+                 "ledger.storage.set_trial_system_attr = dying\n")
+    code += f"assert ledger.claim({trial_id})\n"
+    done = subprocess.run([sys.executable, "-c", code])
+    assert done.returncode == (9 if killed_before_recording_its_worker else 0)
 
 
 def test_attempt_of_a_dead_worker_is_failed_and_requeued(backend: Backend) -> None:
@@ -134,22 +145,6 @@ def test_attempt_of_a_dead_worker_is_failed_and_requeued(backend: Backend) -> No
     assert "died" in (attempts[0].error or "")
 
 
-def _claim_killed_before_recording_its_worker(backend: Backend, trial_id: int) -> None:
-    """Claim from a child process killed (os._exit) between taking the attempt and recording itself
-    as its worker: the claim's two writes."""
-    code = (
-        "import os\nfrom sweeps.ledger import Ledger\n"
-        f"ledger = Ledger({backend.url!r}, {backend.name!r})\n"
-        "write = ledger.storage.set_trial_system_attr\n"
-        "def dying(trial_id, key, value):\n"
-        "    if key == 'worker':\n        os._exit(9)\n"
-        "    write(trial_id, key, value)\n"
-        "ledger.storage.set_trial_system_attr = dying\n"
-        f"ledger.claim({trial_id})\n"
-    )
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 9
-
-
 def test_a_worker_killed_while_claiming_does_not_leave_its_attempt_running(backend: Backend) -> None:
     """A sweep killed with SIGKILL resumed 11 of its 12 runs (CI, two test workers): one worker had
     died between taking its attempt and recording itself as the worker, which left the attempt
@@ -157,7 +152,7 @@ def test_a_worker_killed_while_claiming_does_not_leave_its_attempt_running(backe
     ledger = backend.open()
     ledger.register([planned("a")])
     trial_id = ledger.runs()["a"].trial_id
-    _claim_killed_before_recording_its_worker(backend, trial_id)
+    _claim_in_a_child_process(backend, trial_id, killed_before_recording_its_worker=True)
     assert ledger.runs()["a"].state == "running"
     assert ledger.recover(max_attempts=3) == ["a"]
     attempts = ledger.attempts("a")
