@@ -20,7 +20,7 @@ rab_fast_e0/e1/e2/e4: the fast path with its far-tile loop compiled for tiles
 spanning exactly 0/1/2/4 edges (`PROBE_EDGES`, never launched). The shipped loop holds all the
 edge-count branches, so its static size is not what one tile executes; a probe's loop is.
 
-Per kernel: registers and spill bytes (`ptxas -v` on the PTX, with the ptxas Triton uses for the target), shared
+Per kernel: registers and spill bytes (`ptxas -v` on the PTX, with the ptxas and options Triton uses for the target), shared
 memory (Triton's metadata), and in the far-tile main loop (located by its backward branch in the
 SASS from `cuobjdump -sass`): SASS instructions per logit (loop instructions x threads / tile
 logits; for the rab-gradient kernel, whose tile loop holds a loop over the heads, per logit and
@@ -28,6 +28,10 @@ head at H = 4: (tile loop + 3 more passes of the head loop) / 4), 4-byte global 
 (per-element gathers; a tile load is 16-byte vectors), whether the loop is software-pipelined (asynchronous global->shared copies in it), and the
 spill accesses (LDL/STL) in the hottest loop (the far-tile loop, or the rab-gradient kernel's
 loop over heads): spilled values reloaded there cost per logit, elsewhere per tile or program.
+And the registers live at the peak (`nvdisasm --print-life-ranges`) inside the far-tile loop and
+elsewhere (the diagonal and many-edge loops, prologue, epilogue): which part of the kernel sets its
+register count. These peaks come from the code ptxas scheduled with the registers it chose, so
+they are not a minimum: capped (--maxnreg), ptxas schedules for fewer.
 With --maxnreg N every kernel is compiled with its registers capped at N per thread (PTX
 `.maxnreg`, what a tuning config's `maxnreg` does): the spill bytes then say how far each kernel is
 from fitting N registers (results in kernel_static_maxnreg<N>.json unless --out says otherwise).
@@ -42,10 +46,12 @@ import json
 import os
 import platform
 import re
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +70,10 @@ NUM_BUCKETS = 128
 # A 4-byte global load per logit or more in the main loop is a per-element gather.
 _ALIGNED_INTS = ("t_stride", "skew_stride", "max_seq_len", "tune_len", "num_buckets")
 _SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*)\s*([^;]*);")
+# nvdisasm --print-life-ranges: an instruction's line ends in "// | <live registers> <one column per register>".
+_LIVE_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/[^\n]*?;\s*//\s*\|\s*(\d+)\s")
+# The .nv.info attribute holding a kernel's register count (EIATTR_REGCOUNT), and its value format (EIFMT_SVAL).
+_EIATTR_REGCOUNT, _EIFMT_SVAL = 0x2F, 0x04
 _REGISTERS = re.compile(r"Used (\d+) registers")
 _SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 
@@ -84,6 +94,8 @@ class KernelCost:
     scalar_loads_per_logit: float
     pipelined: bool
     hot_loop_local_accesses: int
+    live_registers_far_loop: int | None  # None where nvdisasm cannot trace them (its sm_80 cubins)
+    live_registers_elsewhere: int | None
     compile_s: float
 
 
@@ -183,8 +195,15 @@ def compile_kernel(kernel: str, variant: str, arch: int, maxnreg: int | None = N
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options), config
 
 
+# The options Triton's own ptxas run adds (triton/backends/nvidia/compiler.py, `make_cubin`, 3.9):
+# line info, and the register-allocation level that works around a ptxas 13 bug. They change the
+# allocation (dk/dv's 2-edge probe: 8 bytes of spill stores without them, 32 with), so the counts here are
+# those of the cubin Triton launches; `measure` checks the register count against it.
+_TRITON_PTXAS_OPTIONS = ("-lineinfo", "--regAllocOptLevel=2")
+
+
 def ptxas_usage(ptx: str, arch: int) -> tuple[int, int, int]:
-    """(registers, spill store bytes, spill load bytes) of the kernel in `ptx`."""
+    """(registers, spill store bytes, spill load bytes) of the kernel in `ptx`, assembled as Triton does."""
     from triton.backends.nvidia.compiler import get_ptxas
 
     gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
@@ -192,8 +211,8 @@ def ptxas_usage(ptx: str, arch: int) -> tuple[int, int, int]:
         src = Path(tmp) / "k.ptx"
         src.write_text(ptx)
         # The assembler Triton itself uses for this architecture (the wheel ships two).
-        done = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name={gpu}", str(src), "-o", str(Path(tmp) / "k.o")],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run([get_ptxas(arch).path, *_TRITON_PTXAS_OPTIONS, "-v", f"--gpu-name={gpu}", str(src), "-o",
+                               str(Path(tmp) / "k.o")], capture_output=True, text=True, check=True)
     log = done.stdout + done.stderr
     regs = _REGISTERS.search(log)
     spills = _SPILLS.search(log)
@@ -210,6 +229,63 @@ def sass_instructions(cubin: bytes) -> list[tuple[int, str, str]]:
         text = subprocess.run([_tool("cuobjdump"), "-sass", str(path)], capture_output=True, text=True,
                               check=True).stdout
     return [(int(m.group(1), 16), m.group(2), m.group(3)) for m in _SASS_LINE.finditer(text)]
+
+
+def _regcount_attributes(elf: bytes) -> Iterator[int]:
+    """Offsets of the register-count values (EIATTR_REGCOUNT) in a cubin's .nv.info sections."""
+    (section_headers,) = struct.unpack_from("<Q", elf, 0x28)
+    header_size, num_sections, names_index = struct.unpack_from("<HHH", elf, 0x3A)
+    (names,) = struct.unpack_from("<Q", elf, section_headers + names_index * header_size + 0x18)
+    for i in range(num_sections):
+        header = section_headers + i * header_size
+        (name,) = struct.unpack_from("<I", elf, header)
+        if not elf[names + name:].startswith(b".nv.info"):
+            continue
+        offset, size = struct.unpack_from("<QQ", elf, header + 0x18)
+        at = offset
+        while at < offset + size:  # attributes: format byte, attribute byte, then the value
+            fmt, attr = elf[at], elf[at + 1]
+            if fmt == _EIFMT_SVAL:  # a 2-byte length, then (symbol index, value) for this attribute
+                (length,) = struct.unpack_from("<H", elf, at + 2)
+                if attr == _EIATTR_REGCOUNT:
+                    yield at + 8
+                at += 4 + length
+            else:  # EIFMT_NVAL: 2 bytes; EIFMT_BVAL, EIFMT_HVAL: 4 bytes
+                at += 2 if fmt == 1 else 4
+
+
+def cubin_registers(cubin: bytes) -> int:
+    """The register count recorded in the cubin (its one kernel's)."""
+    [at] = _regcount_attributes(cubin)
+    return struct.unpack_from("<I", cubin, at)[0]
+
+
+def _regcount_below_255(cubin: bytes) -> bytes:
+    """The cubin with its register count capped at 254: nvdisasm 13.1 refuses to print life ranges
+    for 255 ("Invalid register count"), and the count does not change the code it reads."""
+    elf = bytearray(cubin)
+    for at in list(_regcount_attributes(bytes(elf))):
+        struct.pack_into("<I", elf, at, min(struct.unpack_from("<I", elf, at)[0], 254))
+    return bytes(elf)
+
+
+def live_registers(cubin: bytes) -> dict[int, int] | None:
+    """SASS address -> general-purpose registers live at that instruction (`nvdisasm
+    --print-life-ranges`): where in the kernel its register count is needed. None where nvdisasm
+    13.1 cannot trace the flow ("flow analysis is disabled": so far its sm_80 cubins)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "k.cubin"
+        path.write_bytes(_regcount_below_255(cubin))
+        done = subprocess.run([_tool("nvdisasm"), "--print-life-ranges", "-c", str(path)], capture_output=True,
+                              text=True)
+    if done.returncode != 0 and "flow analysis is disabled" in done.stderr:
+        return None
+    if done.returncode != 0:
+        raise RuntimeError(f"nvdisasm --print-life-ranges failed: {done.stderr}")
+    live = {int(m.group(1), 16): int(m.group(2)) for m in _LIVE_LINE.finditer(done.stdout)}
+    if not live:
+        raise RuntimeError("nvdisasm printed no life ranges")
+    return live
 
 
 def loops(instructions: list[tuple[int, str, str]], within: tuple[int, int] | None = None
@@ -276,7 +352,16 @@ def measure(kernel: str, variant: str, arch: int, maxnreg: int | None = None) ->
     compiled, config = compile_kernel(kernel, variant, arch, maxnreg)
     compile_s = time.perf_counter() - start
     regs, spill_st, spill_ld = ptxas_usage(compiled.asm["ptx"], arch)
+    if regs != cubin_registers(compiled.asm["cubin"]):
+        raise RuntimeError(f"{kernel} {variant} sm_{arch}: ptxas here allocated {regs} registers, Triton's cubin "
+                           f"{cubin_registers(compiled.asm['cubin'])}: update _TRITON_PTXAS_OPTIONS to Triton's")
     loop = far_tile_loop(kernel, sass_instructions(compiled.asm["cubin"]))
+    live = live_registers(compiled.asm["cubin"])
+    if live is not None:
+        live_in_loop = max(n for addr, n in live.items() if loop[0][0] <= addr <= loop[-1][0])
+        live_elsewhere = max(n for addr, n in live.items() if not loop[0][0] <= addr <= loop[-1][0])
+    else:
+        live_in_loop = live_elsewhere = None
     rows, cols = _tile_shape(kernel, config)
     logits_per_thread = rows * cols / (32 * config["num_warps"])
     # Instructions and loads a tile of logits costs; the rab-gradient kernel runs its head loop
@@ -297,7 +382,8 @@ def measure(kernel: str, variant: str, arch: int, maxnreg: int | None = None) ->
         logits_per_thread=logits_per_thread,
         instructions_per_logit=round(executed / (passes * logits_per_thread), 2),
         scalar_loads_per_logit=round(loads / (passes * logits_per_thread), 3),
-        pipelined=pipelined(loop), hot_loop_local_accesses=local_accesses(hot), compile_s=round(compile_s, 1),
+        pipelined=pipelined(loop), hot_loop_local_accesses=local_accesses(hot),
+        live_registers_far_loop=live_in_loop, live_registers_elsewhere=live_elsewhere, compile_s=round(compile_s, 1),
     )
 
 
@@ -347,15 +433,20 @@ def summary(costs: list[KernelCost]) -> dict[str, Any]:
     return out
 
 
+def _live_text(c: KernelCost) -> str:
+    return "-" if c.live_registers_far_loop is None else f"{c.live_registers_far_loop}/{c.live_registers_elsewhere}"
+
+
 def print_table(costs: list[KernelCost]) -> None:
     head = (f"{'arch':>5} {'kernel':>7} {'variant':>13} {'regs':>4} {'spill B':>8} {'smem KB':>7} "
-            f"{'loop ins':>8} {'ins/logit':>9} {'4B ld/logit':>11} {'pipelined':>9}")
+            f"{'loop ins':>8} {'ins/logit':>9} {'4B ld/logit':>11} {'pipelined':>9} {'live loop/else':>14}")
     print(head)
     print("-" * len(head))
     for c in costs:
         print(f"{c.arch:>5} {c.kernel:>7} {c.variant:>13} {c.registers:>4} {c.spill_store_bytes + c.spill_load_bytes:>8} "
               f"{c.shared_bytes / 1024:>7.1f} {c.loop_instructions:>8} {c.instructions_per_logit:>9.2f} "
-              f"{c.scalar_loads_per_logit:>11.3f} {str(c.pipelined):>9}")
+              f"{c.scalar_loads_per_logit:>11.3f} {str(c.pipelined):>9} "
+              f"{_live_text(c):>14}")
 
 
 def run(archs: list[int], kernels: list[str], variants: list[str], maxnreg: int | None = None) -> dict[str, Any]:

@@ -62,6 +62,14 @@ def test_fast_rab_compiles_without_spills_or_gathers_and_pipelined(tmp_path):
     assert grad["pipelined"] and grad["hot_loop_local_accesses"] == 0
     assert grad["scalar_loads_per_logit"] < 0.5
     assert costs["rabgrad", "rab_fast_e0"]["instructions_per_logit"] <= 1.5 * base["instructions_per_logit"]
+    # Where the registers are live (nvdisasm's life ranges, read from a 255-register kernel too):
+    # the peaks lie within what ptxas allocated, and the per-logit path's far loop (its bias
+    # arithmetic per logit) needs more of them than the bias-free loop.
+    for cost in costs.values():
+        assert 0 < cost["live_registers_far_loop"] <= cost["registers"], cost
+        assert 0 < cost["live_registers_elsewhere"] <= cost["registers"], cost
+    assert costs["fwd", "rab_exact"]["registers"] == 255
+    assert costs["fwd", "rab_exact"]["live_registers_far_loop"] > costs["fwd", "norab"]["live_registers_far_loop"]
     assert "fwd" in done.stdout and "rab_fast" in done.stdout  # the table is printed
 
 
