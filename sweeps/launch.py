@@ -264,9 +264,46 @@ def _run_waves(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, planned: li
             (r for r in ledger.pending() if in_sweep(r)), key=lambda r: r.flops.get("train", 0.0)
         )
         if not pending:
-            break
+            held = [r for r in ledger.runs().values() if in_sweep(r) and r.state == "running"]
+            if not held:
+                break
+            _await_held_runs(spec, ledger, held, in_sweep, progress, job_alive)
+            continue
         progress.total = max(progress.total, progress.done + progress.failed + len(pending))  # tuning adds runs
         _dispatch(spec, layout, ledger, pending, progress, cpus)
+
+
+def _await_held_runs(spec: SweepSpec, ledger: Ledger, held: list[RunRecord], in_sweep, progress: SweepProgress,
+                     job_alive) -> None:  # type: ignore[no-untyped-def]
+    """Wait for runs that nothing is pending behind but jobs this driver did not send are still
+    training: an earlier driver's, which died (its terminal closed, or killed) while its jobs ran
+    on. Each run is reported as it ends. Each poll also checks their workers (`Ledger.recover`), so
+    a run whose job dies meanwhile fails, and with attempts left it is queued again: then this
+    returns, and the caller's next wave trains it."""
+    log.info("%d run(s) are still being trained by jobs of an earlier driver: %s; waiting for them",
+             len(held), ", ".join(r.run_id for r in held[:5]) + (", ..." if len(held) > 5 else ""))
+    follower = JobFollower(spec, ledger, progress, {r.trial_id: r for r in held}, packed=True)
+    progress.started(len(held))  # one job each, as far as this driver can tell
+    left = len(held)
+
+    def settle() -> bool:
+        nonlocal left
+        follower.report_settled()
+        for _ in range(left - len(follower.unreported)):
+            progress.job_ended()
+        left = len(follower.unreported)
+        return left > 0
+
+    try:
+        while settle():
+            time.sleep(spec.dispatch.poll_interval_s)
+            ledger.recover(max_attempts=spec.sweep.max_attempts, job_alive=job_alive)
+            if any(in_sweep(r) for r in ledger.pending()):
+                return
+    finally:
+        settle()
+        for _ in range(left):  # still running (an interrupt, or a run queued again)
+            progress.job_ended()
 
 
 def _attempt(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, record: RunRecord, cpus: int | None) -> Attempt:
@@ -353,6 +390,10 @@ class JobFollower:
         # The runs this job was dealt and those it trained; runs it took from a job not yet
         # started are read by the (throttled) poll and at the wave's end.
         self._report_settled({*outcome.key, *(r.trial_id for r in results if isinstance(r, AttemptResult))})
+
+    def report_settled(self) -> None:
+        """Report the runs that settled since the last look (`unreported`: those left)."""
+        self._report_settled(self.unreported)
 
     def wave_ended(self) -> None:
         """After the wave's last job: report what settled; if no job of the wave reached any of its

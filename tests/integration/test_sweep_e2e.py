@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from optuna.trial import TrialState
 from gr_scaling.cli import main
 from sweeps.launch import launch_sweep
 from sweeps.ledger import Ledger, storage_url_for
+from sweeps.storage import pid_alive
 
 SPEC = """
 [sweep]
@@ -139,6 +141,50 @@ def test_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path: Path) ->
     for run_id, numbers in before.items():
         assert after[run_id] == numbers  # finished runs were not run again
     assert summary.skipped_complete == len(before)
+
+
+def _running_attempts(sweep_dir: Path, name: str) -> list[dict]:
+    """The worker records (host, pid, ...) of the attempts running now."""
+    ledger = Ledger(storage_url_for(sweep_dir), name)
+    return [t.system_attrs["worker"] for t in ledger.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if "worker" in t.system_attrs]
+
+
+@pytest.mark.slow
+def test_resume_waits_for_the_runs_an_earlier_drivers_jobs_still_train(tmp_path: Path) -> None:
+    # The driver dies alone (its terminal closed; on Slurm its jobs run on) once every run has
+    # started: its jobs go on training them. A resume must wait for those runs, not end while they
+    # run (nothing is pending), and not train them twice.
+    spec = _spec(tmp_path, "orphans", [40], parallel=4)  # 4 runs, one job each
+    sweep_dir = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "gr_scaling", "sweep", "launch", str(spec), "--out", str(sweep_dir)],
+        start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if (sweep_dir / "ledger.db").exists() and len(_running_attempts(sweep_dir, "orphans")) >= 3:
+                break
+            assert driver.poll() is None, "the sweep ended before its driver could be killed"
+            time.sleep(0.1)
+        else:
+            pytest.fail("the runs did not start within the time limit")
+        os.kill(driver.pid, signal.SIGKILL)  # the driver alone: its jobs live on
+        driver.wait()
+        orphaned = _running_attempts(sweep_dir, "orphans")
+        assert any(pid_alive(worker["pid"]) for worker in orphaned), "the killed driver's jobs stopped with it"
+
+        summary = launch_sweep(spec, sweep_dir)
+        runs = Ledger(storage_url_for(sweep_dir), "orphans").runs()
+        assert {r.run_id: r.state for r in runs.values()} == {run_id: "complete" for run_id in runs}
+        assert summary.failed == [] and summary.skipped_complete + summary.completed == 4
+        done = _complete_attempts(sweep_dir, "orphans")
+        assert len(done) == 4 and all(len(numbers) == 1 for numbers in done.values())  # none trained twice
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)  # whatever of its process group is left
 
 
 EARLY_STOP_SPEC = """
