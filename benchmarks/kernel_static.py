@@ -71,7 +71,7 @@ NUM_BUCKETS = 128
 _ALIGNED_INTS = ("t_stride", "skew_stride", "max_seq_len", "tune_len", "num_buckets")
 _SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*)\s*([^;]*);")
 # nvdisasm --print-life-ranges: an instruction's line ends in "// | <live registers> <one column per register>".
-_LIVE_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/[^\n]*?;\s*//\s*\|\s*(\d+)\s")
+_LIVE_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/[^\n]*?;[ \t]*//[ \t]*\|[ \t]*(\d+)[ \t]")
 # The .nv.info attribute holding a kernel's register count (EIATTR_REGCOUNT), and its value format (EIFMT_SVAL).
 _EIATTR_REGCOUNT, _EIFMT_SVAL = 0x2F, 0x04
 _REGISTERS = re.compile(r"Used (\d+) registers")
@@ -189,30 +189,35 @@ def compile_kernel(kernel: str, variant: str, arch: int, maxnreg: int | None = N
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     src = ASTSource(fn, signature, constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()},
                     attrs=attrs)
-    options = dict(num_warps=config["num_warps"], num_stages=config["num_stages"])
+    # FP fusion pinned on: Triton 3.10 changes its default (and `_TRITON_PTXAS_OPTIONS` assumes it).
+    options = dict(num_warps=config["num_warps"], num_stages=config["num_stages"], enable_fp_fusion=True)
     if maxnreg is not None:
         options["maxnreg"] = config["maxnreg"] = maxnreg
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options), config
 
 
-# The options Triton's own ptxas run adds (triton/backends/nvidia/compiler.py, `make_cubin`, 3.9):
-# line info, and the register-allocation level that works around a ptxas 13 bug. They change the
-# allocation (dk/dv's 2-edge probe: 8 bytes of spill stores without them, 32 with), so the counts here are
-# those of the cubin Triton launches; `measure` checks the register count against it.
+# The options Triton's own ptxas run adds (triton/backends/nvidia/compiler.py, `make_cubin`, 3.9,
+# with FP fusion on, as `compile_kernel` pins it): line info, and the register-allocation level that
+# works around a ptxas 13 bug. They change the allocation (dk/dv's 2-edge probe: 8 bytes of spill
+# stores without them, 32 with), so `ptxas_usage` checks that its cubin is Triton's, byte for byte.
 _TRITON_PTXAS_OPTIONS = ("-lineinfo", "--regAllocOptLevel=2")
 
 
-def ptxas_usage(ptx: str, arch: int) -> tuple[int, int, int]:
-    """(registers, spill store bytes, spill load bytes) of the kernel in `ptx`, assembled as Triton does."""
+def ptxas_usage(ptx: str, arch: int, triton_cubin: bytes | None = None) -> tuple[int, int, int]:
+    """(registers, spill store bytes, spill load bytes) of the kernel in `ptx`, assembled as Triton
+    does; with `triton_cubin`, an error unless the assembly is that cubin."""
     from triton.backends.nvidia.compiler import get_ptxas
 
     gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
     with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "k.ptx"
+        src, out = Path(tmp) / "k.ptx", Path(tmp) / "k.o"
         src.write_text(ptx)
         # The assembler Triton itself uses for this architecture (the wheel ships two).
         done = subprocess.run([get_ptxas(arch).path, *_TRITON_PTXAS_OPTIONS, "-v", f"--gpu-name={gpu}", str(src), "-o",
-                               str(Path(tmp) / "k.o")], capture_output=True, text=True, check=True)
+                               str(out)], capture_output=True, text=True, check=True)
+        if triton_cubin is not None and out.read_bytes() != triton_cubin:
+            raise RuntimeError(f"sm_{arch}: ptxas here did not assemble the cubin Triton did: update "
+                               "_TRITON_PTXAS_OPTIONS to the options of Triton's make_cubin")
     log = done.stdout + done.stderr
     regs = _REGISTERS.search(log)
     spills = _SPILLS.search(log)
@@ -243,21 +248,19 @@ def _regcount_attributes(elf: bytes) -> Iterator[int]:
             continue
         offset, size = struct.unpack_from("<QQ", elf, header + 0x18)
         at = offset
-        while at < offset + size:  # attributes: format byte, attribute byte, then the value
+        while at < offset + size:  # attributes: a format byte, an attribute byte, a 2-byte field
             fmt, attr = elf[at], elf[at + 1]
-            if fmt == _EIFMT_SVAL:  # a 2-byte length, then (symbol index, value) for this attribute
+            if fmt == _EIFMT_SVAL:  # the field is a length: (symbol index, value) for this attribute
                 (length,) = struct.unpack_from("<H", elf, at + 2)
                 if attr == _EIATTR_REGCOUNT:
                     yield at + 8
                 at += 4 + length
-            else:  # EIFMT_NVAL: 2 bytes; EIFMT_BVAL, EIFMT_HVAL: 4 bytes
-                at += 2 if fmt == 1 else 4
-
-
-def cubin_registers(cubin: bytes) -> int:
-    """The register count recorded in the cubin (its one kernel's)."""
-    [at] = _regcount_attributes(cubin)
-    return struct.unpack_from("<I", cubin, at)[0]
+            elif fmt in (1, 2, 3):  # EIFMT_NVAL, EIFMT_BVAL, EIFMT_HVAL: the value (if any) is the field
+                at += 4
+            else:
+                raise ValueError(f"unknown .nv.info attribute format {fmt} at byte {at}")
+        if at != offset + size:
+            raise ValueError(f".nv.info attributes overrun their section ({at} != {offset + size})")
 
 
 def _regcount_below_255(cubin: bytes) -> bytes:
@@ -351,10 +354,7 @@ def measure(kernel: str, variant: str, arch: int, maxnreg: int | None = None) ->
     start = time.perf_counter()
     compiled, config = compile_kernel(kernel, variant, arch, maxnreg)
     compile_s = time.perf_counter() - start
-    regs, spill_st, spill_ld = ptxas_usage(compiled.asm["ptx"], arch)
-    if regs != cubin_registers(compiled.asm["cubin"]):
-        raise RuntimeError(f"{kernel} {variant} sm_{arch}: ptxas here allocated {regs} registers, Triton's cubin "
-                           f"{cubin_registers(compiled.asm['cubin'])}: update _TRITON_PTXAS_OPTIONS to Triton's")
+    regs, spill_st, spill_ld = ptxas_usage(compiled.asm["ptx"], arch, triton_cubin=compiled.asm["cubin"])
     loop = far_tile_loop(kernel, sass_instructions(compiled.asm["cubin"]))
     live = live_registers(compiled.asm["cubin"])
     if live is not None:
