@@ -253,6 +253,7 @@ def _run_waves(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, planned: li
     executor = resolve_executor(spec.dispatch)
     job_alive = slurm_jobs_alive if executor == "slurm" else None
     cpus = cpus_per_run(spec.dispatch, executor)
+    held = HeldRuns(spec, ledger, progress)
     while True:
         requeued = ledger.recover(max_attempts=spec.sweep.max_attempts, job_alive=job_alive)
         if requeued:
@@ -264,46 +265,64 @@ def _run_waves(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, planned: li
             (r for r in ledger.pending() if in_sweep(r)), key=lambda r: r.flops.get("train", 0.0)
         )
         if not pending:
-            held = [r for r in ledger.runs().values() if in_sweep(r) and r.state == "running"]
-            if not held:
+            running = [r for r in ledger.runs().values() if in_sweep(r) and r.state == "running"]
+            if not running:
                 break
-            _await_held_runs(spec, ledger, held, in_sweep, progress, job_alive)
+            held.add(running)
+            held.wait(in_sweep, job_alive)
             continue
         progress.total = max(progress.total, progress.done + progress.failed + len(pending))  # tuning adds runs
         _dispatch(spec, layout, ledger, pending, progress, cpus)
+        held.report_settled()  # those that ended during the wave
 
 
-def _await_held_runs(spec: SweepSpec, ledger: Ledger, held: list[RunRecord], in_sweep, progress: SweepProgress,
-                     job_alive) -> None:  # type: ignore[no-untyped-def]
-    """Wait for runs that nothing is pending behind but jobs this driver did not send are still
-    training: an earlier driver's, which died (its terminal closed, or killed) while its jobs ran
-    on. Each run is reported as it ends. Each poll also checks their workers (`Ledger.recover`), so
-    a run whose job dies meanwhile fails, and with attempts left it is queued again: then this
-    returns, and the caller's next wave trains it."""
-    log.info("%d run(s) are still being trained by jobs of an earlier driver: %s; waiting for them",
-             len(held), ", ".join(r.run_id for r in held[:5]) + (", ..." if len(held) > 5 else ""))
-    follower = JobFollower(spec, ledger, progress, {r.trial_id: r for r in held}, packed=True)
-    progress.started(len(held))  # one job each, as far as this driver can tell
-    left = len(held)
+class HeldRuns:
+    """Runs of the sweep held by jobs this driver did not send: an earlier driver's, which died
+    (killed, or its terminal closed) while its jobs ran on. Nothing is pending behind them, yet the
+    sweep is not done: `wait` follows them until they end, reporting each as it ends, and checks
+    their workers (`Ledger.recover`) every `RECOVER_S`, so a run whose job dies is failed, and with
+    attempts left queued again: then `wait` returns for a wave to train it, and the runs still held
+    are reported after it (`report_settled`). The ledger is read every `POLL_PACKED_S`."""
 
-    def settle() -> bool:
-        nonlocal left
-        follower.report_settled()
-        for _ in range(left - len(follower.unreported)):
-            progress.job_ended()
-        left = len(follower.unreported)
-        return left > 0
+    RECOVER_S = 30.0  # on Slurm a recover asks squeue about every quiet attempt's job, and says so
 
-    try:
-        while settle():
-            time.sleep(spec.dispatch.poll_interval_s)
-            ledger.recover(max_attempts=spec.sweep.max_attempts, job_alive=job_alive)
-            if any(in_sweep(r) for r in ledger.pending()):
-                return
-    finally:
-        settle()
-        for _ in range(left):  # still running (an interrupt, or a run queued again)
-            progress.job_ended()
+    def __init__(self, spec: SweepSpec, ledger: Ledger, progress: SweepProgress) -> None:
+        self.spec, self.ledger, self.progress = spec, ledger, progress
+        self.records: dict[int, RunRecord] = {}  # held and not yet reported
+
+    def add(self, records: list[RunRecord]) -> None:
+        new = [r for r in records if r.trial_id not in self.records]
+        if new:
+            log.info("%d run(s) are still held by jobs this driver did not send (an earlier driver's): %s; "
+                     "waiting for them", len(new), ", ".join(r.run_id for r in new[:5]) + (", ..." if len(new) > 5 else ""))
+        for record in new:
+            self.records[record.trial_id] = record
+            self.progress.started()  # one job each, as far as this driver can tell
+
+    def report_settled(self) -> bool:
+        """Report the held runs that ended since the last look; True while any is still held."""
+        if not self.records:
+            return False
+        states = self.ledger.attempt_states(list(self.records))
+        for trial_id in sorted(t for t, state in states.items() if state in _SETTLED):
+            record = self.records.pop(trial_id)
+            self.progress.job_ended()
+            attrs = self.ledger.trial_attrs(trial_id)
+            job = TaskOutcome(key=(trial_id,), job_id=str(attrs.get("job_id")), ok=True, log_path=attrs.get("log_path"))
+            _report(self.spec, self.ledger, self.progress, record, job, None)
+        return bool(self.records)
+
+    def wait(self, in_sweep, job_alive) -> None:  # type: ignore[no-untyped-def]
+        """Until every held run has ended, or a run of the sweep is pending again."""
+        next_recover = time.monotonic() + self.RECOVER_S
+        while self.report_settled():
+            time.sleep(max(self.spec.dispatch.poll_interval_s, POLL_PACKED_S))
+            if time.monotonic() >= next_recover:
+                next_recover = time.monotonic() + self.RECOVER_S
+                self.ledger.recover(max_attempts=self.spec.sweep.max_attempts, job_alive=job_alive)
+                if any(in_sweep(r) for r in self.ledger.pending()):
+                    self.report_settled()
+                    return
 
 
 def _attempt(spec: SweepSpec, layout: SweepLayout, ledger: Ledger, record: RunRecord, cpus: int | None) -> Attempt:
@@ -390,10 +409,6 @@ class JobFollower:
         # The runs this job was dealt and those it trained; runs it took from a job not yet
         # started are read by the (throttled) poll and at the wave's end.
         self._report_settled({*outcome.key, *(r.trial_id for r in results if isinstance(r, AttemptResult))})
-
-    def report_settled(self) -> None:
-        """Report the runs that settled since the last look (`unreported`: those left)."""
-        self._report_settled(self.unreported)
 
     def wave_ended(self) -> None:
         """After the wave's last job: report what settled; if no job of the wave reached any of its

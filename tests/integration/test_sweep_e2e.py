@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -151,10 +153,13 @@ def _running_attempts(sweep_dir: Path, name: str) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_resume_waits_for_the_runs_an_earlier_drivers_jobs_still_train(tmp_path: Path) -> None:
+def test_resume_waits_for_the_runs_an_earlier_drivers_jobs_still_train(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # The driver dies alone (its terminal closed; on Slurm its jobs run on) once every run has
     # started: its jobs go on training them. A resume must wait for those runs, not end while they
-    # run (nothing is pending), and not train them twice.
+    # run (nothing is pending), and not train them twice; one whose job dies during the wait is
+    # retried, once.
     spec = _spec(tmp_path, "orphans", [40], parallel=4)  # 4 runs, one job each
     sweep_dir = tmp_path / "sweep"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -173,15 +178,22 @@ def test_resume_waits_for_the_runs_an_earlier_drivers_jobs_still_train(tmp_path:
             pytest.fail("the runs did not start within the time limit")
         os.kill(driver.pid, signal.SIGKILL)  # the driver alone: its jobs live on
         driver.wait()
-        orphaned = _running_attempts(sweep_dir, "orphans")
-        assert any(pid_alive(worker["pid"]) for worker in orphaned), "the killed driver's jobs stopped with it"
+        orphaned = [w for w in _running_attempts(sweep_dir, "orphans") if pid_alive(w["pid"])]
+        assert orphaned, "the killed driver's jobs stopped with it"
+        # One orphaned job dies while the resume waits for it.
+        killer = threading.Timer(3.0, os.kill, (orphaned[0]["pid"], signal.SIGKILL))
+        killer.start()
 
-        summary = launch_sweep(spec, sweep_dir)
+        with caplog.at_level(logging.INFO, logger="sweeps.launch"):
+            summary = launch_sweep(spec, sweep_dir)
+        killer.join()
+        assert "held by jobs this driver did not send" in caplog.text
         runs = Ledger(storage_url_for(sweep_dir), "orphans").runs()
         assert {r.run_id: r.state for r in runs.values()} == {run_id: "complete" for run_id in runs}
         assert summary.failed == [] and summary.skipped_complete + summary.completed == 4
         done = _complete_attempts(sweep_dir, "orphans")
         assert len(done) == 4 and all(len(numbers) == 1 for numbers in done.values())  # none trained twice
+        assert sorted(r.attempts for r in runs.values()) == [1, 1, 1, 2]  # the killed one, retried once
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)  # whatever of its process group is left
