@@ -1,4 +1,4 @@
-"""The driver's console while a sweep runs: done/total, running, failed, each finished run, time left.
+"""The driver's console while a sweep runs: done/total, jobs running, failed, each finished run, time left.
 
 On a terminal a tqdm bar stays at the bottom and each finished run is printed above it; anywhere
 else (a log file, CI, `--detach`'s driver.log) every event is one plain log line with the same
@@ -54,13 +54,18 @@ class SweepProgress:
         elapsed = time.monotonic() - self._started
         return duration_text(elapsed * self._flops_left / self._flops_done)
 
+    def _jobs_running(self) -> str:
+        # Jobs, not runs: a packed job trains one run at a time, and is in flight from its
+        # submission until it exits (after its last run, and before its first).
+        return f"{self.running} job{'' if self.running == 1 else 's'} running"
+
     def _status(self) -> str:
-        return (f"{self.done}/{self.total} done, {self.running} running, {self.failed} failed, "
+        return (f"{self.done}/{self.total} done, {self._jobs_running()}, {self.failed} failed, "
                 f"{duration_text(time.monotonic() - self._started)} elapsed, ~{self._eta()} left")
 
     def _refresh(self) -> None:
         if self._bar is not None:
-            self._bar.set_postfix_str(f"{self.running} running, {self.failed} failed, "
+            self._bar.set_postfix_str(f"{self._jobs_running()}, {self.failed} failed, "
                                       f"{duration_text(time.monotonic() - self._started)} elapsed, ~{self._eta()} left")
 
     def _say(self, line: str) -> None:
