@@ -109,29 +109,35 @@ def test_sweep_runs_records_tracks_and_reports(tmp_path: Path, capsys: pytest.Ca
     assert (sweep_dir / "report" / "ndcg@10" / "report.html").exists()
 
 
+def _driver(spec: Path, sweep_dir: Path) -> subprocess.Popen:
+    """`sweep launch` in a process group of its own (it and its workers can be killed together)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gr_scaling", "sweep", "launch", str(spec), "--out", str(sweep_dir)],
+        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _wait_until(driver: subprocess.Popen, sweep_dir: Path, ready, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Poll the sweep's ledger until `ready()`, failing if the driver ends first or 240 s pass."""
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if (sweep_dir / "ledger.db").exists() and ready():
+            return
+        assert driver.poll() is None, f"the sweep ended before {what}"
+        time.sleep(0.1)
+    pytest.fail(f"no {what} within the time limit")
+
+
 @pytest.mark.slow
 def test_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "crash", [40, 60, 80], parallel=2)  # 12 runs
     sweep_dir = tmp_path / "sweep"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "gr_scaling", "sweep", "launch", str(spec), "--out", str(sweep_dir)],
-        start_new_session=True,  # its own process group: driver and workers die together
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 240
+    driver = _driver(spec, sweep_dir)
     try:
-        while time.time() < deadline:
-            if (sweep_dir / "ledger.db").exists() and len(_complete_attempts(sweep_dir, "crash")) >= 2:
-                break
-            assert driver.poll() is None, "the sweep ended before it could be killed"
-            time.sleep(0.3)
-        else:
-            pytest.fail("no runs completed within the time limit")
+        _wait_until(driver, sweep_dir, lambda: len(_complete_attempts(sweep_dir, "crash")) >= 2, "two runs to complete")
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)
+        os.killpg(driver.pid, signal.SIGKILL)  # driver and workers: one process group
         driver.wait()
     before = _complete_attempts(sweep_dir, "crash")
     assert 2 <= len(before) < 12
@@ -162,20 +168,9 @@ def test_resume_waits_for_the_runs_an_earlier_drivers_jobs_still_train(
     # retried, once.
     spec = _spec(tmp_path, "orphans", [40], parallel=4)  # 4 runs, one job each
     sweep_dir = tmp_path / "sweep"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "gr_scaling", "sweep", "launch", str(spec), "--out", str(sweep_dir)],
-        start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    driver = _driver(spec, sweep_dir)
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            if (sweep_dir / "ledger.db").exists() and len(_running_attempts(sweep_dir, "orphans")) >= 3:
-                break
-            assert driver.poll() is None, "the sweep ended before its driver could be killed"
-            time.sleep(0.1)
-        else:
-            pytest.fail("the runs did not start within the time limit")
+        _wait_until(driver, sweep_dir, lambda: len(_running_attempts(sweep_dir, "orphans")) >= 3, "three runs to start")
         os.kill(driver.pid, signal.SIGKILL)  # the driver alone: its jobs live on
         driver.wait()
         orphaned = [w for w in _running_attempts(sweep_dir, "orphans") if pid_alive(w["pid"])]
