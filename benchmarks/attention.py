@@ -47,6 +47,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dim", type=int, default=64, help="Dqk = Dv")
     p.add_argument("--impls", nargs="+", default=["triton", "triton_exact_rab", "triton_norab", "reference", "sdpa_flash"])
     p.add_argument("--rep-ms", type=int, default=100, help="do_bench timing budget per measurement")
+    p.add_argument("--no-kernel-times", action="store_true",
+                   help="skip the per-kernel GPU times of the Triton rows (torch.profiler, 5 fwd+bwd)")
     p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/attention-<device>.json")
     p.add_argument("--interpret-smoke", action="store_true", help="one tiny case on CPU under TRITON_INTERPRET=1")
     return p.parse_args()
@@ -169,6 +171,23 @@ def measure_cuda(fn: Callable, grads: list, rep_ms: int) -> tuple[float, float]:
     return float(ms), float(peak_mib)
 
 
+def kernel_times(fn: Callable, calls: int = 5) -> dict[str, float]:
+    """Mean GPU ms per call of each kernel `fn` launches (torch.profiler's CUDA activity), largest
+    first: where a forward+backward spends its time, the bias tables' own kernels included."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    times = {e.key[:80]: e.self_device_time_total / calls / 1e3 for e in prof.key_averages()
+             if e.self_device_time_total > 0}
+    return dict(sorted(times.items(), key=lambda kv: -kv[1]))
+
+
 def measure_cpu(fn: Callable, grads: list, rep_ms: int) -> tuple[float, float]:
     fn()
     start = time.perf_counter()
@@ -208,6 +227,8 @@ def run_case(impl: str, max_len: int, args: argparse.Namespace, device: str, mea
         row["fwd_bwd_ms"], row["peak_mib"] = measure(fwd_bwd, grads, args.rep_ms)
         row["fwd_tflops"] = flops / row["fwd_ms"] / 1e9
         row["fwd_bwd_tflops"] = 3 * flops / row["fwd_bwd_ms"] / 1e9
+        if device == "cuda" and impl.startswith("triton") and not args.no_kernel_times:
+            row["fwd_bwd_kernel_ms"] = kernel_times(fwd_bwd)
     except torch.cuda.OutOfMemoryError:
         row["status"] = "oom"
     except RuntimeError as e:  # e.g. no flash kernel for this device or shape
@@ -296,6 +317,10 @@ def main() -> int:
             print(f"[{time.perf_counter() - started:6.1f}s] N={n} {impl}: {r['status']} "
                   f"fwd+bwd {fmt(r.get('fwd_bwd_ms'), '.3f')} ms", flush=True)
     print_table(rows)
+    for r in rows:
+        if r.get("fwd_bwd_kernel_ms"):
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in list(r["fwd_bwd_kernel_ms"].items())[:6])
+            print(f"kernels N={r['max_len']} {r['impl']}: {parts}")
     for name, chosen in tuned_configs().items():
         for key, cfg in chosen.items():
             print(f"tuned {name} {key}: {cfg}")
