@@ -315,12 +315,14 @@ def main() -> int:
             rows.append(run_case(impl, n, args, "cuda", measure_cuda))
             r = rows[-1]
             print(f"[{time.perf_counter() - started:6.1f}s] N={n} {impl}: {r['status']} "
-                  f"fwd+bwd {fmt(r.get('fwd_bwd_ms'), '.3f')} ms", flush=True)
+                  f"fwd {fmt(r.get('fwd_ms'), '.3f')} ms, fwd+bwd {fmt(r.get('fwd_bwd_ms'), '.3f')} ms, "
+                  f"peak {fmt(r.get('peak_mib'), '.0f')} MiB", flush=True)
+            if r.get("far_tile_share"):
+                print(f"    far tiles by edges spanned: {r['far_tile_share']}", flush=True)
+            if r.get("fwd_bwd_kernel_ms"):
+                print("    " + ", ".join(f"{k} {v:.3f}" for k, v in list(r["fwd_bwd_kernel_ms"].items())[:8]),
+                      flush=True)
     print_table(rows)
-    for r in rows:
-        if r.get("fwd_bwd_kernel_ms"):
-            parts = ", ".join(f"{k} {v:.3f}" for k, v in list(r["fwd_bwd_kernel_ms"].items())[:6])
-            print(f"kernels N={r['max_len']} {r['impl']}: {parts}")
     for name, chosen in tuned_configs().items():
         for key, cfg in chosen.items():
             print(f"tuned {name} {key}: {cfg}")
