@@ -57,6 +57,23 @@ class SkewedPositions:
         return self.table.stride(0)
 
 
+_SKEW_INDEX: dict[tuple[bool, int, str], torch.Tensor] = {}
+
+
+def _skewed(pos_weights: torch.Tensor, max_seq_len: int, pad: int, width: int, keys_first: bool) -> torch.Tensor:
+    """[SKEW_ROWS, width] table of pos_w[idx], zero where idx is outside [0, 2N - 2]: one gather
+    from the weights with a zero appended, through an index built once per (layout, N, device)
+    (the table is rebuilt every call, as the weights change every step)."""
+    key = (keys_first, max_seq_len, str(pos_weights.device))
+    if key not in _SKEW_INDEX:
+        cols = torch.arange(width, device=pos_weights.device)[None, :]
+        rows = torch.arange(SKEW_ROWS, device=pos_weights.device)[:, None]
+        idx = rows - cols + max_seq_len - 1 + pad if keys_first else cols - rows - pad
+        outside = (idx < 0) | (idx >= 2 * max_seq_len - 1)
+        _SKEW_INDEX[key] = torch.where(outside, 2 * max_seq_len - 1, idx).contiguous()
+    return torch.cat([pos_weights, pos_weights.new_zeros(1)])[_SKEW_INDEX[key]]
+
+
 def skewed_positions(pos_weights: torch.Tensor, max_seq_len: int) -> SkewedPositions:
     """The positional weights laid out so that every tile's bias is one aligned block load."""
     # Tiles at the diagonal reach n_start - m_start up to a block (128) past it plus a block of
@@ -64,13 +81,7 @@ def skewed_positions(pos_weights: torch.Tensor, max_seq_len: int) -> SkewedPosit
     reach = 2 * SKEW_ROWS
     pad = reach + (-(max_seq_len - 1 + reach)) % SKEW_ALIGN
     width = -(-(max_seq_len - 1 + pad + reach) // SKEW_ALIGN) * SKEW_ALIGN
-    device = pos_weights.device
-    x = torch.arange(width, device=device)
-    r = torch.arange(SKEW_ROWS, device=device)
-    idx = x[None, :] - r[:, None] - pad
-    inside = (idx >= 0) & (idx < pos_weights.numel())
-    table = torch.where(inside, pos_weights[idx.clamp(0, pos_weights.numel() - 1)], pos_weights.new_zeros(()))
-    return SkewedPositions(table.contiguous(), pad)
+    return SkewedPositions(_skewed(pos_weights, max_seq_len, pad, width, keys_first=False), pad)
 
 
 def skewed_positions_keys_first(pos_weights: torch.Tensor, max_seq_len: int) -> SkewedPositions:
@@ -79,25 +90,37 @@ def skewed_positions_keys_first(pos_weights: torch.Tensor, max_seq_len: int) -> 
     m_start + b is the block at column (m_start - n_start + pad) + b, again contiguous and aligned."""
     pad = 2 * SKEW_ROWS  # a multiple of SKEW_ALIGN: m_start - n_start + pad >= 0 down to -2 blocks
     width = -(-(max_seq_len - 1 + pad + 2 * SKEW_ROWS) // SKEW_ALIGN) * SKEW_ALIGN
-    device = pos_weights.device
-    y = torch.arange(width, device=device)
-    a = torch.arange(SKEW_ROWS, device=device)
-    idx = a[:, None] - y[None, :] + max_seq_len - 1 + pad
-    inside = (idx >= 0) & (idx < pos_weights.numel())
-    table = torch.where(inside, pos_weights[idx.clamp(0, pos_weights.numel() - 1)], pos_weights.new_zeros(()))
-    return SkewedPositions(table.contiguous(), pad)
+    return SkewedPositions(_skewed(pos_weights, max_seq_len, pad, width, keys_first=True), pad)
 
 
-def _query_times(ts: torch.Tensor, request: torch.Tensor, seq_offsets: torch.Tensor) -> torch.Tensor:
-    """t_i = ts[i + 1] within the sequence, the request time for each sequence's last row."""
-    num_tokens = ts.numel()
-    nxt = torch.cat([ts[1:], ts.new_zeros(1)]) if num_tokens else ts
-    ends = seq_offsets[1:].to(torch.int64)
+def _token_sequences(seq_offsets: torch.Tensor, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(seq_id [T], starts [B], lengths [B]) as int64, without a host sync (the output size is
+    the token count, known on the host)."""
     starts = seq_offsets[:-1].to(torch.int64)
-    has = ends > starts
-    out = nxt.clone()
-    out[ends[has] - 1] = request[has]
-    return out
+    lengths = seq_offsets[1:].to(torch.int64) - starts
+    seq_id = torch.repeat_interleave(torch.arange(lengths.numel(), device=seq_offsets.device), lengths,
+                                     output_size=num_tokens)
+    return seq_id, starts, lengths
+
+
+def _query_times(ts: torch.Tensor, request: torch.Tensor, seq_id: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """t_i = ts[i + 1] within the sequence, the request time for each sequence's last row."""
+    nxt = torch.cat([ts[1:], ts.new_zeros(1)])
+    is_last = torch.arange(1, ts.numel() + 1, device=ts.device) == ends[seq_id]
+    return torch.where(is_last, request[seq_id], nxt)
+
+
+_EDGE_THRESHOLDS: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _edge_thresholds(num_buckets: int, device: torch.device) -> torch.Tensor:
+    """int64 [num_buckets]: thr[1..K] (`_threshold_values`), capped at 2^47 (past any span the
+    table takes), on `device`: built once per (K, device), not copied to the device per call."""
+    key = (num_buckets, str(device))
+    if key not in _EDGE_THRESHOLDS:
+        values = [min(v, 2**_SEQ_SHIFT) for v in _threshold_values(num_buckets)[1:num_buckets + 1]]
+        _EDGE_THRESHOLDS[key] = torch.tensor(values, dtype=torch.int64, device=device)
+    return _EDGE_THRESHOLDS[key]
 
 
 def edge_table(
@@ -107,7 +130,7 @@ def edge_table(
     query t is at least thr[k], or -1. None when the fast path cannot be used (see module doc).
 
     ts: int64 [T]; request: int64 [B] (the time the last row is scored at); one host sync (the
-    sortedness check).
+    sortedness check, which picks the path), none elsewhere.
     """
     global _logged_fallback
     num_tokens = ts.numel()
@@ -115,24 +138,21 @@ def edge_table(
     device = ts.device
     if num_buckets < 1 or num_tokens == 0:
         return torch.full((max(num_buckets, 1), num_tokens), -1, dtype=torch.int32, device=device)
-    starts = seq_offsets[:-1].to(torch.int64)
-    lengths = seq_offsets[1:].to(torch.int64) - starts
-    seq_id = torch.repeat_interleave(torch.arange(num_seqs, device=device), lengths)
+    seq_id, starts, lengths = _token_sequences(seq_offsets, num_tokens)
     first = ts[starts.clamp(max=num_tokens - 1)][seq_id]
     rel = ts - first
-    t_query = _query_times(ts, request, seq_offsets)
+    t_query = _query_times(ts, request, seq_id, starts + lengths)
     rel_query = t_query - first
-    step = torch.diff(ts, prepend=ts[:1])
-    step[starts[lengths > 0]] = 0  # no order between sequences
-    usable = bool(((step >= 0) & (rel_query >= rel) & (rel_query < _MAX_REL_TIME)).all()) and num_seqs < 2**15
+    # No order between sequences: a sequence's first step is not a step.
+    step = torch.where(torch.arange(num_tokens, device=device) == starts[seq_id], 0, torch.diff(ts, prepend=ts[:1]))
+    usable = num_seqs < 2**15 and bool(((step >= 0) & (rel_query >= rel) & (rel_query < _MAX_REL_TIME)).all())
     if not usable:
         if not _logged_fallback:
             logger.info("hstu_attention: timestamps not sorted within a sequence (or a request time before its "
                         "last event, or a span over 2^46): the time bias uses the exact per-logit path")
             _logged_fallback = True
         return None
-    thr = torch.tensor(_threshold_values(num_buckets)[1:num_buckets + 1], dtype=torch.float64)
-    thr = thr.clamp(max=float(2**_SEQ_SHIFT)).to(torch.int64).to(device)
+    thr = _edge_thresholds(num_buckets, device)
     seq_key = seq_id << _SEQ_SHIFT
     keys = seq_key + rel  # strictly ordered across sequences, non-decreasing within one
     # The last key with ts[j] <= t_i - thr[k]; values below the sequence's first key stay in it.
@@ -141,7 +161,7 @@ def edge_table(
     return (last - starts[seq_id][None, :]).to(torch.int32).contiguous()
 
 
-def first_query_table(edges: torch.Tensor, seq_offsets: torch.Tensor) -> torch.Tensor:
+def first_query_table(edges: torch.Tensor, seq_offsets: torch.Tensor, max_seq_len: int) -> torch.Tensor:
     """The edge table seen from the keys, for [keys, queries] tiles (the dk/dv kernel): int32
     [K, T], I[k - 1, j] = the first query (index within the sequence) whose edge-k key limit
     reaches key j, the sequence's length where none does.
@@ -154,12 +174,11 @@ def first_query_table(edges: torch.Tensor, seq_offsets: torch.Tensor) -> torch.T
     device = edges.device
     if num_tokens == 0:
         return edges.clone()
-    starts = seq_offsets[:-1].to(torch.int64)
-    lengths = seq_offsets[1:].to(torch.int64) - starts
-    seq_id = torch.repeat_interleave(torch.arange(lengths.numel(), device=device), lengths)
+    seq_id, starts, _ = _token_sequences(seq_offsets, num_tokens)
     local = torch.arange(num_tokens, device=device) - starts[seq_id]
-    # Per edge row, one sorted run per sequence: seq_id * stride + (J + 1), with J + 1 in [0, n].
-    stride = int(lengths.max()) + 2
+    # Per edge row, one sorted run per sequence: seq_id * stride + (J + 1), with J + 1 in [0, n]
+    # and n <= max_seq_len (the kernels' contract; the host's bound, not a sync on the lengths).
+    stride = max_seq_len + 2
     runs = seq_id[None, :] * stride + edges.to(torch.int64) + 1
     wanted = (seq_id * stride + local + 1).expand(num_edges, -1).contiguous()
     first = torch.searchsorted(runs, wanted) - starts[seq_id][None, :]
@@ -205,6 +224,7 @@ class RabTables:
     skew_pad_keys: int = 0
     max_edges: int = FAR_TILE_MAX_EDGES
     seq_offsets: torch.Tensor | None = None  # for `first_queries`
+    max_seq_len: int = 0
 
     @property
     def edge_stride(self) -> int:
@@ -218,7 +238,7 @@ class RabTables:
         """`first_query_table` of the edges (the dk/dv kernel's), or the placeholder."""
         if not self.fast or self.edges.dim() != 2 or self.seq_offsets is None:
             return self.edges
-        return first_query_table(self.edges, self.seq_offsets)
+        return first_query_table(self.edges, self.seq_offsets, self.max_seq_len)
 
     def keys_first(self) -> tuple[torch.Tensor, int, int]:
         """(table, row stride, pad) of the positional table for [keys, queries] tiles."""
@@ -251,11 +271,11 @@ def rab_tables(
     if not fast or edges is None or (pos_weights is None and ts_weights is None):
         return RabTables(False, dummy_int, dummy, 0, edge_pad)
     if pos_weights is None:
-        return RabTables(True, edges, dummy, 0, edge_pad, dummy, 0, seq_offsets=seq_offsets)
+        return RabTables(True, edges, dummy, 0, edge_pad, dummy, 0, seq_offsets=seq_offsets, max_seq_len=max_seq_len)
     skew = skewed_positions(pos_weights, max_seq_len)
     keys_first = skewed_positions_keys_first(pos_weights, max_seq_len)
     return RabTables(True, edges, skew.table, skew.pad, edge_pad, keys_first.table, keys_first.pad,
-                     seq_offsets=seq_offsets)
+                     seq_offsets=seq_offsets, max_seq_len=max_seq_len)
 
 
 __all__ = ["FAR_TILE_MAX_EDGES", "RabTables", "SKEW_ALIGN", "SKEW_ROWS", "SkewedPositions", "edge_table",

@@ -15,7 +15,7 @@ forward saves nothing but its inputs):
 - `_dq_kernel`: one program per (query block, sequence, head) over the key blocks up to the
   diagonal; dq in registers. A second pass recomputes s once more, but dq atomics from
   `_dkdv_kernel` would be T * D float atomics per tile.
-- `triton_rab_grad`: one program per (sequence, distance from the diagonal) with the heads
+- `triton_rab_grad`: one program per (sequence, distance from the diagonal, chunk of tiles) with the heads
   inside, for the weight gradients, which need dS only summed over heads: their reductions run
   once per tile or program, not once per tile and head.
 

@@ -4,8 +4,9 @@ The bias is shared by the heads, so its gradients need dS only summed over them:
 
     d_pos[j - i + N - 1] = sum_h ds_h / n,   d_ts[bucket(i, j)] = sum_h ds_h / n
 
-One program per (sequence, distance d from the diagonal, in blocks) walks the tiles d blocks left
-of the diagonal (query block m, key block m - d) and, per tile, the heads: it computes the tile's
+One program per (sequence, distance d from the diagonal in blocks, chunk) walks up to CHUNK_TILES
+of the tiles d blocks left of the diagonal (query block m, key block m - d) and, per tile, the
+heads (a walk of the whole distance was the backward's longest chain): it computes the tile's
 bias once, recomputes each head's dS from two dots (q k^T and dout v^T, as the dq kernel does) and
 sums them in registers. Reductions:
 - time: per tile, the head-summed dS total to the tile's lowest bucket lo and, per edge k inside
@@ -19,7 +20,7 @@ sums them in registers. Reductions:
 
 When the dq kernel did these reductions per (tile, head), they were its largest cost and its
 register spills, and its positional scratch was quadratic in the length per head; here they run
-once per tile (time) or per program (position), and the scratch is linear: per program 2 BLOCK
+once per tile (time) or per program (position), and the scratch is small: per program 2 BLOCK
 floats and a histogram. No atomics: each program writes its own scratch rows and PyTorch sums them
 in a fixed order, so the weight gradients are bit-identical from run to run.
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -212,7 +214,7 @@ def _rab_grad_kernel(
     Q, K, V, DO, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW, DPOS_PART, DTS_PART,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
     t_stride, skew_stride, skew_pad,
-    H, max_seq_len, num_buckets, alpha, tune_len,
+    H, max_seq_len, num_buckets, alpha, tune_len, chunk_tiles,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     NORM_MAX_LEN: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
     FAST_RAB: tl.constexpr, MAX_EDGES: tl.constexpr, EDGE_PAD: tl.constexpr, PROBE_EDGES: tl.constexpr,
@@ -221,12 +223,18 @@ def _rab_grad_kernel(
 ):
     pid = tl.program_id(0)
     num_blocks = tl.cdiv(max_seq_len, BLOCK)
-    b = pid // num_blocks
-    dist = pid % num_blocks  # the diagonal (the most tiles) first
+    num_chunks = tl.cdiv(num_blocks, chunk_tiles)
+    # pid = (b * num_blocks + dist) * num_chunks + chunk: the layout `_positional_gradient` reads.
+    chunk = pid % num_chunks
+    dist = (pid // num_chunks) % num_blocks
+    b = pid // (num_chunks * num_blocks)
     seq_start = tl.load(SEQ_OFFSETS + b).to(tl.int64)
     seq_len = (tl.load(SEQ_OFFSETS + b + 1) - seq_start).to(tl.int32)
-    if dist * BLOCK >= seq_len:
+    # This program's tiles: query blocks first_m .. end_m of distance dist, at most chunk_tiles.
+    first_m = dist * BLOCK + chunk * chunk_tiles * BLOCK
+    if first_m >= seq_len:
         return
+    end_m = tl.minimum(first_m + chunk_tiles * BLOCK, seq_len)
 
     Q += seq_start * stride_qt
     K += seq_start * stride_kt
@@ -243,30 +251,30 @@ def _rab_grad_kernel(
     # weights, so their head-summed dS add up as tiles and are reduced once, at the end.
     ds_acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
     hist = tl.zeros((HIST_PAD,), dtype=tl.float32)
-    first_m = dist * BLOCK
+    shift = dist * BLOCK  # query block m_start meets key block m_start - shift
     if dist > 0:
-        for m_start in range(first_m, seq_len, BLOCK):
+        for m_start in range(first_m, end_m, BLOCK):
             ds_acc, hist = _rab_grad_tile(
-                ds_acc, hist, m_start, m_start - first_m, seq_len, H, Q, K, V, DO, TS, REQ_TS, POS_W, TS_W, THR,
+                ds_acc, hist, m_start, m_start - shift, seq_len, H, Q, K, V, DO, TS, REQ_TS, POS_W, TS_W, THR,
                 EDGES, POS_SKEW, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot,
                 stride_doh, t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False,
                 FAR_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, HIST_PAD, BLOCK, BLOCK_DQK,
                 BLOCK_DV, DOT_PRECISION, FAST_MATH)
         if FAST_RAB and HAS_TS:
             # Far tiles spanning more edges than the first loop unrolls, redone with all of them.
-            for m_start in range(first_m, seq_len, BLOCK):
+            for m_start in range(first_m, end_m, BLOCK):
                 if spans_many_edges(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1,
-                                    m_start - first_m, m_start - first_m + BLOCK - 1, num_buckets, MAX_EDGES,
+                                    m_start - shift, m_start - shift + BLOCK - 1, num_buckets, MAX_EDGES,
                                     EDGE_PAD):
                     ds_acc, hist = _rab_grad_tile(
-                        ds_acc, hist, m_start, m_start - first_m, seq_len, H, Q, K, V, DO, TS, REQ_TS, POS_W, TS_W,
+                        ds_acc, hist, m_start, m_start - shift, seq_len, H, Q, K, V, DO, TS, REQ_TS, POS_W, TS_W,
                         THR, EDGES, POS_SKEW, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
                         stride_dot, stride_doh, t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK,
                         D_V, False, MANY_EDGE_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES,
                         HIST_PAD, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     else:
         # The diagonal tiles, causal-masked.
-        for m_start in range(0, seq_len, BLOCK):
+        for m_start in range(first_m, end_m, BLOCK):
             ds_acc, hist = _rab_grad_tile(
                 ds_acc, hist, m_start, m_start, seq_len, H, Q, K, V, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES,
                 POS_SKEW, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
@@ -291,23 +299,45 @@ def _rab_grad_kernel(
         tl.store(DTS_PART + tl.arange(0, HIST_PAD), hist * inv_n)
 
 
+# Tiles one program walks at most: a distance's walk is split into programs of this many tiles, so
+# the longest chain of dependent tiles (a long sequence's diagonal, heads inside) is this long
+# rather than the sequence's length in blocks. On an H200 the unsplit walk made this kernel the
+# backward's slowest, 3.7 ms at N 8192 where the dq kernel took 0.95 (benchmarks/results/
+# attention-nvidia-h200.json); its scratch grows by the split (N 8192, 9 sequences: 19 MB).
+# The interpreter's tests split at 2, so their sequences (a few 32-row blocks) take several chunks.
+CHUNK_TILES = 2 if INTERPRET else 8
+
+
+def _programs(max_seq_len: int, num_seqs: int, block: int) -> tuple[int, int]:
+    """(programs, chunks per distance) of a launch with tiles of `block`."""
+    num_dist = triton.cdiv(max_seq_len, block)
+    num_chunks = triton.cdiv(num_dist, CHUNK_TILES)
+    return num_seqs * num_dist * num_chunks, num_chunks
+
+
 def _positional_gradient(parts: torch.Tensor, block: int, num_seqs: int, max_seq_len: int) -> torch.Tensor:
-    """d pos_w from the kernel's diagonal sums: [num_seqs, distances, 2, block], flat.
+    """d pos_w from the kernel's diagonal sums: [num_seqs, distances, chunks, 2, block], flat.
 
     Distance d's first row holds weights N - 1 - d * block + c (lane c), its second the wrapped
-    pairs, weights N - 1 - (d + 1) * block + c. Summed over sequences (a fixed order), then each
-    row added where it belongs, the indices of one add distinct: deterministic.
+    pairs, weights N - 1 - (d + 1) * block + c. Summed over sequences and chunks (a fixed order),
+    the rows of one weight added, then scattered once into a buffer padded on both sides (indices
+    distinct; those outside [0, 2N - 2] are pairs past the sequence, zero dS): deterministic, and
+    no host sync (a boolean mask would take one).
     """
     num_dist = triton.cdiv(max_seq_len, block)
-    summed = parts[: num_seqs * num_dist * 2 * block].view(num_seqs, num_dist, 2, block).sum(dim=0)
-    dist = torch.arange(num_dist, device=parts.device)[:, None]
+    programs, num_chunks = _programs(max_seq_len, num_seqs, block)
+    summed = parts[: programs * 2 * block].view(num_seqs, num_dist, num_chunks, 2, block).sum(dim=(0, 2))
+    # Row e = d + wrapped holds weights N - 1 - e * block + c: distance e's unwrapped pairs plus
+    # distance e - 1's wrapped ones.
+    rows = F.pad(summed[:, 0], (0, 0, 0, 1)) + F.pad(summed[:, 1], (0, 0, 1, 0))  # [num_dist + 1, block]
+    shift = torch.arange(num_dist + 1, device=parts.device)[:, None] * block
     lane = torch.arange(block, device=parts.device)[None, :]
-    out = parts.new_zeros(2 * max_seq_len - 1)
-    for wrapped in (0, 1):
-        idx = max_seq_len - 1 - (dist + wrapped) * block + lane
-        keep = (idx >= 0) & (idx < 2 * max_seq_len - 1)  # the rest: pairs past the sequence (zero dS)
-        out[idx[keep]] += summed[:, wrapped][keep]
-    return out
+    # Those indices lie in [-block, N - 1 + block): a buffer padded by `low` on the left takes all.
+    low = (num_dist + 1) * block
+    idx = (max_seq_len - 1 + low) - shift + lane
+    padded = parts.new_zeros(low + 2 * max_seq_len - 1 + block)
+    padded[idx.reshape(-1)] = rows.reshape(-1)  # distinct indices
+    return padded[low: low + 2 * max_seq_len - 1].clone()
 
 
 def _scratch_sizes(max_seq_len: int, num_seqs: int, hist_pad: int, configs: list[dict[str, int]]
@@ -315,9 +345,9 @@ def _scratch_sizes(max_seq_len: int, num_seqs: int, hist_pad: int, configs: list
     """Elements of the positional and time scratch buffers, for the largest config."""
     pos = time = 0
     for cfg in configs:
-        blocks = triton.cdiv(max_seq_len, cfg["BLOCK"])
-        pos = max(pos, num_seqs * blocks * 2 * cfg["BLOCK"])
-        time = max(time, num_seqs * blocks * hist_pad)
+        programs, _ = _programs(max_seq_len, num_seqs, cfg["BLOCK"])
+        pos = max(pos, programs * 2 * cfg["BLOCK"])
+        time = max(time, programs * hist_pad)
     return pos, time
 
 
@@ -359,10 +389,10 @@ def rab_weight_gradients(
     args = (q, k, v, dout, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges, tables.pos_skew, pos_part,
             ts_part, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), dout.stride(0),
             dout.stride(1), tables.edge_stride, tables.skew_stride, tables.skew_pad, num_heads, max_seq_len,
-            num_buckets, float(alpha), tune_key_len(max_seq_len), q.shape[2], v.shape[2])
+            num_buckets, float(alpha), tune_key_len(max_seq_len), CHUNK_TILES, q.shape[2], v.shape[2])
 
     def grid(cfg: dict) -> tuple[int]:
-        return (triton.cdiv(max_seq_len, cfg["BLOCK"]) * num_seqs,)
+        return (_programs(max_seq_len, num_seqs, cfg["BLOCK"])[0],)
 
     if config is None:
         _rab_grad_tuned[grid](*args, **meta, HIST_PAD=hist_pad)
@@ -370,7 +400,7 @@ def rab_weight_gradients(
     else:
         _rab_grad_kernel[grid(config)](*args, **meta, HIST_PAD=hist_pad, **config)
         block = config["BLOCK"]
-    programs = triton.cdiv(max_seq_len, block) * num_seqs
+    programs, _ = _programs(max_seq_len, num_seqs, block)
     d_pos = _positional_gradient(pos_part, block, num_seqs, max_seq_len) if has_pos else None
     d_ts = ts_part[: programs * hist_pad].view(programs, hist_pad).sum(dim=0)[: num_buckets + 1] if has_ts else None
     return d_pos, d_ts
