@@ -27,6 +27,7 @@ then use the exact per-logit path (`triton_common.add_rab`) for every tile (logg
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 
@@ -132,12 +133,22 @@ def edge_table(
     ts: int64 [T]; request: int64 [B] (the time the last row is scored at); one host sync (the
     sortedness check, which picks the path), none elsewhere.
     """
+    found = _edge_table(ts, request, seq_offsets, num_buckets)
+    return found[0] if found is not None else None
+
+
+def _edge_table(
+    ts: torch.Tensor, request: torch.Tensor, seq_offsets: torch.Tensor, num_buckets: int
+) -> tuple[torch.Tensor, int] | None:
+    """(`edge_table`, reach): edges past the first `reach` have thresholds above every query's
+    span in the batch, so no key passes them and their rows are -1 without a search (the same
+    host sync reads the span: session-like times reach ~55 of 128 edges)."""
     global _logged_fallback
     num_tokens = ts.numel()
     num_seqs = seq_offsets.numel() - 1
     device = ts.device
     if num_buckets < 1 or num_tokens == 0:
-        return torch.full((max(num_buckets, 1), num_tokens), -1, dtype=torch.int32, device=device)
+        return torch.full((max(num_buckets, 1), num_tokens), -1, dtype=torch.int32, device=device), 0
     seq_id, starts, lengths = _token_sequences(seq_offsets, num_tokens)
     first = ts[starts.clamp(max=num_tokens - 1)][seq_id]
     rel = ts - first
@@ -145,23 +156,31 @@ def edge_table(
     rel_query = t_query - first
     # No order between sequences: a sequence's first step is not a step.
     step = torch.where(torch.arange(num_tokens, device=device) == starts[seq_id], 0, torch.diff(ts, prepend=ts[:1]))
-    usable = num_seqs < 2**15 and bool(((step >= 0) & (rel_query >= rel) & (rel_query < _MAX_REL_TIME)).all())
-    if not usable:
+    ordered = ((step >= 0) & (rel_query >= rel) & (rel_query < _MAX_REL_TIME)).all()
+    # The one sync: the largest span (>= 0 when ordered) or -1.
+    span = int(torch.where(ordered, rel_query.max(), -1).item())
+    if span < 0 or num_seqs >= 2**15:
         if not _logged_fallback:
             logger.info("hstu_attention: timestamps not sorted within a sequence (or a request time before its "
                         "last event, or a span over 2^46): the time bias uses the exact per-logit path")
             _logged_fallback = True
         return None
-    thr = _edge_thresholds(num_buckets, device)
-    seq_key = seq_id << _SEQ_SHIFT
-    keys = seq_key + rel  # strictly ordered across sequences, non-decreasing within one
-    # The last key with ts[j] <= t_i - thr[k]; values below the sequence's first key stay in it.
-    limit = (rel_query[None, :] - thr[:, None]).clamp(min=-1) + seq_key[None, :]
-    last = torch.searchsorted(keys, limit, right=True) - 1
-    return (last - starts[seq_id][None, :]).to(torch.int32).contiguous()
+    # Edges 1 .. reach have thr <= the largest span; past them every row is -1.
+    reach = bisect.bisect_right(_threshold_values(num_buckets), span, lo=1, hi=num_buckets + 1) - 1
+    table = torch.full((num_buckets, num_tokens), -1, dtype=torch.int32, device=device)
+    if reach > 0:
+        thr = _edge_thresholds(num_buckets, device)[:reach]
+        seq_key = seq_id << _SEQ_SHIFT
+        keys = seq_key + rel  # strictly ordered across sequences, non-decreasing within one
+        # The last key with ts[j] <= t_i - thr[k]; values below the sequence's first key stay in it.
+        limit = (rel_query[None, :] - thr[:, None]).clamp(min=-1) + seq_key[None, :]
+        last = torch.searchsorted(keys, limit, right=True) - 1
+        table[:reach] = last - starts[seq_id][None, :]
+    return table, reach
 
 
-def first_query_table(edges: torch.Tensor, seq_offsets: torch.Tensor, max_seq_len: int) -> torch.Tensor:
+def first_query_table(edges: torch.Tensor, seq_offsets: torch.Tensor, max_seq_len: int,
+                      reach: int | None = None) -> torch.Tensor:
     """The edge table seen from the keys, for [keys, queries] tiles (the dk/dv kernel): int32
     [K, T], I[k - 1, j] = the first query (index within the sequence) whose edge-k key limit
     reaches key j, the sequence's length where none does.
@@ -169,20 +188,24 @@ def first_query_table(edges: torch.Tensor, seq_offsets: torch.Tensor, max_seq_le
     J[k, i] does not decrease with i (later queries are scored later), so j <= J[k, i] exactly
     when i >= I[k, j]: a key row's test against the tile's queries needs one value per row, as a
     query row's does with J (the kernels load a row's value, not a column's, per edge).
+    Rows past `reach` (`_edge_table`: J all -1 there) are the sequences' lengths, unsearched.
     """
     num_edges, num_tokens = edges.shape
     device = edges.device
     if num_tokens == 0:
         return edges.clone()
-    seq_id, starts, _ = _token_sequences(seq_offsets, num_tokens)
-    local = torch.arange(num_tokens, device=device) - starts[seq_id]
-    # Per edge row, one sorted run per sequence: seq_id * stride + (J + 1), with J + 1 in [0, n]
-    # and n <= max_seq_len (the kernels' contract; the host's bound, not a sync on the lengths).
-    stride = max_seq_len + 2
-    runs = seq_id[None, :] * stride + edges.to(torch.int64) + 1
-    wanted = (seq_id * stride + local + 1).expand(num_edges, -1).contiguous()
-    first = torch.searchsorted(runs, wanted) - starts[seq_id][None, :]
-    return first.to(torch.int32).contiguous()
+    reach = num_edges if reach is None else reach
+    seq_id, starts, lengths = _token_sequences(seq_offsets, num_tokens)
+    first = lengths[seq_id].to(torch.int32).expand(num_edges, -1).contiguous()
+    if reach > 0:
+        local = torch.arange(num_tokens, device=device) - starts[seq_id]
+        # Per edge row, one sorted run per sequence: seq_id * stride + (J + 1), with J + 1 in
+        # [0, n] and n <= max_seq_len (the kernels' contract; the host's bound, not a sync).
+        stride = max_seq_len + 2
+        runs = seq_id[None, :] * stride + edges[:reach].to(torch.int64) + 1
+        wanted = (seq_id * stride + local + 1).expand(reach, -1).contiguous()
+        first[:reach] = torch.searchsorted(runs, wanted) - starts[seq_id][None, :]
+    return first
 
 
 def far_tile_edge_counts(edges: torch.Tensor, seq_offsets: torch.Tensor, block_q: int, block_k: int) -> torch.Tensor:
@@ -225,6 +248,7 @@ class RabTables:
     max_edges: int = FAR_TILE_MAX_EDGES
     seq_offsets: torch.Tensor | None = None  # for `first_queries`
     max_seq_len: int = 0
+    reach: int | None = None  # edges any key passes (`_edge_table`); None: all may
 
     @property
     def edge_stride(self) -> int:
@@ -238,7 +262,7 @@ class RabTables:
         """`first_query_table` of the edges (the dk/dv kernel's), or the placeholder."""
         if not self.fast or self.edges.dim() != 2 or self.seq_offsets is None:
             return self.edges
-        return first_query_table(self.edges, self.seq_offsets, self.max_seq_len)
+        return first_query_table(self.edges, self.seq_offsets, self.max_seq_len, self.reach)
 
     def keys_first(self) -> tuple[torch.Tensor, int, int]:
         """(table, row stride, pad) of the positional table for [keys, queries] tiles."""
@@ -265,17 +289,19 @@ def rab_tables(
     dummy = ref.new_zeros(1, dtype=torch.float32)
     num_buckets = ts_weights.numel() - 1 if ts_weights is not None else 0
     edge_pad = max(16, 1 << max(num_buckets - 1, 0).bit_length())
-    edges: torch.Tensor | None = dummy_int
+    found: tuple[torch.Tensor, int | None] | None = (dummy_int, None)
     if fast and ts_weights is not None:
-        edges = edge_table(ts, request, seq_offsets, num_buckets)
-    if not fast or edges is None or (pos_weights is None and ts_weights is None):
+        found = _edge_table(ts, request, seq_offsets, num_buckets)
+    if not fast or found is None or (pos_weights is None and ts_weights is None):
         return RabTables(False, dummy_int, dummy, 0, edge_pad)
+    edges, reach = found
     if pos_weights is None:
-        return RabTables(True, edges, dummy, 0, edge_pad, dummy, 0, seq_offsets=seq_offsets, max_seq_len=max_seq_len)
+        return RabTables(True, edges, dummy, 0, edge_pad, dummy, 0, seq_offsets=seq_offsets, max_seq_len=max_seq_len,
+                         reach=reach)
     skew = skewed_positions(pos_weights, max_seq_len)
     keys_first = skewed_positions_keys_first(pos_weights, max_seq_len)
     return RabTables(True, edges, skew.table, skew.pad, edge_pad, keys_first.table, keys_first.pad,
-                     seq_offsets=seq_offsets, max_seq_len=max_seq_len)
+                     seq_offsets=seq_offsets, max_seq_len=max_seq_len, reach=reach)
 
 
 __all__ = ["FAR_TILE_MAX_EDGES", "RabTables", "SKEW_ALIGN", "SKEW_ROWS", "SkewedPositions", "edge_table",
