@@ -303,7 +303,8 @@ def _rab_grad_kernel(
 # the longest chain of dependent tiles (a long sequence's diagonal, heads inside) is this long
 # rather than the sequence's length in blocks. On an H200 the unsplit walk made this kernel the
 # backward's slowest, 3.7 ms at N 8192 where the dq kernel took 0.95 (benchmarks/results/
-# attention-nvidia-h200.json); its scratch grows by the split (N 8192, 9 sequences: 19 MB).
+# attention-nvidia-h200.json). The scratch grows by the number of chunks, as B (N / BLOCK)^2 / 8:
+# 28 MB at N 8192 with 9 sequences and 128 time buckets, 100 MB at N 4096 with 128 sequences.
 # The interpreter's tests split at 2, so their sequences (a few 32-row blocks) take several chunks.
 CHUNK_TILES = 2 if INTERPRET else 8
 
