@@ -2,6 +2,7 @@
 
     python benchmarks/attention.py                  # CUDA: writes benchmarks/results/attention-<device>.json
     python benchmarks/attention.py --interpret-smoke  # CPU: one tiny case under TRITON_INTERPRET=1
+    python benchmarks/attention.py --baseline ../old   # also the Triton rows of another checkout, same run
 
 For each max length N, a batch of jagged sequences with lengths uniform in [N/4, N] is drawn until
 a fixed token budget is reached (so B shrinks as N grows). Implementations, all bf16 inputs:
@@ -28,6 +29,7 @@ import json
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +37,8 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from checkouts import commit_of  # noqa: E402  (benchmarks/checkouts.py, beside this script)
 
 H100_DENSE_BF16_TFLOPS = 989.0  # H100 SXM dense bf16 peak (no sparsity)
 
@@ -51,6 +55,10 @@ def parse_args() -> argparse.Namespace:
                    help="skip the per-kernel GPU times of the Triton rows (torch.profiler, 5 fwd+bwd)")
     p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/attention-<device>.json")
     p.add_argument("--interpret-smoke", action="store_true", help="one tiny case on CPU under TRITON_INTERPRET=1")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="another checkout whose Triton kernels (impl triton, as triton@baseline) are measured "
+                        "beside these, length by length, in a fresh process each")
+    p.add_argument("--code", type=Path, default=None, help=argparse.SUPPRESS)  # internal: a --baseline worker
     return p.parse_args()
 
 
@@ -246,11 +254,11 @@ def fmt(v: Any, spec: str) -> str:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = f"{'N':>5} {'B':>4} {'impl':<13} {'fwd ms':>9} {'fwd TF/s':>9} {'f+b ms':>9} {'f+b TF/s':>9} {'peak MiB':>9}  status"
+    head = f"{'N':>5} {'B':>4} {'impl':<16} {'fwd ms':>9} {'fwd TF/s':>9} {'f+b ms':>9} {'f+b TF/s':>9} {'peak MiB':>9}  status"
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['max_len']:>5} {r['batch']:>4} {r['impl']:<13} {fmt(r.get('fwd_ms'), '9.3f')} "
+        print(f"{r['max_len']:>5} {fmt(r.get('batch'), '4d'):>4} {r['impl']:<16} {fmt(r.get('fwd_ms'), '9.3f')} "
               f"{fmt(r.get('fwd_tflops'), '9.1f')} {fmt(r.get('fwd_bwd_ms'), '9.3f')} "
               f"{fmt(r.get('fwd_bwd_tflops'), '9.1f')} {fmt(r.get('peak_mib'), '9.1f')}  {r['status']}")
 
@@ -286,42 +294,97 @@ def tuned_configs() -> dict[str, dict[str, str]]:
     return {name: {str(key): str(cfg) for key, cfg in t.cache.items()} for name, t in tuned.items()}
 
 
+def report(row: dict[str, Any], seconds: float) -> None:
+    """One progress line per measured row, its far-tile split and kernel times under it."""
+    print(f"[{seconds:6.1f}s] N={row['max_len']} {row['impl']}: {row['status']} "
+          f"fwd {fmt(row.get('fwd_ms'), '.3f')} ms, fwd+bwd {fmt(row.get('fwd_bwd_ms'), '.3f')} ms, "
+          f"peak {fmt(row.get('peak_mib'), '.0f')} MiB", flush=True)
+    if row.get("far_tile_share"):
+        print(f"    far tiles by edges spanned: {row['far_tile_share']}", flush=True)
+    if row.get("fwd_bwd_kernel_ms"):
+        print("    " + ", ".join(f"{k} {v:.3f}" for k, v in list(row["fwd_bwd_kernel_ms"].items())[:8]), flush=True)
+
+
+def baseline_rows(args: argparse.Namespace, max_len: int) -> list[dict[str, Any]]:
+    """The `triton` row of another checkout at one length, measured by this script in a fresh
+    process that imports that checkout's kernels (`--code`); impl `triton@baseline`."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--code", str(args.baseline.resolve()), "--impls", "triton",
+           "--lengths", str(max_len), "--tokens", str(args.tokens), "--heads", str(args.heads), "--dim",
+           str(args.dim), "--rep-ms", str(args.rep_ms)]
+    cmd += ["--interpret-smoke"] * args.interpret_smoke + ["--no-kernel-times"] * args.no_kernel_times
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=args.baseline)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or ["no output"]
+        return [dict(impl="triton@baseline", max_len=max_len, status=f"error: {lines[-1][:200]}")]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    return [r | {"impl": "triton@baseline"} for r in rows]
+
+
+def baseline_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per length, the baseline's fwd+bwd time over this checkout's (both measured in this run)."""
+    out = []
+    for r in rows:
+        if r["impl"] != "triton@baseline" or r["status"] != "ok":
+            continue
+        this = next((t for t in rows if t["impl"] == "triton" and t["max_len"] == r["max_len"] and t["status"] == "ok"),
+                    None)
+        if this is not None:
+            out.append(dict(max_len=r["max_len"], this_ms=this["fwd_bwd_ms"], baseline_ms=r["fwd_bwd_ms"],
+                            speedup=r["fwd_bwd_ms"] / this["fwd_bwd_ms"]))
+    return out
+
+
 def main() -> int:
     args = parse_args()
+    if args.code is not None:  # a --baseline worker: that checkout's kernels, rows as JSON
+        sys.path.insert(0, str(args.code.resolve()))
     if args.interpret_smoke:
         # Must precede the first triton import (the kernels are decorated for the interpreter).
         os.environ["TRITON_INTERPRET"] = "1"
         args.lengths, args.tokens, args.heads, args.dim = [48], 64, 2, 16
-        args.impls = ["triton", "triton_exact_rab", "triton_norab", "reference"]
-        rows = [run_case(impl, n, args, "cpu", measure_cpu) for n in args.lengths for impl in args.impls]
+        if args.code is None:
+            args.impls = ["triton", "triton_exact_rab", "triton_norab", "reference"]
+        device, measure = "cpu", measure_cpu
+    else:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("benchmarks/attention.py needs a CUDA device; nothing measured. "
+                  "(--interpret-smoke checks the script on CPU.)")
+            return 0
+        device, measure = "cuda", measure_cuda
+    if args.code is not None:
+        import kernels
+
+        rows = [run_case(impl, n, args, device, measure) for n in args.lengths for impl in args.impls]
+        checkout = str(Path(kernels.__file__).resolve().parents[1])  # where the measured kernels came from
+        print(json.dumps([r | {"checkout": checkout} for r in rows]))
+        return 0
+
+    started = time.perf_counter()
+    rows = []
+    for n in args.lengths:
+        for impl in args.impls:
+            rows.append(run_case(impl, n, args, device, measure))
+            report(rows[-1], time.perf_counter() - started)
+        if args.baseline is not None:  # alternating with this checkout, length by length
+            for row in baseline_rows(args, n):
+                rows.append(row)
+                report(row, time.perf_counter() - started)
+    speedups = baseline_speedups(rows)
+    if args.interpret_smoke:
         print_table(rows)
+        for sp in speedups:
+            print(f"N={sp['max_len']}: baseline {sp['baseline_ms']:.1f} ms / this {sp['this_ms']:.1f} ms "
+                  f"(interpreted: says nothing of GPU speed)")
         return 0 if all(r["status"] == "ok" for r in rows) else 1
 
     import torch
-
-    if not torch.cuda.is_available():
-        print("benchmarks/attention.py needs a CUDA device; nothing measured. "
-              "(--interpret-smoke checks the script on CPU.)")
-        return 0
     import triton
 
     device_name = torch.cuda.get_device_name()
     slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
     out_path = args.out or ROOT / "benchmarks" / "results" / f"attention-{slug}.json"
-    started = time.perf_counter()
-    rows = []
-    for n in args.lengths:
-        for impl in args.impls:
-            rows.append(run_case(impl, n, args, "cuda", measure_cuda))
-            r = rows[-1]
-            print(f"[{time.perf_counter() - started:6.1f}s] N={n} {impl}: {r['status']} "
-                  f"fwd {fmt(r.get('fwd_ms'), '.3f')} ms, fwd+bwd {fmt(r.get('fwd_bwd_ms'), '.3f')} ms, "
-                  f"peak {fmt(r.get('peak_mib'), '.0f')} MiB", flush=True)
-            if r.get("far_tile_share"):
-                print(f"    far tiles by edges spanned: {r['far_tile_share']}", flush=True)
-            if r.get("fwd_bwd_kernel_ms"):
-                print("    " + ", ".join(f"{k} {v:.3f}" for k, v in list(r["fwd_bwd_kernel_ms"].items())[:8]),
-                      flush=True)
     print_table(rows)
     for name, chosen in tuned_configs().items():
         for key, cfg in chosen.items():
@@ -329,13 +392,19 @@ def main() -> int:
     checks = target_checks(rows)
     for c in checks:
         print(f"{'PASS' if c['ok'] else 'MISS'} {c['impl']:<13} {c['target']}: {c['value']:.3g}")
+    for sp in speedups:
+        print(f"N={sp['max_len']}: triton fwd+bwd {sp['speedup']:.2f}x the baseline's speed "
+              f"({sp['baseline_ms']:.3f} ms -> {sp['this_ms']:.3f} ms, same run)")
     result = dict(
         device=device_name, torch=torch.__version__, triton=triton.__version__, python=platform.python_version(),
+        commit=commit_of(ROOT),
         settings=dict(lengths=args.lengths, tokens=args.tokens, heads=args.heads, dim=args.dim, dtype="bfloat16",
                       length_distribution="uniform [N/4, N]", norm="max_len", rep_ms=args.rep_ms),
         flops_convention="causal-exact: sum n(n+1)/2 * 2 * H * (Dqk + Dv); fwd+bwd = 3x fwd",
         rows=rows, targets=checks, tuned_configs=tuned_configs(), wall_s=time.perf_counter() - started,
     )
+    if args.baseline is not None:
+        result["baseline"] = dict(path=str(args.baseline), commit=commit_of(args.baseline), speedups=speedups)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out_path} ({result['wall_s']:.0f} s)")

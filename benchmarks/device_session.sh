@@ -13,6 +13,10 @@
 # 4. benchmarks/train_step.py on the GPU. Each step has its own time limit and the next runs
 # whatever the last one did, so a slow or failing step costs only its own share.
 #
+# BASELINE=DIR adds the Triton rows of another checkout (e.g. `git worktree add .baseline <commit>`
+# here, excluded from git and carried to the device), measured in the same run; it costs the
+# compile and tuning time once more (about 2.5 minutes: raise ATTENTION_LIMIT).
+#
 # It runs under the machine's own python3 (its torch and triton, not this project's pins). A
 # `.whl/` folder of wheels beside the checkout (DeepSpeed and its pure-Python needs) is installed
 # first when present, and `.devdata/u.data` (MovieLens-100K) is used by the training benchmark.
@@ -40,7 +44,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
     python3 -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch', torch.__version__, 'triton', triton.__version__)"
 } >"$OUT/summary.txt" 2>&1
 
-step attention "${ATTENTION_LIMIT:-300}" python3 benchmarks/attention.py --out "$OUT/attention.json"
+step attention "${ATTENTION_LIMIT:-300}" python3 benchmarks/attention.py --out "$OUT/attention.json" \
+    ${BASELINE:+--baseline "$BASELINE"}
 step gpu-tests "${TESTS_LIMIT:-160}" python3 -m pytest -p no:cacheprovider -n 8 -q tests/gpu/test_hstu_attention_gpu.py \
     tests/gpu/test_training_gpu.py
 data=.devdata/u.data
