@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -41,7 +40,7 @@ max_events = 20
 max_seq_len = 16
 
 [base.train]
-epochs = 2
+epochs = {epochs}
 batch_size = 32
 num_negatives = 16
 
@@ -52,9 +51,9 @@ poll_interval_s = 0.2
 """
 
 
-def _spec(tmp_path: Path, name: str, users: list[int], parallel: int) -> Path:
+def _spec(tmp_path: Path, name: str, users: list[int], parallel: int, epochs: int = 2) -> Path:
     path = tmp_path / f"{name}.toml"
-    path.write_text(SPEC.format(name=name, users=users, parallel=parallel))
+    path.write_text(SPEC.format(name=name, users=users, parallel=parallel, epochs=epochs))
     return path
 
 
@@ -158,6 +157,19 @@ def _running_attempts(sweep_dir: Path, name: str) -> list[dict]:
             if "worker" in t.system_attrs]
 
 
+class _KillWhenLogged(logging.Handler):
+    """Kills a process (SIGKILL) the first time a log message contains `text`."""
+
+    def __init__(self, text: str, pid: int) -> None:
+        super().__init__(level=logging.INFO)
+        self.text, self.pid, self.fired = text, pid, False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.fired and self.text in record.getMessage():
+            self.fired = True
+            os.kill(self.pid, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_resume_waits_for_the_runs_an_earlier_drivers_jobs_still_train(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -165,24 +177,27 @@ def test_resume_waits_for_the_runs_an_earlier_drivers_jobs_still_train(
     # The driver dies alone (its terminal closed; on Slurm its jobs run on) once every run has
     # started: its jobs go on training them. A resume must wait for those runs, not end while they
     # run (nothing is pending), and not train them twice; one whose job dies during the wait is
-    # retried, once.
-    spec = _spec(tmp_path, "orphans", [40], parallel=4)  # 4 runs, one job each
+    # retried, once. The runs train long enough (100 epochs) to outlast the resume's start, and the
+    # job dies when the resume says it waits: a timer from the test's side raced the resume's start
+    # on a loaded machine (the job died first, and the resume retried it before waiting).
+    spec = _spec(tmp_path, "orphans", [40], parallel=4, epochs=100)  # 4 runs, one job each
     sweep_dir = tmp_path / "sweep"
     driver = _driver(spec, sweep_dir)
     try:
-        _wait_until(driver, sweep_dir, lambda: len(_running_attempts(sweep_dir, "orphans")) >= 3, "three runs to start")
+        _wait_until(driver, sweep_dir, lambda: len(_running_attempts(sweep_dir, "orphans")) == 4, "all runs to start")
         os.kill(driver.pid, signal.SIGKILL)  # the driver alone: its jobs live on
         driver.wait()
         orphaned = [w for w in _running_attempts(sweep_dir, "orphans") if pid_alive(w["pid"])]
-        assert orphaned, "the killed driver's jobs stopped with it"
-        # One orphaned job dies while the resume waits for it.
-        killer = threading.Timer(3.0, os.kill, (orphaned[0]["pid"], signal.SIGKILL))
-        killer.start()
-
-        with caplog.at_level(logging.INFO, logger="sweeps.launch"):
-            summary = launch_sweep(spec, sweep_dir)
-        killer.join()
-        assert "held by jobs this driver did not send" in caplog.text
+        assert len(orphaned) == 4, "the killed driver's jobs stopped with it, or ended before the resume"
+        killer = _KillWhenLogged("still held by jobs this driver did not send", orphaned[0]["pid"])
+        launch_log = logging.getLogger("sweeps.launch")
+        launch_log.addHandler(killer)
+        try:
+            with caplog.at_level(logging.INFO, logger="sweeps.launch"):
+                summary = launch_sweep(spec, sweep_dir)
+        finally:
+            launch_log.removeHandler(killer)
+        assert killer.fired, caplog.text  # the resume waited for the held runs
         runs = Ledger(storage_url_for(sweep_dir), "orphans").runs()
         assert {r.run_id: r.state for r in runs.values()} == {run_id: "complete" for run_id in runs}
         assert summary.failed == [] and summary.skipped_complete + summary.completed == 4
