@@ -94,7 +94,10 @@ def skewed_positions_keys_first(pos_weights: torch.Tensor, max_seq_len: int) -> 
     return SkewedPositions(_skewed(pos_weights, max_seq_len, pad, width, keys_first=True), pad)
 
 
-def _token_sequences(seq_offsets: torch.Tensor, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+TokenSequences = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # `_token_sequences`: seq_id, starts, lengths
+
+
+def _token_sequences(seq_offsets: torch.Tensor, num_tokens: int) -> TokenSequences:
     """(seq_id [T], starts [B], lengths [B]) as int64, without a host sync (the output size is
     the token count, known on the host)."""
     starts = seq_offsets[:-1].to(torch.int64)
@@ -137,19 +140,21 @@ def edge_table(
     return found[0] if found is not None else None
 
 
+
 def _edge_table(
     ts: torch.Tensor, request: torch.Tensor, seq_offsets: torch.Tensor, num_buckets: int
-) -> tuple[torch.Tensor, int] | None:
-    """(`edge_table`, reach): edges past the first `reach` have thresholds above every query's
-    span in the batch, so no key passes them and their rows are -1 without a search (the same
-    host sync reads the span: session-like times reach ~55 of 128 edges)."""
+) -> tuple[torch.Tensor, int, TokenSequences | None] | None:
+    """(`edge_table`, reach, the batch's `_token_sequences`): edges past the first `reach` have
+    thresholds above every query's span in the batch, so no key passes them and their rows are -1
+    without a search (the same host sync reads the span)."""
     global _logged_fallback
     num_tokens = ts.numel()
     num_seqs = seq_offsets.numel() - 1
     device = ts.device
     if num_buckets < 1 or num_tokens == 0:
-        return torch.full((max(num_buckets, 1), num_tokens), -1, dtype=torch.int32, device=device), 0
-    seq_id, starts, lengths = _token_sequences(seq_offsets, num_tokens)
+        return torch.full((max(num_buckets, 1), num_tokens), -1, dtype=torch.int32, device=device), 0, None
+    sequences = _token_sequences(seq_offsets, num_tokens)
+    seq_id, starts, lengths = sequences
     first = ts[starts.clamp(max=num_tokens - 1)][seq_id]
     rel = ts - first
     t_query = _query_times(ts, request, seq_id, starts + lengths)
@@ -176,11 +181,11 @@ def _edge_table(
         limit = (rel_query[None, :] - thr[:, None]).clamp(min=-1) + seq_key[None, :]
         last = torch.searchsorted(keys, limit, right=True) - 1
         table[:reach] = last - starts[seq_id][None, :]
-    return table, reach
+    return table, reach, sequences
 
 
 def first_query_table(edges: torch.Tensor, seq_offsets: torch.Tensor, max_seq_len: int,
-                      reach: int | None = None) -> torch.Tensor:
+                      reach: int | None = None, sequences: TokenSequences | None = None) -> torch.Tensor:
     """The edge table seen from the keys, for [keys, queries] tiles (the dk/dv kernel): int32
     [K, T], I[k - 1, j] = the first query (index within the sequence) whose edge-k key limit
     reaches key j, the sequence's length where none does.
@@ -188,14 +193,15 @@ def first_query_table(edges: torch.Tensor, seq_offsets: torch.Tensor, max_seq_le
     J[k, i] does not decrease with i (later queries are scored later), so j <= J[k, i] exactly
     when i >= I[k, j]: a key row's test against the tile's queries needs one value per row, as a
     query row's does with J (the kernels load a row's value, not a column's, per edge).
-    Rows past `reach` (`_edge_table`: J all -1 there) are the sequences' lengths, unsearched.
+    Rows past `reach` (`_edge_table`: J all -1 there) are the sequences' lengths, unsearched;
+    `sequences` (`_edge_table`'s) saves computing them again.
     """
     num_edges, num_tokens = edges.shape
     device = edges.device
     if num_tokens == 0:
         return edges.clone()
     reach = num_edges if reach is None else reach
-    seq_id, starts, lengths = _token_sequences(seq_offsets, num_tokens)
+    seq_id, starts, lengths = sequences if sequences is not None else _token_sequences(seq_offsets, num_tokens)
     first = lengths[seq_id].to(torch.int32).expand(num_edges, -1).contiguous()
     if reach > 0:
         local = torch.arange(num_tokens, device=device) - starts[seq_id]
@@ -249,6 +255,7 @@ class RabTables:
     seq_offsets: torch.Tensor | None = None  # for `first_queries`
     max_seq_len: int = 0
     reach: int | None = None  # edges any key passes (`_edge_table`); None: all may
+    sequences: TokenSequences | None = None  # `_edge_table`'s, for `first_queries`
 
     @property
     def edge_stride(self) -> int:
@@ -262,7 +269,7 @@ class RabTables:
         """`first_query_table` of the edges (the dk/dv kernel's), or the placeholder."""
         if not self.fast or self.edges.dim() != 2 or self.seq_offsets is None:
             return self.edges
-        return first_query_table(self.edges, self.seq_offsets, self.max_seq_len, self.reach)
+        return first_query_table(self.edges, self.seq_offsets, self.max_seq_len, self.reach, self.sequences)
 
     def keys_first(self) -> tuple[torch.Tensor, int, int]:
         """(table, row stride, pad) of the positional table for [keys, queries] tiles."""
@@ -289,19 +296,19 @@ def rab_tables(
     dummy = ref.new_zeros(1, dtype=torch.float32)
     num_buckets = ts_weights.numel() - 1 if ts_weights is not None else 0
     edge_pad = max(16, 1 << max(num_buckets - 1, 0).bit_length())
-    found: tuple[torch.Tensor, int | None] | None = (dummy_int, None)
+    found: tuple[torch.Tensor, int | None, TokenSequences | None] | None = (dummy_int, None, None)
     if fast and ts_weights is not None:
         found = _edge_table(ts, request, seq_offsets, num_buckets)
     if not fast or found is None or (pos_weights is None and ts_weights is None):
         return RabTables(False, dummy_int, dummy, 0, edge_pad)
-    edges, reach = found
+    edges, reach, sequences = found
     if pos_weights is None:
         return RabTables(True, edges, dummy, 0, edge_pad, dummy, 0, seq_offsets=seq_offsets, max_seq_len=max_seq_len,
-                         reach=reach)
+                         reach=reach, sequences=sequences)
     skew = skewed_positions(pos_weights, max_seq_len)
     keys_first = skewed_positions_keys_first(pos_weights, max_seq_len)
     return RabTables(True, edges, skew.table, skew.pad, edge_pad, keys_first.table, keys_first.pad,
-                     seq_offsets=seq_offsets, max_seq_len=max_seq_len, reach=reach)
+                     seq_offsets=seq_offsets, max_seq_len=max_seq_len, reach=reach, sequences=sequences)
 
 
 __all__ = ["FAR_TILE_MAX_EDGES", "RabTables", "SKEW_ALIGN", "SKEW_ROWS", "SkewedPositions", "edge_table",

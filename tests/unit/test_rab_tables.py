@@ -91,7 +91,7 @@ def test_first_query_table_is_the_edge_table_seen_from_the_keys():
     first = first_query_table(edges, offsets, max(lengths))
     assert first.dtype == torch.int32 and first.shape == edges.shape
     # The tables as the kernels get them: the edges past the batch's largest span unsearched.
-    _, reach = rab_tables._edge_table(ts, last + 30, offsets, NUM_BUCKETS)
+    _, reach, _ = rab_tables._edge_table(ts, last + 30, offsets, NUM_BUCKETS)
     assert 0 < reach < NUM_BUCKETS and bool((edges[reach:] == -1).all())
     assert torch.equal(first_query_table(edges, offsets, max(lengths), reach), first)
     for b in range(len(lengths)):
