@@ -21,6 +21,7 @@ from slurm import devcluster
 from slurm.config import DispatchConfig
 from slurm.countdown import Countdown
 from slurm.dispatch import Task, cluster_max_array_size, run_tasks
+from slurm.liveness import is_alive
 from sweeps.ledger import Ledger, storage_url_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
@@ -66,7 +67,11 @@ def _spec(tmp_path: Path, name: str, axes: str) -> Path:
 
 
 def _sacct_states(array_job_id: str, expected: int, timeout_s: float = 20.0) -> dict[str, str]:
-    """Task id -> final state of an array, as the accounting database has it (it lags a little)."""
+    """Task id -> final state of an array, as the accounting database has it.
+
+    The database lags the controller: a task that has already failed can still read PENDING (its
+    start record not yet stored), so wait until every task's state is a final one.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         out = subprocess.run(
@@ -74,7 +79,8 @@ def _sacct_states(array_job_id: str, expected: int, timeout_s: float = 20.0) -> 
             capture_output=True, text=True, check=True,
         ).stdout
         states = dict(line.split("|", 1) for line in out.splitlines() if line)
-        if len(states) == expected and "RUNNING" not in states.values() or time.monotonic() > deadline:
+        settled = len(states) == expected and not any(is_alive(state) for state in states.values())
+        if settled or time.monotonic() > deadline:
             return states
         time.sleep(0.5)
 
