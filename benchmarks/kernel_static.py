@@ -12,7 +12,8 @@ Each kernel (forward, dk/dv, dq, and the backward's rab-gradient kernel) is comp
                gathers): the kernels before the fast path, and today's path for unsorted timestamps
 - rab_fast   : the shipped fast path (`rab_tables`): positional blocks from the skewed table,
                time buckets by integer compares against the edge table, a branch per far tile on
-               its edge count (0, <= 2, <= 4); diagonal and many-edge tiles in separate loops
+               its edge count (0, <= 2, <= 4); diagonal tiles (their time weights read from the
+               band) and many-edge tiles in separate loops
 
 (the rab-gradient kernel, `triton_rab_grad`, exists with the bias only: its baseline is the
 bias-free backward, dk/dv + dq; the "backward" summary adds the three kernels up) and the probes
@@ -28,6 +29,9 @@ head at H = 4: (tile loop + 3 more passes of the head loop) / 4), 4-byte global 
 (per-element gathers; a tile load is 16-byte vectors), whether the loop is software-pipelined (asynchronous global->shared copies in it), and the
 spill accesses (LDL/STL) in the hottest loop (the far-tile loop, or the rab-gradient kernel's
 loop over heads): spilled values reloaded there cost per logit, elsewhere per tile or program.
+For the forward and dk/dv, also the SASS instructions per logit of a diagonal tile (the tiles
+crossing the causal diagonal, 5-10% of them at N 4096, most at short lengths), an edge loop inside
+run for the DIAGONAL_EDGES edges such a tile spans on the attention benchmark's inputs.
 And the registers live at the peak (`nvdisasm --print-life-ranges`) inside the far-tile loop and
 elsewhere (the diagonal and many-edge loops, prologue, epilogue): which part of the kernel sets its
 register count. These peaks come from the code ptxas scheduled with the registers it chose, so
@@ -91,6 +95,7 @@ class KernelCost:
     loop_instructions: int
     logits_per_thread: float
     instructions_per_logit: float
+    diagonal_instructions_per_logit: float | None  # `diagonal_tile_instructions` per logit (fwd, dk/dv)
     scalar_loads_per_logit: float
     pipelined: bool
     hot_loop_local_accesses: int
@@ -129,7 +134,7 @@ def _kernel_spec(kernel: str) -> tuple[Any, dict[str, int], dict[str, str], str]
 
     bf16, f32, i64, i32 = "*bf16", "*fp32", "*i64", "*i32"
     common = {"SEQ_OFFSETS": i64, "TS": i64, "REQ_TS": i64, "POS_W": f32, "TS_W": f32, "THR": f32,
-              "EDGES": i32, "FIRST_Q": i32, "POS_SKEW": f32}
+              "EDGES": i32, "FIRST_Q": i32, "BAND": f32, "POS_SKEW": f32}
     if kernel == "fwd":
         ptrs = {"Q": bf16, "K": bf16, "V": bf16, "OUT": bf16, **common}
         return triton_fwd._hstu_fwd_kernel, dict(triton_fwd.FWD_CONFIGS[0]), ptrs, "fwd"
@@ -319,6 +324,28 @@ def far_tile_loop(kernel: str, instructions: list[tuple[int, str, str]]) -> list
     return [ins for ins in instructions if start <= ins[0] <= end]
 
 
+# Edges a diagonal tile spans on the benchmark's inputs (benchmarks/attention.py at N 4096, the
+# forward's 128x64 tiles: 38.4 on average, every bucket from 0 up to the tile's widest gap).
+DIAGONAL_EDGES = 38
+
+
+def diagonal_tile_instructions(kernel: str, instructions: list[tuple[int, str, str]]) -> int | None:
+    """SASS instructions a thread executes for one tile crossing the causal diagonal, a loop over
+    its edges (where it has one) run DIAGONAL_EDGES times: the forward's second tile loop, the
+    dk/dv kernel's first. None for dq (one diagonal tile, not a loop) and the rab-gradient kernel."""
+    if kernel not in ("fwd", "dkdv"):
+        return None
+    found = loops(instructions)
+    which = 1 if kernel == "fwd" else 0
+    if len(found) <= which:
+        raise RuntimeError(f"{kernel}: expected at least {which + 1} loops in the SASS, found {len(found)}")
+    start, end = found[which]
+    executed = sum(start <= addr <= end for addr, _, _ in instructions)
+    for inner_start, inner_end in loops(instructions, within=(start, end)):
+        executed += (DIAGONAL_EDGES - 1) * sum(inner_start <= addr <= inner_end for addr, _, _ in instructions)
+    return executed
+
+
 def head_loop(loop: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
     """The rab-gradient kernel's loop over the heads, inside its far-tile loop `loop` (the one
     nested loop holding the tile's dots)."""
@@ -355,7 +382,9 @@ def measure(kernel: str, variant: str, arch: int, maxnreg: int | None = None) ->
     compiled, config = compile_kernel(kernel, variant, arch, maxnreg)
     compile_s = time.perf_counter() - start
     regs, spill_st, spill_ld = ptxas_usage(compiled.asm["ptx"], arch, triton_cubin=compiled.asm["cubin"])
-    loop = far_tile_loop(kernel, sass_instructions(compiled.asm["cubin"]))
+    instructions = sass_instructions(compiled.asm["cubin"])
+    loop = far_tile_loop(kernel, instructions)
+    diagonal = diagonal_tile_instructions(kernel, instructions)
     live = live_registers(compiled.asm["cubin"])
     if live is not None:
         live_in_loop = max(n for addr, n in live.items() if loop[0][0] <= addr <= loop[-1][0])
@@ -381,6 +410,7 @@ def measure(kernel: str, variant: str, arch: int, maxnreg: int | None = None) ->
         spill_load_bytes=spill_ld, shared_bytes=int(compiled.metadata.shared), loop_instructions=len(loop),
         logits_per_thread=logits_per_thread,
         instructions_per_logit=round(executed / (passes * logits_per_thread), 2),
+        diagonal_instructions_per_logit=round(diagonal / logits_per_thread, 2) if diagonal is not None else None,
         scalar_loads_per_logit=round(loads / (passes * logits_per_thread), 3),
         pipelined=pipelined(loop), hot_loop_local_accesses=local_accesses(hot),
         live_registers_far_loop=live_in_loop, live_registers_elsewhere=live_elsewhere, compile_s=round(compile_s, 1),
@@ -416,6 +446,9 @@ def summary(costs: list[KernelCost]) -> dict[str, Any]:
                 "far_tile_instructions_vs_norab": {
                     v: round(p.instructions_per_logit / base.instructions_per_logit, 2) for v, p in probes.items()},
             }
+            if cost.diagonal_instructions_per_logit is not None and base.diagonal_instructions_per_logit:
+                entry["diagonal_instructions_vs_norab"] = round(
+                    cost.diagonal_instructions_per_logit / base.diagonal_instructions_per_logit, 2)
         entry["far_tile_scalar_loads_per_logit"] = {v: p.scalar_loads_per_logit for v, p in probes.items()}
         out[f"sm_{arch}/{kernel}"] = entry
     for arch in sorted({c.arch for c in costs}):
@@ -437,15 +470,20 @@ def _live_text(c: KernelCost) -> str:
     return "-" if c.live_registers_far_loop is None else f"{c.live_registers_far_loop}/{c.live_registers_elsewhere}"
 
 
+def _diagonal_text(c: KernelCost) -> str:
+    return "-" if c.diagonal_instructions_per_logit is None else f"{c.diagonal_instructions_per_logit:.2f}"
+
+
 def print_table(costs: list[KernelCost]) -> None:
     head = (f"{'arch':>5} {'kernel':>7} {'variant':>13} {'regs':>4} {'spill B':>8} {'smem KB':>7} "
-            f"{'loop ins':>8} {'ins/logit':>9} {'4B ld/logit':>11} {'pipelined':>9} {'live loop/else':>14}")
+            f"{'loop ins':>8} {'ins/logit':>9} {'diag ins/logit':>14} {'4B ld/logit':>11} {'pipelined':>9} "
+            f"{'live loop/else':>14}")
     print(head)
     print("-" * len(head))
     for c in costs:
         print(f"{c.arch:>5} {c.kernel:>7} {c.variant:>13} {c.registers:>4} {c.spill_store_bytes + c.spill_load_bytes:>8} "
               f"{c.shared_bytes / 1024:>7.1f} {c.loop_instructions:>8} {c.instructions_per_logit:>9.2f} "
-              f"{c.scalar_loads_per_logit:>11.3f} {str(c.pipelined):>9} "
+              f"{_diagonal_text(c):>14} {c.scalar_loads_per_logit:>11.3f} {str(c.pipelined):>9} "
               f"{_live_text(c):>14}")
 
 

@@ -11,6 +11,13 @@ every head; see `../shared/kernel-rab-design.md` for the measurements behind the
   integer compares: no logarithm, no gather of a weight per logit, bucket for bucket the
   reference's. Stored [K, T] int32 (edge k = 1..K in row k - 1, -1 where no key qualifies), so
   the rows of one edge are one contiguous load.
+- **Diagonal band** (the bias of the diagonal tiles). The tiles crossing the diagonal span ~38
+  edges each on the benchmark's inputs (every bucket from 0 up to the tile's widest gap), so
+  selecting by edges cost ~3 instructions per logit per edge there. Instead the band holds every
+  pair's bias for i - BAND_WIDTH < j <= i, its time weight plus its positional one
+  (`triton_common.band_time_bias` has the layout), written once per call by a small kernel (per
+  pair a binary search over the integer thresholds: the reference's bucket exactly), and a
+  diagonal tile reads it as one block. 1.1 KB a token (float32; 35 MB at 32k tokens).
 - **Skewed positional table**. Row r holds the positional weights shifted by r:
   skew[r, x] = pos_w[x - r - pad] (zero outside), so the [rows, cols] tile of pos_w[j - i + N - 1]
   is the block skew[i - m_start, (n_start - m_start + N - 1 + pad) + c]: an affine, 16-element
@@ -33,7 +40,13 @@ import logging
 
 import torch
 
-from kernels.hstu_attention.triton_common import _threshold_values
+import triton
+import triton.language as tl
+
+from kernels.hstu_attention.reference import time_buckets
+from kernels.hstu_attention.triton_common import (
+    BAND_ROW, BAND_SLACK, BAND_TOKEN, BAND_WIDTH, INTERPRET, _threshold_values,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +140,104 @@ def _edge_thresholds(num_buckets: int, device: torch.device) -> torch.Tensor:
     return _EDGE_THRESHOLDS[key]
 
 
+_SEARCH_THRESHOLDS: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _search_thresholds(num_buckets: int, device: torch.device) -> torch.Tensor:
+    """int64 [2^s]: thr[1..K] (`_edge_thresholds`) then 2^62, 2^s > K: the sorted table the band
+    kernel's branchless binary search reads (s steps count the thresholds <= a gap, at most K)."""
+    key = (num_buckets, str(device))
+    if key not in _SEARCH_THRESHOLDS:
+        size = triton.next_power_of_2(num_buckets + 1)
+        values = torch.full((size,), 2**62, dtype=torch.int64, device=device)
+        values[:num_buckets] = _edge_thresholds(num_buckets, device)
+        _SEARCH_THRESHOLDS[key] = values
+    return _SEARCH_THRESHOLDS[key]
+
+
+@triton.jit
+def _diagonal_bias_kernel(BAND, TS, T_QUERY, SEQ_ID, STARTS, THR, TS_W, POS_W, num_tokens, max_seq_len,
+                          HAS_POS: tl.constexpr, SEARCH_STEPS: tl.constexpr, BLOCK_ROWS: tl.constexpr,
+                          WIDTH: tl.constexpr):
+    """Band entries of BLOCK_ROWS query rows: for key j = i - d, d < WIDTH, in i's sequence, the
+    weight of the count of thresholds <= t_i - ts[j] (the pair's bucket: timestamps sorted, so the
+    gap is >= 0), plus pos_w[N - 1 - d] with HAS_POS."""
+    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    row_ok = rows < num_tokens
+    start = tl.load(STARTS + tl.load(SEQ_ID + rows, mask=row_ok, other=0), mask=row_ok, other=0)
+    t_query = tl.load(T_QUERY + rows, mask=row_ok, other=0)
+    delta = tl.arange(0, WIDTH)
+    keys = rows[:, None] - delta[None, :]
+    ok = row_ok[:, None] & (keys >= start[:, None])
+    gap = t_query[:, None] - tl.load(TS + keys, mask=ok, other=0)
+    bucket = tl.zeros((BLOCK_ROWS, WIDTH), dtype=tl.int32)
+    for level in tl.static_range(SEARCH_STEPS):
+        step: tl.constexpr = 1 << (SEARCH_STEPS - 1 - level)
+        bucket = tl.where(tl.load(THR + bucket + (step - 1)) <= gap, bucket + step, bucket)
+    bias = tl.load(TS_W + bucket, mask=ok, other=0.0).to(tl.float32)
+    if HAS_POS:
+        # j in the sequence, so d <= i < N: the index is in [0, N - 1].
+        bias += tl.load(POS_W + (max_seq_len - 1 - delta)[None, :], mask=ok, other=0.0).to(tl.float32)
+    local = (rows - start)[:, None]
+    # a * BAND_TOKEN + i * BAND_ROW + j + BAND_ROW with j = i - d (`triton_common.band_time_bias`).
+    address = start[:, None] * BAND_TOKEN + local * (BAND_ROW + 1) + BAND_ROW - delta[None, :]
+    tl.store(BAND + address, bias, mask=ok)
+
+
+_BAND_BLOCK_ROWS = 8 if INTERPRET else 16
+
+
+def band_size(num_tokens: int) -> int:
+    """Elements of the band of a batch of num_tokens tokens."""
+    return num_tokens * BAND_TOKEN.value + BAND_SLACK
+
+
+def diagonal_bias(ts: torch.Tensor, t_query: torch.Tensor, sequences: TokenSequences, ts_weights: torch.Tensor,
+                  pos_weights: torch.Tensor | None, max_seq_len: int) -> torch.Tensor:
+    """The diagonal band (see the module doc) of sorted timestamps, float32: ts int64 [T], t_query
+    the times the queries are scored at (`_query_times`), `sequences` the batch's
+    `_token_sequences`. Zero-filled first: the kernels also read entries no pair owns (keys past
+    the query, causal-masked later). One launch, no host sync."""
+    num_tokens = ts.numel()
+    band = torch.zeros(band_size(num_tokens), dtype=torch.float32, device=ts.device)
+    if num_tokens == 0:
+        return band
+    seq_id, starts, _ = sequences
+    thr = _search_thresholds(ts_weights.numel() - 1, ts.device)
+    grid = (triton.cdiv(num_tokens, _BAND_BLOCK_ROWS),)
+    _diagonal_bias_kernel[grid](band, ts, t_query, seq_id, starts, thr, ts_weights.contiguous(),
+                                pos_weights.contiguous() if pos_weights is not None else ts_weights, num_tokens,
+                                max_seq_len, HAS_POS=pos_weights is not None,
+                                SEARCH_STEPS=thr.numel().bit_length() - 1, BLOCK_ROWS=_BAND_BLOCK_ROWS,
+                                WIDTH=BAND_WIDTH)
+    return band
+
+
+def diagonal_bias_reference(ts: torch.Tensor, request: torch.Tensor, seq_offsets: torch.Tensor,
+                            ts_weights: torch.Tensor, pos_weights: torch.Tensor | None, max_seq_len: int
+                            ) -> torch.Tensor:
+    """`diagonal_bias` from the reference's own bucket function (`reference.time_buckets`), pair
+    by pair in PyTorch: the kernel's ground truth in tests."""
+    band = torch.zeros(band_size(ts.numel()), dtype=torch.float32)
+    offsets = seq_offsets.tolist()
+    for b in range(len(offsets) - 1):
+        start, end = offsets[b], offsets[b + 1]
+        n = end - start
+        if n == 0:
+            continue
+        t_query = torch.cat([ts[start + 1:end], request[b:b + 1].to(ts.dtype)])
+        i = torch.arange(n)[:, None]
+        j = i - torch.arange(BAND_WIDTH)[None, :]
+        ok = j >= 0
+        buckets = time_buckets(t_query[:, None] - ts[start + j.clamp(min=0)], ts_weights.numel() - 1)
+        bias = ts_weights[buckets].float()
+        if pos_weights is not None:
+            bias = bias + pos_weights[(j - i + max_seq_len - 1).clamp(min=0)].float()
+        address = start * BAND_TOKEN.value + i * BAND_ROW.value + j + BAND_ROW.value
+        band[address[ok]] = bias[ok]
+    return band
+
+
 def edge_table(
     ts: torch.Tensor, request: torch.Tensor, seq_offsets: torch.Tensor, num_buckets: int
 ) -> torch.Tensor | None:
@@ -137,14 +248,24 @@ def edge_table(
     sortedness check, which picks the path), none elsewhere.
     """
     found = _edge_table(ts, request, seq_offsets, num_buckets)
-    return found[0] if found is not None else None
+    return found.edges if found is not None else None
+
+
+@dataclasses.dataclass(frozen=True)
+class _TimeTables:
+    """What `_edge_table` found for a batch of sorted timestamps."""
+
+    edges: torch.Tensor  # `edge_table`
+    reach: int  # edges past the first `reach` have thresholds above every span: all -1
+    sequences: TokenSequences | None  # the batch's `_token_sequences` (None when it has no token)
+    t_query: torch.Tensor | None  # `_query_times`
 
 
 
 def _edge_table(
     ts: torch.Tensor, request: torch.Tensor, seq_offsets: torch.Tensor, num_buckets: int
-) -> tuple[torch.Tensor, int, TokenSequences | None] | None:
-    """(`edge_table`, reach, the batch's `_token_sequences`): edges past the first `reach` have
+) -> _TimeTables | None:
+    """`edge_table` with what it computed on the way: edges past the first `reach` have
     thresholds above every query's span in the batch, so no key passes them and their rows are -1
     without a search (the same host sync reads the span)."""
     global _logged_fallback
@@ -152,7 +273,8 @@ def _edge_table(
     num_seqs = seq_offsets.numel() - 1
     device = ts.device
     if num_buckets < 1 or num_tokens == 0:
-        return torch.full((max(num_buckets, 1), num_tokens), -1, dtype=torch.int32, device=device), 0, None
+        return _TimeTables(torch.full((max(num_buckets, 1), num_tokens), -1, dtype=torch.int32, device=device), 0,
+                           None, None)
     sequences = _token_sequences(seq_offsets, num_tokens)
     seq_id, starts, lengths = sequences
     first = ts[starts.clamp(max=num_tokens - 1)][seq_id]
@@ -181,7 +303,7 @@ def _edge_table(
         limit = (rel_query[None, :] - thr[:, None]).clamp(min=-1) + seq_key[None, :]
         last = torch.searchsorted(keys, limit, right=True) - 1
         table[:reach] = last - starts[seq_id][None, :]
-    return table, reach, sequences
+    return _TimeTables(table, reach, sequences, t_query)
 
 
 def first_query_table(edges: torch.Tensor, seq_offsets: torch.Tensor, max_seq_len: int,
@@ -256,10 +378,16 @@ class RabTables:
     max_seq_len: int = 0
     reach: int | None = None  # edges any key passes (`_edge_table`); None: all may
     sequences: TokenSequences | None = None  # `_edge_table`'s, for `first_queries`
+    band: torch.Tensor | None = None  # `diagonal_bias`, with time weights on the fast path
 
     @property
     def edge_stride(self) -> int:
         return self.edges.stride(0) if self.edges.dim() == 2 else 0
+
+    @property
+    def band_table(self) -> torch.Tensor:
+        """The band, or a placeholder the kernels never read (no time weights, or no token)."""
+        return self.band if self.band is not None else self.edges.new_zeros(1, dtype=torch.float32)
 
     @property
     def skew_stride(self) -> int:
@@ -288,7 +416,8 @@ def rab_tables(
     *,
     fast: bool = True,
 ) -> RabTables:
-    """Tables for one call (`ts`, `request` as `triton_common.rab_args` returns them).
+    """Tables for one call (`ts`, `request` and the weights as `triton_common.rab_args` returns them: the
+    kernels' logit scale applied, as the band holds the bias itself).
 
     fast=False (or timestamps the edge table cannot take) selects the exact per-logit path.
     """
@@ -296,21 +425,29 @@ def rab_tables(
     dummy = ref.new_zeros(1, dtype=torch.float32)
     num_buckets = ts_weights.numel() - 1 if ts_weights is not None else 0
     edge_pad = max(16, 1 << max(num_buckets - 1, 0).bit_length())
-    found: tuple[torch.Tensor, int | None, TokenSequences | None] | None = (dummy_int, None, None)
+    time: _TimeTables | None = None
     if fast and ts_weights is not None:
-        found = _edge_table(ts, request, seq_offsets, num_buckets)
-    if not fast or found is None or (pos_weights is None and ts_weights is None):
+        time = _edge_table(ts, request, seq_offsets, num_buckets)
+        if time is None:
+            return RabTables(False, dummy_int, dummy, 0, edge_pad)
+    if not fast or (pos_weights is None and ts_weights is None):
         return RabTables(False, dummy_int, dummy, 0, edge_pad)
-    edges, reach, sequences = found
+    time_args: dict = {}
+    edges = dummy_int
+    if time is not None:
+        edges = time.edges
+        time_args = dict(reach=time.reach, sequences=time.sequences)
+        if time.sequences is not None and time.t_query is not None:
+            time_args["band"] = diagonal_bias(ts, time.t_query, time.sequences, ts_weights, pos_weights, max_seq_len)
     if pos_weights is None:
         return RabTables(True, edges, dummy, 0, edge_pad, dummy, 0, seq_offsets=seq_offsets, max_seq_len=max_seq_len,
-                         reach=reach, sequences=sequences)
+                         **time_args)
     skew = skewed_positions(pos_weights, max_seq_len)
     keys_first = skewed_positions_keys_first(pos_weights, max_seq_len)
     return RabTables(True, edges, skew.table, skew.pad, edge_pad, keys_first.table, keys_first.pad,
-                     seq_offsets=seq_offsets, max_seq_len=max_seq_len, reach=reach, sequences=sequences)
+                     seq_offsets=seq_offsets, max_seq_len=max_seq_len, **time_args)
 
 
-__all__ = ["FAR_TILE_MAX_EDGES", "RabTables", "SKEW_ALIGN", "SKEW_ROWS", "SkewedPositions", "edge_table",
-           "far_tile_edge_counts", "first_query_table", "rab_tables", "skewed_positions",
+__all__ = ["FAR_TILE_MAX_EDGES", "RabTables", "SKEW_ALIGN", "SKEW_ROWS", "SkewedPositions", "band_size",
+           "diagonal_bias", "diagonal_bias_reference", "edge_table", "far_tile_edge_counts", "first_query_table", "rab_tables", "skewed_positions",
            "skewed_positions_keys_first"]

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    BACKWARD_TUNE_KEY, FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs,
+    BACKWARD_TUNE_KEY, BAND_TOKEN, DIAGONAL_TILE, FAR_TILE, INTERPRET, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs,
     dot_precision, exact_rab, exact_row_times, fast_math, last_dim_contiguous, logit_scale, pad_head_dim,
     position_bias, rab_args, scaled_logits, silu_and_grad, silu_grad, spans_many_edges, tile_time_range,
     tune_key_len, unless_many_edges,
@@ -65,7 +65,7 @@ else:
 @triton.jit
 def _dkdv_tile(
     dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
-    Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, POS_SKEW,
+    Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, BAND, POS_SKEW,
     stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     MASKED: tl.constexpr, KIND: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
@@ -85,15 +85,15 @@ def _dkdv_tile(
     # Transposed tile [keys, queries], so dk and dv come out of plain (not transposed) dots.
     if FAST_RAB:
         # As in the forward, transposed; the next-event rule is in the edge table.
-        tl.static_assert(not MASKED or KIND == LOOP_TILE, "a masked (diagonal) tile takes the loop over its edges")
+        tl.static_assert(not MASKED or KIND == DIAGONAL_TILE, "a masked tile is a diagonal one")
         lo, hi = tile_time_range(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK_M, seq_len) - 1, n_start,
                                  n_start + BLOCK_N - 1, num_buckets, HAS_TS, MASKED, EDGE_PAD)
-        pos_t = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, True,
-                              BLOCK_M, BLOCK_N)
+        pos_t = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, HAS_TS,
+                              KIND, True, BLOCK_M, BLOCK_N)
         s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)
         # Rows are keys: their edge tests read `first_query_table` (one value per key row).
-        s_t = scaled_logits(s_t, alpha, pos_t, offs_n, n_ok, m_start, lo, hi, FIRST_Q, t_stride, TS_W,
-                            num_buckets, HAS_TS, True, KIND, MAX_EDGES, PROBE_EDGES, BLOCK_M)
+        s_t = scaled_logits(s_t, alpha, pos_t, offs_n, n_ok, m_start, lo, hi, FIRST_Q, t_stride, BAND, seq_len,
+                            TS_W, num_buckets, HAS_TS, True, KIND, MAX_EDGES, PROBE_EDGES, BLOCK_M)
         # Its dout loads as zeros where the many-edge loop redoes the tile, which zeroes both its
         # dv and (through dp) its dk terms.
         do_ok = unless_many_edges(m_ok, offs_m, lo, hi, HAS_TS, KIND, MAX_EDGES)
@@ -119,7 +119,7 @@ def _dkdv_tile(
 
 @triton.jit
 def _dkdv_kernel(
-    Q, K, V, DO, DK, DV, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, POS_SKEW,
+    Q, K, V, DO, DK, DV, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, BAND, POS_SKEW,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
     stride_dkt, stride_dkh, stride_dvt, stride_dvh, t_stride, skew_stride, skew_pad,
     H, max_seq_len, num_buckets, alpha, tune_len,
@@ -151,6 +151,7 @@ def _dkdv_kernel(
     REQ_TS += b
     EDGES += seq_start
     FIRST_Q += seq_start
+    BAND += seq_start * BAND_TOKEN
     offs_n = n_start + tl.arange(0, BLOCK_N)
     offs_dqk = tl.arange(0, BLOCK_DQK)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -166,15 +167,16 @@ def _dkdv_kernel(
     m_first = (n_start // BLOCK_M) * BLOCK_M
     # Query blocks starting at or after the block's last key + 1 see every key: no causal mask.
     m_full = tl.minimum(tl.cdiv(n_start + BLOCK_N, BLOCK_M) * BLOCK_M, seq_len)
-    for m_start in range(m_first, m_full, BLOCK_M):
+    # The diagonal tiles: not pipelined (as the forward's).
+    for m_start in tl.range(m_first, m_full, BLOCK_M, num_stages=1):
         dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
-                            Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, POS_SKEW,
+                            Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, BAND, POS_SKEW,
                             stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
-                            num_buckets, D_QK, D_V, True, LOOP_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD,
+                            num_buckets, D_QK, D_V, True, DIAGONAL_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD,
                             PROBE_EDGES, BLOCK_N, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     for m_start in range(m_full, seq_len, BLOCK_M):
         dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
-                            Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, POS_SKEW,
+                            Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, BAND, POS_SKEW,
                             stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
                             num_buckets, D_QK, D_V, False, FAR_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD,
                             PROBE_EDGES, BLOCK_N, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
@@ -184,7 +186,7 @@ def _dkdv_kernel(
             if spans_many_edges(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK_M, seq_len) - 1, n_start,
                                 n_start + BLOCK_N - 1, num_buckets, MAX_EDGES, EDGE_PAD):
                 dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
-                                    Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, POS_SKEW,
+                                    Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, BAND, POS_SKEW,
                                     stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
                                     num_buckets, D_QK, D_V, False, MANY_EDGE_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES,
                                     EDGE_PAD, PROBE_EDGES, BLOCK_N, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION,
@@ -203,7 +205,7 @@ def _dkdv_kernel(
 @triton.jit
 def _dq_tile(
     dq, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len,
-    K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+    K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW,
     stride_kt, stride_vt, t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     MASKED: tl.constexpr, KIND: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
@@ -230,11 +232,11 @@ def _dq_tile(
                 mask=v_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
     if FAST_RAB:
-        pos = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, False, BLOCK,
-                            BLOCK)
-        tl.static_assert(not MASKED or KIND == LOOP_TILE, "a masked (diagonal) tile takes the loop over its edges")
-        s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets, HAS_TS,
-                          False, KIND, MAX_EDGES, PROBE_EDGES, BLOCK)
+        pos = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, HAS_TS, KIND,
+                            False, BLOCK, BLOCK)
+        tl.static_assert(not MASKED or KIND == DIAGONAL_TILE, "a masked tile is a diagonal one")
+        s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, BAND, seq_len, TS_W,
+                          num_buckets, HAS_TS, False, KIND, MAX_EDGES, PROBE_EDGES, BLOCK)
     else:
         s, _ = exact_rab(s * alpha, offs_m, offs_n, n_ok, tq_hi, tq_lo, 0.0, 0.0, ts_base, seq_len, TS, TS,
                          POS_W, TS_W, THR, max_seq_len, num_buckets, HAS_POS, HAS_TS, False)
@@ -251,7 +253,7 @@ def _dq_tile(
 
 @triton.jit
 def _dq_kernel(
-    Q, K, V, DO, DQ, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+    Q, K, V, DO, DQ, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
     stride_dqt, stride_dqh, t_stride, skew_stride, skew_pad,
     H, max_seq_len, num_buckets, alpha, tune_len,
@@ -281,6 +283,7 @@ def _dq_kernel(
     TS += seq_start
     REQ_TS += b
     EDGES += seq_start
+    BAND += seq_start * BAND_TOKEN
     offs_m = m_start + tl.arange(0, BLOCK)
     offs_dqk = tl.arange(0, BLOCK_DQK)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -295,13 +298,13 @@ def _dq_kernel(
     for n_start in range(0, m_start, BLOCK):
         dq = _dq_tile(
             dq, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len,
-            K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
+            K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
             skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, FAR_TILE, HAS_POS, HAS_TS, FAST_RAB,
             MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     dq = _dq_tile(
         dq, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, m_start, m_start, seq_len,
-        K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
-        skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, True, LOOP_TILE, HAS_POS, HAS_TS, FAST_RAB,
+        K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
+        skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, True, DIAGONAL_TILE, HAS_POS, HAS_TS, FAST_RAB,
         MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     if FAST_RAB and HAS_TS:
         # Far tiles spanning more edges than the first loop unrolls, redone with all their edges.
@@ -310,7 +313,7 @@ def _dq_kernel(
                                 n_start + BLOCK - 1, num_buckets, MAX_EDGES, EDGE_PAD):
                 dq = _dq_tile(
                     dq, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len,
-                    K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride,
+                    K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, stride_kt, stride_vt, t_stride,
                     skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, MANY_EDGE_TILE, HAS_POS,
                     HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK, BLOCK_DQK, BLOCK_DV,
                     DOT_PRECISION, FAST_MATH)
@@ -374,7 +377,7 @@ def hstu_attention_bwd_triton(
             q, seq_offsets, timestamps, request_timestamps, pos_weights, ts_weights, scale
         )
         tables = rab_tables(q, seq_offsets, max_seq_len, ts, req_ts, pos_w if pos_weights is not None else None,
-                            ts_weights, fast=fast_rab)
+                            ts_w if ts_weights is not None else None, fast=fast_rab)
         common = (num_heads, max_seq_len, num_buckets, float(alpha) * scale, tune_key_len(max_seq_len), dqk, dvd)
         table_args = (tables.edge_stride, tables.skew_stride, tables.skew_pad)
         meta = dict(
@@ -388,9 +391,10 @@ def hstu_attention_bwd_triton(
 
         keys_table, keys_stride, keys_pad = tables.keys_first()
         dkdv_args = (q, k, v, dout, dk, dv, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges,
-                     tables.first_queries(), keys_table, *in_strides, dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
+                     tables.first_queries(), tables.band_table, keys_table, *in_strides, dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
                      tables.edge_stride, keys_stride, keys_pad, *common)
-        dq_args = (q, k, v, dout, dq, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges, tables.pos_skew,
+        dq_args = (q, k, v, dout, dq, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges, tables.band_table,
+                   tables.pos_skew,
                    *in_strides, dq.stride(0), dq.stride(1), *table_args, *common)
         # One program per (block, sequence, head); blocks counted over max_seq_len (no host sync).
         for tuned, kernel, block, args, config in ((_dkdv_tuned, _dkdv_kernel, "BLOCK_N", dkdv_args, dkdv_config),

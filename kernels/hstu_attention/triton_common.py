@@ -239,9 +239,41 @@ def tile_buckets(EDGES, t_stride, row_first, row_last, col_first, col_last, num_
     return lo, hi
 
 
+# The diagonal band (`rab_tables.diagonal_bias`): the bias of query i and key j,
+# j <= i < j + BAND_WIDTH, of the sequence starting at token a, at
+#     a * BAND_TOKEN + i * BAND_ROW + j + BAND_ROW     (i, j within the sequence)
+# so a tile's weights are one affine block with unit key stride and 16-aligned rows (the row
+# coefficient and the sequence's base are multiples of 16). Row i's entries lie at
+# [257 i + 1, 257 i + 256] past the base, disjoint, and a sequence of n tokens ends before
+# 257 n <= BAND_TOKEN n: reads of keys past the query (j > i, causal-masked later) land in the
+# next row, the next sequence or BAND_SLACK, never outside the buffer.
+BAND_ROW = tl.constexpr(256)
+BAND_TOKEN = tl.constexpr(272)
+BAND_WIDTH = 256  # the largest diagonal tile spans i - j <= BLOCK_M + BLOCK_N - 2 = 254
+BAND_SLACK = 128  # a diagonal tile's keys reach at most a block (<= 128) past its last query
+
+
+@triton.jit
+def band_time_bias(s, BAND, offs_row, row_ok, col_start, seq_len, KEYS_FIRST: tl.constexpr,
+                   BLOCK_COL: tl.constexpr):
+    """s + pos_w[j - i + N - 1] + ts_w[bucket(i, j)] for a diagonal tile (the positional term only
+    with positional weights), one block of the band (BAND at the sequence's base) whatever the
+    number of edges the tile spans. Rows are queries, or with KEYS_FIRST keys
+    (the columns, queries, masked past the sequence: their addresses would run past it)."""
+    cols = col_start + tl.arange(0, BLOCK_COL)
+    if KEYS_FIRST:
+        # Loaded as [queries, keys] (contiguous keys: vector loads), then transposed.
+        ptrs = BAND + cols[:, None] * BAND_ROW + offs_row[None, :] + BAND_ROW
+        weights = tl.trans(tl.load(ptrs, mask=(cols < seq_len)[:, None], other=0.0))
+    else:
+        ptrs = BAND + offs_row[:, None] * BAND_ROW + cols[None, :] + BAND_ROW
+        weights = tl.load(ptrs, mask=row_ok[:, None], other=0.0)
+    return s + weights.to(tl.float32)
+
+
 # Tile kinds of `scaled_logits`.
 FAR_TILE = tl.constexpr(0)  # every key before every query, few edges: unrolled
-LOOP_TILE = tl.constexpr(1)  # diagonal tiles: a loop over their edges
+DIAGONAL_TILE = tl.constexpr(1)  # diagonal tiles: weights from the band (`band_time_bias`)
 MANY_EDGE_TILE = tl.constexpr(2)  # far tiles spanning more than MAX_EDGES edges: a loop merging equal edges
 
 
@@ -322,9 +354,12 @@ def skewed_position_block(POS_SKEW, skew_stride, col0, BLOCK_Q: tl.constexpr, BL
 
 @triton.jit
 def position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len,
-                  HAS_POS: tl.constexpr, KEYS_FIRST: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr):
-    """pos_w[j - i + N - 1] for a fast-path tile (one aligned block of the skewed table), or 0."""
-    if HAS_POS:
+                  HAS_POS: tl.constexpr, HAS_TS: tl.constexpr, KIND: tl.constexpr, KEYS_FIRST: tl.constexpr,
+                  BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr):
+    """pos_w[j - i + N - 1] for a fast-path tile (one aligned block of the skewed table), or 0:
+    also for a diagonal tile with time weights, whose positional term is in the band with its
+    time term (`band_time_bias`), one block where two would be live at once."""
+    if HAS_POS and not (HAS_TS and KIND == DIAGONAL_TILE):
         if KEYS_FIRST:
             col0 = m_start - n_start + skew_pad
         else:
@@ -399,84 +434,84 @@ def time_weights_unrolled(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES
 
 
 @triton.jit
-def time_weights_loop(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                      KEYS_FIRST: tl.constexpr, MERGE: tl.constexpr):
-    """Every edge lo+1 .. hi, in a loop: for diagonal tiles and far tiles with many edges.
+def time_weights_loop(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride, TS_W,
+                      KEYS_FIRST: tl.constexpr):
+    """Every edge lo+1 .. hi, in a loop: for the far tiles spanning more than the unrolled edges.
 
-    MERGE (the many-edge far tiles): consecutive edges whose rows' values are all equal (a long
-    pause inside the tile puts many edges on the same key) pass the same pairs, so their steps
-    are summed and applied once, at a per-edge cost of one compare-and-reduce over the rows
-    rather than a saturating add and an FFMA per logit. On the benchmark's inputs the forward's
-    many-edge tiles span 17.4 edges on average, of which 12.4 differ from the next (N 4096).
+    Consecutive edges whose rows' values are all equal (a long pause inside the tile puts many
+    edges on the same key) pass the same pairs, so their steps are summed and applied once, at a
+    per-edge cost of one compare-and-reduce over the rows rather than a saturating add and an FFMA
+    per logit. On the benchmark's inputs the forward's many-edge tiles span 17.4 edges on
+    average, of which 12.4 differ from the next (N 4096).
     """
-    if MERGE:
-        cur = edge_row(offs_row, row_ok, lo + 1, offs_row >= 0, EDGES, t_stride, KEYS_FIRST)
-        pending = 0.0
-        for edge in range(lo + 1, hi + 1):
-            nxt = edge_row(offs_row, row_ok, edge + 1, offs_row * 0 + edge + 1 <= hi, EDGES, t_stride, KEYS_FIRST)
-            pending += tl.load(TS_W + edge).to(tl.float32) - tl.load(TS_W + edge - 1).to(tl.float32)
-            # The last edge's next reads the sentinel: it ends its run unless every row passes
-            # nothing anyway.
-            if tl.min((cur == nxt).to(tl.int32)) == 0:
-                s += pending * passing_pairs(cur, col_rel, col_start, KEYS_FIRST)
-                pending = 0.0
-            cur = nxt
-    else:
-        for edge in range(lo + 1, hi + 1):
-            s = pass_edge(s, offs_row, row_ok, col_rel, col_start, edge, offs_row >= 0, EDGES, t_stride, TS_W,
-                          num_buckets, KEYS_FIRST)
+    cur = edge_row(offs_row, row_ok, lo + 1, offs_row >= 0, EDGES, t_stride, KEYS_FIRST)
+    pending = 0.0
+    for edge in range(lo + 1, hi + 1):
+        nxt = edge_row(offs_row, row_ok, edge + 1, offs_row * 0 + edge + 1 <= hi, EDGES, t_stride, KEYS_FIRST)
+        pending += tl.load(TS_W + edge).to(tl.float32) - tl.load(TS_W + edge - 1).to(tl.float32)
+        # The last edge's next reads the sentinel: it ends its run unless every row passes
+        # nothing anyway.
+        if tl.min((cur == nxt).to(tl.int32)) == 0:
+            s += pending * passing_pairs(cur, col_rel, col_start, KEYS_FIRST)
+            pending = 0.0
+        cur = nxt
     return s
 
 
 @triton.jit
-def scaled_logits(qk, alpha, pos, offs_row, row_ok, col_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                  HAS_TS: tl.constexpr, KEYS_FIRST: tl.constexpr, KIND: tl.constexpr, MAX_EDGES: tl.constexpr,
-                  PROBE_EDGES: tl.constexpr, BLOCK_COL: tl.constexpr):
+def scaled_logits(qk, alpha, pos, offs_row, row_ok, col_start, lo, hi, EDGES, t_stride, BAND, seq_len, TS_W,
+                  num_buckets, HAS_TS: tl.constexpr, KEYS_FIRST: tl.constexpr, KIND: tl.constexpr,
+                  MAX_EDGES: tl.constexpr, PROBE_EDGES: tl.constexpr, BLOCK_COL: tl.constexpr):
     """alpha * qk + pos + ts_w[bucket] on the fast path (sorted timestamps; the tables of
     `rab_tables`): exactly the reference's bias, the positional term riding on the scaling's
     FFMA, the time term by `add_time_bias`."""
-    return add_time_bias(qk * alpha + pos, offs_row, row_ok, col_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                         HAS_TS, KEYS_FIRST, KIND, MAX_EDGES, PROBE_EDGES, BLOCK_COL)
+    return add_time_bias(qk * alpha + pos, offs_row, row_ok, col_start, lo, hi, EDGES, t_stride, BAND, seq_len, TS_W,
+                         num_buckets, HAS_TS, KEYS_FIRST, KIND, MAX_EDGES, PROBE_EDGES, BLOCK_COL)
 
 
 @triton.jit
-def add_time_bias(s, offs_row, row_ok, col_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
+def add_time_bias(s, offs_row, row_ok, col_start, lo, hi, EDGES, t_stride, BAND, seq_len, TS_W, num_buckets,
                   HAS_TS: tl.constexpr, KEYS_FIRST: tl.constexpr, KIND: tl.constexpr, MAX_EDGES: tl.constexpr,
                   PROBE_EDGES: tl.constexpr, BLOCK_COL: tl.constexpr):
-    """s + ts_w[bucket] for a fast-path tile (a [rows, BLOCK_COL] float32 tile), the buckets by
-    selection among the tile's buckets lo .. hi. Rows are queries (offs_row, row_ok; the columns
-    start at key col_start) or with KEYS_FIRST keys (EDGES is then `first_query_table`).
+    """s + ts_w[bucket] for a fast-path tile (a [rows, BLOCK_COL] float32 tile). Rows are queries
+    (offs_row, row_ok; the columns start at key col_start) or with KEYS_FIRST keys (EDGES is then
+    `first_query_table`); seq_len bounds the columns.
 
-    Far tiles (KIND FAR_TILE) branch once per tile on their edge count: none (one add of the
-    tile's one weight per logit), up to 2, up to MAX_EDGES (unrolled, per edge and logit one
-    saturating add and one FFMA: `pass_edge`). A far tile spanning more gets the tile's lowest
-    weight only (wrong but finite logits, at a 0-edge tile's cost); its caller zeroes the tile's
-    contribution (by masking a V or dout load: a predicate per load, not a select per logit) and
-    redoes it in a loop over its edges (MANY_EDGE_TILE; the diagonal tiles' is LOOP_TILE).
-    PROBE_EDGES >= 0 compiles one far-tile class only (benchmarks/kernel_static.py; never launched).
+    Far tiles (KIND FAR_TILE) select among the tile's buckets lo .. hi, branching once per tile on
+    their edge count: none (one add of the tile's one weight per logit), up to 2, up to MAX_EDGES
+    (unrolled, per edge and logit one saturating add and one FFMA: `pass_edge`). A far tile
+    spanning more gets the tile's lowest weight only (wrong but finite logits, at a 0-edge tile's
+    cost); its caller zeroes the tile's contribution (by masking a V or dout load: a predicate per
+    load, not a select per logit) and redoes it in a loop over its edges (MANY_EDGE_TILE).
+    Diagonal tiles (DIAGONAL_TILE), which span ~38 edges each on the benchmark's inputs, read their
+    weights from the band (`band_time_bias`). PROBE_EDGES >= 0 compiles one far-tile class
+    only (benchmarks/kernel_static.py; never launched).
     """
     # The edges add onto the logits themselves: a loop carrying a tile of its own got a layout
     # other than the dot's from the compiler (32 rows a thread, 255 registers kernel-wide).
     if HAS_TS:
-        s += tl.load(TS_W + lo).to(tl.float32)
-        col_rel = tl.arange(0, BLOCK_COL).to(tl.float32)
-        if KIND == 0:
-            if PROBE_EDGES > 0:
-                s = time_weights_unrolled(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride, TS_W,
-                                          num_buckets, KEYS_FIRST, PROBE_EDGES)
-            elif PROBE_EDGES < 0:
-                # A tile spanning more than MAX_EDGES runs as one spanning none (it is redone).
-                hi = tl.where(hi - lo <= MAX_EDGES, hi, lo)
-                if hi > lo:
-                    if hi - lo <= 2:
-                        s = time_weights_unrolled(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride,
-                                                  TS_W, num_buckets, KEYS_FIRST, 2)
-                    else:
-                        s = time_weights_unrolled(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride,
-                                                  TS_W, num_buckets, KEYS_FIRST, MAX_EDGES)
+        if KIND == DIAGONAL_TILE:
+            s = band_time_bias(s, BAND, offs_row, row_ok, col_start, seq_len, KEYS_FIRST, BLOCK_COL)
         else:
-            s = time_weights_loop(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride, TS_W,
-                                  num_buckets, KEYS_FIRST, KIND == 2)
+            s += tl.load(TS_W + lo).to(tl.float32)
+            col_rel = tl.arange(0, BLOCK_COL).to(tl.float32)
+            if KIND == FAR_TILE:
+                if PROBE_EDGES > 0:
+                    s = time_weights_unrolled(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride, TS_W,
+                                              num_buckets, KEYS_FIRST, PROBE_EDGES)
+                elif PROBE_EDGES < 0:
+                    # A tile spanning more than MAX_EDGES runs as one spanning none (it is redone).
+                    hi = tl.where(hi - lo <= MAX_EDGES, hi, lo)
+                    if hi > lo:
+                        if hi - lo <= 2:
+                            s = time_weights_unrolled(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES,
+                                                      t_stride, TS_W, num_buckets, KEYS_FIRST, 2)
+                        else:
+                            s = time_weights_unrolled(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES,
+                                                      t_stride, TS_W, num_buckets, KEYS_FIRST, MAX_EDGES)
+            else:
+                s = time_weights_loop(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride, TS_W,
+                                      KEYS_FIRST)
     return s
 
 

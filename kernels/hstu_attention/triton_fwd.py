@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
+    BAND_TOKEN, DIAGONAL_TILE, FAR_TILE, INTERPRET, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
     exact_rab, exact_row_times, fast_math, last_dim_contiguous, logit_scale, pad_head_dim, position_bias, rab_args,
     scaled_logits, silu, spans_many_edges, tile_time_range, tune_key_len, unless_many_edges,
 )
@@ -53,7 +53,7 @@ else:
 @triton.jit
 def _fwd_tile(
     acc, q, offs_m, m_ok, m_start, tq_hi, tq_lo, ts_base, n_start, seq_len,
-    K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+    K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW,
     stride_kt, stride_vt, t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
     MASKED: tl.constexpr, KIND: tl.constexpr, HAS_POS: tl.constexpr, HAS_TS: tl.constexpr,
@@ -73,14 +73,14 @@ def _fwd_tile(
                 mask=n_ok[:, None] & (offs_dqk[None, :] < D_QK), other=0.0)
     v_ok = n_ok
     if FAST_RAB:
-        tl.static_assert(not MASKED or KIND == LOOP_TILE, "a masked (diagonal) tile takes the loop over its edges")
+        tl.static_assert(not MASKED or KIND == DIAGONAL_TILE, "a masked tile is a diagonal one")
         lo, hi = tile_time_range(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK_M, seq_len) - 1, n_start,
                                  n_start + BLOCK_N - 1, num_buckets, HAS_TS, MASKED, EDGE_PAD)
-        pos = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, False,
-                            BLOCK_M, BLOCK_N)
+        pos = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, HAS_TS, KIND,
+                            False, BLOCK_M, BLOCK_N)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-        s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets,
-                          HAS_TS, False, KIND, MAX_EDGES, PROBE_EDGES, BLOCK_N)
+        s = scaled_logits(s, alpha, pos, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, BAND, seq_len, TS_W,
+                          num_buckets, HAS_TS, False, KIND, MAX_EDGES, PROBE_EDGES, BLOCK_N)
         # Its V tile loads as zeros where the many-edge loop redoes the tile.
         v_ok = unless_many_edges(n_ok, offs_n, lo, hi, HAS_TS, KIND, MAX_EDGES)
     else:
@@ -99,7 +99,7 @@ def _fwd_tile(
 
 @triton.jit
 def _hstu_fwd_kernel(
-    Q, K, V, OUT, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+    Q, K, V, OUT, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
     t_stride, skew_stride, skew_pad,
     H, max_seq_len, num_buckets, alpha, tune_len,
@@ -129,6 +129,7 @@ def _hstu_fwd_kernel(
     TS += seq_start
     REQ_TS += b
     EDGES += seq_start
+    BAND += seq_start * BAND_TOKEN
     offs_m = m_start + tl.arange(0, BLOCK_M)
     offs_dqk = tl.arange(0, BLOCK_DQK)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -141,15 +142,17 @@ def _hstu_fwd_kernel(
     n_full_end = (m_start // BLOCK_N) * BLOCK_N  # blocks wholly before the first query
     for n_start in range(0, n_full_end, BLOCK_N):
         acc = _fwd_tile(acc, q, offs_m, m_ok, m_start, tq_hi, tq_lo, ts_base, n_start, seq_len,
-                        K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
+                        K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
                         skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, FAR_TILE, HAS_POS, HAS_TS,
                         FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK_M, BLOCK_N, BLOCK_DQK, BLOCK_DV,
                         DOT_PRECISION, FAST_MATH)
     n_end = tl.minimum(m_start + BLOCK_M, seq_len)
-    for n_start in range(n_full_end, n_end, BLOCK_N):
+    # The diagonal tiles (BLOCK_M / BLOCK_N of them): not pipelined, which would stage their
+    # per-logit weight gather (`band_time_bias`) through shared memory for one or two iterations.
+    for n_start in tl.range(n_full_end, n_end, BLOCK_N, num_stages=1):
         acc = _fwd_tile(acc, q, offs_m, m_ok, m_start, tq_hi, tq_lo, ts_base, n_start, seq_len,
-                        K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
-                        skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, True, LOOP_TILE, HAS_POS, HAS_TS,
+                        K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
+                        skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, True, DIAGONAL_TILE, HAS_POS, HAS_TS,
                         FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK_M, BLOCK_N, BLOCK_DQK, BLOCK_DV,
                         DOT_PRECISION, FAST_MATH)
     if FAST_RAB and HAS_TS:
@@ -159,7 +162,7 @@ def _hstu_fwd_kernel(
             if spans_many_edges(EDGES, t_stride, m_start, n_end - 1, n_start, n_start + BLOCK_N - 1, num_buckets,
                                 MAX_EDGES, EDGE_PAD):
                 acc = _fwd_tile(acc, q, offs_m, m_ok, m_start, tq_hi, tq_lo, ts_base, n_start, seq_len,
-                                K, V, TS, POS_W, TS_W, THR, EDGES, POS_SKEW, stride_kt, stride_vt, t_stride,
+                                K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, stride_kt, stride_vt, t_stride,
                                 skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, MANY_EDGE_TILE,
                                 HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK_M, BLOCK_N,
                                 BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
@@ -216,9 +219,9 @@ def hstu_attention_fwd_triton(
         q, seq_offsets, timestamps, request_timestamps, pos_weights, ts_weights, scale
     )
     tables = rab_tables(q, seq_offsets, max_seq_len, ts, req_ts, pos_w if pos_weights is not None else None,
-                        ts_weights, fast=fast_rab)
+                        ts_w if ts_weights is not None else None, fast=fast_rab)
     args = (
-        q, k, v, out, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges, tables.pos_skew,
+        q, k, v, out, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges, tables.band_table, tables.pos_skew,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         tables.edge_stride, tables.skew_stride, tables.skew_pad, num_heads, max_seq_len, num_buckets, float(alpha) * scale, tune_key_len(max_seq_len), dqk, dv,
     )

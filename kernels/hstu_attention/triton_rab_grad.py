@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    BACKWARD_TUNE_KEY, FAR_TILE, INTERPRET, LOOP_TILE, MANY_EDGE_TILE, add_time_bias, as_triton_configs, exact_rab,
+    BACKWARD_TUNE_KEY, BAND_TOKEN, DIAGONAL_TILE, FAR_TILE, INTERPRET, MANY_EDGE_TILE, add_time_bias, as_triton_configs, exact_rab,
     exact_row_times, passing_pairs, position_bias, silu_grad, spans_many_edges, tile_time_range, tune_key_len,
     unless_many_edges,
 )
@@ -151,7 +151,7 @@ def _head_summed_ds(bias, offs_m, m_ok, do_ok, offs_n, n_ok, H, Q, K, V, DO,
 
 @triton.jit
 def _rab_grad_tile(
-    ds_acc, hist, m_start, n_start, seq_len, H, Q, K, V, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW,
+    ds_acc, hist, m_start, n_start, seq_len, H, Q, K, V, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
     t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets,
     D_QK: tl.constexpr, D_V: tl.constexpr,
@@ -161,7 +161,7 @@ def _rab_grad_tile(
     DOT_PRECISION: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """(ds_acc + the tile's head-summed dS, hist + its time-weight gradient)."""
-    tl.static_assert(not MASKED or KIND == LOOP_TILE, "a masked (diagonal) tile takes the loop over its edges")
+    tl.static_assert(not MASKED or KIND == DIAGONAL_TILE, "a masked tile is a diagonal one")
     offs_m = m_start + tl.arange(0, BLOCK)
     offs_n = n_start + tl.arange(0, BLOCK)
     m_ok = offs_m < seq_len
@@ -182,12 +182,12 @@ def _rab_grad_tile(
         if HAS_TS and KIND == FAR_TILE:
             hi = tl.where(hi - lo <= MAX_EDGES, hi, lo)
         if HAS_POS:
-            base = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, False,
-                                 BLOCK, BLOCK)
+            base = position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len, HAS_POS, HAS_TS,
+                                 KIND, False, BLOCK, BLOCK)
         else:
             base = zero
-        bias = add_time_bias(base, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, TS_W, num_buckets, HAS_TS, False,
-                             KIND, MAX_EDGES, PROBE_EDGES, BLOCK)
+        bias = add_time_bias(base, offs_m, m_ok, n_start, lo, hi, EDGES, t_stride, BAND, seq_len, TS_W, num_buckets,
+                             HAS_TS, False, KIND, MAX_EDGES, PROBE_EDGES, BLOCK)
     else:
         ts_base, tq_hi, tq_lo = exact_row_times(TS, REQ_TS, offs_m, m_ok, seq_len, HAS_TS, False)
         bias, bucket = exact_rab(zero, offs_m, offs_n, n_ok, tq_hi, tq_lo, 0.0, 0.0, ts_base, seq_len, TS, TS,
@@ -211,7 +211,7 @@ def _rab_grad_tile(
 
 @triton.jit
 def _rab_grad_kernel(
-    Q, K, V, DO, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, POS_SKEW, DPOS_PART, DTS_PART,
+    Q, K, V, DO, SEQ_OFFSETS, TS, REQ_TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, DPOS_PART, DTS_PART,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
     t_stride, skew_stride, skew_pad,
     H, max_seq_len, num_buckets, alpha, tune_len, chunk_tiles,
@@ -243,6 +243,7 @@ def _rab_grad_kernel(
     TS += seq_start
     REQ_TS += b
     EDGES += seq_start
+    BAND += seq_start * BAND_TOKEN
     # This program's rows of the scratch buffers, written by it alone.
     DPOS_PART += pid.to(tl.int64) * 2 * BLOCK
     DTS_PART += pid.to(tl.int64) * HIST_PAD
@@ -256,7 +257,7 @@ def _rab_grad_kernel(
         for m_start in range(first_m, end_m, BLOCK):
             ds_acc, hist = _rab_grad_tile(
                 ds_acc, hist, m_start, m_start - shift, seq_len, H, Q, K, V, DO, TS, REQ_TS, POS_W, TS_W, THR,
-                EDGES, POS_SKEW, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot,
+                EDGES, BAND, POS_SKEW, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot,
                 stride_doh, t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False,
                 FAR_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, HIST_PAD, BLOCK, BLOCK_DQK,
                 BLOCK_DV, DOT_PRECISION, FAST_MATH)
@@ -268,7 +269,7 @@ def _rab_grad_kernel(
                                     EDGE_PAD):
                     ds_acc, hist = _rab_grad_tile(
                         ds_acc, hist, m_start, m_start - shift, seq_len, H, Q, K, V, DO, TS, REQ_TS, POS_W, TS_W,
-                        THR, EDGES, POS_SKEW, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+                        THR, EDGES, BAND, POS_SKEW, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
                         stride_dot, stride_doh, t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK,
                         D_V, False, MANY_EDGE_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES,
                         HIST_PAD, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
@@ -277,8 +278,9 @@ def _rab_grad_kernel(
         for m_start in range(first_m, end_m, BLOCK):
             ds_acc, hist = _rab_grad_tile(
                 ds_acc, hist, m_start, m_start, seq_len, H, Q, K, V, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES,
-                POS_SKEW, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
-                t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, True, LOOP_TILE,
+                BAND, POS_SKEW, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot,
+                stride_doh, t_stride, skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, True,
+                DIAGONAL_TILE,
                 HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, HIST_PAD, BLOCK, BLOCK_DQK, BLOCK_DV,
                 DOT_PRECISION, FAST_MATH)
     if NORM_MAX_LEN:
@@ -387,7 +389,8 @@ def rab_weight_gradients(
     # Zero-filled: programs past their sequence's end write nothing.
     pos_part = q.new_zeros(pos_size if has_pos else 1, dtype=torch.float32)
     ts_part = q.new_zeros(ts_size if has_ts else 1, dtype=torch.float32)
-    args = (q, k, v, dout, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges, tables.pos_skew, pos_part,
+    args = (q, k, v, dout, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges, tables.band_table, tables.pos_skew,
+            pos_part,
             ts_part, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), dout.stride(0),
             dout.stride(1), tables.edge_stride, tables.skew_stride, tables.skew_pad, num_heads, max_seq_len,
             num_buckets, float(alpha), tune_key_len(max_seq_len), CHUNK_TILES, q.shape[2], v.shape[2])

@@ -257,6 +257,27 @@ def test_fast_rab_takes_both_tile_paths_and_matches_the_reference():
                             request=True)
 
 
+def test_the_largest_tile_configs_read_the_diagonal_band_exactly():
+    """The GPU's largest tiles (128x128 forward and dq, 128-key dk/dv, 64 in the rab-gradient
+    kernel) put pairs up to 254 apart in one diagonal tile, near the band's 256, and read keys a
+    whole block past short sequences' ends (the band's slack): the interpreter runs them here on
+    sequences longer and shorter than a tile."""
+    lengths, n = [300, 5, 0, 130, 1], 300
+    q, k, v, dout, offsets, ts, pos_w, ts_w = make_case(lengths, 1, 16, 16, n, 128, seed=11)
+    kw = dict(timestamps=ts, pos_weights=pos_w, ts_weights=ts_w, request_timestamps=request_times(ts, offsets, 11))
+    args = (q, k, v, offsets, n)
+    out = hstu_attention_fwd_triton(*args, 0.5, "seq_len", **kw,
+                                    config=dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2))
+    assert rel_err(out, hstu_attention_reference(*args, alpha=0.5, norm="seq_len", **kw)) <= 1e-4
+    grads = hstu_attention_bwd_triton(dout, *args, 0.5, "seq_len", **kw,
+                                      dkdv_config=dict(BLOCK_N=128, BLOCK_M=64, num_warps=8, num_stages=2),
+                                      dq_config=dict(BLOCK=128, num_warps=8, num_stages=2),
+                                      rab_grad_config=dict(BLOCK=64, num_warps=4, num_stages=2))
+    want = hstu_attention_reference_backward(dout, *args, alpha=0.5, norm="seq_len", **kw)
+    for name, got, w in zip(GRAD_NAMES, grads, want):
+        assert rel_err(got, w) <= 1e-4, name
+
+
 def test_fast_math_paths_match_the_reference(monkeypatch):
     """The 16-bit inputs' algebra (logits halved with alpha and the bias weights, silu and its
     gradient from tanh), run under the interpreter with fast math forced and an exact tanh in

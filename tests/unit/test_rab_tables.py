@@ -91,7 +91,7 @@ def test_first_query_table_is_the_edge_table_seen_from_the_keys():
     first = first_query_table(edges, offsets, max(lengths))
     assert first.dtype == torch.int32 and first.shape == edges.shape
     # The tables as the kernels get them: the edges past the batch's largest span unsearched.
-    _, reach, _ = rab_tables._edge_table(ts, last + 30, offsets, NUM_BUCKETS)
+    reach = rab_tables._edge_table(ts, last + 30, offsets, NUM_BUCKETS).reach
     assert 0 < reach < NUM_BUCKETS and bool((edges[reach:] == -1).all())
     assert torch.equal(first_query_table(edges, offsets, max(lengths), reach), first)
     for b in range(len(lengths)):
@@ -219,3 +219,60 @@ def test_the_tables_take_one_host_sync_and_the_weight_gradients_none():
     with _HostSyncs() as seen:
         _positional_gradient(parts, block, num_seqs, max_seq_len)
     assert seen.syncs == []
+
+
+def _band(ts: torch.Tensor, request: torch.Tensor, lengths: list[int], num_buckets: int = NUM_BUCKETS,
+          with_pos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the kernel's diagonal band, the reference's) with random weights."""
+    offsets = _offsets(lengths)
+    max_seq_len = max(lengths)
+    gen = torch.Generator().manual_seed(len(lengths))
+    ts_w = torch.randn(num_buckets + 1, generator=gen)
+    pos_w = torch.randn(2 * max_seq_len - 1, generator=gen) if with_pos else None
+    time = rab_tables._edge_table(ts, request, offsets, num_buckets)
+    assert time is not None and time.sequences is not None and time.t_query is not None
+    band = rab_tables.diagonal_bias(ts, time.t_query, time.sequences, ts_w, pos_w, max_seq_len)
+    assert band.dtype == torch.float32 and band.numel() == rab_tables.band_size(ts.numel())
+    return band, rab_tables.diagonal_bias_reference(ts, request, offsets, ts_w, pos_w, max_seq_len)
+
+
+@pytest.mark.parametrize("with_pos", [True, False])
+def test_the_diagonal_band_holds_the_reference_bias_at_every_edge(with_pos):
+    # Sequences of two events `gap` apart and a request `gap` later: every threshold, +-1 and 0.
+    thresholds = [t for t in _threshold_values(NUM_BUCKETS)[1:] if t < 2**45]
+    gaps = sorted({max(g, 0) for t in thresholds for g in (t - 1, t, t + 1)} | {0, 1, 2})
+    t0 = 1_700_000_000_123
+    ts = torch.tensor([t for gap in gaps for t in (t0, t0 + gap)])
+    request = torch.tensor([t0 + 2 * gap for gap in gaps])
+    band, want = _band(ts, request, [2] * len(gaps), with_pos=with_pos)
+    assert torch.equal(band, want)
+
+
+def test_the_diagonal_band_reaches_256_keys_back_on_long_sequences():
+    gen = torch.Generator().manual_seed(4)
+    lengths = [300, 0, 1, 37, 260]
+    total = sum(lengths)
+    steps = torch.exp(torch.rand(total, generator=gen) * 20).long() * (torch.rand(total, generator=gen) > 0.3)
+    steps[::23] = 2**31 - 5  # gaps near 2^31
+    ts = 10**9 + steps.cumsum(0)
+    offsets = _offsets(lengths)
+    last = torch.stack([ts[int(e) - 1] if e > s else torch.tensor(0) for s, e in zip(offsets[:-1], offsets[1:])])
+    request = last + torch.tensor([7, 0, 2**40, 1, 3600])
+    band, want = _band(ts, request, lengths, with_pos=False)
+    assert torch.equal(band, want)
+    # The kernels' read of a diagonal tile (`triton_common.band_time_bias`): query rows 256..299 of
+    # the first sequence, keys from 45 (255 back from the last row) to the rows themselves; the
+    # band holds the time weights here (no positional ones).
+    gen = torch.Generator().manual_seed(len(lengths))
+    ts_w = torch.randn(NUM_BUCKETS + 1, generator=gen)
+    buckets = _reference_buckets(ts, request, offsets)[0]
+    i, j = torch.meshgrid(torch.arange(256, 300), torch.arange(45, 300), indexing="ij")
+    block = band[i * 256 + j + 256]
+    causal = j <= i
+    assert torch.equal(block[causal], ts_w[buckets[i[causal], j[causal]]])
+
+
+def test_the_diagonal_band_takes_buckets_past_255():
+    ts = torch.tensor([0, 1, 10, 10**6, 10**12, 10**13])
+    band, want = _band(ts, torch.tensor([10**13 + 5]), [6], num_buckets=300)
+    assert torch.equal(band, want)
