@@ -219,6 +219,20 @@ def far_tile_share(x: dict[str, Any], block_q: int = 128, block_k: int = 64) -> 
             "3-4": int(((spans >= 3) & (spans <= 4)).sum()) / total, ">4": int((spans > 4).sum()) / total}
 
 
+def diagonal_tile_edges(x: dict[str, Any], block_q: int = 128, block_k: int = 64) -> float | None:
+    """Time-bucket edges a tile crossing the diagonal spans, on average over the forward's (its
+    first tuned config's tiling): what the band of `rab_tables.diagonal_bias` spares a loop over."""
+    from kernels.hstu_attention.rab_tables import diagonal_tile_edge_counts, edge_table
+
+    offsets, ts = x["offsets"].cpu(), x["ts"].cpu()
+    request = ts[(offsets[1:] - 1).clamp(min=0)]
+    edges = edge_table(ts, request, offsets, x["ts_w"].numel() - 1)
+    if edges is None:
+        return None
+    counts = diagonal_tile_edge_counts(edges, offsets, block_q, block_k)
+    return round(float(counts.float().mean()), 1) if counts.numel() else 0.0
+
+
 def run_case(impl: str, max_len: int, args: argparse.Namespace, device: str, measure: Callable) -> dict[str, Any]:
     import torch
 
@@ -229,6 +243,7 @@ def run_case(impl: str, max_len: int, args: argparse.Namespace, device: str, mea
     x = make_inputs(lengths, max_len, args.heads, args.dim, device, torch.bfloat16 if device == "cuda" else torch.float32)
     if impl == "triton":
         row["far_tile_share"] = far_tile_share(x)
+        row["diagonal_tile_edges"] = diagonal_tile_edges(x)
     try:
         fwd, fwd_bwd, grads = build_fns(impl, x, lengths, max_len)
         row["fwd_ms"], _ = measure(fwd, grads, args.rep_ms)
@@ -300,7 +315,8 @@ def report(row: dict[str, Any], seconds: float) -> None:
           f"fwd {fmt(row.get('fwd_ms'), '.3f')} ms, fwd+bwd {fmt(row.get('fwd_bwd_ms'), '.3f')} ms, "
           f"peak {fmt(row.get('peak_mib'), '.0f')} MiB", flush=True)
     if row.get("far_tile_share"):
-        print(f"    far tiles by edges spanned: {row['far_tile_share']}", flush=True)
+        print(f"    far tiles by edges spanned: {row['far_tile_share']}; diagonal tiles span "
+              f"{row.get('diagonal_tile_edges')} edges on average", flush=True)
     if row.get("fwd_bwd_kernel_ms"):
         print("    " + ", ".join(f"{k} {v:.3f}" for k, v in list(row["fwd_bwd_kernel_ms"].items())[:8]), flush=True)
 

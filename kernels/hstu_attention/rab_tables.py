@@ -357,6 +357,22 @@ def far_tile_edge_counts(edges: torch.Tensor, seq_offsets: torch.Tensor, block_q
     return torch.cat(counts) if counts else torch.zeros(0, dtype=torch.int64, device=edges.device)
 
 
+def diagonal_tile_edge_counts(edges: torch.Tensor, seq_offsets: torch.Tensor, block_q: int, block_k: int
+                              ) -> torch.Tensor:
+    """How many time-bucket edges each tile crossing the causal diagonal spans (its buckets run
+    from 0 up to its widest pair's): what a loop over its edges would take, and what the band
+    (`diagonal_bias`) spares; for benchmarks and tests, one value per such tile of the forward's
+    [block_q, block_k] tiling."""
+    counts = []
+    for b in range(seq_offsets.numel() - 1):
+        start, n = int(seq_offsets[b]), int(seq_offsets[b + 1] - seq_offsets[b])
+        for m0 in range(0, n, block_q):
+            last_row = min(m0 + block_q, n) - 1
+            for n0 in range((m0 // block_k) * block_k, last_row + 1, block_k):
+                counts.append(int((edges[:, start + last_row] >= n0).sum()))
+    return torch.tensor(counts, dtype=torch.int64)
+
+
 # Edges a far tile may span and still take the fast path (unrolled in the kernels); a tile whose
 # buckets span more (a jump in time inside it) takes the exact per-logit path.
 FAR_TILE_MAX_EDGES = 4
@@ -449,5 +465,6 @@ def rab_tables(
 
 
 __all__ = ["FAR_TILE_MAX_EDGES", "RabTables", "SKEW_ALIGN", "SKEW_ROWS", "SkewedPositions", "band_size",
-           "diagonal_bias", "diagonal_bias_reference", "edge_table", "far_tile_edge_counts", "first_query_table", "rab_tables", "skewed_positions",
+           "diagonal_bias", "diagonal_bias_reference", "diagonal_tile_edge_counts", "edge_table", "far_tile_edge_counts", "first_query_table",
+           "rab_tables", "skewed_positions",
            "skewed_positions_keys_first"]

@@ -31,10 +31,10 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    BACKWARD_TUNE_KEY, BAND_TOKEN, DIAGONAL_TILE, FAR_TILE, INTERPRET, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs,
-    dot_precision, exact_rab, exact_row_times, fast_math, last_dim_contiguous, logit_scale, pad_head_dim,
-    position_bias, rab_args, scaled_logits, silu_and_grad, silu_grad, spans_many_edges, tile_time_range,
-    tune_key_len, unless_many_edges,
+    BACKWARD_TUNE_KEY, BAND_TOKEN, DIAGONAL_TILE, FAR_TILE, INTERPRET, MANY_EDGE_TILE, as_triton_configs, block_d,
+    check_inputs, dot_precision, exact_rab, exact_row_times, fast_math, last_dim_contiguous, logit_scale,
+    pad_head_dim, position_bias, rab_args, scaled_logits, silu_and_grad, silu_grad, spans_many_edges,
+    tile_time_range, tune_key_len, unless_many_edges,
 )
 from kernels.hstu_attention.rab_tables import rab_tables
 from kernels.hstu_attention.triton_rab_grad import rab_weight_gradients
@@ -167,8 +167,8 @@ def _dkdv_kernel(
     m_first = (n_start // BLOCK_M) * BLOCK_M
     # Query blocks starting at or after the block's last key + 1 see every key: no causal mask.
     m_full = tl.minimum(tl.cdiv(n_start + BLOCK_N, BLOCK_M) * BLOCK_M, seq_len)
-    # The diagonal tiles: not pipelined (as the forward's).
-    for m_start in tl.range(m_first, m_full, BLOCK_M, num_stages=1):
+    # The diagonal tiles: reading the band, not pipelined (as the forward's).
+    for m_start in tl.range(m_first, m_full, BLOCK_M, num_stages=1 if FAST_RAB and HAS_TS else None):
         dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
                             Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, BAND, POS_SKEW,
                             stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
@@ -391,7 +391,8 @@ def hstu_attention_bwd_triton(
 
         keys_table, keys_stride, keys_pad = tables.keys_first()
         dkdv_args = (q, k, v, dout, dk, dv, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges,
-                     tables.first_queries(), tables.band_table, keys_table, *in_strides, dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
+                     tables.first_queries(), tables.band_table, keys_table, *in_strides, dk.stride(0), dk.stride(1),
+                     dv.stride(0), dv.stride(1),
                      tables.edge_stride, keys_stride, keys_pad, *common)
         dq_args = (q, k, v, dout, dq, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges, tables.band_table,
                    tables.pos_skew,

@@ -392,6 +392,19 @@ def edge_row(offs_row, row_ok, edge, live, EDGES, t_stride, KEYS_FIRST: tl.const
 
 
 @triton.jit
+def edge_row_in_tile(offs_row, row_ok, edge, live, EDGES, t_stride, col_start, KEYS_FIRST: tl.constexpr,
+                     BLOCK_COL: tl.constexpr):
+    """`edge_row` clamped to the tile's columns col_start .. col_start + BLOCK_COL - 1: the same
+    pairs pass (`passing_pairs`), and two edges passing the same pairs of the tile have equal
+    rows, however far outside the tile their values differ (the edge loops merge such runs)."""
+    values = edge_row(offs_row, row_ok, edge, live, EDGES, t_stride, KEYS_FIRST)
+    if KEYS_FIRST:
+        return tl.minimum(tl.maximum(values, col_start), col_start + BLOCK_COL)
+    else:
+        return tl.minimum(tl.maximum(values, col_start - 1), col_start + BLOCK_COL - 1)
+
+
+@triton.jit
 def passing_pairs(values, col_rel, col_start, KEYS_FIRST: tl.constexpr):
     """1.0 for the tile's pairs past an edge, else 0.0, from its rows' values (`edge_row`): query
     rows pass keys j <= J (col_rel <= J - col_start), key rows pass queries i >= I. The indicator
@@ -435,19 +448,21 @@ def time_weights_unrolled(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES
 
 @triton.jit
 def time_weights_loop(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride, TS_W,
-                      KEYS_FIRST: tl.constexpr):
+                      KEYS_FIRST: tl.constexpr, BLOCK_COL: tl.constexpr):
     """Every edge lo+1 .. hi, in a loop: for the far tiles spanning more than the unrolled edges.
 
-    Consecutive edges whose rows' values are all equal (a long pause inside the tile puts many
-    edges on the same key) pass the same pairs, so their steps are summed and applied once, at a
-    per-edge cost of one compare-and-reduce over the rows rather than a saturating add and an FFMA
-    per logit. On the benchmark's inputs the forward's many-edge tiles span 17.4 edges on
-    average, of which 12.4 differ from the next (N 4096).
+    Consecutive edges whose rows pass the same pairs of the tile (`edge_row_in_tile`: a long pause
+    inside the tile puts many edges on the same key) have their steps summed and applied once, at
+    a per-edge cost of one compare-and-reduce over the rows rather than a saturating add and an
+    FFMA per logit. On the benchmark's inputs the forward's many-edge tiles span 17.4 edges on
+    average, of which 12.4 differed from the next before the rows were clamped to the tile (N 4096).
     """
-    cur = edge_row(offs_row, row_ok, lo + 1, offs_row >= 0, EDGES, t_stride, KEYS_FIRST)
+    cur = edge_row_in_tile(offs_row, row_ok, lo + 1, offs_row >= 0, EDGES, t_stride, col_start, KEYS_FIRST,
+                           BLOCK_COL)
     pending = 0.0
     for edge in range(lo + 1, hi + 1):
-        nxt = edge_row(offs_row, row_ok, edge + 1, offs_row * 0 + edge + 1 <= hi, EDGES, t_stride, KEYS_FIRST)
+        nxt = edge_row_in_tile(offs_row, row_ok, edge + 1, offs_row * 0 + edge + 1 <= hi, EDGES, t_stride, col_start,
+                               KEYS_FIRST, BLOCK_COL)
         pending += tl.load(TS_W + edge).to(tl.float32) - tl.load(TS_W + edge - 1).to(tl.float32)
         # The last edge's next reads the sentinel: it ends its run unless every row passes
         # nothing anyway.
@@ -511,7 +526,7 @@ def add_time_bias(s, offs_row, row_ok, col_start, lo, hi, EDGES, t_stride, BAND,
                                                       t_stride, TS_W, num_buckets, KEYS_FIRST, MAX_EDGES)
             else:
                 s = time_weights_loop(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_stride, TS_W,
-                                      KEYS_FIRST)
+                                      KEYS_FIRST, BLOCK_COL)
     return s
 
 

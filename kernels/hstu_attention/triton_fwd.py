@@ -28,9 +28,10 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    BAND_TOKEN, DIAGONAL_TILE, FAR_TILE, INTERPRET, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs, dot_precision,
-    exact_rab, exact_row_times, fast_math, last_dim_contiguous, logit_scale, pad_head_dim, position_bias, rab_args,
-    scaled_logits, silu, spans_many_edges, tile_time_range, tune_key_len, unless_many_edges,
+    BAND_TOKEN, DIAGONAL_TILE, FAR_TILE, INTERPRET, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs,
+    dot_precision, exact_rab, exact_row_times, fast_math, last_dim_contiguous, logit_scale, pad_head_dim,
+    position_bias, rab_args, scaled_logits, silu, spans_many_edges, tile_time_range, tune_key_len,
+    unless_many_edges,
 )
 from kernels.hstu_attention.rab_tables import rab_tables
 
@@ -147,9 +148,10 @@ def _hstu_fwd_kernel(
                         FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK_M, BLOCK_N, BLOCK_DQK, BLOCK_DV,
                         DOT_PRECISION, FAST_MATH)
     n_end = tl.minimum(m_start + BLOCK_M, seq_len)
-    # The diagonal tiles (BLOCK_M / BLOCK_N of them): not pipelined, which would stage their
-    # per-logit weight gather (`band_time_bias`) through shared memory for one or two iterations.
-    for n_start in tl.range(n_full_end, n_end, BLOCK_N, num_stages=1):
+    # The diagonal tiles (BLOCK_M / BLOCK_N of them). Reading the band (`band_time_bias`), not
+    # pipelined: the pipeliner would stage its fp32 block through shared memory (+32 KB) for a loop
+    # of one or two iterations.
+    for n_start in tl.range(n_full_end, n_end, BLOCK_N, num_stages=1 if FAST_RAB and HAS_TS else None):
         acc = _fwd_tile(acc, q, offs_m, m_ok, m_start, tq_hi, tq_lo, ts_base, n_start, seq_len,
                         K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
                         skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, True, DIAGONAL_TILE, HAS_POS, HAS_TS,

@@ -35,9 +35,9 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    BACKWARD_TUNE_KEY, BAND_TOKEN, DIAGONAL_TILE, FAR_TILE, INTERPRET, MANY_EDGE_TILE, add_time_bias, as_triton_configs, exact_rab,
-    exact_row_times, passing_pairs, position_bias, silu_grad, spans_many_edges, tile_time_range, tune_key_len,
-    unless_many_edges,
+    BACKWARD_TUNE_KEY, BAND_TOKEN, DIAGONAL_TILE, FAR_TILE, INTERPRET, MANY_EDGE_TILE, add_time_bias,
+    as_triton_configs, exact_rab, exact_row_times, passing_pairs, position_bias, silu_grad, spans_many_edges,
+    tile_time_range, tune_key_len, unless_many_edges,
 )
 from kernels.hstu_attention.rab_tables import RabTables
 
@@ -95,6 +95,9 @@ def _time_gradient(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, KIND
                     hist = _edge_sums_unrolled(hist, ds, offs_m, m_ok, offs_n, lo, hi, EDGES, t_stride, MAX_EDGES,
                                                HIST_PAD)
     else:
+        # Diagonal and many-edge tiles. Merging runs of edges that pass the same pairs (as the
+        # forward's many-edge loop does) cost this kernel 400 more bytes of spills and a spill
+        # reload in its loop over heads (benchmarks/kernel_static.py), so every edge is summed.
         for edge in range(lo + 1, hi + 1):
             hist = _past_edge_sum(hist, ds, offs_m, m_ok, offs_n, edge, EDGES, t_stride, HIST_PAD)
     return hist

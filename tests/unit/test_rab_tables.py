@@ -276,3 +276,23 @@ def test_the_diagonal_band_takes_buckets_past_255():
     ts = torch.tensor([0, 1, 10, 10**6, 10**12, 10**13])
     band, want = _band(ts, torch.tensor([10**13 + 5]), [6], num_buckets=300)
     assert torch.equal(band, want)
+
+
+def test_diagonal_tile_edge_counts_are_the_widest_bucket_of_each_diagonal_tile():
+    gen = torch.Generator().manual_seed(6)
+    lengths = [70, 1, 0, 33]
+    total = sum(lengths)
+    steps = torch.exp(torch.rand(total, generator=gen) * 12).long() * (torch.rand(total, generator=gen) > 0.3)
+    ts = 10**9 + steps.cumsum(0)
+    offsets = _offsets(lengths)
+    request = ts[(offsets[1:] - 1).clamp(min=0)]
+    edges = edge_table(ts, request, offsets, NUM_BUCKETS)
+    want = []
+    for buckets, n in zip(_reference_buckets(ts, request, offsets), lengths):
+        for m0 in range(0, n, 32):
+            for n0 in range((m0 // 16) * 16, min(m0 + 32, n), 16):
+                tile = buckets[m0:m0 + 32, n0:n0 + 16]
+                causal = (n0 + torch.arange(tile.shape[1]))[None, :] <= (m0 + torch.arange(tile.shape[0]))[:, None]
+                want.append(int(tile[causal].max()))
+    got = rab_tables.diagonal_tile_edge_counts(edges, offsets, 32, 16)
+    assert got.tolist() == want and max(want) > 3
