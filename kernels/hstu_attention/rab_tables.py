@@ -209,7 +209,7 @@ def diagonal_bias(ts: torch.Tensor, t_query: torch.Tensor, sequences: TokenSeque
                                 pos_weights.contiguous() if pos_weights is not None else ts_weights, num_tokens,
                                 max_seq_len, HAS_POS=pos_weights is not None,
                                 SEARCH_STEPS=thr.numel().bit_length() - 1, BLOCK_ROWS=_BAND_BLOCK_ROWS,
-                                WIDTH=BAND_WIDTH)
+                                WIDTH=BAND_WIDTH.value)
     return band
 
 
@@ -227,7 +227,7 @@ def diagonal_bias_reference(ts: torch.Tensor, request: torch.Tensor, seq_offsets
             continue
         t_query = torch.cat([ts[start + 1:end], request[b:b + 1].to(ts.dtype)])
         i = torch.arange(n)[:, None]
-        j = i - torch.arange(BAND_WIDTH)[None, :]
+        j = i - torch.arange(BAND_WIDTH.value)[None, :]
         ok = j >= 0
         buckets = time_buckets(t_query[:, None] - ts[start + j.clamp(min=0)], ts_weights.numel() - 1)
         bias = ts_weights[buckets].float()

@@ -31,10 +31,10 @@ import triton
 import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
-    BACKWARD_TUNE_KEY, BAND_TOKEN, DIAGONAL_TILE, FAR_TILE, INTERPRET, MANY_EDGE_TILE, as_triton_configs, block_d,
-    check_inputs, dot_precision, exact_rab, exact_row_times, fast_math, last_dim_contiguous, logit_scale,
-    pad_head_dim, position_bias, rab_args, scaled_logits, silu_and_grad, silu_grad, spans_many_edges,
-    tile_time_range, tune_key_len, unless_many_edges,
+    BACKWARD_TUNE_KEY, BAND_TOKEN, DIAGONAL_TILE, FAR_TILE, INTERPRET, MANY_EDGE_TILE, as_triton_configs,
+    band_query_end, block_d, check_inputs, dot_precision, exact_rab, exact_row_times, fast_math, first_band_block,
+    last_dim_contiguous, logit_scale, pad_head_dim, position_bias, rab_args, scaled_logits, silu_and_grad,
+    silu_grad, spans_many_edges, tile_time_range, tune_key_len, unless_many_edges,
 )
 from kernels.hstu_attention.rab_tables import rab_tables
 from kernels.hstu_attention.triton_rab_grad import rab_weight_gradients
@@ -181,8 +181,19 @@ def _dkdv_kernel(
                             num_buckets, D_QK, D_V, False, FAR_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD,
                             PROBE_EDGES, BLOCK_N, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     if FAST_RAB and HAS_TS:
-        # Far tiles spanning more edges than the loop above unrolls, redone with all their edges.
-        for m_start in range(m_full, seq_len, BLOCK_M):
+        # Far tiles spanning more edges than the loop above unrolls, redone: near the diagonal
+        # from the band (as the diagonal tiles), beyond it with all their edges.
+        band_end = band_query_end(n_start, seq_len, m_full, BLOCK_M)
+        for m_start in tl.range(m_full, band_end, BLOCK_M, num_stages=1):
+            if spans_many_edges(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK_M, seq_len) - 1, n_start,
+                                n_start + BLOCK_N - 1, num_buckets, MAX_EDGES, EDGE_PAD):
+                dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
+                                    Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, BAND, POS_SKEW,
+                                    stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
+                                    num_buckets, D_QK, D_V, False, DIAGONAL_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES,
+                                    EDGE_PAD, PROBE_EDGES, BLOCK_N, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION,
+                                    FAST_MATH)
+        for m_start in range(band_end, seq_len, BLOCK_M):
             if spans_many_edges(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK_M, seq_len) - 1, n_start,
                                 n_start + BLOCK_N - 1, num_buckets, MAX_EDGES, EDGE_PAD):
                 dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
@@ -307,14 +318,26 @@ def _dq_kernel(
         skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, True, DIAGONAL_TILE, HAS_POS, HAS_TS, FAST_RAB,
         MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     if FAST_RAB and HAS_TS:
-        # Far tiles spanning more edges than the first loop unrolls, redone with all their edges.
-        for n_start in range(0, m_start, BLOCK):
-            if spans_many_edges(EDGES, t_stride, m_start, tl.minimum(m_start + BLOCK, seq_len) - 1, n_start,
-                                n_start + BLOCK - 1, num_buckets, MAX_EDGES, EDGE_PAD):
+        # Far tiles spanning more edges than the first loop unrolls, redone: near the diagonal
+        # from the band (as the diagonal tile), beyond it with all their edges.
+        row_last = tl.minimum(m_start + BLOCK, seq_len) - 1
+        band_start = tl.minimum(first_band_block(row_last, BLOCK), m_start)
+        for n_start in range(0, band_start, BLOCK):
+            if spans_many_edges(EDGES, t_stride, m_start, row_last, n_start, n_start + BLOCK - 1, num_buckets,
+                                MAX_EDGES, EDGE_PAD):
                 dq = _dq_tile(
                     dq, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len,
                     K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, stride_kt, stride_vt, t_stride,
                     skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, MANY_EDGE_TILE, HAS_POS,
+                    HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK, BLOCK_DQK, BLOCK_DV,
+                    DOT_PRECISION, FAST_MATH)
+        for n_start in tl.range(band_start, m_start, BLOCK, num_stages=1):
+            if spans_many_edges(EDGES, t_stride, m_start, row_last, n_start, n_start + BLOCK - 1, num_buckets,
+                                MAX_EDGES, EDGE_PAD):
+                dq = _dq_tile(
+                    dq, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len,
+                    K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, stride_kt, stride_vt, t_stride,
+                    skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, DIAGONAL_TILE, HAS_POS,
                     HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK, BLOCK_DQK, BLOCK_DV,
                     DOT_PRECISION, FAST_MATH)
 

@@ -29,8 +29,8 @@ import triton.language as tl
 
 from kernels.hstu_attention.triton_common import (
     BAND_TOKEN, DIAGONAL_TILE, FAR_TILE, INTERPRET, MANY_EDGE_TILE, as_triton_configs, block_d, check_inputs,
-    dot_precision, exact_rab, exact_row_times, fast_math, last_dim_contiguous, logit_scale, pad_head_dim,
-    position_bias, rab_args, scaled_logits, silu, spans_many_edges, tile_time_range, tune_key_len,
+    dot_precision, exact_rab, exact_row_times, fast_math, first_band_block, last_dim_contiguous, logit_scale,
+    pad_head_dim, position_bias, rab_args, scaled_logits, silu, spans_many_edges, tile_time_range, tune_key_len,
     unless_many_edges,
 )
 from kernels.hstu_attention.rab_tables import rab_tables
@@ -159,13 +159,23 @@ def _hstu_fwd_kernel(
                         DOT_PRECISION, FAST_MATH)
     if FAST_RAB and HAS_TS:
         # Far tiles spanning more edges than the first loop unrolls (a jump in time inside the
-        # tile): rare, redone here with a loop over their edges, away from the pipelined loop.
-        for n_start in range(0, n_full_end, BLOCK_N):
+        # tile), redone away from the pipelined loop: with a loop over their edges, or near the
+        # diagonal from the band, as the diagonal tiles.
+        band_start = tl.minimum(first_band_block(n_end - 1, BLOCK_N), n_full_end)
+        for n_start in range(0, band_start, BLOCK_N):
             if spans_many_edges(EDGES, t_stride, m_start, n_end - 1, n_start, n_start + BLOCK_N - 1, num_buckets,
                                 MAX_EDGES, EDGE_PAD):
                 acc = _fwd_tile(acc, q, offs_m, m_ok, m_start, tq_hi, tq_lo, ts_base, n_start, seq_len,
                                 K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, stride_kt, stride_vt, t_stride,
                                 skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, MANY_EDGE_TILE,
+                                HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK_M, BLOCK_N,
+                                BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
+        for n_start in tl.range(band_start, n_full_end, BLOCK_N, num_stages=1):
+            if spans_many_edges(EDGES, t_stride, m_start, n_end - 1, n_start, n_start + BLOCK_N - 1, num_buckets,
+                                MAX_EDGES, EDGE_PAD):
+                acc = _fwd_tile(acc, q, offs_m, m_ok, m_start, tq_hi, tq_lo, ts_base, n_start, seq_len,
+                                K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, stride_kt, stride_vt, t_stride,
+                                skew_stride, skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, DIAGONAL_TILE,
                                 HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK_M, BLOCK_N,
                                 BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
 

@@ -240,16 +240,41 @@ def _merged_edge_runs(edges: torch.Tensor, offsets: torch.Tensor, block_q: int, 
     return total, equal
 
 
-def test_fast_rab_takes_both_tile_paths_and_matches_the_reference():
-    """Far tiles within MAX_EDGES edges take the unrolled edges, the others the loop over their
-    edges (merging runs of equal edges): both exact."""
-    lengths, n = [150, 97, 0, 1, 64], 160
+def _many_edge_tiles_by_band(edges: torch.Tensor, offsets: torch.Tensor, block_q: int, block_k: int
+                             ) -> tuple[int, int]:
+    """(far tiles spanning more than FAR_TILE_MAX_EDGES edges within the band's reach, beyond it):
+    the first are redone from the band, the others by the loop over their edges."""
+    within = beyond = 0
+    for b in range(offsets.numel() - 1):
+        start, n = int(offsets[b]), int(offsets[b + 1] - offsets[b])
+        for m0 in range(0, n, block_q):
+            last = min(m0 + block_q, n) - 1
+            for n0 in range(0, (m0 // block_k) * block_k, block_k):
+                lo = int((edges[:, start + m0] >= n0 + block_k - 1).sum())
+                hi = int((edges[:, start + last] >= n0).sum())
+                if hi - lo > FAR_TILE_MAX_EDGES:
+                    within += last - n0 < 256
+                    beyond += last - n0 >= 256
+    return within, beyond
+
+
+def test_fast_rab_takes_every_tile_path_and_matches_the_reference():
+    """Far tiles within MAX_EDGES edges take the unrolled edges, the others are redone: from the
+    band near the diagonal, else by the loop over their edges (merging runs of edges passing the
+    same pairs). All exact."""
+    lengths, n = [420, 97, 0, 1, 64], 420
     ts = _mixed_timestamps(lengths, seed=5)
+    # The first sequence: an event every 30 s but for one pause of ~4 months after its 100th. Its
+    # later queries see the keys before the pause ~24 buckets away from those after it, in tiles
+    # beyond the band's reach too.
+    ts[:420] = 1_600_000_000 + 30 * torch.arange(420) + 10**7 * (torch.arange(420) >= 100)
     offsets = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
     edges = edge_table(ts, ts[offsets[1:].clamp(min=1) - 1], offsets, 128)
     spans = far_tile_edge_counts(edges, offsets, 32, 16)  # the forward's tiles here (FWD_CONFIGS)
-    fast, looped = int((spans <= FAR_TILE_MAX_EDGES).sum()), int((spans > FAR_TILE_MAX_EDGES).sum())
-    assert fast >= 10 and looped >= 3, (fast, looped)
+    fast, redone = int((spans <= FAR_TILE_MAX_EDGES).sum()), int((spans > FAR_TILE_MAX_EDGES).sum())
+    assert fast >= 10 and redone >= 3, (fast, redone)
+    within, beyond = _many_edge_tiles_by_band(edges, offsets, 32, 16)
+    assert within >= 3 and beyond >= 3, (within, beyond)
     many, merged = _merged_edge_runs(edges, offsets, 32, 16)
     assert 0 < merged < many, (many, merged)  # the loop both merges edges and applies them
     check_against_reference(lengths, 2, 16, 16, n, "both", "seq_len", device=DEVICE, timestamps=ts, seed=5)
