@@ -54,8 +54,10 @@ def test_fast_rab_compiles_without_spills_or_gathers_and_pipelined(tmp_path):
     for kernel in ("fwd", "dkdv"):
         fast, base = costs[kernel, "rab_fast"], costs[kernel, "norab"]
         assert fast["diagonal_instructions_per_logit"] <= 1.6 * base["diagonal_instructions_per_logit"], kernel
-    # The edge loops carry the dot's own layout (a loop-carried tile of their own took 255).
-    assert costs["fwd", "rab_fast"]["registers"] < 240
+    # The edge loops carry the dot's own layout (a loop-carried tile of their own took 255 in the
+    # far loop). The kernel-wide count is set outside it since the band (250: the band's block in
+    # the diagonal and redo loops; one 8-warp block per SM either way, as at 212 before).
+    assert costs["fwd", "rab_fast"]["live_registers_far_loop"] < 220
     # dq no longer reduces the weight gradients per head: its bias-free far tiles cost what the
     # forward's do over their kernel (3.4 instructions per logit at this commit, 20.7 with the
     # reductions inside).
