@@ -16,6 +16,8 @@ from typing import Any
 
 import submitit
 
+import slurm.jobs  # noqa: F401  (in the job: submitit's requeue, made to survive its own SIGTERM)
+
 
 class Countdown(submitit.helpers.Checkpointable):
     def __init__(self, state_file: str, steps: int, step_s: float) -> None:

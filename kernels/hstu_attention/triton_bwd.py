@@ -20,8 +20,9 @@ forward saves nothing but its inputs):
   once per tile or program, not once per tile and head.
 
 The bias of a tile is computed as in the forward (`triton_fwd`): by loads and selects from the
-tables of `rab_tables` when timestamps are sorted (far tiles with few edges in the main loop,
-diagonal and many-edge tiles in loops of their own), per logit otherwise.
+tables of `rab_tables` when timestamps are sorted (far tiles with few edges in the main loop;
+diagonal tiles, and many-edge ones near them, from the band; other many-edge tiles in a loop of
+their own), per logit otherwise.
 """
 
 from __future__ import annotations

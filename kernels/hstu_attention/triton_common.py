@@ -4,7 +4,8 @@ kernels.
 - the fast path's pieces (sorted timestamps; the host tables of `rab_tables`):
   `position_bias` is an aligned block of the skewed positional table, and `scaled_logits` adds it
   and the time weight (`add_time_bias`), chosen among the tile's buckets by the edge table (`tile_buckets` bounds
-  them per tile; per edge and logit one saturating add and one FFMA, `pass_edge`).
+  them per tile; per edge and logit one saturating add and one FFMA, `pass_edge`); tiles at the
+  diagonal read both terms from the band instead (`band_time_bias`).
 - `add_rab` / `exact_rab`: the bias computed per logit, for any timestamps (the path before the
   fast one, kept for unsorted timestamps): positional weights gathered by j - i, time weights by
   a time bucket computed below.

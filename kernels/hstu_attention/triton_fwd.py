@@ -16,8 +16,9 @@ Ordering choices:
   blocks crossing the diagonal pay for the mask.
 - With the relative bias and sorted timestamps (`rab_tables`), the lean loop adds it by loads and
   selects, branching per tile on how many time-bucket edges the tile spans (0, <= 2, <= 4); a
-  tile spanning more is zeroed there and redone in a third loop over its edges, so the lean
-  loop has no nested loop and stays software-pipelined.
+  tile spanning more is zeroed there and redone after it (from the band near the diagonal, else
+  in a loop over its edges), so the lean loop has no nested loop and stays software-pipelined.
+  The diagonal tiles read their whole bias from the band (`rab_tables.diagonal_bias`).
 - 1/n is applied once to the accumulator, not to every p.
 """
 
