@@ -487,6 +487,29 @@ def print_table(costs: list[KernelCost]) -> None:
               f"{_live_text(c):>14}")
 
 
+def band_kernel_usage(arch: int) -> dict[str, int]:
+    """Registers, spill bytes and shared memory of the kernel that writes the diagonal band
+    (`rab_tables._diagonal_bias_kernel`, once per call, outside the attention kernels), compiled
+    as launched for 128 time buckets with positional weights."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from kernels.hstu_attention import rab_tables
+
+    fn = rab_tables._diagonal_bias_kernel
+    thresholds = triton.next_power_of_2(NUM_BUCKETS + 1)
+    constexprs = dict(HAS_POS=True, SEARCH_STEPS=thresholds.bit_length() - 1, BLOCK_ROWS=rab_tables._BAND_BLOCK_ROWS,
+                      WIDTH=rab_tables.BAND_WIDTH.value)
+    pointers = {"BAND": "*fp32", "TS": "*i64", "T_QUERY": "*i64", "SEQ_ID": "*i64", "STARTS": "*i64", "THR": "*i64",
+                "TS_W": "*fp32", "POS_W": "*fp32"}
+    signature = {n: pointers.get(n, "constexpr" if n in constexprs else "i32") for n in fn.arg_names}
+    src = ASTSource(fn, signature, constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=4, enable_fp_fusion=True))
+    regs, spill_st, spill_ld = ptxas_usage(compiled.asm["ptx"], arch, triton_cubin=compiled.asm["cubin"])
+    return dict(arch=arch, registers=regs, spill_bytes=spill_st + spill_ld, shared_bytes=int(compiled.metadata.shared))
+
+
 def run(archs: list[int], kernels: list[str], variants: list[str], maxnreg: int | None = None) -> dict[str, Any]:
     import triton
 
@@ -496,6 +519,10 @@ def run(archs: list[int], kernels: list[str], variants: list[str], maxnreg: int 
     if maxnreg is not None:
         print(f"registers capped at {maxnreg} per thread (.maxnreg)")
     print_table(costs)
+    band = [band_kernel_usage(a) for a in archs]
+    for usage in band:
+        print(f"sm_{usage['arch']} band kernel: {usage['registers']} registers, {usage['spill_bytes']} spill bytes, "
+              f"{usage['shared_bytes'] / 1024:.1f} KB shared")
     return {
         "triton": triton.__version__,
         "machine": platform.node(),
@@ -504,6 +531,7 @@ def run(archs: list[int], kernels: list[str], variants: list[str], maxnreg: int 
         "num_time_buckets": NUM_BUCKETS,
         "maxnreg": maxnreg,
         "costs": [dataclasses.asdict(c) for c in costs],
+        "band_kernel": band,
         "summary": summary(costs),
     }
 

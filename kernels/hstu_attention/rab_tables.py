@@ -172,7 +172,7 @@ def _diagonal_bias_kernel(BAND, TS, T_QUERY, SEQ_ID, STARTS, THR, TS_W, POS_W, n
     gap = t_query[:, None] - tl.load(TS + keys, mask=ok, other=0)
     bucket = tl.zeros((BLOCK_ROWS, WIDTH), dtype=tl.int32)
     for level in tl.static_range(SEARCH_STEPS):
-        step: tl.constexpr = 1 << (SEARCH_STEPS - 1 - level)
+        step = 1 << (SEARCH_STEPS - 1 - level)
         bucket = tl.where(tl.load(THR + bucket + (step - 1)) <= gap, bucket + step, bucket)
     bias = tl.load(TS_W + bucket, mask=ok, other=0.0).to(tl.float32)
     if HAS_POS:
