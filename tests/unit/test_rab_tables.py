@@ -51,29 +51,39 @@ def _assert_same_buckets(ts: torch.Tensor, request: torch.Tensor, lengths: list[
         assert torch.equal(got[causal], want[causal])
 
 
-def test_buckets_match_the_reference_at_every_edge_and_one_second_either_side():
+def _edge_gap_sequences() -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """(ts, request, lengths): one sequence per gap at every bucket threshold, one second either
+    side, and 0: a key at t0, the next key `gap` later, the request `gap` after that (gaps g, 2g)."""
     thresholds = [t for t in _threshold_values(NUM_BUCKETS)[1:] if t < 2**45]
     gaps = sorted({max(g, 0) for t in thresholds for g in (t - 1, t, t + 1)} | {0, 1, 2})
-    # One sequence per gap: key at t0, next key `gap` later, request `gap` after that (gaps g and 2g).
-    lengths, ts, request = [], [], []
     t0 = 1_700_000_000_123
-    for gap in gaps:
-        lengths.append(2)
-        ts += [t0, t0 + gap]
-        request.append(t0 + 2 * gap)
-    _assert_same_buckets(torch.tensor(ts), torch.tensor(request), lengths)
+    ts = torch.tensor([t for gap in gaps for t in (t0, t0 + gap)])
+    return ts, torch.tensor([t0 + 2 * gap for gap in gaps]), [2] * len(gaps)
+
+
+def _jumpy_steps(lengths: list[int], seed: int, scale: float) -> torch.Tensor:
+    """Steps between events, log-uniform up to e^scale seconds, 30% of them zero (ties)."""
+    gen = torch.Generator().manual_seed(seed)
+    total = sum(lengths)
+    steps = torch.exp(torch.rand(total, generator=gen) * scale).long() * (torch.rand(total, generator=gen) > 0.3)
+    return steps
+
+
+def _last_events(ts: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Each sequence's last timestamp (0 for an empty one)."""
+    return torch.stack([ts[int(e) - 1] if e > s else torch.tensor(0) for s, e in zip(offsets[:-1], offsets[1:])])
+
+
+def test_buckets_match_the_reference_at_every_edge_and_one_second_either_side():
+    _assert_same_buckets(*_edge_gap_sequences())
 
 
 def test_buckets_match_on_long_sorted_sequences_with_ties_and_jumps():
-    gen = torch.Generator().manual_seed(0)
     lengths = [0, 1, 37, 150, 64]
-    total = sum(lengths)
-    steps = torch.exp(torch.rand(total, generator=gen) * 20).long() * (torch.rand(total, generator=gen) > 0.3)
+    steps = _jumpy_steps(lengths, seed=0, scale=20)
     steps[::17] = 2**31 - 7  # gaps near 2^31
     ts = 10**9 + steps.cumsum(0)
-    offsets = _offsets(lengths)
-    last = torch.stack([ts[int(e) - 1] if e > s else torch.tensor(0) for s, e in zip(offsets[:-1], offsets[1:])])
-    request = last + torch.tensor([5, 0, 3600, 2**31, 1])
+    request = _last_events(ts, _offsets(lengths)) + torch.tensor([5, 0, 3600, 2**31, 1])
     _assert_same_buckets(ts, request, lengths)
 
 
@@ -86,7 +96,7 @@ def test_first_query_table_is_the_edge_table_seen_from_the_keys():
     steps = torch.exp(torch.rand(total, generator=gen) * 16).long() * (torch.rand(total, generator=gen) > 0.25)
     ts = 10**9 + steps.cumsum(0)
     offsets = _offsets(lengths)
-    last = torch.stack([ts[int(e) - 1] if e > s else torch.tensor(0) for s, e in zip(offsets[:-1], offsets[1:])])
+    last = _last_events(ts, offsets)
     edges = edge_table(ts, last + 30, offsets, NUM_BUCKETS)
     first = first_query_table(edges, offsets, max(lengths))
     assert first.dtype == torch.int32 and first.shape == edges.shape
@@ -238,26 +248,17 @@ def _band(ts: torch.Tensor, request: torch.Tensor, lengths: list[int], num_bucke
 
 @pytest.mark.parametrize("with_pos", [True, False])
 def test_the_diagonal_band_holds_the_reference_bias_at_every_edge(with_pos):
-    # Sequences of two events `gap` apart and a request `gap` later: every threshold, +-1 and 0.
-    thresholds = [t for t in _threshold_values(NUM_BUCKETS)[1:] if t < 2**45]
-    gaps = sorted({max(g, 0) for t in thresholds for g in (t - 1, t, t + 1)} | {0, 1, 2})
-    t0 = 1_700_000_000_123
-    ts = torch.tensor([t for gap in gaps for t in (t0, t0 + gap)])
-    request = torch.tensor([t0 + 2 * gap for gap in gaps])
-    band, want = _band(ts, request, [2] * len(gaps), with_pos=with_pos)
+    band, want = _band(*_edge_gap_sequences(), with_pos=with_pos)
     assert torch.equal(band, want)
 
 
 def test_the_diagonal_band_reaches_256_keys_back_on_long_sequences():
-    gen = torch.Generator().manual_seed(4)
     lengths = [300, 0, 1, 37, 260]
-    total = sum(lengths)
-    steps = torch.exp(torch.rand(total, generator=gen) * 20).long() * (torch.rand(total, generator=gen) > 0.3)
+    steps = _jumpy_steps(lengths, seed=4, scale=20)
     steps[::23] = 2**31 - 5  # gaps near 2^31
     ts = 10**9 + steps.cumsum(0)
     offsets = _offsets(lengths)
-    last = torch.stack([ts[int(e) - 1] if e > s else torch.tensor(0) for s, e in zip(offsets[:-1], offsets[1:])])
-    request = last + torch.tensor([7, 0, 2**40, 1, 3600])
+    request = _last_events(ts, offsets) + torch.tensor([7, 0, 2**40, 1, 3600])
     band, want = _band(ts, request, lengths, with_pos=False)
     assert torch.equal(band, want)
     # The kernels' read of a diagonal tile (`triton_common.band_time_bias`): query rows 256..299 of
@@ -279,11 +280,8 @@ def test_the_diagonal_band_takes_buckets_past_255():
 
 
 def test_diagonal_tile_edge_counts_are_the_widest_bucket_of_each_diagonal_tile():
-    gen = torch.Generator().manual_seed(6)
     lengths = [70, 1, 0, 33]
-    total = sum(lengths)
-    steps = torch.exp(torch.rand(total, generator=gen) * 12).long() * (torch.rand(total, generator=gen) > 0.3)
-    ts = 10**9 + steps.cumsum(0)
+    ts = 10**9 + _jumpy_steps(lengths, seed=6, scale=12).cumsum(0)
     offsets = _offsets(lengths)
     request = ts[(offsets[1:] - 1).clamp(min=0)]
     edges = edge_table(ts, request, offsets, NUM_BUCKETS)
