@@ -55,6 +55,8 @@ def parse_args() -> argparse.Namespace:
                    help="skip the per-kernel GPU times of the Triton rows (torch.profiler, 5 fwd+bwd)")
     p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/attention-<device>.json")
     p.add_argument("--interpret-smoke", action="store_true", help="one tiny case on CPU under TRITON_INTERPRET=1")
+    p.add_argument("--census", action="store_true",
+                   help="on CPU, no kernels: how the benchmark's inputs split into tile kinds (`tile_census`)")
     p.add_argument("--baseline", type=Path, default=None,
                    help="another checkout whose Triton kernels (impl triton, as triton@baseline) are measured "
                         "beside these, length by length, in a fresh process each")
@@ -233,6 +235,55 @@ def diagonal_tile_edges(x: dict[str, Any], block_q: int = 128, block_k: int = 64
     return round(float(counts.float().mean()), 1) if counts.numel() else 0.0
 
 
+def tile_census(x: dict[str, Any], block_q: int = 128, block_k: int = 64) -> dict[str, int]:
+    """How the forward's tiles (its first tuned config's tiling) split on these inputs: diagonal
+    and far tiles; far tiles spanning more than the unrolled edges, those whose pairs all lie
+    within the band (redone from it) and their edges; and for the others, the edge loop's
+    applications when runs of edges passing the same pairs of the tile merge (rows clamped to the
+    tile, as `triton_common.edge_row_in_tile`) against merging only edges equal on every row."""
+    from kernels.hstu_attention.rab_tables import FAR_TILE_MAX_EDGES, edge_table
+    from kernels.hstu_attention.triton_common import BAND_WIDTH
+
+    offsets, ts = x["offsets"].cpu(), x["ts"].cpu()
+    edges = edge_table(ts, ts[(offsets[1:] - 1).clamp(min=0)], offsets, x["ts_w"].numel() - 1)
+    census = dict.fromkeys(["diagonal_tiles", "far_tiles", "many_edge_tiles", "many_edge_tiles_in_band",
+                            "many_edge_edges", "many_edge_edges_in_band", "loop_runs_on_tile_rows",
+                            "loop_runs_on_whole_rows"], 0)
+    if edges is None:
+        return census
+    for b in range(offsets.numel() - 1):
+        start, n = int(offsets[b]), int(offsets[b + 1] - offsets[b])
+        for m0 in range(0, n, block_q):
+            last = min(m0 + block_q, n) - 1
+            rows = edges[:, start + m0: start + last + 1]
+            census["diagonal_tiles"] += len(range((m0 // block_k) * block_k, last + 1, block_k))
+            for n0 in range(0, (m0 // block_k) * block_k, block_k):
+                census["far_tiles"] += 1
+                lo, hi = int((rows[:, 0] >= n0 + block_k - 1).sum()), int((rows[:, -1] >= n0).sum())
+                if hi - lo <= FAR_TILE_MAX_EDGES:
+                    continue
+                in_band = last - n0 < BAND_WIDTH.value
+                census["many_edge_tiles"] += 1
+                census["many_edge_tiles_in_band"] += in_band
+                census["many_edge_edges"] += hi - lo
+                census["many_edge_edges_in_band"] += (hi - lo) * in_band
+                if not in_band:
+                    runs = rows[lo:hi]
+                    clamped = runs.clamp(n0 - 1, n0 + block_k - 1)
+                    census["loop_runs_on_whole_rows"] += hi - lo - int((runs[:-1] == runs[1:]).all(1).sum())
+                    census["loop_runs_on_tile_rows"] += hi - lo - int((clamped[:-1] == clamped[1:]).all(1).sum())
+    return census
+
+
+def run_census(args: argparse.Namespace) -> int:
+    import torch
+
+    for n in args.lengths:
+        x = make_inputs(draw_lengths(n, args.tokens, seed=n), n, 1, 16, "cpu", torch.float32)
+        print(f"N={n}: diagonal tiles span {diagonal_tile_edges(x)} edges on average; {tile_census(x)}", flush=True)
+    return 0
+
+
 def run_case(impl: str, max_len: int, args: argparse.Namespace, device: str, measure: Callable) -> dict[str, Any]:
     import torch
 
@@ -352,6 +403,8 @@ def baseline_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def main() -> int:
     args = parse_args()
+    if args.census:
+        return run_census(args)
     if args.code is not None:  # a --baseline worker: that checkout's kernels, rows as JSON
         sys.path.insert(0, str(args.code.resolve()))
     if args.interpret_smoke:

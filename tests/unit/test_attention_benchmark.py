@@ -47,3 +47,20 @@ def test_a_baseline_worker_reports_the_checkout_it_imported(tmp_path):
     (row,) = json.loads(done.stdout.strip().splitlines()[-1])
     assert row["status"] == "ok" and row["impl"] == "triton_norab" and row["max_len"] == 48
     assert Path(row["checkout"]) == other.resolve()
+
+
+def test_census_counts_the_tile_kinds_the_readme_quotes():
+    # `--census` is where the README's tile shares come from (no kernels run).
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "attention.py"), "--census", "--lengths", "256", "4096"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    short, long = done.stdout.splitlines()
+    assert short.startswith("N=256: diagonal tiles span 35.1 edges")
+    # At 256 every many-edge far tile lies within the band; at 4096 most of their edges do.
+    assert "'many_edge_tiles': 206, 'many_edge_tiles_in_band': 206" in short
+    assert "'diagonal_tiles': 537, 'far_tiles': 5976" in long
+    assert "'many_edge_edges': 11342, 'many_edge_edges_in_band': 9486" in long
+    assert "'loop_runs_on_tile_rows': 974, 'loop_runs_on_whole_rows': 1341" in long
