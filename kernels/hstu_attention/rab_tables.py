@@ -15,7 +15,7 @@ every head; see `../shared/kernel-rab-design.md` for the measurements behind the
   edges each on the benchmark's inputs (every bucket from 0 up to the tile's widest gap), so
   selecting by edges cost ~3 instructions per logit per edge there. Instead the band holds every
   pair's bias for i - BAND_WIDTH < j <= i, its time weight plus its positional one
-  (`triton_common.band_time_bias` has the layout), written once per call by a small kernel (per
+  (`triton_common.band_bias` has the layout), written once per call by a small kernel (per
   pair a binary search over the integer thresholds: the reference's bucket exactly), and a
   diagonal tile reads it as one block. 1.1 KB a token (float32; 35 MB at 32k tokens).
 - **Skewed positional table**. Row r holds the positional weights shifted by r:
@@ -179,7 +179,7 @@ def _diagonal_bias_kernel(BAND, TS, T_QUERY, SEQ_ID, STARTS, THR, TS_W, POS_W, n
         # j in the sequence, so d <= i < N: the index is in [0, N - 1].
         bias += tl.load(POS_W + (max_seq_len - 1 - delta)[None, :], mask=ok, other=0.0).to(tl.float32)
     local = (rows - start)[:, None]
-    # a * BAND_TOKEN + i * BAND_ROW + j + BAND_ROW with j = i - d (`triton_common.band_time_bias`).
+    # a * BAND_TOKEN + i * BAND_ROW + j + BAND_ROW with j = i - d (`triton_common.band_bias`).
     address = start[:, None] * BAND_TOKEN + local * (BAND_ROW + 1) + BAND_ROW - delta[None, :]
     tl.store(BAND + address, bias, mask=ok)
 

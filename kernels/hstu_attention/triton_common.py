@@ -5,7 +5,7 @@ kernels.
   `position_bias` is an aligned block of the skewed positional table, and `scaled_logits` adds it
   and the time weight (`add_time_bias`), chosen among the tile's buckets by the edge table (`tile_buckets` bounds
   them per tile; per edge and logit one saturating add and one FFMA, `pass_edge`); tiles at the
-  diagonal read both terms from the band instead (`band_time_bias`).
+  diagonal read both terms from the band instead (`band_bias`).
 - `add_rab` / `exact_rab`: the bias computed per logit, for any timestamps (the path before the
   fast one, kept for unsorted timestamps): positional weights gathered by j - i, time weights by
   a time bucket computed below.
@@ -257,7 +257,7 @@ BAND_SLACK = 128  # a diagonal tile's keys reach at most a block (<= 128) past i
 
 
 @triton.jit
-def band_time_bias(s, BAND, offs_row, row_ok, col_start, seq_len, KEYS_FIRST: tl.constexpr,
+def band_bias(s, BAND, offs_row, row_ok, col_start, seq_len, KEYS_FIRST: tl.constexpr,
                    BLOCK_COL: tl.constexpr):
     """s + pos_w[j - i + N - 1] + ts_w[bucket(i, j)] for a diagonal tile (the positional term only
     with positional weights), one block of the band (BAND at the sequence's base) whatever the
@@ -294,7 +294,7 @@ def band_query_end(col_first, seq_len, first, BLOCK_Q: tl.constexpr):
 
 # Tile kinds of `scaled_logits`.
 FAR_TILE = tl.constexpr(0)  # every key before every query, few edges: unrolled
-DIAGONAL_TILE = tl.constexpr(1)  # diagonal tiles: weights from the band (`band_time_bias`)
+DIAGONAL_TILE = tl.constexpr(1)  # diagonal tiles: weights from the band (`band_bias`)
 MANY_EDGE_TILE = tl.constexpr(2)  # far tiles spanning more than MAX_EDGES edges: a loop merging equal edges
 
 
@@ -379,7 +379,7 @@ def position_bias(POS_SKEW, skew_stride, skew_pad, m_start, n_start, max_seq_len
                   BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr):
     """pos_w[j - i + N - 1] for a fast-path tile (one aligned block of the skewed table), or 0:
     also for a diagonal tile with time weights, whose positional term is in the band with its
-    time term (`band_time_bias`), one block where two would be live at once."""
+    time term (`band_bias`), one block where two would be live at once."""
     if HAS_POS and not (HAS_TS and KIND == DIAGONAL_TILE):
         if KEYS_FIRST:
             col0 = m_start - n_start + skew_pad
@@ -475,8 +475,9 @@ def time_weights_loop(s, offs_row, row_ok, col_rel, col_start, lo, hi, EDGES, t_
     Consecutive edges whose rows pass the same pairs of the tile (`edge_row_in_tile`: a long pause
     inside the tile puts many edges on the same key) have their steps summed and applied once, at
     a per-edge cost of one compare-and-reduce over the rows rather than a saturating add and an
-    FFMA per logit. On the benchmark's inputs the forward's many-edge tiles span 17.4 edges on
-    average, of which 12.4 differed from the next before the rows were clamped to the tile (N 4096).
+    FFMA per logit. On the benchmark's inputs at N 4096 the forward's many-edge tiles beyond the
+    band span 1,856 edges in 974 such runs (1,341 runs when rows were not clamped to the tile:
+    `benchmarks/attention.py --census`).
     """
     cur = edge_row_in_tile(offs_row, row_ok, lo + 1, offs_row >= 0, EDGES, t_stride, col_start, KEYS_FIRST,
                            BLOCK_COL)
@@ -520,14 +521,14 @@ def add_time_bias(s, offs_row, row_ok, col_start, lo, hi, EDGES, t_stride, BAND,
     cost); its caller zeroes the tile's contribution (by masking a V or dout load: a predicate per
     load, not a select per logit) and redoes it in a loop over its edges (MANY_EDGE_TILE).
     Diagonal tiles (DIAGONAL_TILE), which span ~38 edges each on the benchmark's inputs, read their
-    weights from the band (`band_time_bias`). PROBE_EDGES >= 0 compiles one far-tile class
+    weights from the band (`band_bias`). PROBE_EDGES >= 0 compiles one far-tile class
     only (benchmarks/kernel_static.py; never launched).
     """
     # The edges add onto the logits themselves: a loop carrying a tile of its own got a layout
     # other than the dot's from the compiler (32 rows a thread, 255 registers kernel-wide).
     if HAS_TS:
         if KIND == DIAGONAL_TILE:
-            s = band_time_bias(s, BAND, offs_row, row_ok, col_start, seq_len, KEYS_FIRST, BLOCK_COL)
+            s = band_bias(s, BAND, offs_row, row_ok, col_start, seq_len, KEYS_FIRST, BLOCK_COL)
         else:
             s += tl.load(TS_W + lo).to(tl.float32)
             col_rel = tl.arange(0, BLOCK_COL).to(tl.float32)

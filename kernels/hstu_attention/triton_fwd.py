@@ -149,7 +149,7 @@ def _hstu_fwd_kernel(
                         FAST_RAB, MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK_M, BLOCK_N, BLOCK_DQK, BLOCK_DV,
                         DOT_PRECISION, FAST_MATH)
     n_end = tl.minimum(m_start + BLOCK_M, seq_len)
-    # The diagonal tiles (BLOCK_M / BLOCK_N of them). Reading the band (`band_time_bias`), not
+    # The diagonal tiles (BLOCK_M / BLOCK_N of them). Reading the band (`band_bias`), not
     # pipelined: the pipeliner would stage its fp32 block through shared memory (+32 KB) for a loop
     # of one or two iterations.
     for n_start in tl.range(n_full_end, n_end, BLOCK_N, num_stages=1 if FAST_RAB and HAS_TS else None):

@@ -261,7 +261,7 @@ def test_the_diagonal_band_reaches_256_keys_back_on_long_sequences():
     request = _last_events(ts, offsets) + torch.tensor([7, 0, 2**40, 1, 3600])
     band, want = _band(ts, request, lengths, with_pos=False)
     assert torch.equal(band, want)
-    # The kernels' read of a diagonal tile (`triton_common.band_time_bias`): query rows 256..299 of
+    # The kernels' read of a diagonal tile (`triton_common.band_bias`): query rows 256..299 of
     # the first sequence, keys from 45 (255 back from the last row) to the rows themselves; the
     # band holds the time weights here (no positional ones).
     gen = torch.Generator().manual_seed(len(lengths))
