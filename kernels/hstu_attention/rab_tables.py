@@ -1,7 +1,9 @@
 """Host-side tables that turn the relative attention bias of far tiles into loads and compares.
 
-Built once per kernel call in PyTorch (a few element-wise ops and one `searchsorted`), shared by
-every head; see `../shared/kernel-rab-design.md` for the measurements behind the design.
+Built in PyTorch (a few element-wise ops and one `searchsorted`) and shared by every head; the
+time tables, which depend on the batch alone, once per batch for every layer and both directions
+(`TIME_TABLES`, a `batch_memo.BatchMemo`), the weight-bearing ones (band, positional tables) once
+per call. See `../shared/kernel-rab-design.md` for the measurements behind the design.
 
 - **Edge table** (time term). Within a sequence, timestamps are non-decreasing, so for query row
   i (scored at t_i = ts[i+1], the request time for the last row) the time bucket of key j is at
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import logging
 
 import torch
@@ -43,6 +46,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.hstu_attention.batch_memo import BatchMemo
 from kernels.hstu_attention.reference import time_buckets
 from kernels.hstu_attention.triton_common import (
     BAND_ROW, BAND_SLACK, BAND_TOKEN, BAND_WIDTH, INTERPRET, _threshold_values,
@@ -253,13 +257,23 @@ def edge_table(
 
 @dataclasses.dataclass(frozen=True)
 class _TimeTables:
-    """What `_edge_table` found for a batch of sorted timestamps."""
+    """What `_edge_table` found for a batch of sorted timestamps: a function of the timestamps,
+    request times and offsets alone, shared by every layer and head (`rab_tables`' memo)."""
 
     edges: torch.Tensor  # `edge_table`
     reach: int  # edges past the first `reach` have thresholds above every span: all -1
     sequences: TokenSequences | None  # the batch's `_token_sequences` (None when it has no token)
     t_query: torch.Tensor | None  # `_query_times`
+    seq_offsets: torch.Tensor
 
+    @functools.cached_property
+    def first_queries(self) -> torch.Tensor:
+        """`first_query_table` of the edges (the dk/dv kernel's), built on first use."""
+        return first_query_table(self.edges, self.seq_offsets, self.reach, self.sequences)
+
+
+# The last batch's time tables (`rab_tables(batch=...)`): None where its timestamps are not sorted.
+TIME_TABLES: BatchMemo[_TimeTables | None] = BatchMemo()
 
 
 def _edge_table(
@@ -274,7 +288,7 @@ def _edge_table(
     device = ts.device
     if num_buckets < 1 or num_tokens == 0:
         return _TimeTables(torch.full((max(num_buckets, 1), num_tokens), -1, dtype=torch.int32, device=device), 0,
-                           None, None)
+                           None, None, seq_offsets)
     sequences = _token_sequences(seq_offsets, num_tokens)
     seq_id, starts, lengths = sequences
     first = ts[starts.clamp(max=num_tokens - 1)][seq_id]
@@ -303,11 +317,11 @@ def _edge_table(
         limit = (rel_query[None, :] - thr[:, None]).clamp(min=-1) + seq_key[None, :]
         last = torch.searchsorted(keys, limit, right=True) - 1
         table[:reach] = last - starts[seq_id][None, :]
-    return _TimeTables(table, reach, sequences, t_query)
+    return _TimeTables(table, reach, sequences, t_query, seq_offsets)
 
 
-def first_query_table(edges: torch.Tensor, seq_offsets: torch.Tensor, max_seq_len: int,
-                      reach: int | None = None, sequences: TokenSequences | None = None) -> torch.Tensor:
+def first_query_table(edges: torch.Tensor, seq_offsets: torch.Tensor, reach: int | None = None,
+                      sequences: TokenSequences | None = None) -> torch.Tensor:
     """The edge table seen from the keys, for [keys, queries] tiles (the dk/dv kernel): int32
     [K, T], I[k - 1, j] = the first query (index within the sequence) whose edge-k key limit
     reaches key j, the sequence's length where none does.
@@ -328,8 +342,8 @@ def first_query_table(edges: torch.Tensor, seq_offsets: torch.Tensor, max_seq_le
     if reach > 0:
         local = torch.arange(num_tokens, device=device) - starts[seq_id]
         # Per edge row, one sorted run per sequence: seq_id * stride + (J + 1), with J + 1 in
-        # [0, n] and n <= max_seq_len (the kernels' contract; the host's bound, not a sync).
-        stride = max_seq_len + 2
+        # [0, n] and n <= T (a bound the host knows without a sync).
+        stride = num_tokens + 2
         runs = seq_id[None, :] * stride + edges[:reach].to(torch.int64) + 1
         wanted = (seq_id * stride + local + 1).expand(reach, -1).contiguous()
         first[:reach] = torch.searchsorted(runs, wanted) - starts[seq_id][None, :]
@@ -390,10 +404,7 @@ class RabTables:
     pos_skew_keys: torch.Tensor | None = None  # [SKEW_ROWS, width] for [keys, queries] tiles
     skew_pad_keys: int = 0
     max_edges: int = FAR_TILE_MAX_EDGES
-    seq_offsets: torch.Tensor | None = None  # for `first_queries`
-    max_seq_len: int = 0
-    reach: int | None = None  # edges any key passes (`_edge_table`); None: all may
-    sequences: TokenSequences | None = None  # `_edge_table`'s, for `first_queries`
+    time: _TimeTables | None = None  # `_edge_table`'s, with time weights on the fast path
     band: torch.Tensor | None = None  # `diagonal_bias`, with time weights on the fast path
 
     @property
@@ -411,9 +422,9 @@ class RabTables:
 
     def first_queries(self) -> torch.Tensor:
         """`first_query_table` of the edges (the dk/dv kernel's), or the placeholder."""
-        if not self.fast or self.edges.dim() != 2 or self.seq_offsets is None:
+        if not self.fast or self.time is None:
             return self.edges
-        return first_query_table(self.edges, self.seq_offsets, self.max_seq_len, self.reach, self.sequences)
+        return self.time.first_queries
 
     def keys_first(self) -> tuple[torch.Tensor, int, int]:
         """(table, row stride, pad) of the positional table for [keys, queries] tiles."""
@@ -431,11 +442,17 @@ def rab_tables(
     ts_weights: torch.Tensor | None,
     *,
     fast: bool = True,
+    batch: tuple[torch.Tensor | None, ...] | None = None,
 ) -> RabTables:
     """Tables for one call (`ts`, `request` and the weights as `triton_common.rab_args` returns them: the
     kernels' logit scale applied, as the band holds the bias itself).
 
     fast=False (or timestamps the edge table cannot take) selects the exact per-logit path.
+    `batch`: the caller's own timestamps, request times and offsets, of which `ts`, `request` and
+    `seq_offsets` are functions. Calls given the same tensor objects, unmodified, share the time
+    tables (`TIME_TABLES`, a `BatchMemo`): the edge search and its host sync run once per batch,
+    not once per layer and direction. The band and the positional tables hold the layer's
+    weights and are built per call (one launch and two gathers, no sync).
     """
     dummy_int = torch.zeros(1, dtype=torch.int32, device=ref.device)
     dummy = ref.new_zeros(1, dtype=torch.float32)
@@ -443,7 +460,13 @@ def rab_tables(
     edge_pad = max(16, 1 << max(num_buckets - 1, 0).bit_length())
     time: _TimeTables | None = None
     if fast and ts_weights is not None:
-        time = _edge_table(ts, request, seq_offsets, num_buckets)
+        def search() -> _TimeTables | None:
+            return _edge_table(ts, request, seq_offsets, num_buckets)
+
+        if batch is None:
+            time = search()
+        else:
+            time = TIME_TABLES.get(batch, (num_buckets, str(ts.device)), search)
         if time is None:
             return RabTables(False, dummy_int, dummy, 0, edge_pad)
     if not fast or (pos_weights is None and ts_weights is None):
@@ -452,19 +475,17 @@ def rab_tables(
     edges = dummy_int
     if time is not None:
         edges = time.edges
-        time_args = dict(reach=time.reach, sequences=time.sequences)
+        time_args = dict(time=time)
         if time.sequences is not None and time.t_query is not None:
             time_args["band"] = diagonal_bias(ts, time.t_query, time.sequences, ts_weights, pos_weights, max_seq_len)
     if pos_weights is None:
-        return RabTables(True, edges, dummy, 0, edge_pad, dummy, 0, seq_offsets=seq_offsets, max_seq_len=max_seq_len,
-                         **time_args)
+        return RabTables(True, edges, dummy, 0, edge_pad, dummy, 0, **time_args)
     skew = skewed_positions(pos_weights, max_seq_len)
     keys_first = skewed_positions_keys_first(pos_weights, max_seq_len)
-    return RabTables(True, edges, skew.table, skew.pad, edge_pad, keys_first.table, keys_first.pad,
-                     seq_offsets=seq_offsets, max_seq_len=max_seq_len, **time_args)
+    return RabTables(True, edges, skew.table, skew.pad, edge_pad, keys_first.table, keys_first.pad, **time_args)
 
 
-__all__ = ["FAR_TILE_MAX_EDGES", "RabTables", "SKEW_ALIGN", "SKEW_ROWS", "SkewedPositions", "band_size",
+__all__ = ["FAR_TILE_MAX_EDGES", "RabTables", "TIME_TABLES", "SKEW_ALIGN", "SKEW_ROWS", "SkewedPositions", "band_size",
            "diagonal_bias", "diagonal_bias_reference", "diagonal_tile_edge_counts", "edge_table", "far_tile_edge_counts", "first_query_table",
            "rab_tables", "skewed_positions",
            "skewed_positions_keys_first"]

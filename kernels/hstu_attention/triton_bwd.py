@@ -401,7 +401,8 @@ def hstu_attention_bwd_triton(
             q, seq_offsets, timestamps, request_timestamps, pos_weights, ts_weights, scale
         )
         tables = rab_tables(q, seq_offsets, max_seq_len, ts, req_ts, pos_w if pos_weights is not None else None,
-                            ts_w if ts_weights is not None else None, fast=fast_rab)
+                            ts_w if ts_weights is not None else None, fast=fast_rab,
+                            batch=(timestamps, request_timestamps, seq_offsets))
         common = (num_heads, max_seq_len, num_buckets, float(alpha) * scale, tune_key_len(max_seq_len), dqk, dvd)
         table_args = (tables.edge_stride, tables.skew_stride, tables.skew_pad)
         meta = dict(

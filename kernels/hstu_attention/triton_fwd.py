@@ -232,7 +232,8 @@ def hstu_attention_fwd_triton(
         q, seq_offsets, timestamps, request_timestamps, pos_weights, ts_weights, scale
     )
     tables = rab_tables(q, seq_offsets, max_seq_len, ts, req_ts, pos_w if pos_weights is not None else None,
-                        ts_w if ts_weights is not None else None, fast=fast_rab)
+                        ts_w if ts_weights is not None else None, fast=fast_rab,
+                        batch=(timestamps, request_timestamps, seq_offsets))
     args = (
         q, k, v, out, seq_offsets, ts, req_ts, pos_w, ts_w, thr, tables.edges, tables.band_table, tables.pos_skew,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),

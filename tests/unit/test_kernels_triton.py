@@ -425,3 +425,46 @@ def test_model_config_selects_the_triton_kernel() -> None:
     expected = reference(ids, timestamps, offsets)
     got = triton_model(ids, timestamps, offsets)
     assert (got - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.triton_interpret
+def test_the_layers_of_a_training_step_share_one_build_of_the_time_tables() -> None:
+    """Every block's forward and backward gets the same timestamps, request times and offsets:
+    the edge tables (and their host sync) are built once per batch, not 2 x blocks times, and
+    rebuilt when the timestamps are written in place."""
+    import dataclasses
+
+    from gr_core.config import ModelConfig
+    from gr_core.families import HSTUOptions
+    from gr_core.hstu import HSTU
+
+    cfg = ModelConfig(num_blocks=3, embedding_dim=16, num_heads=2, max_seq_len=40, dropout=0.0)
+    torch.manual_seed(0)
+    reference = HSTU(dataclasses.replace(cfg, options=HSTUOptions(attention_impl="reference")), num_items=30)
+    triton_model = HSTU(dataclasses.replace(cfg, options=HSTUOptions(attention_impl="triton")), num_items=30)
+    triton_model.load_state_dict(reference.state_dict())
+    for block in reference.blocks:  # weights well above their init, so a wrong bucket shows
+        block.ts_weights.data.normal_(0.0, 0.5)
+    triton_model.load_state_dict(reference.state_dict())
+    offsets = torch.tensor([0, 1, 25, 40], dtype=torch.int64)
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 31, (40,), generator=gen)
+    timestamps = torch.cat([torch.sort(torch.randint(0, 10**6, (n,), generator=gen)).values for n in (1, 24, 15)])
+    request = torch.tensor([2 * 10**6, 2 * 10**6, 3 * 10**6])
+    weights = torch.randn(40, 16, generator=gen)
+
+    def step(model):
+        model.zero_grad()
+        out = model(ids, timestamps, offsets, request)
+        (out * weights).sum().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    for rebuilt in (1, 2):
+        built = rab_tables.TIME_TABLES.computed
+        out, grads = step(triton_model)
+        assert rab_tables.TIME_TABLES.computed - built == 1
+        want, want_grads = step(reference)
+        assert (out - want).abs().max() <= 1e-4 * want.abs().max()
+        for got, ref in zip(grads, want_grads, strict=True):
+            assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+        timestamps.mul_(3)  # still sorted; every gap three times longer: other buckets

@@ -98,12 +98,12 @@ def test_first_query_table_is_the_edge_table_seen_from_the_keys():
     offsets = _offsets(lengths)
     last = _last_events(ts, offsets)
     edges = edge_table(ts, last + 30, offsets, NUM_BUCKETS)
-    first = first_query_table(edges, offsets, max(lengths))
+    first = first_query_table(edges, offsets)
     assert first.dtype == torch.int32 and first.shape == edges.shape
     # The tables as the kernels get them: the edges past the batch's largest span unsearched.
     reach = rab_tables._edge_table(ts, last + 30, offsets, NUM_BUCKETS).reach
     assert 0 < reach < NUM_BUCKETS and bool((edges[reach:] == -1).all())
-    assert torch.equal(first_query_table(edges, offsets, max(lengths), reach), first)
+    assert torch.equal(first_query_table(edges, offsets, reach), first)
     for b in range(len(lengths)):
         start, n = int(offsets[b]), lengths[b]
         i, j = torch.arange(n), torch.arange(n)
@@ -222,6 +222,22 @@ def test_the_tables_take_one_host_sync_and_the_weight_gradients_none():
         tables = rab_tables.rab_tables(ts.float(), offsets, max_seq_len, ts, request, pos_w, ts_w)
         tables.first_queries()
     assert tables.fast
+    assert seen.syncs == ["aten._local_scalar_dense.default"]
+
+    # Given the batch's own tensors, the next layers and the backward reuse the time tables: no
+    # sync, no search, the same first-query table; a new batch searches again.
+    batch = (ts, request, offsets)
+    first = rab_tables.rab_tables(ts.float(), offsets, max_seq_len, ts, request, pos_w, ts_w, batch=batch)
+    with _HostSyncs() as seen:
+        for _ in range(3):
+            again = rab_tables.rab_tables(ts.float(), offsets, max_seq_len, ts, request, pos_w, ts_w, batch=batch)
+            assert again.edges is first.edges and again.first_queries() is first.first_queries()
+    assert seen.syncs == []
+    assert torch.equal(first.edges, tables.edges) and torch.equal(first.first_queries(), tables.first_queries())
+    with _HostSyncs() as seen:
+        other = ts.clone()
+        rab_tables.rab_tables(ts.float(), offsets, max_seq_len, other, request, pos_w, ts_w,
+                              batch=(other, request, offsets))
     assert seen.syncs == ["aten._local_scalar_dense.default"]
 
     block, num_seqs = 32, len(lengths)
