@@ -24,9 +24,9 @@ EMBEDDING_PARAMS = ("item_embedding.weight", "position_embedding.weight")
 
 
 def jagged_positions(seq_offsets: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """[T] index of each token within its sequence."""
+    """[T] index of each token within its sequence (no host sync: the output size is given)."""
     lengths = seq_offsets[1:] - seq_offsets[:-1]
-    starts = torch.repeat_interleave(seq_offsets[:-1], lengths)
+    starts = torch.repeat_interleave(seq_offsets[:-1], lengths, output_size=num_tokens)
     return torch.arange(num_tokens, device=seq_offsets.device) - starts
 
 

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from host_syncs import HostSyncs
 from kernels.hstu_attention import rab_tables
 from kernels.hstu_attention.rab_tables import (
     SKEW_ALIGN, SKEW_ROWS, edge_table, first_query_table, skewed_positions, skewed_positions_keys_first,
@@ -179,29 +179,6 @@ def test_keys_first_table_holds_every_transposed_tile_as_an_aligned_block(max_se
         assert torch.equal(block, want)
 
 
-class _HostSyncs(TorchDispatchMode):
-    """Records the ops that make a CUDA host wait for the device: reading a value (`item`,
-    `bool`, `int`), a data-dependent output size (nonzero, boolean-mask indexing,
-    repeat_interleave without output_size). Seen on the CPU through the dispatcher."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.syncs: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        aten = torch.ops.aten
-        name = str(func)
-        if func in (aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default):
-            self.syncs.append(name)
-        elif func is aten.repeat_interleave.Tensor and kwargs.get("output_size", args[1] if len(args) > 1 else None) is None:
-            self.syncs.append(name + " without output_size")
-        elif func in (aten.index.Tensor, aten.index_put.default, aten.index_put_.default):
-            if any(i is not None and i.dtype == torch.bool for i in args[1]):
-                self.syncs.append(name + " with a boolean mask")
-        return func(*args, **kwargs)
-
-
 def test_the_tables_take_one_host_sync_and_the_weight_gradients_none():
     # On an H200 the forward + backward of the fast path took ~5 ms more than its kernels
     # (benchmarks/results/attention-nvidia-h200.json): every sync leaves the GPU idle while the
@@ -218,7 +195,7 @@ def test_the_tables_take_one_host_sync_and_the_weight_gradients_none():
     pos_w = torch.randn(2 * max_seq_len - 1, generator=gen)
     ts_w = torch.randn(NUM_BUCKETS + 1, generator=gen)
     rab_tables.rab_tables(ts.float(), offsets, max_seq_len, ts, request, pos_w, ts_w)  # caches thresholds
-    with _HostSyncs() as seen:
+    with HostSyncs() as seen:
         tables = rab_tables.rab_tables(ts.float(), offsets, max_seq_len, ts, request, pos_w, ts_w)
         tables.first_queries()
     assert tables.fast
@@ -228,13 +205,13 @@ def test_the_tables_take_one_host_sync_and_the_weight_gradients_none():
     # sync, no search, the same first-query table; a new batch searches again.
     batch = (ts, request, offsets)
     first = rab_tables.rab_tables(ts.float(), offsets, max_seq_len, ts, request, pos_w, ts_w, batch=batch)
-    with _HostSyncs() as seen:
+    with HostSyncs() as seen:
         for _ in range(3):
             again = rab_tables.rab_tables(ts.float(), offsets, max_seq_len, ts, request, pos_w, ts_w, batch=batch)
             assert again.edges is first.edges and again.first_queries() is first.first_queries()
     assert seen.syncs == []
     assert torch.equal(first.edges, tables.edges) and torch.equal(first.first_queries(), tables.first_queries())
-    with _HostSyncs() as seen:
+    with HostSyncs() as seen:
         other = ts.clone()
         rab_tables.rab_tables(ts.float(), offsets, max_seq_len, other, request, pos_w, ts_w,
                               batch=(other, request, offsets))
@@ -242,7 +219,7 @@ def test_the_tables_take_one_host_sync_and_the_weight_gradients_none():
 
     block, num_seqs = 32, len(lengths)
     parts = torch.randn(4096, generator=gen)
-    with _HostSyncs() as seen:
+    with HostSyncs() as seen:
         _positional_gradient(parts, block, num_seqs, max_seq_len)
     assert seen.syncs == []
 
