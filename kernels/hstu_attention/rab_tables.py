@@ -1,9 +1,8 @@
 """Host-side tables that turn the relative attention bias of far tiles into loads and compares.
 
 Built in PyTorch (a few element-wise ops and one `searchsorted`) and shared by every head; the
-time tables, which depend on the batch alone, once per batch for every layer and both directions
-(`TIME_TABLES`, a `batch_memo.BatchMemo`), the weight-bearing ones (band, positional tables) once
-per call. See `../shared/kernel-rab-design.md` for the measurements behind the design.
+time tables, which depend on the batch alone, once per forward for all its layers (`batch_memo`),
+the weight-bearing ones (band, positional tables) once per call. See `../shared/kernel-rab-design.md` for the measurements behind the design.
 
 - **Edge table** (time term). Within a sequence, timestamps are non-decreasing, so for query row
   i (scored at t_i = ts[i+1], the request time for the last row) the time bucket of key j is at
@@ -46,7 +45,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.hstu_attention.batch_memo import BatchMemo
+from kernels.hstu_attention.batch_memo import TIME_TABLES
 from kernels.hstu_attention.reference import time_buckets
 from kernels.hstu_attention.triton_common import (
     BAND_ROW, BAND_SLACK, BAND_TOKEN, BAND_WIDTH, INTERPRET, _threshold_values,
@@ -258,7 +257,8 @@ def edge_table(
 @dataclasses.dataclass(frozen=True)
 class _TimeTables:
     """What `_edge_table` found for a batch of sorted timestamps: a function of the timestamps,
-    request times and offsets alone, shared by every layer and head (`rab_tables`' memo)."""
+    request times and offsets alone, shared by every head, and by a forward's layers
+    (`batch_memo.TIME_TABLES`)."""
 
     edges: torch.Tensor  # `edge_table`
     reach: int  # edges past the first `reach` have thresholds above every span: all -1
@@ -271,9 +271,6 @@ class _TimeTables:
         """`first_query_table` of the edges (the dk/dv kernel's), built on first use."""
         return first_query_table(self.edges, self.seq_offsets, self.reach, self.sequences)
 
-
-# The last batch's time tables (`rab_tables(batch=...)`): None where its timestamps are not sorted.
-TIME_TABLES: BatchMemo[_TimeTables | None] = BatchMemo()
 
 
 def _edge_table(
@@ -449,10 +446,11 @@ def rab_tables(
 
     fast=False (or timestamps the edge table cannot take) selects the exact per-logit path.
     `batch`: the caller's own timestamps, request times and offsets, of which `ts`, `request` and
-    `seq_offsets` are functions. Calls given the same tensor objects, unmodified, share the time
-    tables (`TIME_TABLES`, a `BatchMemo`): the edge search and its host sync run once per batch,
-    not once per layer and direction. The band and the positional tables hold the layer's
-    weights and are built per call (one launch and two gathers, no sync).
+    `seq_offsets` are functions. Inside `batch_memo.TIME_TABLES.scope()` (a model's forward:
+    `kernels.hstu_attention.batch_scope`), calls given the same tensor objects, unmodified, share
+    the time tables: the edge search and its host sync run once per forward, not once per layer.
+    The band and the positional tables hold the layer's weights and are built per call (one
+    launch and two gathers, no sync).
     """
     dummy_int = torch.zeros(1, dtype=torch.int32, device=ref.device)
     dummy = ref.new_zeros(1, dtype=torch.float32)

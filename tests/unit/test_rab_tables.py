@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from host_syncs import HostSyncs
-from kernels.hstu_attention import rab_tables
+from kernels.hstu_attention import batch_scope, rab_tables
 from kernels.hstu_attention.rab_tables import (
     SKEW_ALIGN, SKEW_ROWS, edge_table, first_query_table, skewed_positions, skewed_positions_keys_first,
 )
@@ -201,20 +201,26 @@ def test_the_tables_take_one_host_sync_and_the_weight_gradients_none():
     assert tables.fast
     assert seen.syncs == ["aten._local_scalar_dense.default"]
 
-    # Given the batch's own tensors, the next layers and the backward reuse the time tables: no
-    # sync, no search, the same first-query table; a new batch searches again.
+    # Inside a forward's scope, given the batch's own tensors, the next layers reuse the time
+    # tables: no sync, no search, the same first-query table; a new batch searches again, and so
+    # does every call outside a scope.
     batch = (ts, request, offsets)
-    first = rab_tables.rab_tables(ts.float(), offsets, max_seq_len, ts, request, pos_w, ts_w, batch=batch)
+    with batch_scope():
+        first = rab_tables.rab_tables(ts.float(), offsets, max_seq_len, ts, request, pos_w, ts_w, batch=batch)
+        with HostSyncs() as seen:
+            for _ in range(3):
+                again = rab_tables.rab_tables(ts.float(), offsets, max_seq_len, ts, request, pos_w, ts_w,
+                                              batch=batch)
+                assert again.edges is first.edges and again.first_queries() is first.first_queries()
+        assert seen.syncs == []
+        assert torch.equal(first.edges, tables.edges) and torch.equal(first.first_queries(), tables.first_queries())
+        with HostSyncs() as seen:
+            other = ts.clone()
+            rab_tables.rab_tables(ts.float(), offsets, max_seq_len, other, request, pos_w, ts_w,
+                                  batch=(other, request, offsets))
+        assert seen.syncs == ["aten._local_scalar_dense.default"]
     with HostSyncs() as seen:
-        for _ in range(3):
-            again = rab_tables.rab_tables(ts.float(), offsets, max_seq_len, ts, request, pos_w, ts_w, batch=batch)
-            assert again.edges is first.edges and again.first_queries() is first.first_queries()
-    assert seen.syncs == []
-    assert torch.equal(first.edges, tables.edges) and torch.equal(first.first_queries(), tables.first_queries())
-    with HostSyncs() as seen:
-        other = ts.clone()
-        rab_tables.rab_tables(ts.float(), offsets, max_seq_len, other, request, pos_w, ts_w,
-                              batch=(other, request, offsets))
+        rab_tables.rab_tables(ts.float(), offsets, max_seq_len, ts, request, pos_w, ts_w, batch=batch)
     assert seen.syncs == ["aten._local_scalar_dense.default"]
 
     block, num_seqs = 32, len(lengths)
