@@ -3,6 +3,7 @@
     python benchmarks/kernel_static.py                 # sm_90 and sm_80: table + benchmarks/results/kernel_static.json
     python benchmarks/kernel_static.py --arch 90 --kernels fwd --out /tmp/k.json
     python benchmarks/kernel_static.py --maxnreg 168       # registers capped: what each kernel spills at 168
+    python benchmarks/kernel_static.py --all-configs       # and whether any tuning config's wgmma are serialized
 
 Each kernel (forward, dk/dv, dq, and the backward's rab-gradient kernel) is compiled by Triton for the target (`triton.compile` with a
 `GPUTarget`; no device needed) in three variants, bf16 with D = 64 and its first tuned config:
@@ -21,7 +22,9 @@ rab_fast_e0/e1/e2/e4: the fast path with its far-tile loop compiled for tiles
 spanning exactly 0/1/2/4 edges (`PROBE_EDGES`, never launched). The shipped loop holds all the
 edge-count branches, so its static size is not what one tile executes; a probe's loop is.
 
-Per kernel: registers and spill bytes (`ptxas -v` on the PTX, with the ptxas and options Triton uses for the target), shared
+Per kernel: registers and spill bytes (`ptxas -v` on the PTX, with the ptxas and options Triton uses for the target),
+whether ptxas serialized its wgmma (sm_90: its info C7515; every MMA then waits for the one before
+it) and the MMA waits in the far-tile loop (1-2 a tile when they overlap), shared
 memory (Triton's metadata), and in the far-tile main loop (located by its backward branch in the
 SASS from `cuobjdump -sass`): SASS instructions per logit (loop instructions x threads / tile
 logits; for the rab-gradient kernel, whose tile loop holds a loop over the heads, per logit and
@@ -79,6 +82,9 @@ _LIVE_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/[^\n]*?;[ \t]*//[ \t]*\|[ \t]*(\d+
 # The .nv.info attribute holding a kernel's register count (EIATTR_REGCOUNT), and its value format (EIFMT_SVAL).
 _EIATTR_REGCOUNT, _EIFMT_SVAL = 0x2F, 0x04
 _REGISTERS = re.compile(r"Used (\d+) registers")
+# ptxas (sm_90) serializing every wgmma of a kernel: each MMA waits for the one before it (C7515:
+# an accumulator defined by another instruction inside a pipeline stage; C7512: too few registers).
+_WGMMA_SERIALIZED = re.compile(r"\((C75\d\d)\)[^\n]*?wgmma[^\n]*?serialized due to ([^\n]*?) (?:in|for) the function")
 _SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
@@ -98,6 +104,8 @@ class KernelCost:
     diagonal_instructions_per_logit: float | None  # `diagonal_tile_instructions` per logit (fwd, dk/dv)
     scalar_loads_per_logit: float
     pipelined: bool
+    wgmma_serialized: str | None  # ptxas's code and reason when it serialized the kernel's wgmma (sm_90)
+    loop_mma_waits: int  # waits for MMAs in the far-tile loop (sm_90 WARPGROUP.DEPBAR): 1-2 unless serialized
     hot_loop_local_accesses: int
     live_registers_far_loop: int | None  # None where nvdisasm cannot trace them (its sm_80 cubins)
     live_registers_elsewhere: int | None
@@ -111,6 +119,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--maxnreg", type=int, default=None,
                    help="cap the registers per thread (PTX .maxnreg, as a tuning config's maxnreg)")
+    p.add_argument("--all-configs", action="store_true",
+                   help="also compile every tuning config (bias-free and fast path, sm_90+) and record whether "
+                        "ptxas serialized its wgmma (`tuning_configs` in the JSON; minutes more)")
     p.add_argument("--out", type=Path, default=None,
                    help=f"JSON results (default {DEFAULT_OUT.relative_to(ROOT)}, or kernel_static_maxnreg<N>.json "
                         "beside it with --maxnreg)")
@@ -126,6 +137,15 @@ def _tool(name: str) -> str:
     import triton
 
     return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+
+
+def tuning_configs(kernel: str) -> list[dict[str, int]]:
+    """The kernel's autotuning candidates (the first is the one measured by default)."""
+    from kernels.hstu_attention import triton_bwd, triton_fwd, triton_rab_grad
+
+    configs = {"fwd": triton_fwd.FWD_CONFIGS, "dkdv": triton_bwd.DKDV_CONFIGS, "dq": triton_bwd.DQ_CONFIGS,
+               "rabgrad": triton_rab_grad.RAB_GRAD_CONFIGS}[kernel]
+    return [dict(c) for c in configs]
 
 
 def _kernel_spec(kernel: str) -> tuple[Any, dict[str, int], dict[str, str], str]:
@@ -158,14 +178,16 @@ def _tile_shape(kernel: str, config: dict[str, int]) -> tuple[int, int]:
     return config["BLOCK"], config["BLOCK"]
 
 
-def compile_kernel(kernel: str, variant: str, arch: int, maxnreg: int | None = None) -> tuple[Any, dict[str, int]]:
+def compile_kernel(kernel: str, variant: str, arch: int, maxnreg: int | None = None,
+                   config: dict[str, int] | None = None) -> tuple[Any, dict[str, int]]:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     from kernels.hstu_attention.rab_tables import FAR_TILE_MAX_EDGES
 
-    fn, config, ptrs, _ = _kernel_spec(kernel)
+    fn, first_config, ptrs, _ = _kernel_spec(kernel)
+    config = dict(config) if config is not None else first_config
     has_rab = variant != "norab"
     constexprs: dict[str, Any] = dict(
         D_QK=HEAD_DIM, D_V=HEAD_DIM, NORM_MAX_LEN=True, HAS_POS=has_rab, HAS_TS=has_rab,
@@ -208,9 +230,16 @@ def compile_kernel(kernel: str, variant: str, arch: int, maxnreg: int | None = N
 _TRITON_PTXAS_OPTIONS = ("-lineinfo", "--regAllocOptLevel=2")
 
 
-def ptxas_usage(ptx: str, arch: int, triton_cubin: bytes | None = None) -> tuple[int, int, int]:
-    """(registers, spill store bytes, spill load bytes) of the kernel in `ptx`, assembled as Triton
-    does; with `triton_cubin`, an error unless the assembly is that cubin."""
+def ptxas_usage(ptx: str, arch: int, triton_cubin: bytes | None = None) -> tuple[int, int, int, str | None]:
+    """(registers, spill store bytes, spill load bytes, why ptxas serialized the kernel's wgmma or
+    None) of the kernel in `ptx`, assembled as Triton does; with `triton_cubin`, an error unless the
+    assembly is that cubin.
+
+    Serialized (ptxas info C7515, C7512, ...), every wgmma waits for the previous one to finish:
+    the tensor cores idle between the MMAs of a tile and nothing overlaps them. ptxas does it to
+    the whole kernel for one offending spot, e.g. accumulator registers that an instruction other
+    than a wgmma defines on a path into a wait (C7515: a zero-initialized accumulator reaching the
+    wait after a loop that ran no iteration), or too few registers (C7512, under a register cap)."""
     from triton.backends.nvidia.compiler import get_ptxas
 
     gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
@@ -228,7 +257,9 @@ def ptxas_usage(ptx: str, arch: int, triton_cubin: bytes | None = None) -> tuple
     spills = _SPILLS.search(log)
     if regs is None or spills is None:
         raise RuntimeError(f"could not read ptxas -v output:\n{log}")
-    return int(regs.group(1)), int(spills.group(1)), int(spills.group(2))
+    serialized = _WGMMA_SERIALIZED.search(log)
+    why = f"{serialized.group(1)}: {serialized.group(2)}" if serialized else None
+    return int(regs.group(1)), int(spills.group(1)), int(spills.group(2)), why
 
 
 def sass_instructions(cubin: bytes) -> list[tuple[int, str, str]]:
@@ -381,7 +412,7 @@ def measure(kernel: str, variant: str, arch: int, maxnreg: int | None = None) ->
     start = time.perf_counter()
     compiled, config = compile_kernel(kernel, variant, arch, maxnreg)
     compile_s = time.perf_counter() - start
-    regs, spill_st, spill_ld = ptxas_usage(compiled.asm["ptx"], arch, triton_cubin=compiled.asm["cubin"])
+    regs, spill_st, spill_ld, serialized = ptxas_usage(compiled.asm["ptx"], arch, triton_cubin=compiled.asm["cubin"])
     instructions = sass_instructions(compiled.asm["cubin"])
     loop = far_tile_loop(kernel, instructions)
     diagonal = diagonal_tile_instructions(kernel, instructions)
@@ -412,7 +443,9 @@ def measure(kernel: str, variant: str, arch: int, maxnreg: int | None = None) ->
         instructions_per_logit=round(executed / (passes * logits_per_thread), 2),
         diagonal_instructions_per_logit=round(diagonal / logits_per_thread, 2) if diagonal is not None else None,
         scalar_loads_per_logit=round(loads / (passes * logits_per_thread), 3),
-        pipelined=pipelined(loop), hot_loop_local_accesses=local_accesses(hot),
+        pipelined=pipelined(loop), wgmma_serialized=serialized,
+        loop_mma_waits=sum(1 for _, op, _ in loop if op.startswith("WARPGROUP.DEPBAR")),
+        hot_loop_local_accesses=local_accesses(hot),
         live_registers_far_loop=live_in_loop, live_registers_elsewhere=live_elsewhere, compile_s=round(compile_s, 1),
     )
 
@@ -439,6 +472,8 @@ def summary(costs: list[KernelCost]) -> dict[str, Any]:
             "shared_within_10pct_of_norab": cost.shared_bytes <= 1.10 * base.shared_bytes,
             "pipelined": cost.pipelined,
         }
+        if arch >= 90:  # wgmma exists from sm_90 on
+            entry["wgmma_not_serialized"] = cost.wgmma_serialized is None
         if kernel != "rabgrad":
             entry |= {
                 "exact_instructions_vs_norab": (round(exact.instructions_per_logit / base.instructions_per_logit, 2)
@@ -470,6 +505,13 @@ def _live_text(c: KernelCost) -> str:
     return "-" if c.live_registers_far_loop is None else f"{c.live_registers_far_loop}/{c.live_registers_elsewhere}"
 
 
+def _waits_text(c: KernelCost) -> str:
+    """MMA waits in the far-tile loop, "serial" when ptxas serialized the kernel's wgmma."""
+    if c.arch < 90:
+        return "-"
+    return f"{c.loop_mma_waits}{' serial' if c.wgmma_serialized else ''}"
+
+
 def _diagonal_text(c: KernelCost) -> str:
     return "-" if c.diagonal_instructions_per_logit is None else f"{c.diagonal_instructions_per_logit:.2f}"
 
@@ -477,14 +519,14 @@ def _diagonal_text(c: KernelCost) -> str:
 def print_table(costs: list[KernelCost]) -> None:
     head = (f"{'arch':>5} {'kernel':>7} {'variant':>13} {'regs':>4} {'spill B':>8} {'smem KB':>7} "
             f"{'loop ins':>8} {'ins/logit':>9} {'diag ins/logit':>14} {'4B ld/logit':>11} {'pipelined':>9} "
-            f"{'live loop/else':>14}")
+            f"{'live loop/else':>14} {'mma waits':>9}")
     print(head)
     print("-" * len(head))
     for c in costs:
         print(f"{c.arch:>5} {c.kernel:>7} {c.variant:>13} {c.registers:>4} {c.spill_store_bytes + c.spill_load_bytes:>8} "
               f"{c.shared_bytes / 1024:>7.1f} {c.loop_instructions:>8} {c.instructions_per_logit:>9.2f} "
               f"{_diagonal_text(c):>14} {c.scalar_loads_per_logit:>11.3f} {str(c.pipelined):>9} "
-              f"{_live_text(c):>14}")
+              f"{_live_text(c):>14} {_waits_text(c):>9}")
 
 
 def band_kernel_usage(arch: int) -> dict[str, int]:
@@ -506,8 +548,27 @@ def band_kernel_usage(arch: int) -> dict[str, int]:
     signature = {n: pointers.get(n, "constexpr" if n in constexprs else "i32") for n in fn.arg_names}
     src = ASTSource(fn, signature, constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=4, enable_fp_fusion=True))
-    regs, spill_st, spill_ld = ptxas_usage(compiled.asm["ptx"], arch, triton_cubin=compiled.asm["cubin"])
+    regs, spill_st, spill_ld, _ = ptxas_usage(compiled.asm["ptx"], arch, triton_cubin=compiled.asm["cubin"])
     return dict(arch=arch, registers=regs, spill_bytes=spill_st + spill_ld, shared_bytes=int(compiled.metadata.shared))
+
+
+def serialization_by_config(archs: list[int], kernels: list[str]) -> list[dict[str, Any]]:
+    """Every tuning config of each kernel, bias-free and on the fast path, compiled for each sm_90+
+    arch (wgmma exists there only): whether ptxas serialized its wgmma (C7515), and why. The
+    autotuner may pick any of them, so none may be."""
+    rows = []
+    for arch in (a for a in archs if a >= 90):
+        for kernel in kernels:
+            for config in tuning_configs(kernel):
+                for variant in ("norab", "rab_fast"):
+                    if kernel == "rabgrad" and variant == "norab":
+                        continue
+                    compiled, _ = compile_kernel(kernel, variant, arch, config=config)
+                    *_, why = ptxas_usage(compiled.asm["ptx"], arch, triton_cubin=compiled.asm["cubin"])
+                    rows.append(dict(arch=arch, kernel=kernel, variant=variant, config=config, wgmma_serialized=why))
+                    print(f"sm_{arch} {kernel:>7} {variant:>8} {config}: "
+                          f"{'SERIALIZED: ' + why if why else 'wgmma not serialized'}")
+    return rows
 
 
 def run(archs: list[int], kernels: list[str], variants: list[str], maxnreg: int | None = None) -> dict[str, Any]:
@@ -540,6 +601,8 @@ def main() -> None:
     os.environ.pop("TRITON_INTERPRET", None)  # compiled code, not the interpreter
     args = parse_args()
     result = run(args.arch, args.kernels, args.variants, args.maxnreg)
+    if args.all_configs:
+        result["tuning_configs"] = serialization_by_config(args.arch, args.kernels)
     print(json.dumps(result["summary"], indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

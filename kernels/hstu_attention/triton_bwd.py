@@ -163,13 +163,20 @@ def _dkdv_kernel(
                 mask=n_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
     ts_base, tk_hi, tk_lo = exact_row_times(TS, REQ_TS, offs_n, n_ok, seq_len, HAS_TS and not FAST_RAB, True)
 
-    dk = tl.zeros((BLOCK_N, BLOCK_DQK), dtype=tl.float32)
-    dv = tl.zeros((BLOCK_N, BLOCK_DV), dtype=tl.float32)
     m_first = (n_start // BLOCK_M) * BLOCK_M
     # Query blocks starting at or after the block's last key + 1 see every key: no causal mask.
     m_full = tl.minimum(tl.cdiv(n_start + BLOCK_N, BLOCK_M) * BLOCK_M, seq_len)
-    # The diagonal tiles: reading the band, not pipelined (as the forward's).
-    for m_start in tl.range(m_first, m_full, BLOCK_M, num_stages=1 if FAST_RAB and HAS_TS else None):
+    # The diagonal tiles (reading the band), the first one outside any loop: dk and dv are
+    # defined by its dots, so no path into a loop's wgmma wait defines them by other
+    # instructions (ptxas then serializes every wgmma of the kernel: warning C7515).
+    dk, dv = _dkdv_tile(tl.zeros((BLOCK_N, BLOCK_DQK), dtype=tl.float32), tl.zeros((BLOCK_N, BLOCK_DV), dtype=tl.float32),
+                        k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_first, seq_len,
+                        Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, BAND, POS_SKEW,
+                        stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
+                        num_buckets, D_QK, D_V, True, DIAGONAL_TILE, HAS_POS, HAS_TS, FAST_RAB, MAX_EDGES, EDGE_PAD,
+                        PROBE_EDGES, BLOCK_N, BLOCK_M, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
+    # The others (when BLOCK_N > BLOCK_M), not pipelined with the band (as the forward's).
+    for m_start in tl.range(m_first + BLOCK_M, m_full, BLOCK_M, num_stages=1 if FAST_RAB and HAS_TS else None):
         dk, dv = _dkdv_tile(dk, dv, k, v, offs_n, n_ok, n_start, tk_hi, tk_lo, ts_base, m_start, seq_len,
                             Q, DO, TS, REQ_TS, POS_W, TS_W, THR, EDGES, FIRST_Q, BAND, POS_SKEW,
                             stride_qt, stride_dot, t_stride, skew_stride, skew_pad, alpha, max_seq_len,
@@ -306,18 +313,19 @@ def _dq_kernel(
     do = tl.load(DO + offs_m[:, None] * stride_dot + offs_dv[None, :],
                  mask=m_ok[:, None] & (offs_dv[None, :] < D_V), other=0.0)
 
-    dq = tl.zeros((BLOCK, BLOCK_DQK), dtype=tl.float32)
+    # The diagonal tile first: it defines dq by a dot, so no path into the pipelined loop's
+    # wait defines the accumulator by other instructions (ptxas would serialize every wgmma).
+    dq = _dq_tile(
+        tl.zeros((BLOCK, BLOCK_DQK), dtype=tl.float32), q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, m_start, m_start, seq_len,
+        K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
+        skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, True, DIAGONAL_TILE, HAS_POS, HAS_TS, FAST_RAB,
+        MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     for n_start in range(0, m_start, BLOCK):
         dq = _dq_tile(
             dq, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, n_start, m_start, seq_len,
             K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
             skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, False, FAR_TILE, HAS_POS, HAS_TS, FAST_RAB,
             MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
-    dq = _dq_tile(
-        dq, q, do, offs_m, m_ok, tq_hi, tq_lo, ts_base, m_start, m_start, seq_len,
-        K, V, TS, POS_W, TS_W, THR, EDGES, BAND, POS_SKEW, stride_kt, stride_vt, t_stride, skew_stride,
-        skew_pad, alpha, max_seq_len, num_buckets, D_QK, D_V, True, DIAGONAL_TILE, HAS_POS, HAS_TS, FAST_RAB,
-        MAX_EDGES, EDGE_PAD, PROBE_EDGES, BLOCK, BLOCK_DQK, BLOCK_DV, DOT_PRECISION, FAST_MATH)
     if FAST_RAB and HAS_TS:
         # Far tiles spanning more edges than the first loop unrolls, redone: near the diagonal
         # from the band (as the diagonal tile), beyond it with all their edges.

@@ -2,9 +2,9 @@
 
 Compiles the forward, dk/dv, dq and rab-gradient kernels for sm_90 on this CPU-only machine (a
 subprocess: the test session runs Triton under its interpreter, which cannot compile) and fails if
-the fast rab path starts to spill (in the rab-gradient kernel: in its loop over heads), loses its
-software pipelining, gathers a weight per logit in the far-tile loop again, its forward's and
-dq's far tiles inside one time bucket cost more than 4 instructions per logit over the bias-free
+the fast rab path starts to spill (dk/dv and the rab-gradient kernel: in their hottest loops),
+loses its software pipelining, gets its wgmma serialized by ptxas (any kernel, bias or not),
+gathers a weight per logit in the far-tile loop again, its forward's and dq's far tiles inside one time bucket cost more than 4 instructions per logit over the bias-free
 kernel's, or its diagonal tiles more than 1.6x the bias-free kernel's.
 """
 
@@ -34,7 +34,13 @@ def test_fast_rab_compiles_without_spills_or_gathers_and_pipelined(tmp_path):
     costs = {(c["kernel"], c["variant"]): c for c in json.loads(out.read_text())["costs"]}
     for kernel in ("fwd", "dkdv", "dq"):
         fast, exact, base = (costs[kernel, v] for v in ("rab_fast", "rab_exact", "norab"))
-        assert fast["spill_store_bytes"] == 0 and fast["spill_load_bytes"] == 0, kernel
+        if kernel == "dkdv":
+            # Its wgmma unserialized (stop 30), dk/dv spills 80 bytes outside its far-tile loop
+            # (none before, with every MMA waiting for the last): none in the loop.
+            assert fast["spill_store_bytes"] + fast["spill_load_bytes"] <= 128, kernel
+            assert fast["hot_loop_local_accesses"] == 0, kernel
+        else:
+            assert fast["spill_store_bytes"] == 0 and fast["spill_load_bytes"] == 0, kernel
         assert fast["pipelined"] and base["pipelined"], kernel
         # The per-logit path gathers weights and thresholds (4 loads of 4 bytes per logit); the fast
         # one loads the positional block as 16-byte vectors, and per edge one value per tile row and
@@ -64,12 +70,13 @@ def test_fast_rab_compiles_without_spills_or_gathers_and_pipelined(tmp_path):
     e0, base = costs["dq", "rab_fast_e0"], costs["dq", "norab"]
     assert e0["instructions_per_logit"] - base["instructions_per_logit"] <= 4.0
     # The rab-gradient kernel: one loop over heads per tile, pipelined, no spill reloads in it, and
-    # per logit and head (H = 4) under 1.5x the bias-free dq kernel's cost at a bias-free far tile
-    # (1.41x at this commit).
+    # per logit and head (H = 4) under 1.6x the bias-free dq kernel's cost at a bias-free far tile
+    # (1.41x at stop 29, 1.56x since the bias-free dq kernel, its wgmma no longer serialized, costs
+    # 10.1 instructions per logit rather than 11.1).
     grad = costs["rabgrad", "rab_fast"]
     assert grad["pipelined"] and grad["hot_loop_local_accesses"] == 0
     assert grad["scalar_loads_per_logit"] < 0.5
-    assert costs["rabgrad", "rab_fast_e0"]["instructions_per_logit"] <= 1.5 * base["instructions_per_logit"]
+    assert costs["rabgrad", "rab_fast_e0"]["instructions_per_logit"] <= 1.6 * base["instructions_per_logit"]
     # Where the registers are live (nvdisasm's life ranges, read from a 255-register kernel too):
     # the peaks lie within what ptxas allocated, and the per-logit path's far loop (its bias
     # arithmetic per logit) needs more of them than the bias-free loop.
@@ -78,6 +85,13 @@ def test_fast_rab_compiles_without_spills_or_gathers_and_pipelined(tmp_path):
         assert 0 < cost["live_registers_elsewhere"] <= cost["registers"], cost
     assert costs["fwd", "rab_exact"]["registers"] == 255
     assert costs["fwd", "rab_exact"]["live_registers_far_loop"] > costs["fwd", "norab"]["live_registers_far_loop"]
+    # ptxas serializes every wgmma of a kernel for one spot it cannot pipeline (info C7515): dq,
+    # bias or not, and dk/dv with the bias were serialized until stop 30 (a zero-initialized
+    # accumulator reaching the wait of a loop that ran no iteration), so each of their MMAs
+    # waited for the one before, 12 and 16 waits per far tile instead of 2.
+    for (kernel, variant), cost in costs.items():
+        assert cost["wgmma_serialized"] is None, (kernel, variant, cost["wgmma_serialized"])
+        assert cost["loop_mma_waits"] <= 2, (kernel, variant, cost["loop_mma_waits"])
     assert "fwd" in done.stdout and "rab_fast" in done.stdout  # the table is printed
     # The band's builder compiles for the GPU (the interpreter accepted a reassigned constexpr
     # that the compiler refuses) and does not spill.
