@@ -56,6 +56,7 @@ from gr_core.training.checkpoints import (
 )
 from gr_core.training.selection import Selection
 from gr_core.training.state import Progress, TrainResult
+from kernels.hstu_attention import batch_scope
 
 logger = logging.getLogger(__name__)
 
@@ -145,11 +146,13 @@ class Trainer:
                 first, stop, weight = 0, 1, 0.0
             micro = batch if (first, stop) == (0, batch.num_seqs) else batch.select_sequences(first, stop)
             tokens = slice(int(batch.seq_offsets[first]), int(batch.seq_offsets[stop]))
-            with autocast(self.device, train.precision):
-                parts = self.objective(micro.to(self.device), negatives[tokens] if negatives is not None else None)
-                loss = parts.get("retrieval", 0.0) + train.ranking_weight * parts.get("ranking", 0.0)
-            assert isinstance(loss, torch.Tensor)
-            self.engine.backward(loss * (weight * scale))
+            # The attention layers' forward and backward share the batch's time tables (one build).
+            with batch_scope():
+                with autocast(self.device, train.precision):
+                    parts = self.objective(micro.to(self.device), negatives[tokens] if negatives is not None else None)
+                    loss = parts.get("retrieval", 0.0) + train.ranking_weight * parts.get("ranking", 0.0)
+                assert isinstance(loss, torch.Tensor)
+                self.engine.backward(loss * (weight * scale))
             self.engine.step()
             for name, part in parts.items():
                 sums[name] = sums[name] + weight * part.detach()

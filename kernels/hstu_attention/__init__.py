@@ -82,10 +82,10 @@ def hstu_attention(
 
 @contextlib.contextmanager
 def batch_scope() -> Iterator[None]:
-    """Around the attention layers of one forward (given the same timestamps, request times and
-    offsets): the Triton path builds the batch's time tables, and waits for the device, once for
-    all of them rather than once per layer (`batch_memo`). Dropped on exit; the backward builds
-    its own per layer."""
+    """Around the attention layers of one forward, or a forward and its backward (given the same
+    timestamps, request times and offsets): the Triton path builds the batch's time tables, and
+    waits for the device, once for all of them rather than once per layer and direction
+    (`batch_memo`). Dropped when the last open scope closes."""
     with TIME_TABLES.scope():
         yield
 

@@ -105,20 +105,26 @@ def test_inference_tensors_are_computed_every_time_and_keep_nothing():
     assert memo.computed == 4
 
 
-def test_scopes_are_per_thread_and_the_memo_keeps_neither_keys_nor_values_alive():
+def test_an_open_scope_serves_every_thread_and_the_memo_keeps_neither_keys_nor_values_alive():
     memo: BatchMemo[int] = BatchMemo()
     ts = torch.arange(3)
     seen_elsewhere = []
+
+    def backward_thread():  # autograd runs a CUDA backward on a thread of its own
+        seen_elsewhere.append(_summing(memo, (ts,)))
+
     with memo.scope():
         _summing(memo, (ts,))
-        # Another thread, in no scope of its own: computes, and does not drop this scope's value.
-        worker = threading.Thread(target=lambda: seen_elsewhere.append(_summing(memo, (ts,))))
+        worker = threading.Thread(target=backward_thread)
         worker.start()
         worker.join()
-        _summing(memo, (ts,))
+        assert seen_elsewhere == [3] and memo.computed == 1
+        # An inner scope closing (the model's own, inside the trainer's) keeps the value.
+        with memo.scope():
+            pass
+        assert _summing(memo, (ts,)) == 3 and memo.computed == 1
         ref = weakref.ref(ts)
         del ts
         gc.collect()
         assert ref() is None
-    assert seen_elsewhere == [3] and memo.computed == 2
     assert memo._value is None and memo._stamps is None

@@ -19,6 +19,7 @@ import sys
 if "triton" not in sys.modules:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import contextlib  # noqa: E402
 import logging  # noqa: E402
 import random  # noqa: E402
 
@@ -429,16 +430,17 @@ def test_model_config_selects_the_triton_kernel() -> None:
 
 
 @pytest.mark.triton_interpret
-def test_the_layers_of_a_forward_share_one_build_of_the_time_tables() -> None:
-    """Every block's forward gets the same timestamps, request times and offsets: inside the
-    model's `batch_scope` the edge tables (and their host sync) are built once per forward, not
-    once per block; the backward, outside it, builds them per block; and a batch written in place
-    gets new ones."""
+def test_the_layers_of_a_training_step_share_one_build_of_the_time_tables() -> None:
+    """Every block gets the same timestamps, request times and offsets: inside the model's own
+    `batch_scope` the edge tables (and their host sync) are built once per forward, not once per
+    block, and the backward builds them per block; inside one around the forward and the backward
+    (the trainer's) once per step. A batch written in place gets new ones."""
     import dataclasses
 
     from gr_core.config import ModelConfig
     from gr_core.families import HSTUOptions
     from gr_core.hstu import HSTU
+    from kernels.hstu_attention import batch_scope
 
     blocks = 3
     cfg = ModelConfig(num_blocks=blocks, embedding_dim=16, num_heads=2, max_seq_len=40, dropout=0.0)
@@ -461,16 +463,38 @@ def test_the_layers_of_a_forward_share_one_build_of_the_time_tables() -> None:
         (out * weights).sum().backward()
         return out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
-    for _ in range(2):
+    for whole_step in (False, True, True):
         built = rab_tables.TIME_TABLES.computed
         # Outside the attention op (whose inner ops a dispatch mode does not see: its one sync is
         # the table build counted here), the step never waits for the device.
-        with HostSyncs() as seen:
+        with HostSyncs() as seen, (batch_scope() if whole_step else contextlib.nullcontext()):
             out, grads = step(triton_model)
         assert seen.syncs == []
-        assert rab_tables.TIME_TABLES.computed - built == 1 + blocks
+        assert rab_tables.TIME_TABLES.computed - built == (1 if whole_step else 1 + blocks)
         want, want_grads = step(reference)
         assert (out - want).abs().max() <= 1e-4 * want.abs().max()
         for got, ref in zip(grads, want_grads, strict=True):
             assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
         timestamps.mul_(3)  # still sorted; every gap three times longer: other buckets
+
+
+def test_a_trainer_step_builds_the_time_tables_once() -> None:
+    """`Trainer.step` opens the scope around a micro-batch's forward and backward: one build of
+    the edge tables per optimizer step, whatever the blocks."""
+    import dataclasses
+
+    from gr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from gr_core.families import HSTUOptions
+    from gr_core.trainer import Trainer
+
+    cfg = RunConfig(
+        data=DataConfig(num_users=60, num_items=30, num_clusters=3, max_events=12),
+        model=ModelConfig(num_blocks=3, embedding_dim=8, num_heads=1, max_seq_len=10, dropout=0.0,
+                          options=HSTUOptions(attention_impl="triton")),
+        train=TrainConfig(epochs=1, batch_size=32, num_negatives=4),
+    )
+    trainer = Trainer(cfg)
+    built = rab_tables.TIME_TABLES.computed
+    trainer.train_epoch()
+    assert trainer.progress.step >= 2
+    assert rab_tables.TIME_TABLES.computed - built == trainer.progress.step
