@@ -105,7 +105,7 @@ class BatchMemo(Generic[Value]):
         return value
 
 
-# The attention's time tables (`rab_tables.rab_tables(batch=...)`), shared by one forward's layers.
+# The attention's time tables (`rab_tables.rab_tables(batch=...)`), shared within an open scope.
 TIME_TABLES: BatchMemo = BatchMemo()
 
 __all__ = ["TIME_TABLES", "BatchMemo"]

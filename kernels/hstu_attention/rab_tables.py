@@ -1,8 +1,9 @@
 """Host-side tables that turn the relative attention bias of far tiles into loads and compares.
 
-Built in PyTorch (a few element-wise ops and one `searchsorted`) and shared by every head; the
-time tables, which depend on the batch alone, once per forward for all its layers (`batch_memo`),
-the weight-bearing ones (band, positional tables) once per call. See `../shared/kernel-rab-design.md` for the measurements behind the design.
+Built in PyTorch (a few element-wise ops and one `searchsorted`) and shared by every head: the
+time tables, which depend on the batch alone, once per training step for every layer and both
+directions (`batch_memo`), the weight-bearing ones (band, positional tables) once per call. See
+`../shared/kernel-rab-design.md` for the measurements behind the design.
 
 - **Edge table** (time term). Within a sequence, timestamps are non-decreasing, so for query row
   i (scored at t_i = ts[i+1], the request time for the last row) the time bucket of key j is at
@@ -257,8 +258,8 @@ def edge_table(
 @dataclasses.dataclass(frozen=True)
 class _TimeTables:
     """What `_edge_table` found for a batch of sorted timestamps: a function of the timestamps,
-    request times and offsets alone, shared by every head, and by a forward's layers
-    (`batch_memo.TIME_TABLES`)."""
+    request times and offsets alone, shared by every head, and by every layer and direction within
+    a `batch_memo` scope."""
 
     edges: torch.Tensor  # `edge_table`
     reach: int  # edges past the first `reach` have thresholds above every span: all -1
@@ -446,9 +447,10 @@ def rab_tables(
 
     fast=False (or timestamps the edge table cannot take) selects the exact per-logit path.
     `batch`: the caller's own timestamps, request times and offsets, of which `ts`, `request` and
-    `seq_offsets` are functions. Inside `batch_memo.TIME_TABLES.scope()` (a model's forward:
-    `kernels.hstu_attention.batch_scope`), calls given the same tensor objects, unmodified, share
-    the time tables: the edge search and its host sync run once per forward, not once per layer.
+    `seq_offsets` are functions. Inside `batch_memo.TIME_TABLES.scope()` (a training step, a
+    model's forward: `kernels.hstu_attention.batch_scope`), calls given the same tensor objects,
+    unmodified, share the time tables: the edge search and its host sync run once per scope, not
+    once per layer and direction.
     The band and the positional tables hold the layer's weights and are built per call (one
     launch and two gathers, no sync).
     """
