@@ -148,26 +148,21 @@ def tuning_configs(kernel: str) -> list[dict[str, int]]:
     return [dict(c) for c in configs]
 
 
-def _kernel_spec(kernel: str) -> tuple[Any, dict[str, int], dict[str, str], str]:
-    """(jit function, launch config, pointer signature, name of the tile-rows constexpr)."""
-    from kernels.hstu_attention import triton_bwd, triton_fwd
+def _kernel_spec(kernel: str) -> tuple[Any, dict[str, str]]:
+    """(jit function, pointer signature)."""
+    from kernels.hstu_attention import triton_bwd, triton_fwd, triton_rab_grad
 
     bf16, f32, i64, i32 = "*bf16", "*fp32", "*i64", "*i32"
     common = {"SEQ_OFFSETS": i64, "TS": i64, "REQ_TS": i64, "POS_W": f32, "TS_W": f32, "THR": f32,
               "EDGES": i32, "FIRST_Q": i32, "BAND": f32, "POS_SKEW": f32}
     if kernel == "fwd":
-        ptrs = {"Q": bf16, "K": bf16, "V": bf16, "OUT": bf16, **common}
-        return triton_fwd._hstu_fwd_kernel, dict(triton_fwd.FWD_CONFIGS[0]), ptrs, "fwd"
+        return triton_fwd._hstu_fwd_kernel, {"Q": bf16, "K": bf16, "V": bf16, "OUT": bf16, **common}
     if kernel == "dkdv":
-        ptrs = {n: bf16 for n in ("Q", "K", "V", "DO", "DK", "DV")} | common
-        return triton_bwd._dkdv_kernel, dict(triton_bwd.DKDV_CONFIGS[0]), ptrs, "dkdv"
+        return triton_bwd._dkdv_kernel, {n: bf16 for n in ("Q", "K", "V", "DO", "DK", "DV")} | common
     if kernel == "dq":
-        ptrs = {n: bf16 for n in ("Q", "K", "V", "DO", "DQ")} | common
-        return triton_bwd._dq_kernel, dict(triton_bwd.DQ_CONFIGS[0]), ptrs, "dq"
-    from kernels.hstu_attention import triton_rab_grad
-
+        return triton_bwd._dq_kernel, {n: bf16 for n in ("Q", "K", "V", "DO", "DQ")} | common
     ptrs = {n: bf16 for n in ("Q", "K", "V", "DO")} | common | {"DPOS_PART": f32, "DTS_PART": f32}
-    return triton_rab_grad._rab_grad_kernel, dict(triton_rab_grad.RAB_GRAD_CONFIGS[0]), ptrs, "rabgrad"
+    return triton_rab_grad._rab_grad_kernel, ptrs
 
 
 def _tile_shape(kernel: str, config: dict[str, int]) -> tuple[int, int]:
@@ -186,8 +181,8 @@ def compile_kernel(kernel: str, variant: str, arch: int, maxnreg: int | None = N
 
     from kernels.hstu_attention.rab_tables import FAR_TILE_MAX_EDGES
 
-    fn, first_config, ptrs, _ = _kernel_spec(kernel)
-    config = dict(config) if config is not None else first_config
+    fn, ptrs = _kernel_spec(kernel)
+    config = dict(config) if config is not None else tuning_configs(kernel)[0]
     has_rab = variant != "norab"
     constexprs: dict[str, Any] = dict(
         D_QK=HEAD_DIM, D_V=HEAD_DIM, NORM_MAX_LEN=True, HAS_POS=has_rab, HAS_TS=has_rab,
@@ -554,7 +549,7 @@ def band_kernel_usage(arch: int) -> dict[str, int]:
 
 def serialization_by_config(archs: list[int], kernels: list[str]) -> list[dict[str, Any]]:
     """Every tuning config of each kernel, bias-free and on the fast path, compiled for each sm_90+
-    arch (wgmma exists there only): whether ptxas serialized its wgmma (C7515), and why. The
+    arch (wgmma exists there only): whether ptxas serialized its wgmma (C7515, C7512, ...), and why. The
     autotuner may pick any of them, so none may be."""
     rows = []
     for arch in (a for a in archs if a >= 90):
