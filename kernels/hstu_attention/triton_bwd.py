@@ -60,6 +60,13 @@ else:
         dict(BLOCK=64, num_warps=8, num_stages=2),
         dict(BLOCK=128, num_warps=8, num_stages=2),
         dict(BLOCK=32, num_warps=4, num_stages=3),
+        # The fast-bias dq kernel takes 216-244 registers, so an SM holds 2 of its 4-warp blocks
+        # (the bias-free one 4); capped at 168, 3 fit, for 240-320 bytes of spills, at most 3 local
+        # accesses in its far loop and ~10% more instructions per logit (`benchmarks/
+        # kernel_static.py --all-configs`). Only a GPU can say which is faster. (Bias-free, ptxas
+        # allocates 156 registers under the cap rather than 128: 3 blocks rather than 4. The
+        # autotuner tunes the two apart.)
+        dict(BLOCK=64, num_warps=4, num_stages=2, maxnreg=168),
     ]
 
 

@@ -692,10 +692,12 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 def as_triton_configs(configs: list[dict[str, int]]) -> list[triton.Config]:
-    """Launch-kwarg dicts (block sizes in capitals, num_warps, num_stages) -> triton.Config."""
+    """Launch-kwarg dicts (block sizes in capitals, num_warps, num_stages, optionally maxnreg: the
+    registers per thread capped, PTX .maxnreg) -> triton.Config."""
+    launch = ("num_warps", "num_stages", "maxnreg")
     return [
-        triton.Config({k: v for k, v in c.items() if k not in ("num_warps", "num_stages")},
-                      num_warps=c["num_warps"], num_stages=c["num_stages"])
+        triton.Config({k: v for k, v in c.items() if k not in launch},
+                      num_warps=c["num_warps"], num_stages=c["num_stages"], maxnreg=c.get("maxnreg"))
         for c in configs
     ]
 
