@@ -1,11 +1,13 @@
-"""benchmarks/kernel_static.py on one kernel: the fast rab path keeps its static properties.
+"""benchmarks/kernel_static.py: the fast rab path keeps its static properties.
 
 Compiles the forward, dk/dv, dq and rab-gradient kernels for sm_90 on this CPU-only machine (a
 subprocess: the test session runs Triton under its interpreter, which cannot compile) and fails if
 the fast rab path starts to spill (dk/dv and the rab-gradient kernel: in their hottest loops),
 loses its software pipelining, gets its wgmma serialized by ptxas (any kernel, bias or not),
 gathers a weight per logit in the far-tile loop again, its forward's and dq's far tiles inside one time bucket cost more than 4 instructions per logit over the bias-free
-kernel's, or its diagonal tiles more than 1.6x the bias-free kernel's.
+kernel's, or its diagonal tiles more than 1.6x the bias-free kernel's; and that `--all-configs`
+measures every tuning candidate against its bias-free twin, none serialized, and the occupancy
+model (`cubin_inspect.resident_warps`) gives the CUDA limits' answers.
 """
 
 from __future__ import annotations
@@ -118,3 +120,102 @@ def test_maxnreg_caps_the_registers_and_is_recorded(tmp_path):
     assert "capped at 128" in done.stdout
     bad = _static("--maxnreg", "300", tmp_path=tmp_path)
     assert bad.returncode == 2 and "error: --maxnreg must be between 24 and 255" in bad.stderr
+
+
+def _cubin_inspect():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import cubin_inspect
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return cubin_inspect
+
+
+@pytest.mark.parametrize(("arch", "registers", "shared_kb", "num_warps", "warps"), [
+    # 255 registers: 8,192 a warp (256-register units), 8 warps of 65,536; 80 KB fits twice anyway.
+    (90, 255, 80, 4, 8),
+    # 128 registers, 8-warp blocks: 4,096 a warp, 16 warps by registers; 48 KB (+1 reserved) 4 times.
+    (90, 128, 48, 8, 16),
+    # 168 registers: 5,376 a warp, 12 warps by registers, but 80 KB + 1 fits only twice in 228 KB.
+    (90, 168, 80, 4, 8),
+    (90, 167, 48, 4, 12),
+    # sm_80 has 164 KB a SM: 81 KB + 1 reserved fits twice, 82 KB + 1 once.
+    (80, 128, 81, 4, 8),
+    (80, 128, 82, 4, 4),
+    # Few registers and no shared memory: the 64-warp limit, then the 32-block limit.
+    (90, 32, 0, 8, 64),
+    (90, 32, 0, 1, 32),
+])
+def test_resident_warps_follow_the_sm_limits(arch, registers, shared_kb, num_warps, warps):
+    assert _cubin_inspect().resident_warps(arch, registers, shared_kb * 1024, num_warps) == warps
+
+
+@pytest.mark.slow
+def test_all_configs_measures_every_tuning_config_against_its_bias_free_twin(tmp_path):
+    # The autotuner may pick any candidate on a GPU: each is measured, its fast path against the
+    # bias-free kernel at the same config, and none may have its wgmma serialized.
+    out = tmp_path / "configs.json"
+    done = _static("--arch", "90", "--kernels", "dq", "rabgrad", "--variants", "norab", "rab_fast", "--all-configs",
+                   "--out", str(out), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = result["tuning_configs"]
+    expected = {"dq": 6, "rabgrad": 3}  # DQ_CONFIGS, RAB_GRAD_CONFIGS on a GPU
+    assert {k: sum(r["kernel"] == k for r in rows) for k in expected} == expected
+    costs = result["tuning_config_costs"]
+    assert len(costs) == 2 * 6 + 3  # dq bias-free and fast at 6 configs, the rab gradient fast at 3
+    for row in rows:
+        base = row["norab"]
+        twin = [c for c in costs if c["kernel"] == "dq" and c["variant"] == "norab" and c["config"] == row["config"]]
+        assert [base["registers"], base["shared_bytes"]] == [twin[0]["registers"], twin[0]["shared_bytes"]]
+        assert row["wgmma_serialized"] == {}, row
+        assert row["meets_absolute_targets"] == (row["spill_bytes"] == 0 and row["registers"] <= 168)
+        assert 0 < row["resident_warps"] <= base["resident_warps"], row  # the bias never adds occupancy
+    assert "every tuning config" in done.stdout
+
+
+def test_registers_for_warps_inverts_the_occupancy_model():
+    inspect = _cubin_inspect()
+    # The fast forward (80 KB, 8-warp blocks) matches the bias-free one's 16 warps at 128 registers;
+    # dq's fast kernel (72 KB) cannot keep 4 blocks of 4 warps whatever its registers: 4 x 73 KB > 228.
+    assert inspect.registers_for_warps(90, 16, 80 * 1024, 8) == 128
+    assert inspect.resident_warps(90, 129, 80 * 1024, 8) == 8
+    assert inspect.registers_for_warps(90, 16, 72 * 1024, 4) is None
+    assert inspect.registers_for_warps(90, 12, 72 * 1024, 4) == 168
+
+
+_PTX = """.version 8.0
+.target sm_80
+.address_size 64
+.file 1 "{source}"
+.visible .entry store_constant(.param .u64 out)
+{{
+  .reg .b32 %r<2>;
+  .reg .b64 %rd<3>;
+  .loc 1 1 0
+  ld.param.u64 %rd1, [out];
+  cvta.to.global.u64 %rd2, %rd1;
+  mov.u32 %r1, {value};
+  st.global.u32 [%rd2], %r1;
+  ret;
+}}
+"""
+
+
+def test_ptxas_check_compares_code_not_the_source_files_recorded_beside_it(tmp_path):
+    # With line info ptxas writes each source file's size and time into the cubin as it finds them
+    # on disk: after an edit elsewhere in a kernel's file, Triton's cached cubin differs from a fresh
+    # assembly of its PTX in those bytes only, and the benchmark refused to run (stop 31).
+    inspect = _cubin_inspect()
+    source = tmp_path / "kernel_source.py"
+    source.write_text("x = 1\n")
+    ptx = _PTX.format(source=source, value=7)
+    cached, _ = inspect.assemble(ptx, 80)
+    source.write_text("x = 1\n# an edit outside the kernel\n")
+    fresh, _ = inspect.assemble(ptx, 80)
+    assert fresh != cached  # the line table moved...
+    registers, spill_stores, spill_loads, serialized = inspect.ptxas_usage(ptx, 80, triton_cubin=cached)  # ...not the code
+    assert 0 < registers <= 255 and (spill_stores, spill_loads, serialized) == (0, 0, None)
+    other, _ = inspect.assemble(_PTX.format(source=source, value=8), 80)
+    with pytest.raises(RuntimeError, match="did not assemble the code Triton did"):
+        inspect.ptxas_usage(ptx, 80, triton_cubin=other)
