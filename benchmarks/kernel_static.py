@@ -415,16 +415,19 @@ CONFIG_PASS_VARIANTS = tuple(v for v in VARIANTS if v != "rab_exact")
 def costs_by_config(archs: list[int], kernels: list[str], variants: list[str]) -> list[KernelCost]:
     """Every tuning config of each kernel in `variants` (the per-logit path aside), compiled for each
     sm_90+ arch: the autotuner on a GPU may pick any of them, so each is measured as the first
-    one is in the main table."""
-    costs = []
+    one is in the main table. The rab-gradient kernel's bias-free twin is the dq kernel at its
+    config, measured with "norab" among the variants."""
+    wanted = [v for v in variants if v in CONFIG_PASS_VARIANTS]
+    jobs: list[tuple[int, str, str, dict[str, int]]] = []
     for arch in (a for a in archs if a >= 90):
         for kernel in kernels:
             for config in tuning_configs(kernel):
-                for variant in (v for v in variants if v in CONFIG_PASS_VARIANTS):
-                    if kernel == "rabgrad" and variant == "norab":
-                        continue
-                    costs.append(measure(kernel, variant, arch, config=config))
-    return costs
+                for variant in wanted:
+                    job = (arch, "dq", variant, config) if kernel == "rabgrad" and variant == "norab" else \
+                        (arch, kernel, variant, config)
+                    if job not in jobs:
+                        jobs.append(job)
+    return [measure(kernel, variant, arch, config=config) for arch, kernel, variant, config in jobs]
 
 
 def config_verdicts(costs: list[KernelCost]) -> list[dict[str, Any]]:

@@ -53,6 +53,10 @@ else:
         dict(BLOCK_N=128, BLOCK_M=64, num_warps=8, num_stages=2),
         dict(BLOCK_N=128, BLOCK_M=32, num_warps=8, num_stages=3),
         dict(BLOCK_N=64, BLOCK_M=32, num_warps=4, num_stages=3),
+        # With the bias the one above takes 222-228 registers (8 warps an SM, the bias-free
+        # kernel 12); capped at 168 it keeps 12, for 136-160 bytes of spills outside its far loop
+        # and 1-2 more instructions per logit (benchmarks/kernel_static.py --all-configs).
+        dict(BLOCK_N=64, BLOCK_M=32, num_warps=4, num_stages=3, maxnreg=168),
     ]
     DQ_CONFIGS = [
         dict(BLOCK=64, num_warps=4, num_stages=2),

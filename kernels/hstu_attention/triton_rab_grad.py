@@ -47,11 +47,15 @@ if INTERPRET:
     RAB_GRAD_CONFIGS = [dict(BLOCK=32, num_warps=4, num_stages=1)]
 else:
     # sm_90: 4 warps cost the fewest instructions per logit but spill once per tile (not in the
-    # loop over heads); 8 warps do not spill (benchmarks/kernel_static.py). A GPU decides.
+    # loop over heads); 8 warps do not spill; either way an SM holds 8 warps (255 and 210
+    # registers). Capped at 128 registers, 8-warp blocks fit twice: 16 warps, for spills outside
+    # the loop over heads and ~1 more instruction per logit (benchmarks/kernel_static.py
+    # --all-configs). A GPU decides.
     RAB_GRAD_CONFIGS = [
         dict(BLOCK=64, num_warps=4, num_stages=2),
         dict(BLOCK=64, num_warps=8, num_stages=2),
         dict(BLOCK=64, num_warps=4, num_stages=3),
+        dict(BLOCK=64, num_warps=8, num_stages=2, maxnreg=128),
     ]
 
 
