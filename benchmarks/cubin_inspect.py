@@ -72,7 +72,8 @@ def ptxas_usage(ptx: str, arch: int, triton_cubin: bytes | None = None) -> tuple
     than a wgmma defines on a path into a wait (C7515: a zero-initialized accumulator reaching the
     wait after a loop that ran no iteration), or too few registers (C7512, under a register cap)."""
     cubin, log = assemble(ptx, arch)
-    if triton_cubin is not None and cubin != triton_cubin and sass_instructions(cubin) != sass_instructions(triton_cubin):
+    if triton_cubin is not None and cubin != triton_cubin and (
+            not (ours := sass_instructions(cubin)) or ours != sass_instructions(triton_cubin)):
         raise RuntimeError(f"sm_{arch}: ptxas here did not assemble the code Triton did: update "
                            "_TRITON_PTXAS_OPTIONS to the options of Triton's make_cubin")
     regs = _REGISTERS.search(log)

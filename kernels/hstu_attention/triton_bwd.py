@@ -394,7 +394,7 @@ def hstu_attention_bwd_triton(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(dq, dk, dv, d_pos_weights, d_ts_weights) for dout: [T, H, Dv]; None for absent weights.
 
-    The *_config arguments (block sizes, num_warps, num_stages) bypass the autotuner (tests);
+    The *_config arguments (block sizes, num_warps, num_stages, optionally maxnreg) bypass the autotuner (tests);
     fast_rab=False forces the exact per-logit bias on every tile. The weight gradients are
     reduced without atomics (per-program scratch rows summed in a fixed order): bit-identical
     from run to run.

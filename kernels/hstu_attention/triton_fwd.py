@@ -50,7 +50,8 @@ else:
         dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3),
         dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=3),
         # 64 x 64 tiles with two stages (56 KB with the bias) capped at 168 registers: 12 warps an
-        # SM rather than 8, for 112-232 bytes of spills, some in the 1-edge far loop
+        # SM rather than 8 (uncapped: 228 registers), for 112-232 bytes of spills, some in the
+        # 1-edge far loop
         # (benchmarks/kernel_static.py --all-configs). A GPU decides.
         dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, maxnreg=168),
     ]
@@ -217,7 +218,7 @@ def hstu_attention_fwd_triton(
     """Jagged causal HSTU attention forward. q, k: [T, H, Dqk]; v: [T, H, Dv]; seq_offsets [B+1] -> [T, H, Dv].
 
     Every sequence must be at most max_seq_len long (not checked here: it would need a host sync;
-    the reference raises). `config` (BLOCK_M, BLOCK_N, num_warps, num_stages) bypasses the
+    the reference raises). `config` (BLOCK_M, BLOCK_N, num_warps, num_stages[, maxnreg]) bypasses the
     autotuner; tests use it to check each tuning candidate. fast_rab=False forces the exact
     per-logit bias on every tile (the fast path's reference in tests and benchmarks).
     """
