@@ -60,6 +60,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -416,11 +417,13 @@ def band_kernel_usage(arch: int) -> dict[str, int]:
 CONFIG_PASS_VARIANTS = tuple(v for v in VARIANTS if v != "rab_exact")
 
 
-def costs_by_config(archs: list[int], kernels: list[str], variants: list[str]) -> list[KernelCost]:
+def costs_by_config(archs: list[int], kernels: list[str], variants: list[str],
+                    known: Sequence[KernelCost] = ()) -> list[KernelCost]:
     """Every tuning config of each kernel in `variants` (the per-logit path aside), compiled for each
     sm_90+ arch: the autotuner on a GPU may pick any of them, so each is measured as the first
-    one is in the main table. The rab-gradient kernel's bias-free twin is the dq kernel at its
-    config, measured with "norab" among the variants."""
+    one is in the main table (`known` costs, that table's, are reused rather than measured again).
+    The rab-gradient kernel's bias-free twin is the dq kernel at its config, measured with "norab"
+    among the variants."""
     wanted = [v for v in variants if v in CONFIG_PASS_VARIANTS]
     jobs: list[tuple[int, str, str, dict[str, int]]] = []
     for arch in (a for a in archs if a >= 90):
@@ -431,7 +434,9 @@ def costs_by_config(archs: list[int], kernels: list[str], variants: list[str]) -
                         (arch, kernel, variant, config)
                     if job not in jobs:
                         jobs.append(job)
-    return [measure(kernel, variant, arch, config=config) for arch, kernel, variant, config in jobs]
+    measured = {(c.arch, c.kernel, c.variant, tuple(sorted(c.config.items()))): c for c in known}
+    return [measured.get((arch, kernel, variant, tuple(sorted(config.items()))))
+            or measure(kernel, variant, arch, config=config) for arch, kernel, variant, config in jobs]
 
 
 def config_verdicts(costs: list[KernelCost]) -> list[dict[str, Any]]:
@@ -520,7 +525,8 @@ def main() -> None:
     args = parse_args()
     result = run(args.arch, args.kernels, args.variants, args.maxnreg)
     if args.all_configs:
-        config_costs = costs_by_config(args.arch, args.kernels, args.variants)
+        config_costs = costs_by_config(args.arch, args.kernels, args.variants,
+                                       known=[KernelCost(**c) for c in result["costs"]])
         result["tuning_configs"] = config_verdicts(config_costs)
         result["tuning_config_costs"] = [dataclasses.asdict(c) for c in config_costs]
         print_config_table(result["tuning_configs"])
